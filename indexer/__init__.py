@@ -1,0 +1,1 @@
+"""indexer: normalise, chunk, embed, build and load the index."""

@@ -1,0 +1,222 @@
+"""Encoders: text → L2-normalised float32 vectors.
+
+``Encoder`` is the one interface the rest of kefu sees. ``SentenceTransformerEncoder`` wraps
+any sentence-transformers model (the built-in conversion, a hub id, a local path);
+``FakeEncoder`` is deterministic and model-free, for fast unit tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from indexer.model.builtin import is_builtin, prepare_builtin
+from kb.errors import ConfigError, ModelError
+from kb.settings import Settings
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How a model family wants its inputs prefixed."""
+
+    name: str
+    query_prompt: str
+    doc_prompt: str
+
+
+# Prompts per model family, from each family's model card.
+PROFILES: dict[str, Profile] = {
+    "e5": Profile("e5", "query: ", "passage: "),
+    "bge-zh": Profile("bge-zh", "为这个句子生成表示以用于检索相关文章：", ""),
+    "bge-en": Profile("bge-en", "Represent this sentence for searching relevant passages: ", ""),
+    "plain": Profile("plain", "", ""),
+}
+
+
+def detect_profile(model: str) -> Profile:
+    """Pick the prompt profile from a model name; unknown families get no prompts."""
+    name = model.lower()
+    if is_builtin(model) or "e5" in name:
+        return PROFILES["e5"]
+    if "bge" in name:
+        return PROFILES["bge-zh"] if "zh" in name else PROFILES["bge-en"]
+    return PROFILES["plain"]
+
+
+def resolve_profile(settings: Settings) -> Profile:
+    if settings.model_profile is not None:
+        if settings.model_profile not in PROFILES:
+            raise ConfigError(
+                f"KEFU_MODEL_PROFILE={settings.model_profile!r} is unknown; allowed: {', '.join(PROFILES)}"
+            )
+        base = PROFILES[settings.model_profile]
+    else:
+        base = detect_profile(settings.model)
+    return Profile(
+        base.name,
+        settings.query_prompt if settings.query_prompt is not None else base.query_prompt,
+        settings.doc_prompt if settings.doc_prompt is not None else base.doc_prompt,
+    )
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into unit-length vectors of ``dim`` floats."""
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def profile(self) -> Profile: ...
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
+
+
+def _empty(dim: int) -> np.ndarray:
+    return np.zeros((0, dim), dtype=np.float32)
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model, on CPU, producing normalised float32 vectors."""
+
+    def __init__(self, model_path: str, model_id: str, profile: Profile, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size} must be ≥ 1")
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self._st = SentenceTransformer(model_path, device="cpu")
+        except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+            raise ModelError(
+                f"cannot load sentence-transformers model {model_path!r}: {exc}. "
+                "Use a local folder, or a hub id already in the local Hugging Face cache "
+                "(this machine may have no network)."
+            ) from exc
+        dim = self._st.get_sentence_embedding_dimension()
+        if not dim:
+            raise ModelError(f"model {model_path!r} does not report an embedding dimension")
+        self._dim = int(dim)
+        self._model_id = model_id
+        self._profile = profile
+        self._batch_size = batch_size
+        # One forward pass at a time: torch already uses every core for a single batch, and
+        # interleaving two batches only adds contention.
+        self._lock = threading.Lock()
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    def _encode(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:
+        if len(texts) == 0:
+            return _empty(self._dim)
+        with self._lock:
+            out = self._st.encode(
+                list(texts),
+                prompt=prompt or None,
+                batch_size=self._batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=progress,
+            )
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        return self._encode(texts, self._profile.query_prompt, False)
+
+    def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self._encode(texts, self._profile.doc_prompt, progress)
+
+
+class FakeEncoder:
+    """Deterministic, model-free encoder for fast tests.
+
+    Hashes character unigrams and bigrams into ``dim`` buckets (signed), so texts that share
+    characters are close and unrelated texts are nearly orthogonal.
+    """
+
+    def __init__(self, dim: int = 64, model_id: str = "fake:hash-64") -> None:
+        if dim < 8:
+            raise ConfigError(f"FakeEncoder dim={dim} must be ≥ 8")
+        self._dim = dim
+        self._model_id = model_id
+        self._profile = PROFILES["plain"]
+        self.calls = 0  # number of encode calls, so tests can check caching and batching
+
+    @property
+    def model_id(self) -> str:
+        return self._model_id
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def profile(self) -> Profile:
+        return self._profile
+
+    def _vec(self, text: str) -> np.ndarray:
+        v = np.zeros(self._dim, dtype=np.float32)
+        grams = list(text) + [text[i : i + 2] for i in range(len(text) - 1)]
+        for g in grams:
+            h = int.from_bytes(hashlib.blake2b(g.encode("utf-8"), digest_size=8).digest(), "little")
+            v[h % self._dim] += 1.0 if (h >> 32) & 1 else -1.0
+        n = float(np.linalg.norm(v))
+        if n == 0.0:
+            v[0] = 1.0  # the empty text still gets a unit vector
+            return v
+        return v / n
+
+    def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls += 1
+        if len(texts) == 0:
+            return _empty(self._dim)
+        return np.stack([self._vec(t) for t in texts])
+
+    def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        return self.encode_queries(texts)
+
+
+def _set_threads(settings: Settings) -> None:
+    import torch
+
+    threads = settings.torch_threads or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+
+
+def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
+    """Build the configured encoder, preparing the built-in model first if needed."""
+    _set_threads(settings)
+    profile = resolve_profile(settings)
+    if is_builtin(settings.model):
+        prepared = prepare_builtin(settings.model, settings.model_cache)
+        model_id = f"{settings.model}@{prepared.weights_sha256[:16]}"
+        return SentenceTransformerEncoder(str(prepared.path), model_id, profile, settings.batch_size)
+    path = Path(settings.model).expanduser()
+    if path.exists():
+        return SentenceTransformerEncoder(
+            str(path.resolve()), str(path.resolve()), profile, settings.batch_size
+        )
+    if settings.model.startswith((".", "/", "~")):
+        raise ModelError(f"KEFU_MODEL={settings.model!r} looks like a path but does not exist")
+    return SentenceTransformerEncoder(settings.model, settings.model, profile, settings.batch_size)

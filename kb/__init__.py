@@ -1,0 +1,1 @@
+"""kb: the knowledge base — content, schema, loader, validation, settings and errors."""

@@ -1,0 +1,100 @@
+"""One settings object for the whole of kefu (pydantic-settings, env prefix ``KEFU_``).
+
+It is built once at the edge (CLI callback, API start-up) and passed down; CLI flags override
+it with :meth:`Settings.with_overrides`. A ``.env`` file in the working directory is read too.
+Precedence, highest first: CLI flag > environment variable > ``.env`` > default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from platformdirs import user_cache_dir, user_data_dir
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+BUNDLED_KB = Path(__file__).resolve().parent / "content"
+DEFAULT_MODEL = "builtin:multilingual-e5-small"
+
+
+def _default_cache() -> Path:
+    return Path(user_cache_dir("kefu")) / "models"
+
+
+def _default_data() -> Path:
+    return Path(user_data_dir("kefu"))
+
+
+class Settings(BaseSettings):
+    """All configuration. Every field can be set as ``KEFU_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KEFU_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # --- model -------------------------------------------------------------------------
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="builtin:multilingual-e5-small, a sentence-transformers hub id, or a local path",
+    )
+    model_cache: Path = Field(default_factory=_default_cache, description="where converted models live")
+    model_profile: str | None = Field(None, description="force a prompt profile (e5, bge-zh, plain)")
+    query_prompt: str | None = Field(None, description="override the query prompt of the profile")
+    doc_prompt: str | None = Field(None, description="override the document prompt of the profile")
+    batch_size: int = Field(32, ge=1, le=1024)
+    torch_threads: int = Field(0, ge=0, description="0 = one per core")
+
+    # --- knowledge base and index ---------------------------------------------------------
+    kb_dir: Path = Field(BUNDLED_KB, description="knowledge base folder (bundled kb/content by default)")
+    data_dir: Path = Field(default_factory=_default_data, description="where indexes and tickets live")
+    index_dir: Path | None = Field(None, description="index home; default <data_dir>/index")
+    index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    keep_builds: int = Field(3, ge=1, le=50, description="verified builds kept for rollback")
+    chunk_chars: int = Field(220, ge=40, le=4000, description="target size of a rules chunk")
+    lexical: bool = Field(False, description="build and fuse the BM25 channel")
+
+    # --- answering --------------------------------------------------------------------------
+    top_k: int = Field(3, ge=1, le=20)
+    max_query_chars: int = Field(500, ge=1, le=20000)
+    session_ttl_s: int = Field(1800, ge=1)
+    session_max: int = Field(10000, ge=1)
+    tickets_db: Path | None = Field(
+        None, description="handoff tickets (SQLite); default <data_dir>/tickets.db"
+    )
+    handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
+    sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
+    microbatch_wait_ms: float = Field(3.0, ge=0, le=100)
+    microbatch_max: int = Field(32, ge=1, le=512)
+
+    # --- server -------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    admin_token: SecretStr | None = None
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(16_384, ge=256)
+    rate_limit_per_minute: int = Field(600, ge=0, description="per client IP; 0 disables")
+    max_inflight: int = Field(256, ge=1, description="requests in flight before shedding with 503")
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("KEFU_MODEL is empty; use builtin:multilingual-e5-small, a hub id or a path")
+        return v.strip()
+
+    @property
+    def index_home(self) -> Path:
+        return self.index_dir if self.index_dir is not None else self.data_dir / "index"
+
+    @property
+    def tickets_path(self) -> Path:
+        return self.tickets_db if self.tickets_db is not None else self.data_dir / "tickets.db"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Return a copy with CLI flags applied; ``None`` means "flag not given"."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if not given:
+            return self
+        return self.model_validate({**self.model_dump(), **given})

@@ -1,0 +1,98 @@
+"""Encoders: profiles, the fake encoder, and any sentence-transformers model by path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexer.encoder import PROFILES, FakeEncoder, detect_profile, load_encoder, resolve_profile
+from kb.errors import ConfigError, ModelError
+from kb.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("model", "profile"),
+    [
+        ("builtin:multilingual-e5-small", "e5"),
+        ("intfloat/multilingual-e5-base", "e5"),
+        ("BAAI/bge-small-zh-v1.5", "bge-zh"),
+        ("BAAI/bge-small-en-v1.5", "bge-en"),
+        ("/models/my-own-model", "plain"),
+    ],
+)
+def test_profile_detection(model, profile):
+    assert detect_profile(model).name == profile
+
+
+def test_profile_override_and_prompt_override():
+    s = Settings(model="BAAI/bge-small-zh-v1.5", model_profile="e5", doc_prompt="")
+    p = resolve_profile(s)
+    assert p.query_prompt == "query: " and p.doc_prompt == ""
+
+
+def test_unknown_profile_names_the_allowed_ones():
+    with pytest.raises(ConfigError, match="e5, bge-zh, bge-en, plain"):
+        resolve_profile(Settings(model_profile="nope"))
+
+
+def test_fake_encoder_is_deterministic_and_normalised():
+    enc = FakeEncoder(dim=32)
+    a = enc.encode_queries(["退款怎么申请", "退款怎么申请", ""])
+    assert a.shape == (3, 32) and a.dtype == np.float32
+    np.testing.assert_array_equal(a[0], a[1])
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-6)
+    assert enc.encode_docs([]).shape == (0, 32)
+
+
+def test_fake_encoder_similarity_tracks_shared_characters():
+    enc = FakeEncoder(dim=256)
+    v = enc.encode_queries(["怎么申请退款", "申请退款的方法", "明天天气晴朗"])
+    assert v[0] @ v[1] > v[0] @ v[2]
+
+
+def _tiny_st_model(path):
+    """A sentence-transformers model built here, from nothing: no download."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    chars = sorted(set("退款怎么申请物流查询天气今天明天的了吗我要人工客服"))
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{c: i + 4 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+    hf = path / "hf"
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    BertModel(cfg, add_pooling_layer=False).save_pretrained(hf)
+    fast.save_pretrained(hf)
+    st = SentenceTransformer(modules=[Transformer(str(hf)), Pooling(16, "mean")], device="cpu")
+    out = path / "tiny"
+    st.save(str(out))
+    return out
+
+
+def test_any_local_sentence_transformers_model_by_setting_alone(tmp_path):
+    model_dir = _tiny_st_model(tmp_path)
+    enc = load_encoder(Settings(model=str(model_dir)))
+    assert enc.dim == 16
+    assert enc.profile.name == "plain"
+    v = enc.encode_queries(["我要人工客服", "退款怎么申请"])
+    assert v.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, rtol=1e-5)
+    assert enc.encode_docs([]).shape == (0, 16)
+
+
+def test_missing_local_path_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_encoder(Settings(model=str(tmp_path / "nope")))
+
+
+def test_all_profiles_listed():
+    assert set(PROFILES) == {"e5", "bge-zh", "bge-en", "plain"}
