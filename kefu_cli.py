@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from indexer.cli import model_app
+from kb.cli import kb_app
 from kb.settings import Settings
 
 app = typer.Typer(
@@ -27,6 +28,7 @@ def main(
     ctx.obj = Settings().with_overrides(model=model, kb_dir=kb_dir, index_dir=index_dir)
 
 
+app.add_typer(kb_app, name="kb")
 app.add_typer(model_app, name="model")
 
 if __name__ == "__main__":  # pragma: no cover

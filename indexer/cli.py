@@ -50,9 +50,7 @@ def model_info(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     t0 = time.perf_counter()
     enc = load_encoder(s)
     load_s = time.perf_counter() - t0
-    path = (
-        str(cache_dir_for(s.model_cache, sha256_file(builtin_weights()))) if is_builtin(s.model) else s.model
-    )
+    path = str(cache_dir_for(s.model_cache, sha256_file(builtin_weights()))) if is_builtin(s.model) else s.model
     info = {
         "model": s.model,
         "model_id": enc.model_id,

@@ -214,9 +214,7 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
         return SentenceTransformerEncoder(str(prepared.path), model_id, profile, settings.batch_size)
     path = Path(settings.model).expanduser()
     if path.exists():
-        return SentenceTransformerEncoder(
-            str(path.resolve()), str(path.resolve()), profile, settings.batch_size
-        )
+        return SentenceTransformerEncoder(str(path.resolve()), str(path.resolve()), profile, settings.batch_size)
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"KEFU_MODEL={settings.model!r} looks like a path but does not exist")
     return SentenceTransformerEncoder(settings.model, settings.model, profile, settings.batch_size)

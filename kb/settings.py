@@ -29,9 +29,7 @@ def _default_data() -> Path:
 class Settings(BaseSettings):
     """All configuration. Every field can be set as ``KEFU_<NAME>``."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="KEFU_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="KEFU_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # --- model -------------------------------------------------------------------------
     model: str = Field(
@@ -59,9 +57,7 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(500, ge=1, le=20000)
     session_ttl_s: int = Field(1800, ge=1)
     session_max: int = Field(10000, ge=1)
-    tickets_db: Path | None = Field(
-        None, description="handoff tickets (SQLite); default <data_dir>/tickets.db"
-    )
+    tickets_db: Path | None = Field(None, description="handoff tickets (SQLite); default <data_dir>/tickets.db")
     handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
     microbatch_wait_ms: float = Field(3.0, ge=0, le=100)

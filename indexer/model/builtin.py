@@ -83,9 +83,7 @@ def cache_dir_for(cache_root: Path, weights_sha: str) -> Path:
 def _check_name(model: str) -> None:
     name = model[len(BUILTIN_PREFIX) :]
     if name != BUILTIN_NAME:
-        raise ModelError(
-            f"unknown built-in model {model!r}; the only built-in is {BUILTIN_PREFIX}{BUILTIN_NAME}"
-        )
+        raise ModelError(f"unknown built-in model {model!r}; the only built-in is {BUILTIN_PREFIX}{BUILTIN_NAME}")
 
 
 def verify_cache(folder: Path) -> str | None:

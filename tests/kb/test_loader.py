@@ -1,0 +1,186 @@
+"""The loader and `kefu kb check`: every format, every error as file:line: message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kb.errors import KBError
+from kb.loader import load_kb, question_key
+from kb.settings import BUNDLED_KB
+
+ANSWER = "在「我的淘宝」→「我的订单」找到订单，点击「退款/售后」，按页面提示选择退款原因并提交。卖家处理超时系统会自动同意，仍有问题可申请平台客服介入。"
+
+
+def _faq(path: Path, entries: list[dict], category: str = "退货退款") -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump({"category": category, "entries": entries}, allow_unicode=True), "utf-8")
+    return path
+
+
+def _entry(i: str, **kw) -> dict:
+    base = {
+        "id": f"refund-{i}",
+        "category": "退货退款",
+        "question": f"问题{i}应该怎么处理才好？",
+        "alt_questions": [f"说法一{i}", f"说法二{i}", f"说法三{i}"],
+        "answer": ANSWER,
+    }
+    base.update(kw)
+    return base
+
+
+def test_bundled_kb_passes_and_meets_the_content_bar():
+    kb = load_kb(BUNDLED_KB)
+    assert len(kb.entries) >= 250
+    assert len(kb.categories()) >= 14
+    rules = [d for d in kb.documents if d.kind == "rules"]
+    assert len(rules) >= 16
+    assert all(len("".join(d.body.split())) >= 1500 for d in rules)
+    assert all(len(e.alt_questions) >= 3 for e in kb.entries)
+    assert kb.resources.userdict is not None and kb.resources.synonyms and kb.resources.out_of_scope
+
+
+def test_content_hash_is_stable_and_content_sensitive(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    h1 = load_kb(tmp_path).content_hash
+    assert load_kb(tmp_path).content_hash == h1
+    _faq(tmp_path / "a.yaml", [_entry("a", answer=ANSWER + "补充说明。")])
+    assert load_kb(tmp_path).content_hash != h1
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (_entry("x", alt_questions=["一二三四", "五六七八"]), "alt_questions"),
+        (_entry("x", answer="太短了"), "answer"),
+        (_entry("x", id="Bad ID"), "readable slug"),
+        (_entry("x", question="短"), "question"),
+        (_entry("x", related=["refund-nope"]), "related id 'refund-nope' does not exist"),
+        ({k: v for k, v in _entry("x").items() if k != "answer"}, "answer: Field required"),
+    ],
+)
+def test_entry_problems_are_reported_with_file_and_line(tmp_path: Path, entry: dict, message: str):
+    _faq(tmp_path / "faq.yaml", [_entry("ok"), entry])
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    assert any(p.startswith("faq.yaml:") and message in p for p in info.value.problems), info.value.problems
+
+
+def test_duplicate_ids_and_questions(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    _faq(
+        tmp_path / "b.yaml",
+        [_entry("a", question="另一个不同的问题呢？"), _entry("b", question="问题a应该怎么处理才好?")],
+    )
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "duplicate id 'refund-a'" in text
+    assert "duplicates one of 'refund-a'" in text  # same question up to punctuation width
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path):
+    (tmp_path / "bad.yaml").write_text("category: x\nentries:\n  - id: a\n   question: [oops\n", "utf-8")
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    assert info.value.problems[0].startswith("bad.yaml:")
+    assert "invalid YAML" in info.value.problems[0]
+
+
+def test_empty_kb_is_an_error(tmp_path: Path):
+    with pytest.raises(KBError, match="empty"):
+        load_kb(tmp_path)
+
+
+def test_rules_front_matter_checked(tmp_path: Path):
+    (tmp_path / "r.md").write_text("---\nid: rules-x\ntitle: 规则\n---\n\n# 规则\n\n第一条 内容。\n", "utf-8")
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    assert "r.md:1: front matter" in info.value.problems[0] and "category" in info.value.problems[0]
+
+
+def test_strict_minimum_body_only_for_bundled_or_when_asked(tmp_path: Path):
+    body = "第一条 本规则适用于所有订单，买家可在规定时间内申请退货。\n" * 3
+    (tmp_path / "r.md").write_text(
+        f"---\nid: rules-x\ntitle: 规则\ncategory: 退货退款\neffective: 2026-01-01\n---\n\n# 规则\n\n{body}", "utf-8"
+    )
+    assert len(load_kb(tmp_path).documents) == 1
+    with pytest.raises(KBError, match="problem"):
+        load_kb(tmp_path, strict=True)
+
+
+def test_user_formats(tmp_path: Path):
+    (tmp_path / "faq.csv").write_text(
+        "question,answer,alt_questions,category\n怎么退货,在订单页申请退货,退货流程|怎么退,售后\n", "utf-8"
+    )
+    (tmp_path / "faq.tsv").write_text("question\tanswer\n运费谁出\t质量问题卖家承担\n", "utf-8")
+    (tmp_path / "faq.jsonl").write_text(
+        json.dumps(
+            {"id": "j-1", "question": "发票怎么开", "answer": "订单页申请", "alt_questions": ["开票"]},
+            ensure_ascii=False,
+        )
+        + "\n",
+        "utf-8",
+    )
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["question", "answer", "id"])
+    ws.append(["怎么改地址", "发货前在订单页修改", "x-1"])
+    wb.save(tmp_path / "faq.xlsx")
+    (tmp_path / "guide.md").write_text("# 购物指南\n\n下单前请先确认收货地址和规格，付款后可在订单页查看。", "utf-8")
+    (tmp_path / "notes.txt").write_text("售后服务说明：收到商品后七天内可申请无理由退货。", "utf-8")
+    kb = load_kb(tmp_path)
+    by_q = {e.question: e for e in kb.entries}
+    assert by_q["怎么退货"].alt_questions == ("退货流程", "怎么退") and by_q["怎么退货"].category == "售后"
+    assert by_q["运费谁出"].category == "faq"
+    assert by_q["发票怎么开"].id == "j-1"
+    assert by_q["怎么改地址"].id == "x-1"
+    assert {d.title for d in kb.documents} == {"购物指南", "notes"}
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("f.csv", "question,answer\n怎么退货,\n", "f.csv:2: missing answer"),
+        ("f.csv", "q,a\n1,2\n", "header must name the columns"),
+        ("f.jsonl", '{"question": "a", "answer": "b"}\nnot json\n', "f.jsonl:2: invalid JSON"),
+        ("f.tsv", "question\tanswer\n\t答案\n", "f.tsv:2: missing question"),
+    ],
+)
+def test_table_errors(tmp_path: Path, name: str, content: str, message: str):
+    (tmp_path / name).write_text(content, "utf-8")
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    assert any(message in p for p in info.value.problems), info.value.problems
+
+
+def test_not_utf8(tmp_path: Path):
+    (tmp_path / "f.csv").write_bytes("question,answer\n怎么退货,申请\n".encode("gbk"))
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    assert "UTF-8" in info.value.problems[0]
+
+
+def test_question_key_folds_width_and_punctuation():
+    assert question_key("怎么退款？") == question_key("怎么退款?") == question_key(" 怎么 退款 ")
+
+
+def test_cli_check_prints_counts_and_errors(tmp_path: Path):
+    from kefu_cli import app
+
+    ok = CliRunner().invoke(app, ["kb", "check", "--json"])
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.output)
+    assert data["entries"] >= 250 and data["categories"] >= 14
+
+    _faq(tmp_path / "faq.yaml", [_entry("a", answer="短")])
+    bad = CliRunner().invoke(app, ["kb", "check", str(tmp_path)])
+    assert bad.exit_code == 3
+    assert "faq.yaml:" in bad.output and "answer" in bad.output
