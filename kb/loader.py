@@ -94,7 +94,7 @@ class _Loader:
     def load_yaml(self, path: Path) -> None:
         src = Source(self.rel(path))
         try:
-            data = yaml.load(path.read_text("utf-8"), Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+            data = yaml.load(path.read_text("utf-8"), Loader=_LineLoader)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = mark.line + 1 if mark is not None else 1

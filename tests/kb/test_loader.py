@@ -12,7 +12,10 @@ from kb.errors import KBError
 from kb.loader import load_kb, question_key
 from kb.settings import BUNDLED_KB
 
-ANSWER = "在「我的淘宝」→「我的订单」找到订单，点击「退款/售后」，按页面提示选择退款原因并提交。卖家处理超时系统会自动同意，仍有问题可申请平台客服介入。"
+ANSWER = (
+    "在「我的淘宝」→「我的订单」找到订单，点击「退款/售后」，按页面提示选择退款原因并提交。"
+    "卖家处理超时系统会自动同意，仍有问题可申请平台客服介入。"
+)
 
 
 def _faq(path: Path, entries: list[dict], category: str = "退货退款") -> Path:
