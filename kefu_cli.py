@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 
 import typer
 
-from indexer.cli import model_app
+from eval.cli import eval_app
+from indexer.cli import build, index_app, model_app
 from kb.cli import kb_app
 from kb.settings import Settings
+from service.cli import ask, chat, handoffs_app, serve
+
+# Library chatter (weight-loading bars, deprecation notices) is noise in a CLI.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+warnings.filterwarnings("ignore", category=FutureWarning)
+warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 app = typer.Typer(
     help="kefu 客服 — retrieval-augmented FAQ assistant with calibrated 转人工 decisions.",
@@ -30,6 +40,13 @@ def main(
 
 app.add_typer(kb_app, name="kb")
 app.add_typer(model_app, name="model")
+app.add_typer(index_app, name="index")
+app.command("build")(build)
+app.command("ask")(ask)
+app.command("chat")(chat)
+app.command("serve")(serve)
+app.add_typer(handoffs_app, name="handoffs")
+app.add_typer(eval_app, name="eval")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

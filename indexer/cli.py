@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -68,3 +69,108 @@ def model_info(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
     for k, v in info.items():
         table.add_row(k, repr(v) if k.endswith("prompt") else str(v))
     console.print(table)
+
+
+index_app = typer.Typer(help="List, inspect and roll back index builds.", no_args_is_help=True)
+
+
+def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from indexer.store import IndexStore
+
+    s = settings_of(ctx)
+    return IndexStore(s.index_home, s.keep_builds)
+
+
+@edge
+def build(
+    ctx: typer.Context,
+    kb: Path | None = typer.Option(None, "--kb", help="KB folder or file (default: KEFU_KB_DIR)"),
+    kind: str | None = typer.Option(None, "--kind", help="flat (exact), hnsw or ivf"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if nothing changed"),
+) -> None:
+    """Build the index of a knowledge base; the serving index is replaced only after verification."""
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+    from indexer.build import build_and_swap
+    from indexer.encoder import load_encoder
+    from kb.loader import load_kb
+
+    s = settings_of(ctx)
+    if kind is not None:
+        s = s.with_overrides(index_kind=kind)
+    t0 = time.perf_counter()
+    knowledge = load_kb(kb or s.kb_dir)
+    encoder = load_encoder(s)
+    with Progress(
+        TextColumn("embedding"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("embed", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        summary = build_and_swap(knowledge, encoder, _store(ctx), s.chunk_chars, s.index_kind, progress, force)
+    total_s = time.perf_counter() - t0
+    if summary.unchanged:
+        console.print(f"index {summary.build_id} is up to date (KB and model unchanged) — {total_s:.1f} s")
+        return
+    table = Table(title=f"built {summary.build_id}", show_header=False)
+    for k in ("entries", "documents", "chunks", "vectors", "anchors", "cache_hits"):
+        table.add_row(k.replace("_", " "), f"{getattr(summary, k):,}")
+    table.add_row("index seconds", f"{summary.seconds:.1f}")
+    table.add_row("total seconds", f"{total_s:.1f} (incl. model load)")
+    table.add_row("path", summary.path)
+    console.print(table)
+
+
+@index_app.command("list")
+@edge
+def index_list(ctx: typer.Context) -> None:
+    """List the kept builds; the current one is marked."""
+    builds = _store(ctx).list()
+    if not builds:
+        console.print("no builds yet; run `kefu build`")
+        return
+    table = Table(title="index builds")
+    for col in ("", "build", "model", "entries", "vectors", "built at", "calibrated"):
+        table.add_column(col)
+    for b in builds:
+        m = b.manifest
+        if m is None:
+            table.add_row("", b.build_id, f"[red]{b.problem}", "", "", "", "")
+            continue
+        table.add_row(
+            "*" if b.current else "",
+            b.build_id,
+            m.model_id,
+            str(m.counts.get("entries")),
+            str(m.counts.get("vectors")),
+            m.built_at,
+            "yes" if m.calibration else "no",
+        )
+    console.print(table)
+
+
+@index_app.command("info")
+@edge
+def index_info(ctx: typer.Context) -> None:
+    """Print the manifest of the current build (JSON)."""
+    from indexer.index import Index
+
+    print(Index.read_manifest(_store(ctx).current_path()).model_dump_json(indent=2))
+
+
+@index_app.command("rollback")
+@edge
+def index_rollback(
+    ctx: typer.Context,
+    build_id: str | None = typer.Argument(None, help="build to serve (default: the one before current)"),
+) -> None:
+    """Serve an earlier build again (a running server picks it up on /admin/reload)."""
+    chosen = _store(ctx).rollback(build_id)
+    console.print(f"current build is now {chosen}")

@@ -104,7 +104,8 @@ class SentenceTransformerEncoder:
                 "Use a local folder, or a hub id already in the local Hugging Face cache "
                 "(this machine may have no network)."
             ) from exc
-        dim = self._st.get_sentence_embedding_dimension()
+        getter = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
+        dim = getter()
         if not dim:
             raise ModelError(f"model {model_path!r} does not report an embedding dimension")
         self._dim = int(dim)

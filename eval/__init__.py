@@ -1,0 +1,1 @@
+"""eval: labelled sets, metrics, calibration, reports, benchmarks."""

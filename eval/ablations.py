@@ -1,0 +1,78 @@
+"""Ablations: the same dev queries through variants of the pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from eval.dataset import EvalItem
+from eval.runner import run, summarize
+from indexer.index import Index
+from indexer.vectors import VectorIndex
+from service.answerer import Answerer
+
+
+def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
+    """A copy of ``index`` with only the chunks whose kind passes ``keep``."""
+    rows = [i for i, c in enumerate(index.chunks) if keep(c.kind)]
+    vectors = index.vectors[rows]
+    counts = {**index.manifest.counts, "vectors": len(rows), "chunks": len(rows)}
+    manifest = index.manifest.model_copy(update={"counts": counts})
+    return Index(
+        manifest,
+        vectors,
+        VectorIndex.build(vectors, "flat"),
+        [index.chunks[i] for i in rows],
+        index.anchors,
+        index.anchor_labels,
+        index.entries,
+        index.folder,
+    )
+
+
+def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]:
+    variants: list[tuple[str, Answerer, str]] = [
+        ("default", base, "question + alternatives + answers + rules; dense; normalised; session context"),
+        ("no alternative questions", _with_index(base, subset_index(base.index, lambda k: k != "alt")), ""),
+        (
+            "questions and alternatives only",
+            _with_index(base, subset_index(base.index, lambda k: k in ("question", "alt"))),
+            "",
+        ),
+        (
+            "answers and rules only",
+            _with_index(base, subset_index(base.index, lambda k: k in ("answer", "rules", "doc"))),
+            "",
+        ),
+        ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
+        ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
+        ("no greeting stripping", _copy(base, strip_greetings=False), ""),
+    ]
+    out = []
+    for name, answerer, note in variants:
+        results = run(answerer, items)
+        m = summarize(results, 0.0)
+        h = m["headline"]
+        elliptical = m["by_tag"].get("elliptical", {})
+        row = {"name": name, "note": note, **{k: h.get(k) for k in ("hit@1", "recall@5", "mrr@10", "auc_in_vs_out")}}
+        row["elliptical_hit@1"] = elliptical.get("hit@1")
+        out.append(row)
+    return out
+
+
+def _with_index(base: Answerer, index: Index) -> Answerer:
+    return Answerer(index, base.encode, base.sensitive, base.options, None, None, base.greetings, base.calibration)
+
+
+def _copy(base: Answerer, **options: Any) -> Answerer:
+    return Answerer(
+        base.index,
+        base.encode,
+        base.sensitive,
+        replace(base.options, **options),
+        None,
+        None,
+        base.greetings,
+        base.calibration,
+    )

@@ -1,0 +1,148 @@
+"""Fit the decision model and thresholds on the dev split.
+
+Objective: maximise coverage (in-scope queries answered) subject to answered precision ≥ a
+target and out-of-scope handoff recall ≥ a target. Probabilities used to pick thresholds come
+from k-fold cross-validation on dev, so thresholds are not chosen on predictions the model was
+fitted to; the final model is then refitted on all of dev. A small safety margin is added to
+the precision target (a target met exactly on a few hundred queries is often missed on new ones).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eval.runner import ItemResult
+from kb.errors import ConfigError
+from service.policy import FEATURES, Calibration, fit_logistic
+
+FOLDS = 5
+PRECISION_MARGIN = 0.01  # aim this far above the precision target on cross-validated dev
+L2 = 1.0  # ridge strength for the logistic model (features are standardised)
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    answer_at: float
+    clarify_at: float
+    coverage: float
+    answered_precision: float
+    oos_handoff_recall: float
+    clarify_rate: float
+
+
+def _rows(results: list[ItemResult]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[ItemResult]]:
+    """Feature matrix, label (top-1 correct), in-scope mask, for items decided by confidence."""
+    used = [r for r in results if r.features is not None and r.fired.startswith("confidence")]
+    if len(used) < 20:
+        raise ConfigError(f"only {len(used)} dev items reached the confidence stage; need at least 20 to calibrate")
+    x = np.array([[r.features[f] for f in FEATURES] for r in used], dtype=np.float64)  # type: ignore[index]
+    y = np.array([1.0 if r.item.in_scope and r.top1_correct else 0.0 for r in used])
+    ins = np.array([r.item.in_scope for r in used])
+    return x, y, ins, used
+
+
+def _fold(item_id: str) -> int:
+    return int(hashlib.sha1(item_id.encode()).hexdigest(), 16) % FOLDS
+
+
+def cross_val_probs(x: np.ndarray, y: np.ndarray, ids: list[str]) -> np.ndarray:
+    folds = np.array([_fold(i) for i in ids])
+    p = np.zeros(len(y))
+    for k in range(FOLDS):
+        train, test = folds != k, folds == k
+        if not test.any():
+            continue
+        w, b, mean, scale = fit_logistic(x[train], y[train], L2)
+        z = (x[test] - mean) / scale
+        p[test] = 1.0 / (1.0 + np.exp(-(z @ w + b)))
+    return p
+
+
+def operating_point(
+    p: np.ndarray, y: np.ndarray, ins: np.ndarray, oos: np.ndarray, n_in_total: int, a: float, c: float
+) -> OperatingPoint:
+    answered = p >= a
+    clar = (p >= c) & ~answered
+    n_ans = int(answered.sum())
+    prec = float(y[answered].sum() / n_ans) if n_ans else 1.0
+    cov = float((answered & ins).sum() / max(1, n_in_total))
+    oos_rec = float((~(p[oos] >= c)).mean()) if oos.any() else 1.0
+    return OperatingPoint(a, c, cov, prec, oos_rec, float(clar.mean()))
+
+
+def choose_thresholds(
+    p: np.ndarray,
+    y: np.ndarray,
+    ins: np.ndarray,
+    oos: np.ndarray,
+    n_in_total: int,
+    precision_target: float,
+    oos_recall_target: float,
+) -> OperatingPoint:
+    """Lowest clarify threshold meeting the OOS target; lowest answer threshold meeting precision."""
+    grid = np.unique(np.concatenate([p, [0.0, 1.0]]))
+    clarify_at = 1.0
+    for c in grid:  # ascending: the first that keeps enough OOS queries below it
+        if operating_point(p, y, ins, oos, n_in_total, 1.0, float(c)).oos_handoff_recall >= oos_recall_target:
+            clarify_at = float(c)
+            break
+    answer_at = 1.0
+    for a in grid:
+        if a < clarify_at:
+            continue
+        op = operating_point(p, y, ins, oos, n_in_total, float(a), clarify_at)
+        if op.answered_precision >= precision_target + PRECISION_MARGIN:
+            answer_at = float(a)
+            break
+    return operating_point(p, y, ins, oos, n_in_total, answer_at, clarify_at)
+
+
+def calibrate(
+    results: list[ItemResult], precision_target: float = 0.95, oos_recall_target: float = 0.95
+) -> tuple[Calibration, dict[str, Any]]:
+    if not (0.5 <= precision_target <= 1.0 and 0.5 <= oos_recall_target <= 1.0):
+        raise ConfigError(
+            f"targets must be within [0.5, 1]: precision {precision_target}, oos recall {oos_recall_target}"
+        )
+    x, y, ins, used = _rows(results)
+    oos = np.array([r.item.reason == "low_confidence" for r in used])
+    n_in_total = sum(r.item.in_scope for r in results)
+    p_cv = cross_val_probs(x, y, [r.item.id for r in used])
+    op = choose_thresholds(p_cv, y, ins, oos, n_in_total, precision_target, oos_recall_target)
+    w, b, mean, scale = fit_logistic(x, y, L2)
+    curve = []
+    for a in np.linspace(0.0, 1.0, 101):
+        pt = operating_point(p_cv, y, ins, oos, n_in_total, float(a), min(float(a), op.clarify_at))
+        curve.append(
+            {
+                "threshold": round(float(a), 2),
+                "coverage": round(pt.coverage, 4),
+                "answered_precision": round(pt.answered_precision, 4),
+            }
+        )
+    report: dict[str, Any] = {
+        "operating_point_cv": {k: round(v, 4) for k, v in vars(op).items()},
+        "targets": {"answered_precision": precision_target, "oos_handoff_recall": oos_recall_target},
+        "n_items": len(used),
+        "curve": curve,
+        "scores": {
+            "in_correct": [round(float(v), 4) for v, yy in zip(p_cv, y, strict=True) if yy == 1],
+            "in_wrong": [round(float(v), 4) for v, yy, ii in zip(p_cv, y, ins, strict=True) if yy == 0 and ii],
+            "out_of_scope": [round(float(v), 4) for v, o in zip(p_cv, oos, strict=True) if o],
+        },
+    }
+    cal = Calibration(
+        answer_at=op.answer_at,
+        clarify_at=op.clarify_at,
+        weights=[float(v) for v in w],
+        bias=b,
+        mean=[float(v) for v in mean],
+        scale=[float(v) for v in scale],
+        source="dev-logistic",
+        metrics=dict(report["operating_point_cv"]),
+    )
+    return cal, report

@@ -1,0 +1,128 @@
+"""The labelled evaluation set: items, dev/test splits, independence check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from kb.errors import KBError
+from kb.schema import KnowledgeBase
+
+DATA_DIR = Path(__file__).resolve().parent / "data"
+SPLITS = ("dev", "test")
+TAGS = ("colloquial", "typo", "traditional", "long", "english_mixed", "multi_intent", "short", "elliptical")
+EXPECTS = ("answer", "handoff", "clarify")
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    id: str
+    query: str
+    relevant: tuple[str, ...]
+    expect: str
+    reason: str | None
+    tags: tuple[str, ...]
+    category: str
+    context: str | None = None
+
+    @property
+    def in_scope(self) -> bool:
+        return self.expect == "answer"
+
+    def to_json(self) -> dict[str, object]:
+        d = asdict(self)
+        d["relevant"], d["tags"] = list(self.relevant), list(self.tags)
+        return {k: v for k, v in d.items() if v is not None}
+
+
+def parse_items(lines: Iterable[str], source: str) -> list[EvalItem]:
+    items = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            item = EvalItem(
+                id=str(r["id"]),
+                query=str(r["query"]),
+                relevant=tuple(r.get("relevant", [])),
+                expect=str(r["expect"]),
+                reason=r.get("reason"),
+                tags=tuple(r.get("tags", [])),
+                category=str(r.get("category", "")),
+                context=r.get("context"),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KBError(f"{source}:{n}: invalid eval record ({exc})") from exc
+        if item.expect not in EXPECTS:
+            raise KBError(f"{source}:{n}: expect {item.expect!r} must be one of {EXPECTS}")
+        bad = set(item.tags) - set(TAGS)
+        if bad:
+            raise KBError(f"{source}:{n}: unknown tags {sorted(bad)}; allowed: {', '.join(TAGS)}")
+        items.append(item)
+    return items
+
+
+def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
+    if name not in (*SPLITS, "all"):
+        raise KBError(f"split {name!r} is unknown; allowed: dev, test, all")
+    names = SPLITS if name == "all" else (name,)
+    out: list[EvalItem] = []
+    for n in names:
+        path = data_dir / f"{n}.jsonl"
+        if not path.is_file():
+            raise KBError(f"no eval split at {path}")
+        out.extend(parse_items(path.read_text("utf-8").splitlines(), str(path)))
+    return out
+
+
+def stratified_split(items: list[EvalItem], seed: str = "kefu") -> dict[str, list[EvalItem]]:
+    """Deterministic ~50/50 split, stratified by category and first tag (the stratum)."""
+    strata: dict[tuple[str, str, str], list[EvalItem]] = defaultdict(list)
+    for it in items:
+        strata[(it.category, it.reason or it.expect, it.tags[0] if it.tags else "")].append(it)
+    out: dict[str, list[EvalItem]] = {"dev": [], "test": []}
+    offset = 0
+    for key in sorted(strata):
+        group = sorted(strata[key], key=lambda it: hashlib.sha1(f"{seed}:{it.id}".encode()).hexdigest())
+        for i, it in enumerate(group):
+            out["dev" if (i + offset) % 2 == 0 else "test"].append(it)
+        offset += len(group) % 2  # alternate which side gets an odd stratum's extra item
+    return out
+
+
+def write_split(items: list[EvalItem], path: Path) -> None:
+    path.write_text(
+        "".join(json.dumps(it.to_json(), ensure_ascii=False) + "\n" for it in sorted(items, key=lambda i: i.id)),
+        "utf-8",
+    )
+
+
+def _bigrams(s: str) -> set[str]:
+    s = re.sub(r"[\s\W_]+", "", s.lower())
+    return {s[i : i + 2] for i in range(len(s) - 1)} or ({s} if s else set())
+
+
+def independence(items: list[EvalItem], kb: KnowledgeBase) -> dict[str, float | int]:
+    """Highest character-bigram Jaccard of each in-scope query against its entries' questions."""
+    scores = []
+    for it in items:
+        if not it.in_scope:
+            continue
+        cands = [q for rid in it.relevant if (e := kb.entry(rid)) for q in (e.question, *e.alt_questions)]
+        qb = _bigrams(it.query)
+        best = max((len(qb & _bigrams(c)) / max(1, len(qb | _bigrams(c))) for c in cands), default=0.0)
+        scores.append(best)
+    n = len(scores)
+    above = sum(s > 0.5 for s in scores)
+    return {
+        "in_scope": n,
+        "above_0.5": above,
+        "share_above_0.5": round(above / n, 4) if n else 0.0,
+        "mean_max_jaccard": round(sum(scores) / n, 4) if n else 0.0,
+    }

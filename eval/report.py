@@ -1,0 +1,220 @@
+"""Write eval/reports/latest.{md,json} with tables and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+REPORTS = Path(__file__).resolve().parent / "reports"
+HEADLINE = (
+    ("hit@1", "hit@1"),
+    ("recall@5", "recall@5"),
+    ("mrr@10", "MRR@10"),
+    ("ndcg@10", "nDCG@10"),
+    ("answered_precision", "answered precision"),
+    ("coverage", "coverage"),
+    ("accuracy", "decision accuracy"),
+    ("oos_handoff_recall", "out-of-scope handoff recall"),
+    ("handoff_recall_user_requested", "user-requested handoff recall"),
+    ("handoff_recall_sensitive", "sensitive handoff recall"),
+    ("clarify_rate", "clarify rate"),
+    ("latency_p50_ms", "latency p50 (ms)"),
+    ("latency_p95_ms", "latency p95 (ms)"),
+)
+TARGETS = {
+    "hit@1": ">= 0.92",
+    "recall@5": ">= 0.98",
+    "mrr@10": ">= 0.94",
+    "answered_precision": ">= 0.95",
+    "coverage": ">= 0.85",
+    "oos_handoff_recall": ">= 0.95",
+    "handoff_recall_user_requested": "= 1.0",
+    "handoff_recall_sensitive": ">= 0.95",
+}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+    return "–" if v is None else str(v)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def plots(calibration_report: dict[str, Any], folder: Path) -> list[str]:
+    """Coverage–precision curve and score distributions, as PNG files; returns their names."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = []
+    curve = calibration_report.get("curve") or []
+    if curve:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        ax.plot([c["coverage"] for c in curve], [c["answered_precision"] for c in curve], marker=".", lw=1)
+        op = calibration_report.get("operating_point_cv", {})
+        if op:
+            ax.scatter([op["coverage"]], [op["answered_precision"]], color="red", zorder=3, label="operating point")
+        ax.axhline(calibration_report.get("targets", {}).get("answered_precision", 0.95), color="grey", ls="--", lw=1)
+        ax.set_xlabel("coverage (share of in-scope queries answered)")
+        ax.set_ylabel("answered precision")
+        ax.set_title("coverage vs precision (dev, cross-validated)")
+        ax.set_ylim(0.5, 1.01)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower left")
+        fig.tight_layout()
+        fig.savefig(folder / "coverage_precision.png")
+        plt.close(fig)
+        names.append("coverage_precision.png")
+    scores = calibration_report.get("scores") or {}
+    if scores:
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+        bins = [i / 40 for i in range(41)]
+        for key, label, color in (
+            ("in_correct", "in scope, top-1 right", "tab:green"),
+            ("in_wrong", "in scope, top-1 wrong", "tab:orange"),
+            ("out_of_scope", "out of scope", "tab:red"),
+        ):
+            if scores.get(key):
+                ax.hist(scores[key], bins=bins, alpha=0.55, label=f"{label} (n={len(scores[key])})", color=color)
+        op = calibration_report.get("operating_point_cv", {})
+        for k, style in (("answer_at", "-"), ("clarify_at", ":")):
+            if k in op:
+                ax.axvline(op[k], color="black", ls=style, lw=1, label=k)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("queries")
+        ax.set_title("confidence distributions (dev, cross-validated)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(folder / "score_distributions.png")
+        plt.close(fig)
+        names.append("score_distributions.png")
+    return names
+
+
+def write_report(
+    test: dict[str, Any],
+    dev: dict[str, Any],
+    calibration: dict[str, Any],
+    ablations: list[dict[str, Any]],
+    independence: dict[str, Any],
+    manifest: dict[str, Any],
+    folder: Path = REPORTS,
+) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    pngs = plots(calibration, folder)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    data = {
+        "date": stamp,
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "model_id": manifest.get("model_id"),
+        "build_id": manifest.get("build_id"),
+        "test": test,
+        "dev": dev,
+        "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "scores")},
+        "ablations": ablations,
+        "independence": independence,
+    }
+    (folder / "latest.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
+    th, dh = test["headline"], dev["headline"]
+    lines = [
+        "# kefu evaluation report",
+        "",
+        f"{stamp} · model `{manifest.get('model_id')}` · build `{manifest.get('build_id')}` · "
+        f"test split {th.get('n')} queries (never tuned on), dev split {dh.get('n')} queries (calibration).",
+        "",
+        "## Headline (test split)",
+        "",
+        _table(
+            [[label, _fmt(th.get(key)), _fmt(dh.get(key)), TARGETS.get(key, "")] for key, label in HEADLINE],
+            ["metric", "test", "dev", "target"],
+        ),
+        "",
+        f"Calibration: `{(manifest.get('calibration') or {}).get('source', 'default')}`; "
+        f"operating point on dev (cross-validated): {json.dumps(calibration.get('operating_point_cv', {}))}.",
+        "",
+    ]
+    for p in pngs:
+        lines += [f"![{p}]({p})", ""]
+    lines += ["## Handoff by reason (test)", ""]
+    pr = test["decisions"]["per_reason"]
+    lines += [
+        _table(
+            [
+                [r, str(v["n"]), _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["handoff_recall_any_reason"])]
+                for r, v in pr.items()
+            ],
+            ["reason", "n", "precision", "recall", "handed off (any reason)"],
+        ),
+        "",
+    ]
+    lines += ["## Ablations (dev split; retrieval on in-scope queries)", ""]
+    if ablations:
+        keys = ["hit@1", "recall@5", "mrr@10", "auc_in_vs_out"]
+        lines += [
+            _table(
+                [[a["name"], *[_fmt(a.get(k)) for k in keys], a.get("note", "")] for a in ablations],
+                ["variant", *keys, "note"],
+            ),
+            "",
+        ]
+    lines += ["## By category (test)", ""]
+    cats = test["by_category"]
+    lines += [
+        _table(
+            [
+                [
+                    c,
+                    _fmt(v.get("n_all")),
+                    _fmt(v.get("hit@1")),
+                    _fmt(v.get("recall@5")),
+                    _fmt(v.get("coverage")),
+                    _fmt(v.get("answered_precision")),
+                    _fmt(v.get("accuracy")),
+                ]
+                for c, v in cats.items()
+            ],
+            ["category", "n", "hit@1", "recall@5", "coverage", "answered precision", "accuracy"],
+        ),
+        "",
+    ]
+    lines += ["## By tag (test)", ""]
+    tags = test["by_tag"]
+    lines += [
+        _table(
+            [
+                [
+                    t,
+                    _fmt(v.get("n_all")),
+                    _fmt(v.get("hit@1")),
+                    _fmt(v.get("recall@5")),
+                    _fmt(v.get("coverage")),
+                    _fmt(v.get("accuracy")),
+                ]
+                for t, v in tags.items()
+            ],
+            ["tag", "n", "hit@1", "recall@5", "coverage", "accuracy"],
+        ),
+        "",
+    ]
+    lines += [
+        "## Labelled-set independence",
+        "",
+        f"In-scope queries whose best character-bigram Jaccard against their entries' questions exceeds 0.5: "
+        f"{independence.get('above_0.5')} of {independence.get('in_scope')} "
+        f"({independence.get('share_above_0.5', 0):.1%}; must be ≤ 10%). Mean: {independence.get('mean_max_jaccard')}.",
+        "",
+        "Reproduce: `make eval` (or `kefu eval report`).",
+        "",
+    ]
+    path = folder / "latest.md"
+    path.write_text("\n".join(lines), "utf-8")
+    return path

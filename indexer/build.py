@@ -1,0 +1,213 @@
+"""Build an index from a knowledge base: chunk, embed (with cache), verify, swap in."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb
+from indexer.embcache import EmbeddingCache
+from indexer.encoder import Encoder
+from indexer.index import EntryInfo, Index, Manifest, now_iso
+from indexer.normalize import normalize
+from indexer.store import IndexStore
+from indexer.vectors import VectorIndex
+from kb.errors import IndexStateError
+from kb.schema import KnowledgeBase
+
+ProgressFn = Callable[[int, int], None]
+ENCODE_BATCH = 64  # texts per encoder call during builds: bounded memory, frequent progress
+
+
+@dataclass(frozen=True)
+class BuildSummary:
+    build_id: str
+    path: str
+    entries: int
+    documents: int
+    chunks: int
+    vectors: int
+    anchors: int
+    cache_hits: int
+    seconds: float
+    unchanged: bool
+
+
+def _encode_all(
+    encoder: Encoder,
+    cache: EmbeddingCache | None,
+    texts: Sequence[str],
+    as_query: bool,
+    progress: ProgressFn | None,
+    done: list[int],
+    total: int,
+) -> tuple[np.ndarray, int]:
+    prompt = encoder.profile.query_prompt if as_query else encoder.profile.doc_prompt
+    fn = encoder.encode_queries if as_query else encoder.encode_docs
+    parts: list[np.ndarray] = []
+    hits = 0
+    for i in range(0, len(texts), ENCODE_BATCH):
+        batch = list(texts[i : i + ENCODE_BATCH])
+        if cache is None:
+            vecs = fn(batch)
+        else:
+            vecs, h = cache.get_or_encode(encoder.model_id, prompt, batch, lambda b: fn(b), encoder.dim)
+            hits += h
+        parts.append(vecs)
+        done[0] += len(batch)
+        if progress:
+            progress(done[0], total)
+    if not parts:
+        return np.zeros((0, encoder.dim), dtype=np.float32), 0
+    return np.vstack(parts).astype(np.float32), hits
+
+
+def anchor_texts(kb: KnowledgeBase) -> tuple[list[str], list[str]]:
+    """Negative anchors: out-of-scope examples, labelled by group."""
+    texts, labels = [], []
+    for group, examples in kb.resources.out_of_scope.items():
+        for ex in examples:
+            texts.append(normalize(ex))
+            labels.append(group)
+    return texts, labels
+
+
+def build_index(
+    kb: KnowledgeBase,
+    encoder: Encoder,
+    chunk_chars: int,
+    index_kind: str = "flat",
+    cache: EmbeddingCache | None = None,
+    progress: ProgressFn | None = None,
+    build_id: str | None = None,
+) -> Index:
+    """Chunk and embed ``kb`` into an in-memory Index (not yet saved)."""
+    t0 = time.perf_counter()
+    chunks: list[Chunk] = chunk_kb(kb, chunk_chars)
+    if not chunks:
+        raise IndexStateError("the knowledge base produced no chunks; nothing to index")
+    texts = [c.embed_text for c in chunks]
+    is_q = [c.kind in QUESTION_KINDS for c in chunks]
+    a_texts, a_labels = anchor_texts(kb)
+    total = len(texts) + len(a_texts)
+    done = [0]
+    q_idx = [i for i, q in enumerate(is_q) if q]
+    d_idx = [i for i, q in enumerate(is_q) if not q]
+    vectors = np.zeros((len(chunks), encoder.dim), dtype=np.float32)
+    qv, h1 = _encode_all(encoder, cache, [texts[i] for i in q_idx], True, progress, done, total)
+    dv, h2 = _encode_all(encoder, cache, [texts[i] for i in d_idx], False, progress, done, total)
+    if q_idx:
+        vectors[q_idx] = qv
+    if d_idx:
+        vectors[d_idx] = dv
+    anchors, h3 = _encode_all(encoder, cache, a_texts, True, progress, done, total)
+    vindex = VectorIndex.build(vectors, index_kind)
+    entries = {e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related)) for e in kb.entries}
+    bid = build_id or time.strftime("%Y%m%d-%H%M%S") + f"-{kb.content_hash[:8]}"
+    manifest = Manifest(
+        build_id=bid,
+        model_id=encoder.model_id,
+        dim=encoder.dim,
+        query_prompt=encoder.profile.query_prompt,
+        doc_prompt=encoder.profile.doc_prompt,
+        kb_hash=kb.content_hash,
+        kb_root=str(kb.root),
+        counts={
+            "entries": len(kb.entries),
+            "documents": len(kb.documents),
+            "chunks": len(chunks),
+            "vectors": int(vectors.shape[0]),
+            "anchors": int(anchors.shape[0]),
+        },
+        index_kind=vindex.kind,
+        chunk_chars=chunk_chars,
+        built_at=now_iso(),
+        build_seconds=round(time.perf_counter() - t0, 3),
+        cache_hits=h1 + h2 + h3,
+    )
+    return Index(manifest, vectors, vindex, chunks, anchors, a_labels, entries)
+
+
+def verify(index: Index) -> None:
+    """Reloaded-index checks: counts agree, and each probed vector finds itself first."""
+    n = index.vectors.shape[0]
+    if n == 0 or index.vindex.size != n or len(index.chunks) != n:
+        raise IndexStateError(f"build verification failed: {n} vectors, {index.vindex.size} indexed")
+    probe = np.unique(np.linspace(0, n - 1, num=min(n, 16)).astype(int))
+    for row, hits in zip(probe, index.search(index.vectors[probe], 1), strict=True):
+        if not hits or hits[0].score < 0.99:
+            raise IndexStateError(f"build verification failed: vector {row} does not retrieve itself")
+
+
+def build_and_swap(
+    kb: KnowledgeBase,
+    encoder: Encoder,
+    store: IndexStore,
+    chunk_chars: int,
+    index_kind: str = "flat",
+    progress: ProgressFn | None = None,
+    force: bool = False,
+) -> BuildSummary:
+    """Build into a temporary folder, verify, then make it current; keep the old one on failure."""
+    t0 = time.perf_counter()
+    if not force:
+        current = _current_manifest(store, encoder.model_id, intact=True)
+        if (
+            current is not None
+            and current.kb_hash == kb.content_hash
+            and current.model_id == encoder.model_id
+            and current.index_kind == index_kind
+            and current.chunk_chars == chunk_chars
+        ):
+            c = current.counts
+            return BuildSummary(
+                current.build_id,
+                str(store.current_path()),
+                c["entries"],
+                c["documents"],
+                c["chunks"],
+                c["vectors"],
+                c["anchors"],
+                0,
+                time.perf_counter() - t0,
+                True,
+            )
+    cache = EmbeddingCache(store.cache_path)
+    try:
+        index = build_index(kb, encoder, chunk_chars, index_kind, cache, progress)
+    finally:
+        cache.close()
+    previous = _current_manifest(store)
+    if previous is not None and previous.calibration is not None and previous.model_id == encoder.model_id:
+        # Thresholds stay meaningful for the same model; `kefu eval calibrate` refits them.
+        index.manifest.calibration = {**previous.calibration, "inherited_from": previous.build_id}
+    tmp = store.new_tmp(index.manifest.build_id)
+    index.save(tmp)
+    verify(Index.load(tmp, encoder.model_id))
+    final = store.commit(tmp, index.manifest.build_id)
+    m = index.manifest
+    return BuildSummary(
+        m.build_id,
+        str(final),
+        m.counts["entries"],
+        m.counts["documents"],
+        m.counts["chunks"],
+        m.counts["vectors"],
+        m.counts["anchors"],
+        m.cache_hits,
+        time.perf_counter() - t0,
+        False,
+    )
+
+
+def _current_manifest(store: IndexStore, model_id: str | None = None, intact: bool = False) -> Manifest | None:
+    """The serving build's manifest; with ``intact``, only if the whole build loads cleanly."""
+    try:
+        if intact:
+            return Index.load(store.current_path(), model_id).manifest
+        return Index.read_manifest(store.current_path())
+    except IndexStateError:
+        return None

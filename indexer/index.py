@@ -1,0 +1,214 @@
+"""A self-describing index folder: vectors, vector→chunk map, chunks, anchors and a manifest.
+
+Layout of one build folder::
+
+    manifest.json   format, model id, dimension, prompts, normaliser version, KB hash, counts,
+                    build time, calibration (written by ``kefu eval calibrate``)
+    vectors.npy     float32 [n, dim], unit length, row i ↔ chunks.jsonl line i
+    index.faiss     the FAISS index over vectors.npy
+    chunks.jsonl    one Chunk per line (text, unit id, document id, heading path …)
+    anchors.npy     out-of-scope example vectors (negative anchors) + anchors.json labels
+    entries.json    the FAQ entries (id → question, answer, category) for answers
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from indexer.chunking import QUESTION_KINDS, Chunk
+from indexer.normalize import NORMALIZER_VERSION
+from indexer.vectors import Hit, VectorIndex
+from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
+
+FORMAT_VERSION = 1
+
+
+class Manifest(BaseModel):
+    """What an index folder says about itself."""
+
+    format_version: int = FORMAT_VERSION
+    build_id: str
+    model_id: str
+    dim: int
+    query_prompt: str
+    doc_prompt: str
+    question_side: str = Field("query", description="prompt used for stored questions (query-to-query)")
+    normalizer_version: str = NORMALIZER_VERSION
+    kb_hash: str
+    kb_root: str
+    counts: dict[str, int]
+    index_kind: str
+    chunk_chars: int
+    built_at: str
+    build_seconds: float
+    cache_hits: int = 0
+    calibration: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class EntryInfo:
+    id: str
+    question: str
+    answer: str
+    category: str
+    related: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UnitHit:
+    """One answer unit (an FAQ entry or a document chunk) with the evidence that found it."""
+
+    unit_id: str
+    score: float  # best cosine over the unit's vectors
+    rank: int
+    best_chunk: int  # row of the best-matching vector
+    question_score: float  # best cosine over question/alternative vectors (FAQ only; else score)
+    votes: int  # how many of the unit's vectors are in the retrieved list
+
+
+class Index:
+    """A loaded (or freshly built) index: search by vectors, aggregate per answer unit."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        vectors: np.ndarray,
+        vindex: VectorIndex,
+        chunks: list[Chunk],
+        anchors: np.ndarray,
+        anchor_labels: list[str],
+        entries: dict[str, EntryInfo],
+        folder: Path | None = None,
+    ) -> None:
+        if len(chunks) != vectors.shape[0] or vindex.size != vectors.shape[0]:
+            raise IndexStateError(
+                f"index is inconsistent: {len(chunks)} chunks, {vectors.shape[0]} vectors, "
+                f"{vindex.size} in FAISS; rebuild with `kefu build`"
+            )
+        self.manifest = manifest
+        self.vectors = vectors
+        self.vindex = vindex
+        self.chunks = chunks
+        self.anchors = anchors
+        self.anchor_labels = anchor_labels
+        self.entries = entries
+        self.folder = folder
+        self._is_question = np.array([c.kind in QUESTION_KINDS for c in chunks], dtype=bool)
+        self.units: dict[str, list[int]] = {}
+        for i, c in enumerate(chunks):
+            self.units.setdefault(c.unit_id, []).append(i)
+
+    # --- persistence ---------------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "vectors.npy", self.vectors)
+        self.vindex.save(folder / "index.faiss")
+        with (folder / "chunks.jsonl").open("w", encoding="utf-8") as f:
+            for c in self.chunks:
+                f.write(json.dumps(c.to_json(), ensure_ascii=False) + "\n")
+        np.save(folder / "anchors.npy", self.anchors)
+        (folder / "anchors.json").write_text(json.dumps(self.anchor_labels, ensure_ascii=False), "utf-8")
+        (folder / "entries.json").write_text(
+            json.dumps({k: vars(v) for k, v in self.entries.items()}, ensure_ascii=False), "utf-8"
+        )
+        # The manifest is written last: a folder without one is an unfinished build.
+        (folder / "manifest.json").write_text(self.manifest.model_dump_json(indent=1), "utf-8")
+
+    @classmethod
+    def read_manifest(cls, folder: Path) -> Manifest:
+        path = folder / "manifest.json"
+        if not path.is_file():
+            raise IndexMissingError(f"no index at {folder} (no manifest.json); run `kefu build`")
+        try:
+            return Manifest.model_validate_json(path.read_text("utf-8"))
+        except ValueError as exc:
+            raise IndexStateError(f"index manifest {path} is unreadable ({exc}); run `kefu build`") from exc
+
+    @classmethod
+    def load(cls, folder: Path, model_id: str | None = None, normalizer_version: str = NORMALIZER_VERSION) -> Index:
+        """Load a build folder; refuse loudly if it does not match the configured model/normaliser."""
+        manifest = cls.read_manifest(folder)
+        check_compatible(manifest, model_id, normalizer_version, folder)
+        try:
+            vectors = np.load(folder / "vectors.npy", allow_pickle=False)
+            vindex = VectorIndex.load(folder / "index.faiss")
+            chunks = [
+                Chunk.from_json(json.loads(line))
+                for line in (folder / "chunks.jsonl").read_text("utf-8").splitlines()
+                if line.strip()
+            ]
+            anchors = np.load(folder / "anchors.npy", allow_pickle=False)
+            labels = json.loads((folder / "anchors.json").read_text("utf-8"))
+            entries = {
+                k: EntryInfo(**{**v, "related": tuple(v.get("related", ()))})
+                for k, v in json.loads((folder / "entries.json").read_text("utf-8")).items()
+            }
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise IndexStateError(f"index at {folder} is truncated or corrupt ({exc}); run `kefu build`") from exc
+        if vectors.ndim != 2 or vectors.shape[1] != manifest.dim or vectors.shape[0] != manifest.counts.get("vectors"):
+            raise IndexStateError(
+                f"index at {folder} has vectors of shape {vectors.shape}, manifest says "
+                f"{manifest.counts.get('vectors')}×{manifest.dim}; run `kefu build`"
+            )
+        return cls(manifest, vectors, vindex, chunks, anchors, labels, entries, folder)
+
+    # --- search --------------------------------------------------------------------------------------
+    def search(self, qvecs: np.ndarray, k: int) -> list[list[Hit]]:
+        return self.vindex.search(qvecs, k)
+
+    def search_units(self, qvec: np.ndarray, k_units: int, k_vectors: int | None = None) -> list[UnitHit]:
+        """Aggregate vector hits per answer unit (max score), best first."""
+        k_vec = k_vectors or max(64, k_units * 12)
+        hits = self.vindex.search(qvec, k_vec)[0]
+        best: dict[str, UnitHit] = {}
+        qbest: dict[str, float] = {}
+        votes: dict[str, int] = {}
+        for h in hits:
+            unit = self.chunks[h.chunk_id].unit_id
+            votes[unit] = votes.get(unit, 0) + 1
+            if self._is_question[h.chunk_id]:
+                qbest[unit] = max(qbest.get(unit, -1.0), h.score)
+            if unit not in best:
+                best[unit] = UnitHit(unit, h.score, 0, h.chunk_id, 0.0, 0)
+        ordered = sorted(best.values(), key=lambda u: -u.score)[:k_units]
+        return [
+            UnitHit(u.unit_id, u.score, r, u.best_chunk, qbest.get(u.unit_id, u.score), votes[u.unit_id])
+            for r, u in enumerate(ordered)
+        ]
+
+    def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
+        if self.anchors.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        return np.asarray(self.anchors @ np.asarray(qvec, dtype=np.float32).reshape(-1))
+
+    def chunk(self, row: int) -> Chunk:
+        return self.chunks[row]
+
+
+def check_compatible(manifest: Manifest, model_id: str | None, normalizer_version: str, folder: Path) -> None:
+    if manifest.format_version != FORMAT_VERSION:
+        raise IndexMismatchError(
+            f"index at {folder} has format {manifest.format_version}, this kefu reads {FORMAT_VERSION}; "
+            "run `kefu build` to rebuild it"
+        )
+    if model_id is not None and manifest.model_id != model_id:
+        raise IndexMismatchError(
+            f"index at {folder} was built with model {manifest.model_id!r} but the configured model is "
+            f"{model_id!r}; run `kefu build` to rebuild for this model, or set KEFU_MODEL back"
+        )
+    if manifest.normalizer_version != normalizer_version:
+        raise IndexMismatchError(
+            f"index at {folder} was built with normaliser v{manifest.normalizer_version}, this kefu uses "
+            f"v{normalizer_version}; run `kefu build` to rebuild"
+        )
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")

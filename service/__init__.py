@@ -1,0 +1,1 @@
+"""service: retrieve, decide, answer — the HTTP API and the CLI."""

@@ -1,0 +1,215 @@
+"""``Answerer.answer(query) -> Answer``: detect, retrieve, score, decide, record handoffs."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexer.chunking import QUESTION_KINDS
+from indexer.index import Index, UnitHit
+from indexer.normalize import normalize
+from kb.errors import InputError
+from service.detect import SensitiveDetector, is_followup, is_greeting, is_user_request, strip_greeting
+from service.policy import Calibration, Features, bigram_overlap, decide
+from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
+from service.sessions import SessionStore, Turn
+from service.tickets import TicketStore
+
+EncodeFn = Callable[[Sequence[str]], np.ndarray]
+CANDIDATE_UNITS = 10  # units scored per query; clarify shows up to 3, answers up to top_k
+CLARIFY_CHOICES = 3
+GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
+CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
+EMPTY_REPLY = "没有收到有效的问题内容，已为您转接人工客服。"
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    text: str
+    units: list[UnitHit]
+    features: Features | None
+    confidence: float
+    used_context: bool
+
+
+@dataclass(frozen=True)
+class AnswererOptions:
+    top_k: int = 3
+    max_query_chars: int = 500
+    handoff_message: str = "已为您转接人工客服，请稍候。"
+    use_context: bool = True
+    strip_greetings: bool = True
+    normalize_queries: bool = True  # off only in ablations: shows what normalisation buys
+
+
+class Answerer:
+    def __init__(
+        self,
+        index: Index,
+        encode: EncodeFn,
+        sensitive: SensitiveDetector,
+        options: AnswererOptions,
+        sessions: SessionStore | None = None,
+        tickets: TicketStore | None = None,
+        greetings: Sequence[str] = (),
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.index = index
+        self.encode = encode
+        self.sensitive = sensitive
+        self.options = options
+        self.sessions = sessions or SessionStore()
+        self.tickets = tickets
+        self.greetings = tuple(greetings)
+        self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
+
+    # --- evidence -------------------------------------------------------------------------------
+    def features(self, text: str, qvec: np.ndarray, units: list[UnitHit]) -> Features | None:
+        if not units:
+            return None
+        top = units[0]
+        anchors = self.index.anchor_scores(qvec)
+        overlap = 0.0
+        for row in self.index.units.get(top.unit_id, []):
+            c = self.index.chunks[row]
+            if c.kind in QUESTION_KINDS:
+                overlap = max(overlap, bigram_overlap(text, normalize(c.text)))
+        n_vectors = max(1, len(self.index.units.get(top.unit_id, [])))
+        return Features(
+            top1=top.score,
+            question_top1=top.question_score,
+            margin=top.score - (units[1].score if len(units) > 1 else 0.0),
+            anchor_gap=top.score - (float(anchors.max()) if anchors.size else 0.0),
+            votes=top.votes / n_vectors,
+            bigram_overlap=overlap,
+            length=math.log1p(len(text)),
+        )
+
+    def retrieve(self, texts: list[str]) -> list[Retrieval]:
+        """Encode ``texts`` in one call and score each; used for the plain and contextual variants."""
+        vecs = self.encode(texts)
+        out = []
+        for text, vec in zip(texts, vecs, strict=True):
+            units = self.index.search_units(vec, CANDIDATE_UNITS)
+            f = self.features(text, vec, units)
+            conf = self.calibration.confidence(f) if f is not None else 0.0
+            out.append(Retrieval(text, units, f, conf, False))
+        return out
+
+    def _item(self, u: UnitHit) -> AnswerItem:
+        entry = self.index.entries.get(u.unit_id)
+        score = round(float(u.score), 4)
+        if entry is not None:
+            return AnswerItem(
+                id=entry.id,
+                title=entry.question,
+                text=entry.answer,
+                score=score,
+                source=SourceRef(doc_id=entry.id, section=entry.category, kind="faq"),
+            )
+        c = self.index.chunks[u.best_chunk]
+        kind = "rules" if c.kind == "rules" else "doc"
+        return AnswerItem(
+            id=c.unit_id,
+            title=c.title,
+            text=c.text,
+            score=score,
+            source=SourceRef(doc_id=c.doc_id, section=c.section, kind=kind),
+        )
+
+    # --- the one verb ------------------------------------------------------------------------------
+    def answer(self, query: str, session_id: str | None = None, top_k: int | None = None) -> Answer:
+        t0 = time.perf_counter()
+        if not isinstance(query, str):
+            raise InputError(f"query must be a string, got {type(query).__name__}")
+        if len(query) > self.options.max_query_chars:
+            raise InputError(
+                f"query has {len(query)} characters; the limit is {self.options.max_query_chars} (KEFU_MAX_QUERY_CHARS)"
+            )
+        k = top_k or self.options.top_k
+        if k < 1:
+            raise InputError(f"top_k={k} must be ≥ 1")
+        sid = session_id or SessionStore.new_id()
+        norm = normalize(query) if self.options.normalize_queries else query.strip()
+        trace: dict[str, Any] = {"calibration": self.calibration.source, "build": self.index.manifest.build_id}
+
+        def finish(
+            decision: str, reason: str | None, units: list[UnitHit], message: str | None = None, show: int = 0
+        ) -> Answer:
+            items = [self._item(u) for u in units[:show]]
+            handoff = None
+            if decision == "handoff":
+                ticket_id = "-"
+                if self.tickets is not None:
+                    cands = [{"id": u.unit_id, "score": round(u.score, 4)} for u in units[:5]]
+                    ticket_id = self.tickets.create(query, reason or "low_confidence", sid, cands).id
+                handoff = HandoffInfo(ticket_id=ticket_id, message=message or self.options.handoff_message)
+                message = None
+                # the top candidates travel with the handoff as context for the human agent
+                items = [self._item(u) for u in units[: min(3, k)]] if reason in ("user_requested", "sensitive") else []
+            return Answer(
+                query=query,
+                normalized_query=norm,
+                decision=decision,
+                reason=reason,
+                answers=items,
+                handoff=handoff,
+                message=message,
+                session_id=sid,
+                elapsed_ms=round((time.perf_counter() - t0) * 1000, 2),
+                trace=trace,
+            )
+
+        if not any(ch.isalnum() for ch in norm):
+            trace["fired"] = "empty_query"
+            return finish("handoff", "empty_query", [], EMPTY_REPLY if norm else None)
+
+        text = strip_greeting(norm) if self.options.strip_greetings else norm
+        if is_greeting(norm, self.greetings):
+            trace["fired"] = "greeting"
+            return finish("clarify", "greeting", [], GREETING_REPLY)
+
+        variants = [text]
+        prev = self.sessions.last(sid) if self.options.use_context else None
+        if prev is not None and is_followup(text):
+            variants.append(f"{prev.query} {text}")
+        results = self.retrieve(variants)
+        best = results[0]
+        if len(results) > 1 and results[1].confidence > best.confidence:
+            best = Retrieval(results[1].text, results[1].units, results[1].features, results[1].confidence, True)
+        trace.update(
+            {
+                "retrieval_text": best.text,
+                "used_context": best.used_context,
+                "confidence": round(best.confidence, 4),
+                "answer_at": self.calibration.answer_at,
+                "clarify_at": self.calibration.clarify_at,
+                "features": {k2: round(v, 4) for k2, v in vars(best.features).items()} if best.features else None,
+                "candidates": [
+                    {"id": u.unit_id, "doc_id": self.index.chunks[u.best_chunk].doc_id, "score": round(u.score, 4)}
+                    for u in best.units
+                ],
+            }
+        )
+        self.sessions.add(sid, Turn(best.text, "pending"))
+
+        if is_user_request(norm):
+            trace["fired"] = "user_requested"
+            return finish("handoff", "user_requested", best.units)
+        hit = self.sensitive.match(norm)
+        if hit is not None:
+            trace["fired"] = f"sensitive:{hit.group}"
+            return finish("handoff", "sensitive", best.units)
+
+        decision = decide(best.confidence, self.calibration)
+        trace["fired"] = f"confidence→{decision}"
+        if decision == "answer":
+            return finish("answer", None, best.units, show=k)
+        if decision == "clarify":
+            return finish("clarify", "ambiguous", best.units, CLARIFY_PROMPT, show=CLARIFY_CHOICES)
+        return finish("handoff", "low_confidence", best.units)

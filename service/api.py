@@ -1,0 +1,324 @@
+"""The HTTP answer API (FastAPI). Heavy objects are loaded once in the lifespan and reached
+through dependencies; errors are JSON with a clear message and the right status, never a trace."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from indexer.encoder import Encoder
+from kb.errors import IndexMissingError, IndexStateError, KefuError, ModelError, NotFoundError
+from kb.settings import Settings
+from service.answerer import Answerer
+from service.batcher import MicroBatcher
+from service.pii import mask_pii
+from service.runtime import Runtime
+from service.schemas import Answer, AnswerRequest, ErrorBody
+
+log = logging.getLogger("kefu.api")
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON with <, > and & escaped, so echoed text can never be read as HTML."""
+
+    def render(self, content: Any) -> bytes:
+        body = super().render(content)
+        return body.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+
+
+def error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> SafeJSONResponse:
+    return SafeJSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter("kefu_requests_total", "HTTP requests", ["path", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "kefu_answer_seconds",
+            "answer latency",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 2.5),
+        )
+        self.decisions = Counter(
+            "kefu_decisions_total", "decisions by reason", ["decision", "reason"], registry=self.registry
+        )
+
+
+class ServiceState:
+    """What the running service holds. ``answerer`` is swapped atomically on reload."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.runtime: Runtime | None = None
+        self.batcher: MicroBatcher | None = None
+        self.answerer: Answerer | None = None
+        self.not_ready: str | None = "starting"
+        self.metrics = Metrics()
+        self.reload_lock = threading.Lock()
+        self.inflight = 0
+        self.inflight_lock = threading.Lock()
+        self.rate: dict[str, deque[float]] = defaultdict(deque)
+        self.rate_lock = threading.Lock()
+
+    def start(self, encoder: Encoder | None = None) -> None:
+        try:
+            self.runtime = Runtime.create(self.settings, encoder)
+        except ModelError as exc:
+            self.not_ready = f"model not loaded: {exc}"
+            return
+        s = self.settings
+        self.batcher = MicroBatcher(self.runtime.encoder.encode_queries, s.microbatch_wait_ms, s.microbatch_max)
+        self.reload()
+
+    def reload(self) -> str:
+        """Load the current verified build and swap it in; the old one keeps serving on failure."""
+        if self.runtime is None or self.batcher is None:
+            raise ModelError(self.not_ready or "the model is not loaded")
+        with self.reload_lock:
+            try:
+                answerer = self.runtime.answerer(encode=self.batcher)
+            except IndexMissingError as exc:
+                self.not_ready = str(exc)
+                raise
+            except IndexStateError as exc:
+                if self.answerer is None:
+                    self.not_ready = str(exc)
+                raise
+            self.answerer = answerer
+            self.not_ready = None
+            return answerer.index.manifest.build_id
+
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+
+
+def get_state(request: Request) -> ServiceState:
+    return request.app.state.kefu
+
+
+def ready_answerer(state: ServiceState = Depends(get_state)) -> Answerer:
+    if state.answerer is None:
+        raise IndexMissingError(
+            f"the assistant is not ready: {state.not_ready}. Build the index with `kefu build`, then POST /admin/reload"
+        )
+    return state.answerer
+
+
+def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
+    token = state.settings.admin_token
+    if token is None:
+        raise NotFoundError("admin endpoints are disabled; set KEFU_ADMIN_TOKEN to enable them")
+    given = request.headers.get("authorization", "")
+    expected = f"Bearer {token.get_secret_value()}"
+    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant-time comparison
+        raise PermissionError("missing or wrong bearer token")
+
+
+def create_app(settings: Settings | None = None, encoder: Encoder | None = None) -> FastAPI:
+    settings = settings or Settings()
+    state = ServiceState(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            state.start(encoder)
+        except KefuError as exc:  # no index yet, mismatch …: start anyway, say why in /readyz
+            state.not_ready = str(exc)
+        yield
+        state.stop()
+
+    app = FastAPI(
+        title="kefu 客服 API",
+        version="0.1.0",
+        description=(
+            "电商客服 FAQ 问答：返回排序后的答案，或决定转人工（转人工原因：用户要求、敏感、置信度低、空问题）。\n\n"
+            "Every query gets exactly one decision: `answer`, `clarify` (您是不是想问…) or `handoff` (转人工)."
+        ),
+        lifespan=lifespan,
+        default_response_class=SafeJSONResponse,
+        responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    )
+    app.state.kefu = state
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        status = 500
+        try:
+            length = request.headers.get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
+                status = 413
+                return error(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
+            if path.startswith("/v1/"):
+                limited = _rate_limited(state, request)
+                if limited:
+                    status = 429
+                    return error(429, "rate_limited", limited, {"Retry-After": "1"})
+                with state.inflight_lock:
+                    if state.inflight >= settings.max_inflight:
+                        status = 503
+                        return error(
+                            503, "overloaded", "too many requests in flight; retry shortly", {"Retry-After": "1"}
+                        )
+                    state.inflight += 1
+                try:
+                    response = await call_next(request)
+                finally:
+                    with state.inflight_lock:
+                        state.inflight -= 1
+            else:
+                response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response
+        except Exception:  # never leak a stack trace
+            log.exception("unhandled error on %s", path)
+            status = 500
+            return error(500, "internal_error", "internal error; it has been logged")
+        finally:
+            state.metrics.requests.labels(path if path in KNOWN_PATHS else "other", str(status)).inc()
+
+    @app.exception_handler(KefuError)
+    async def kefu_error(_: Request, exc: KefuError) -> Response:
+        return error(exc.http_status, type(exc).__name__, str(exc))
+
+    @app.exception_handler(PermissionError)
+    async def forbidden(_: Request, exc: PermissionError) -> Response:
+        return error(401, "unauthorized", str(exc), {"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> Response:
+        parts = []
+        for e in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+            msg = "body is not valid JSON (send UTF-8 JSON)" if e.get("type") == "json_invalid" else e.get("msg")
+            parts.append(f"{loc}: {msg}")
+        return error(422, "invalid_request", "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.post("/v1/answer", response_model=Answer, summary="回答一个问题 / answer one query")
+    def answer(req: AnswerRequest, answerer: Answerer = Depends(ready_answerer)) -> Answer:
+        t0 = time.perf_counter()
+        result = answerer.answer(req.query, session_id=req.session_id, top_k=req.top_k)
+        state.metrics.latency.observe(time.perf_counter() - t0)
+        state.metrics.decisions.labels(result.decision, result.reason or "none").inc()
+        if result.decision == "handoff":
+            log.info("handoff %s: %s", result.reason, mask_pii(req.query)[:200])
+        return result
+
+    @app.get("/v1/entries/{entry_id}", summary="one FAQ entry or document chunk")
+    def entry(entry_id: str, answerer: Answerer = Depends(ready_answerer)) -> dict[str, Any]:
+        e = answerer.index.entries.get(entry_id)
+        if e is not None:
+            return {
+                "id": e.id,
+                "kind": "faq",
+                "question": e.question,
+                "answer": e.answer,
+                "category": e.category,
+                "related": list(e.related),
+            }
+        rows = answerer.index.units.get(entry_id)
+        if rows:
+            c = answerer.index.chunks[rows[0]]
+            return {
+                "id": c.unit_id,
+                "kind": c.kind,
+                "title": c.title,
+                "section": c.section,
+                "text": c.text,
+                "doc_id": c.doc_id,
+                "category": c.category,
+            }
+        raise NotFoundError(f"no entry {entry_id!r}; ids look like 'refund-seven-day-conditions'")
+
+    @app.get("/healthz", summary="process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", summary="model and index loaded")
+    def readyz(st: ServiceState = Depends(get_state)) -> Response:
+        if st.answerer is None:
+            return error(503, "not_ready", st.not_ready or "starting")
+        m = st.answerer.index.manifest
+        return SafeJSONResponse(
+            {
+                "status": "ready",
+                "build": m.build_id,
+                "model": m.model_id,
+                "entries": m.counts.get("entries"),
+                "calibrated": m.calibration is not None,
+            }
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    def metrics(st: ServiceState = Depends(get_state)) -> Response:
+        return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/admin/reload", summary="swap in the newest verified index", dependencies=[Depends(require_admin)])
+    def reload(st: ServiceState = Depends(get_state)) -> dict[str, str]:
+        return {"status": "reloaded", "build": st.reload()}
+
+    @app.get("/admin/handoffs", summary="recent handoff tickets", dependencies=[Depends(require_admin)])
+    def handoffs(limit: int = 50, reason: str | None = None, st: ServiceState = Depends(get_state)) -> dict[str, Any]:
+        if st.runtime is None:
+            raise ModelError(st.not_ready or "not started")
+        tickets = st.runtime.tickets.list(min(max(limit, 1), 500), reason)
+        return {"tickets": [t.to_json() for t in tickets]}
+
+    return app
+
+
+KNOWN_PATHS = {"/v1/answer", "/healthz", "/readyz", "/metrics", "/admin/reload", "/admin/handoffs"}
+RATE_WINDOW_S = 60.0
+
+
+def _rate_limited(state: ServiceState, request: Request) -> str | None:
+    limit = state.settings.rate_limit_per_minute
+    if limit <= 0:
+        return None
+    client = request.client.host if request.client else "unknown"
+    now = time.monotonic()
+    with state.rate_lock:
+        q = state.rate[client]
+        while q and now - q[0] > RATE_WINDOW_S:
+            q.popleft()
+        if len(q) >= limit:
+            return f"more than {limit} requests per minute from {client}; slow down (KEFU_RATE_LIMIT_PER_MINUTE)"
+        q.append(now)
+        if len(state.rate) > 100_000:  # bound memory under many distinct clients
+            state.rate.clear()
+    return None
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` (several workers): settings from the environment."""
+    return create_app(Settings())

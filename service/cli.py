@@ -1,0 +1,171 @@
+"""``kefu ask``, ``kefu chat``, ``kefu serve`` and ``kefu handoffs list``."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import typer
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from kb.clikit import console, edge, err_console, settings_of
+from kb.errors import InputError
+from service.schemas import Answer
+
+handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_is_help=True)
+
+DECISION_STYLE = {"answer": "green", "clarify": "yellow", "handoff": "red"}
+DECISION_ZH = {"answer": "回答", "clarify": "澄清", "handoff": "转人工"}
+
+
+def render(a: Answer) -> None:
+    """A readable card: decision, reason, answers with scores and sources."""
+    style = DECISION_STYLE[a.decision]
+    head = Text.assemble((f"{a.decision} {DECISION_ZH[a.decision]}", f"bold {style}"))
+    if a.reason:
+        head.append(f"  reason: {a.reason}", style=style)
+    conf = a.trace.get("confidence")
+    if conf is not None:
+        head.append(f"  confidence {conf:.3f}", style="dim")
+    head.append(f"  {a.elapsed_ms:.0f} ms", style="dim")
+    console.print(head)
+    if a.message:
+        console.print(a.message)
+    if a.handoff:
+        console.print(f"[red]{a.handoff.message}[/] (ticket {a.handoff.ticket_id})")
+    for i, item in enumerate(a.answers, 1):
+        src = f"{item.source.kind}:{item.source.doc_id} · {item.source.section}"
+        body = item.text if a.decision == "answer" and i == 1 else item.text[:80] + ("…" if len(item.text) > 80 else "")
+        console.print(
+            Panel(
+                body,
+                title=f"{i}. {item.title}",
+                subtitle=f"{src} · score {item.score:.3f}",
+                title_align="left",
+                subtitle_align="right",
+                border_style=style if i == 1 else "dim",
+            )
+        )
+
+
+def _answerer(ctx: typer.Context):  # type: ignore[no-untyped-def]
+    from service.runtime import Runtime
+
+    return Runtime.create(settings_of(ctx)).answerer()
+
+
+@edge
+def ask(
+    ctx: typer.Context,
+    query: str = typer.Argument(..., help="the question, or - to read one query per line from stdin"),
+    as_json: bool = typer.Option(False, "--json", help="print the API response as JSON"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, max=20),
+    session: str | None = typer.Option(None, "--session", help="session id, for follow-up questions"),
+    trace: bool = typer.Option(False, "--trace", help="show the signals and thresholds behind the decision"),
+) -> None:
+    """Answer one question (or a stream of them with `-`)."""
+    answerer = _answerer(ctx)
+    if query == "-":
+        for line in sys.stdin:
+            q = line.rstrip("\n")
+            if not q.strip():
+                continue
+            try:
+                a = answerer.answer(q, session_id=session, top_k=top_k)
+                print(a.model_dump_json() if as_json else f"{a.decision}\t{a.reason or ''}\t{q}", flush=True)
+            except InputError as exc:  # one bad line must not stop the stream
+                print(json.dumps({"query": q, "error": str(exc)}, ensure_ascii=False), flush=True)
+        return
+    a = answerer.answer(query, session_id=session, top_k=top_k)
+    if as_json:
+        print(a.model_dump_json(indent=None))
+        return
+    render(a)
+    if trace:
+        console.print_json(json.dumps(a.trace, ensure_ascii=False))
+
+
+@edge
+def chat(ctx: typer.Context) -> None:
+    """Interactive session with history (follow-ups such as “那运费呢” use the previous question)."""
+    answerer = _answerer(ctx)
+    session = None
+    console.print("[bold]kefu 客服[/] — 输入问题，回车发送；输入 /quit 退出。")
+    while True:
+        try:
+            q = console.input("[bold cyan]你> [/]")
+        except (EOFError, KeyboardInterrupt):
+            console.print()
+            return
+        if q.strip() in {"/quit", "/exit", "exit", "quit"}:
+            return
+        if not q.strip():
+            continue
+        try:
+            a = answerer.answer(q, session_id=session)
+        except InputError as exc:
+            err_console.print(f"[red]{exc}")
+            continue
+        session = a.session_id
+        render(a)
+
+
+@edge
+def serve(
+    ctx: typer.Context,
+    host: str | None = typer.Option(None, "--host"),
+    port: int | None = typer.Option(None, "--port"),
+    workers: int | None = typer.Option(None, "--workers", min=1, max=64),
+) -> None:
+    """Serve the HTTP API (docs at /docs)."""
+    import uvicorn
+
+    s = settings_of(ctx).with_overrides(host=host, port=port, workers=workers)
+    cores = os.cpu_count() or 1
+    # Torch threads per worker: the cores shared out, so workers do not oversubscribe the CPU.
+    threads = s.torch_threads or max(1, cores // s.workers)
+    console.print(
+        f"kefu serving on http://{s.host}:{s.port} (docs: /docs) — {s.workers} worker(s), {threads} torch thread(s)"
+    )
+    if s.workers == 1:
+        from service.api import create_app
+
+        uvicorn.run(create_app(s.with_overrides(torch_threads=threads)), host=s.host, port=s.port, log_level="warning")
+        return
+    env = {
+        f"KEFU_{k.upper()}": str(v)
+        for k, v in {"model": s.model, "kb_dir": s.kb_dir, "index_dir": s.index_home, "torch_threads": threads}.items()
+    }
+    os.environ.update(env)
+    uvicorn.run(
+        "service.api:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning"
+    )
+
+
+@handoffs_app.command("list")
+@edge
+def handoffs_list(
+    ctx: typer.Context,
+    limit: int = typer.Option(20, "--limit", min=1, max=1000),
+    reason: str | None = typer.Option(None, "--reason"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Recent handoff tickets, newest first (personal data masked)."""
+    from service.tickets import TicketStore
+
+    tickets = TicketStore(settings_of(ctx).tickets_path).list(limit, reason)
+    if as_json:
+        for t in tickets:
+            print(json.dumps(t.to_json(), ensure_ascii=False))
+        return
+    table = Table(title=f"handoffs ({len(tickets)})")
+    for col in ("ticket", "time", "reason", "query", "top candidate"):
+        table.add_column(col)
+    for t in tickets:
+        j = t.to_json()
+        top = f"{t.candidates[0]['id']} {t.candidates[0]['score']:.3f}" if t.candidates else ""
+        table.add_row(t.id, j["created"], t.reason, t.query[:60], top)
+    console.print(table)

@@ -1,0 +1,112 @@
+"""Rule detectors run on normalised text before retrieval: human requests, sensitive topics,
+greetings, and short follow-ups that need the session's previous question."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from indexer.normalize import normalize
+from kb.errors import ConfigError
+
+# Words for "a person" (with the typos and homophones shoppers type: 仁工, 人共, 人宫).
+_HUMAN = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
+_REQUEST_PATTERNS = [
+    rf"(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}",
+    rf"^{_HUMAN}(?:客服|服务)?(?:[!！。，,\s]|$)",
+    rf"^(?:{_HUMAN})+$",
+    rf"(?:有没有|有无|还有没有|喂喂?有没有|在不在)\s*(?:个)?\s*{_HUMAN}",
+    rf"{_HUMAN}(?:客服|服务)?\s*(?:呢|在哪|在吗|快来|来|出来)",
+    r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让)?\s*(?:你|这个)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai)",
+    r"(?:换|找|叫)\s*(?:个|一个)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
+    r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
+    r"\b(?:human|real person|live agent|real human|talk to (?:a |an )?(?:person|agent|human)|agent please)\b",
+    r"^(?:rg|zrg|转rg)$",
+]
+_REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
+
+_PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
+# Particles and filler that carry no request: stripped before matching greetings.
+_PARTICLES = re.compile(r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]+")
+_GREETING_CORE = re.compile(
+    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|早|早上好|上午好|中午好|下午好|晚上好|"
+    r"谢谢|多谢|感谢|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|ok|okay|收到|懂了|辛苦了|辛苦|拜拜|再见|bye)+$"
+)
+_GREETING_PREFIX = re.compile(
+    r"^(?:你好|您好|hi|hello|哈喽|嗨|在吗|在么|亲|客服|小蜜|小二|请问一下|请问|问一下|问下|打扰一下|麻烦问下)[呀啊哈呢~～,，。!！?？\s]*"
+)
+_FOLLOWUP = re.compile(r"^(?:那|那么|那要是|要是|如果|还有|另外|然后|其他的?|可是|但是|那如果)")
+FOLLOWUP_MAX_CHARS = 12  # longer messages carry their own context; measured on the eval set
+
+
+def is_user_request(norm: str) -> bool:
+    """Does the shopper ask for a human agent? ``norm`` must already be normalised."""
+    return bool(_REQUEST.search(norm))
+
+
+def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
+    """A message that is only a greeting or thanks (no question in it)."""
+    core = _PARTICLES.sub("", _PUNCT.sub("", norm))
+    if not core:
+        return False
+    if _GREETING_CORE.match(core):
+        return True
+    return core in {_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra}
+
+
+def strip_greeting(norm: str) -> str:
+    """Drop a leading greeting/politeness prefix so retrieval sees the question ('你好，怎么退款')."""
+    out = norm
+    for _ in range(3):
+        new = _GREETING_PREFIX.sub("", out)
+        if new == out:
+            break
+        out = new
+    return out or norm
+
+
+def is_followup(norm: str) -> bool:
+    """A short message that probably continues the previous question ('那运费呢')."""
+    return len(norm) <= FOLLOWUP_MAX_CHARS and (bool(_FOLLOWUP.match(norm)) or len(norm) <= 6)
+
+
+@dataclass(frozen=True)
+class SensitiveMatch:
+    group: str
+    term: str
+
+
+class SensitiveDetector:
+    """Configurable list of regular expressions, grouped (legal, police, media, safety …)."""
+
+    def __init__(self, groups: dict[str, list[str]]) -> None:
+        self._patterns: list[tuple[str, str, re.Pattern[str]]] = []
+        for group, terms in groups.items():
+            for term in terms:
+                try:
+                    self._patterns.append((group, term, re.compile(normalize(str(term)))))
+                except re.error as exc:
+                    raise ConfigError(
+                        f"sensitive term {term!r} in group {group!r} is not a valid regex: {exc}"
+                    ) from exc
+        if not self._patterns:
+            raise ConfigError("the sensitive-term list is empty; give at least one term")
+
+    @classmethod
+    def from_file(cls, path: Path) -> SensitiveDetector:
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+        return cls({str(k): [str(t) for t in (v or [])] for k, v in data.items()})
+
+    @classmethod
+    def from_terms(cls, terms: list[str]) -> SensitiveDetector:
+        return cls({"configured": terms})
+
+    def match(self, norm: str) -> SensitiveMatch | None:
+        for group, term, pattern in self._patterns:
+            if pattern.search(norm):
+                return SensitiveMatch(group, term)
+        return None

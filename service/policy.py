@@ -1,0 +1,127 @@
+"""The answer/clarify/handoff policy over retrieval evidence.
+
+Evidence per query (``Features``): the best unit's cosine, its best question/alternative
+cosine, the margin to the runner-up, the gap to the nearest negative anchor (out-of-scope
+example), how many of the unit's vectors were retrieved, character-bigram overlap with the
+matched question, and query length. A small logistic model turns them into a confidence;
+thresholds on that confidence pick the decision. Both are fitted on the labelled dev split by
+``kefu eval calibrate`` and stored in the index manifest. Until then the documented defaults
+apply: confidence is the raw top-1 cosine with the cut-offs below.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from kb.errors import ConfigError
+
+FEATURES = ("top1", "question_top1", "margin", "anchor_gap", "votes", "bigram_overlap", "length")
+
+# Defaults without calibration, on the raw top-1 cosine of multilingual-e5-small (facts in
+# shared/notes/default-model.md: in-domain top-1 median 0.893; out-of-domain up to 0.864).
+DEFAULT_ANSWER_AT = 0.90
+DEFAULT_CLARIFY_AT = 0.865
+
+
+def char_bigrams(text: str) -> set[str]:
+    t = "".join(ch for ch in text if ch.isalnum())
+    return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
+
+
+def bigram_overlap(a: str, b: str) -> float:
+    """Jaccard similarity of character bigrams."""
+    x, y = char_bigrams(a), char_bigrams(b)
+    return len(x & y) / len(x | y) if x and y else 0.0
+
+
+@dataclass(frozen=True)
+class Features:
+    top1: float
+    question_top1: float
+    margin: float
+    anchor_gap: float
+    votes: float
+    bigram_overlap: float
+    length: float
+
+    def vector(self) -> np.ndarray:
+        return np.array([getattr(self, f) for f in FEATURES], dtype=np.float64)
+
+
+@dataclass
+class Calibration:
+    """A fitted confidence model and its thresholds (what `kefu eval calibrate` stores)."""
+
+    answer_at: float = DEFAULT_ANSWER_AT
+    clarify_at: float = DEFAULT_CLARIFY_AT
+    weights: list[float] | None = None  # logistic weights over standardised FEATURES; None = raw top1
+    bias: float = 0.0
+    mean: list[float] | None = None
+    scale: list[float] | None = None
+    source: str = "default"
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.clarify_at <= self.answer_at <= 1.0:
+            raise ConfigError(
+                f"thresholds must satisfy 0 ≤ clarify_at ({self.clarify_at}) ≤ answer_at ({self.answer_at}) ≤ 1"
+            )
+        if self.weights is not None and len(self.weights) != len(FEATURES):
+            raise ConfigError(f"calibration has {len(self.weights)} weights, expected {len(FEATURES)} ({FEATURES})")
+
+    def confidence(self, f: Features) -> float:
+        if self.weights is None or self.mean is None or self.scale is None:
+            return float(f.top1)
+        z = (f.vector() - np.asarray(self.mean)) / np.asarray(self.scale)
+        logit = float(np.dot(np.asarray(self.weights), z) + self.bias)
+        return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Calibration:
+        if not data:
+            return cls()
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+def decide(confidence: float, cal: Calibration) -> str:
+    """'answer', 'clarify' or 'handoff' for a retrieval confidence."""
+    if confidence >= cal.answer_at:
+        return "answer"
+    if confidence >= cal.clarify_at:
+        return "clarify"
+    return "handoff"
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 500
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """L2-regularised logistic regression by Newton's method; returns weights, bias, mean, scale.
+
+    Small and deterministic: a handful of features, a few hundred labelled queries.
+    """
+    if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
+        raise ConfigError(f"need a 2-D feature matrix with one label per row, got {x.shape} and {y.shape}")
+    mean = x.mean(axis=0)
+    scale = x.std(axis=0)
+    scale[scale < 1e-9] = 1.0
+    z = np.hstack([(x - mean) / scale, np.ones((x.shape[0], 1))])
+    w = np.zeros(z.shape[1])
+    reg = np.full(z.shape[1], l2)
+    reg[-1] = 0.0  # the bias is not shrunk
+    for _ in range(iters):
+        p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -50, 50)))
+        grad = z.T @ (p - y) + reg * w
+        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-8:
+            break
+    return w[:-1], float(w[-1]), mean, scale

@@ -1,0 +1,71 @@
+"""Assemble the heavy objects once: encoder, index, detectors, stores → an Answerer."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexer.encoder import Encoder, load_encoder
+from indexer.index import Index
+from indexer.store import IndexStore
+from kb.loader import load_resources
+from kb.settings import BUNDLED_KB, Settings
+from service.answerer import Answerer, AnswererOptions
+from service.detect import SensitiveDetector
+from service.sessions import SessionStore
+from service.tickets import TicketStore
+
+
+def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> SensitiveDetector:
+    if settings.sensitive_terms:
+        return SensitiveDetector.from_terms(settings.sensitive_terms)
+    for root in (kb_root, BUNDLED_KB):
+        if root is not None and (root / "resources" / "sensitive.yaml").is_file():
+            return SensitiveDetector.from_file(root / "resources" / "sensitive.yaml")
+    return SensitiveDetector.from_file(BUNDLED_KB / "resources" / "sensitive.yaml")
+
+
+def options_from(settings: Settings) -> AnswererOptions:
+    return AnswererOptions(
+        top_k=settings.top_k, max_query_chars=settings.max_query_chars, handoff_message=settings.handoff_message
+    )
+
+
+@dataclass
+class Runtime:
+    """What a process needs to answer: built once (CLI command, API lifespan), then shared."""
+
+    settings: Settings
+    encoder: Encoder
+    store: IndexStore
+    sessions: SessionStore
+    tickets: TicketStore
+
+    @classmethod
+    def create(cls, settings: Settings, encoder: Encoder | None = None) -> Runtime:
+        return cls(
+            settings=settings,
+            encoder=encoder or load_encoder(settings),
+            store=IndexStore(settings.index_home, settings.keep_builds),
+            sessions=SessionStore(settings.session_ttl_s, settings.session_max),
+            tickets=TicketStore(settings.tickets_path),
+        )
+
+    def answerer(self, index: Index | None = None, encode=None) -> Answerer:  # type: ignore[no-untyped-def]
+        index = index or self.store.load_current(self.encoder.model_id)
+        kb_root = Path(index.manifest.kb_root)
+        greetings = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
+        return Answerer(
+            index=index,
+            encode=encode or self.encoder.encode_queries,
+            sensitive=sensitive_detector(self.settings, kb_root if kb_root.is_dir() else None),
+            options=options_from(self.settings),
+            sessions=self.sessions,
+            tickets=self.tickets,
+            greetings=greetings.greetings + greetings.thanks,
+        )
+
+
+def dump(answer: object) -> str:
+    return json.dumps(answer, ensure_ascii=False)

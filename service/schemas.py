@@ -1,0 +1,74 @@
+"""The response (identical for HTTP and `kefu ask --json`) and request models."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Decision = Literal["answer", "clarify", "handoff"]
+Reason = Literal["user_requested", "sensitive", "low_confidence", "empty_query", "ambiguous", "greeting"]
+
+
+class SourceRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    doc_id: str
+    section: str
+    kind: Literal["faq", "rules", "doc"]
+
+
+class AnswerItem(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    title: str
+    text: str
+    score: float = Field(description="cosine similarity of the best-matching vector of this answer")
+    source: SourceRef
+
+
+class HandoffInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    ticket_id: str
+    message: str
+
+
+class Answer(BaseModel):
+    """One decision for one query, with ranked answers (best first)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    query: str
+    normalized_query: str
+    decision: Decision
+    reason: Reason | None = None
+    answers: list[AnswerItem] = Field(default_factory=list)
+    handoff: HandoffInfo | None = None
+    message: str | None = Field(None, description="what to say besides the answers (clarify prompt, greeting)")
+    session_id: str
+    elapsed_ms: float
+    trace: dict[str, Any] = Field(default_factory=dict, description="signals and thresholds behind the decision")
+
+
+class AnswerRequest(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"query": "买的衣服不合适，七天内能退吗？", "top_k": 3},
+                {"query": "那运费谁出", "session_id": "S1a2b3c4d5e6f7a8b"},
+                {"query": "转人工"},
+            ]
+        },
+    )
+
+    query: str = Field(description="the shopper's message (Simplified or Traditional Chinese, English)")
+    top_k: int | None = Field(None, ge=1, le=20, description="answers to return (default KEFU_TOP_K)")
+    session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class ErrorBody(BaseModel):
+    error: str
+    message: str

@@ -1,0 +1,53 @@
+"""In-memory conversation sessions with a TTL and a size bound (least recently used evicted)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from kb.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Turn:
+    query: str  # the normalised question used for retrieval (never the answer text)
+    decision: str
+
+
+class SessionStore:
+    def __init__(self, ttl_s: float = 1800, max_sessions: int = 10000) -> None:
+        if ttl_s <= 0 or max_sessions < 1:
+            raise ConfigError(f"session ttl {ttl_s} must be > 0 and max {max_sessions} ≥ 1")
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self._data: OrderedDict[str, tuple[float, list[Turn]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def new_id() -> str:
+        return "S" + uuid.uuid4().hex[:16]
+
+    def last(self, session_id: str) -> Turn | None:
+        with self._lock:
+            item = self._data.get(session_id)
+            if item is None:
+                return None
+            stamp, turns = item
+            if time.monotonic() - stamp > self.ttl_s:
+                del self._data[session_id]
+                return None
+            return turns[-1] if turns else None
+
+    def add(self, session_id: str, turn: Turn) -> None:
+        with self._lock:
+            _, turns = self._data.pop(session_id, (0.0, []))
+            turns = [*turns[-9:], turn]  # the last ten turns are plenty of context
+            self._data[session_id] = (time.monotonic(), turns)
+            while len(self._data) > self.max_sessions:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
