@@ -45,6 +45,7 @@ class AnswererOptions:
     use_context: bool = True
     strip_greetings: bool = True
     normalize_queries: bool = True  # off only in ablations: shows what normalisation buys
+    retrieval: str = "dense"  # dense | lexical | rrf | weighted; the eval ablations decide the default
 
 
 class Answerer:
@@ -95,7 +96,10 @@ class Answerer:
         vecs = self.encode(texts)
         out = []
         for text, vec in zip(texts, vecs, strict=True):
-            units = self.index.search_units(vec, CANDIDATE_UNITS)
+            if self.options.retrieval == "dense":
+                units = self.index.search_units(vec, CANDIDATE_UNITS)
+            else:
+                units = self.index.search_units_fused(vec, text, CANDIDATE_UNITS, self.options.retrieval)
             f = self.features(text, vec, units)
             conf = self.calibration.confidence(f) if f is not None else 0.0
             out.append(Retrieval(text, units, f, conf, False))
