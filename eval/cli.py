@@ -75,6 +75,7 @@ def calibrate_cmd(
     ctx: typer.Context,
     precision: float = typer.Option(0.95, "--precision", help="answered-precision target"),
     oos_recall: float = typer.Option(0.95, "--oos-recall", help="out-of-scope handoff-recall target"),
+    ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit thresholds (and the confidence model) on dev; store them in the current index manifest."""
@@ -89,6 +90,14 @@ def calibrate_cmd(
     assert folder is not None
     write_calibration(folder, cal.to_json())
     (folder / "calibration_report.json").write_text(json.dumps(report, ensure_ascii=False), "utf-8")
+    if ship:
+        from indexer.build import SHIPPED_CALIBRATION
+
+        manifest = answerer.index.manifest
+        shipped = {"model_id": manifest.model_id, "kb_hash": manifest.kb_hash, "calibration": cal.to_json()}
+        (Path(manifest.kb_root) / SHIPPED_CALIBRATION).write_text(
+            json.dumps(shipped, ensure_ascii=False, indent=1), "utf-8"
+        )
     op = report["operating_point_cv"]
     if as_json:
         print(json.dumps({**op, "build": folder.name}, ensure_ascii=False))

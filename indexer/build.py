@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -106,7 +108,7 @@ def build_index(
     anchors, h3 = _encode_all(encoder, cache, a_texts, True, progress, done, total)
     vindex = VectorIndex.build(vectors, index_kind)
     entries = {e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related)) for e in kb.entries}
-    bid = build_id or time.strftime("%Y%m%d-%H%M%S") + f"-{kb.content_hash[:8]}"
+    bid = build_id or new_build_id(kb.content_hash)
     manifest = Manifest(
         build_id=bid,
         model_id=encoder.model_id,
@@ -129,6 +131,13 @@ def build_index(
         cache_hits=h1 + h2 + h3,
     )
     return Index(manifest, vectors, vindex, chunks, anchors, a_labels, entries)
+
+
+def new_build_id(kb_hash: str) -> str:
+    """Sortable and unique: UTC time to the microsecond (no DST jumps), then the KB hash."""
+    now = time.time()
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int((now % 1) * 1e6):06d}Z"
+    return f"{stamp}-{kb_hash[:8]}"
 
 
 def verify(index: Index) -> None:
@@ -180,10 +189,7 @@ def build_and_swap(
         index = build_index(kb, encoder, chunk_chars, index_kind, cache, progress)
     finally:
         cache.close()
-    previous = _current_manifest(store)
-    if previous is not None and previous.calibration is not None and previous.model_id == encoder.model_id:
-        # Thresholds stay meaningful for the same model; `kefu eval calibrate` refits them.
-        index.manifest.calibration = {**previous.calibration, "inherited_from": previous.build_id}
+    index.manifest.calibration = inherited_calibration(_current_manifest(store), kb, encoder.model_id)
     tmp = store.new_tmp(index.manifest.build_id)
     index.save(tmp)
     verify(Index.load(tmp, encoder.model_id))
@@ -201,6 +207,28 @@ def build_and_swap(
         time.perf_counter() - t0,
         False,
     )
+
+
+SHIPPED_CALIBRATION = "calibration.json"
+
+
+def inherited_calibration(previous: Manifest | None, kb: KnowledgeBase, model_id: str) -> dict[str, Any] | None:
+    """Thresholds for a new build: the serving build's (same model), else the KB's shipped file.
+
+    Calibration is fitted per model (`kefu eval calibrate`); a KB may ship one for the default
+    model as ``calibration.json`` so a fresh install answers with fitted thresholds at once.
+    """
+    if previous is not None and previous.calibration is not None and previous.model_id == model_id:
+        return {**previous.calibration, "inherited_from": previous.build_id}
+    shipped = kb.root / SHIPPED_CALIBRATION
+    if shipped.is_file():
+        try:
+            data = json.loads(shipped.read_text("utf-8"))
+        except ValueError:
+            return None
+        if isinstance(data, dict) and data.get("model_id") == model_id and isinstance(data.get("calibration"), dict):
+            return {**data["calibration"], "inherited_from": f"shipped {SHIPPED_CALIBRATION}"}
+    return None
 
 
 def _current_manifest(store: IndexStore, model_id: str | None = None, intact: bool = False) -> Manifest | None:

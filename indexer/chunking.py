@@ -81,15 +81,18 @@ def pack_sentences(sentences: list[str], target: int) -> list[str]:
     pieces: list[list[str]] = []
     current: list[str] = []
     size = 0
+    fresh = 0  # sentences in ``current`` that are not the overlap carried from the previous piece
     for s in sentences:
         if current and size + len(s) > target:
             pieces.append(current)
             # Overlap: carry the last sentence over, unless it alone would overflow the piece.
             last = current[-1]
             current, size = ([last], len(last)) if len(last) + len(s) <= target else ([], 0)
+            fresh = 0
         current.append(s)
         size += len(s)
-    if current and (not pieces or current != pieces[-1][-len(current) :]):
+        fresh += 1
+    if current and fresh:
         pieces.append(current)
     return ["".join(p) for p in pieces]
 

@@ -42,6 +42,8 @@ class EmbeddingCache:
             batch = keys[i : i + 500]
             q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(batch))})"
             for key, blob in self._db.execute(q, batch):
+                if len(blob) != dim * 4:  # a vector of another model or a damaged row: re-encode
+                    continue
                 vec = np.frombuffer(blob, dtype=np.float32)
                 if vec.shape == (dim,):
                     found[key] = vec

@@ -95,7 +95,9 @@ class SentenceTransformerEncoder:
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be ≥ 1")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # a weight-loading bar per process start is noise
         try:
             self._st = SentenceTransformer(model_path, device="cpu")
         except Exception as exc:  # the library raises many kinds; all mean "cannot load"

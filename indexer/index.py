@@ -70,7 +70,7 @@ class UnitHit:
     """One answer unit (an FAQ entry or a document chunk) with the evidence that found it."""
 
     unit_id: str
-    score: float  # best cosine over the unit's vectors
+    score: float  # FAQ: (best question cosine + w·answer cosine)/(1+w); documents: the chunk's cosine
     rank: int
     best_chunk: int  # row of the best-matching vector
     question_score: float  # best cosine over question/alternative vectors (FAQ only; else score)
@@ -155,7 +155,7 @@ class Index:
                 k: EntryInfo(**{**v, "related": tuple(v.get("related", ()))})
                 for k, v in json.loads((folder / "entries.json").read_text("utf-8")).items()
             }
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+        except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:
             raise IndexStateError(f"index at {folder} is truncated or corrupt ({exc}); run `kefu build`") from exc
         if vectors.ndim != 2 or vectors.shape[1] != manifest.dim or vectors.shape[0] != manifest.counts.get("vectors"):
             raise IndexStateError(

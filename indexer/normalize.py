@@ -14,7 +14,7 @@ import functools
 import re
 import unicodedata
 
-NORMALIZER_VERSION = "1"
+NORMALIZER_VERSION = "2"
 
 _CJK = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _TONED = "āáǎàēéěèīíǐìōóǒòūúǔùǖǘǚǜüńňǹḿ"
@@ -26,8 +26,11 @@ _FINALS = (
 # A pinyin syllable: with a tone mark anywhere, or a plain syllable that parses as initial+final.
 _SYLLABLE_TONED = rf"[a-z{_TONED}]*[{_TONED}][a-z{_TONED}]*"
 _SYLLABLE_PLAIN = rf"{_INITIALS}{_FINALS}"
+# An annotation must carry at least one tone mark: untoned Latin in brackets is too often a
+# real label ("套餐(A)", "男装(men)", "小米(mi)") to delete.
 _ANNOTATION = re.compile(
-    rf"(?<=[{_CJK}])(?:\((?:{_SYLLABLE_TONED}|{_SYLLABLE_PLAIN})(?:\s(?:{_SYLLABLE_TONED}|{_SYLLABLE_PLAIN}))*\))+"
+    rf"(?<=[{_CJK}])(?:\((?=[^)]*[{_TONED}])(?:{_SYLLABLE_TONED}|{_SYLLABLE_PLAIN})"
+    rf"(?:\s(?:{_SYLLABLE_TONED}|{_SYLLABLE_PLAIN}))*\))+"
 )
 _SPACE_BETWEEN_CJK = re.compile(rf"(?<=[{_CJK}\u3000-\u303f\uff00-\uffef]) (?=[{_CJK}\u3000-\u303f\uff00-\uffef])")
 _WS = re.compile(r"\s+")
@@ -53,12 +56,24 @@ def _fold_char(ch: str) -> str:
     return low if len(low) == len(out) else out
 
 
-def _t2s(text: str) -> str:
+def _t2s_once(text: str) -> str:
     out = _opencc().convert(text)
     if len(out) == len(text):
         return out
     # Phrase rules may change length; fall back to character-wise conversion that cannot.
     return "".join(c if len(c) == 1 else ch for ch in text for c in [_opencc().convert(ch)])
+
+
+T2S_ROUNDS = 4  # OpenCC output can convert again (薴→苧→苎); a few rounds reach the fixpoint
+
+
+def _t2s(text: str) -> str:
+    for _ in range(T2S_ROUNDS):
+        out = _t2s_once(text)
+        if out == text:
+            break
+        text = out
+    return text
 
 
 def normalize(text: str) -> str:

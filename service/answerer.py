@@ -135,7 +135,7 @@ class Answerer:
             raise InputError(
                 f"query has {len(query)} characters; the limit is {self.options.max_query_chars} (KEFU_MAX_QUERY_CHARS)"
             )
-        k = top_k or self.options.top_k
+        k = self.options.top_k if top_k is None else top_k
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
         sid = session_id or SessionStore.new_id()

@@ -157,13 +157,6 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     app.state.kefu = state
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -203,6 +196,15 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         finally:
             state.metrics.requests.labels(path if path in KNOWN_PATHS else "other", str(status)).inc()
 
+    # Added after the guard so CORS is the outer layer: 413/429/503 from the guard keep CORS headers.
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+
     @app.exception_handler(KefuError)
     async def kefu_error(_: Request, exc: KefuError) -> Response:
         return error(exc.http_status, type(exc).__name__, str(exc))
@@ -222,6 +224,8 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            return error(422, "invalid_request", "body is not valid UTF-8 JSON; send a JSON object encoded as UTF-8")
         return error(exc.status_code, "http_error", str(exc.detail))
 
     @app.post("/v1/answer", response_model=Answer, summary="回答一个问题 / answer one query")

@@ -15,8 +15,10 @@ from kb.errors import ConfigError
 
 # Words for "a person" (with the typos and homophones shoppers type: 仁工, 人共, 人宫).
 _HUMAN = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
+# What follows "人工" when a shopper asks *about* manual handling or the queue, not for a person.
+_NOT_A_REQUEST_AFTER = r"(?!审核|审批|复核|智能|服务费|成本|客服?(?:排|要等|等多久|几点|什么时候|上班|下班|时间))"
 _REQUEST_PATTERNS = [
-    rf"(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}",
+    rf"(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
     rf"^{_HUMAN}(?:客服|服务)?(?:[!！。，,\s]|$)",
     rf"^(?:{_HUMAN})+$",
     rf"(?:有没有|有无|还有没有|喂喂?有没有|在不在)\s*(?:个)?\s*{_HUMAN}",
@@ -50,12 +52,14 @@ def is_user_request(norm: str) -> bool:
 
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     """A message that is only a greeting or thanks (no question in it)."""
-    core = _PARTICLES.sub("", _PUNCT.sub("", norm))
-    if not core:
+    bare = _PUNCT.sub("", norm)
+    core = _PARTICLES.sub("", bare)
+    if not bare:
         return False
-    if _GREETING_CORE.match(core):
+    # Match before and after dropping particles: 哈 is a particle in 好哈 but part of 哈喽.
+    if _GREETING_CORE.match(bare) or (core and _GREETING_CORE.match(core)):
         return True
-    return core in {_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra}
+    return bool(core) and core in {_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra}
 
 
 def strip_greeting(norm: str) -> str:
@@ -87,8 +91,11 @@ class SensitiveDetector:
         self._patterns: list[tuple[str, str, re.Pattern[str]]] = []
         for group, terms in groups.items():
             for term in terms:
+                # Plain terms are normalised like the text they match (Traditional → Simplified,
+                # width, case); a term with regex escapes is kept as written (\D must stay \D).
+                pattern = str(term) if "\\" in str(term) else normalize(str(term))
                 try:
-                    self._patterns.append((group, term, re.compile(normalize(str(term)))))
+                    self._patterns.append((group, term, re.compile(pattern)))
                 except re.error as exc:
                     raise ConfigError(
                         f"sensitive term {term!r} in group {group!r} is not a valid regex: {exc}"

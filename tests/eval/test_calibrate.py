@@ -1,0 +1,123 @@
+"""Calibration on synthetic evidence: targets met, thresholds ordered, errors on too little data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.calibrate import PRECISION_MARGIN, calibrate, choose_thresholds, operating_point
+from eval.dataset import EvalItem
+from eval.metrics import Ranked
+from eval.runner import ItemResult
+from kb.errors import ConfigError
+from service.policy import FEATURES, Calibration, Features, decide
+
+
+def _result(i: int, kind: str, top1: float, rng: np.random.Generator, fired: str = "confidence→answer") -> ItemResult:
+    """kind: 'correct' (in scope, top-1 right), 'wrong' (in scope, top-1 wrong) or 'oos'."""
+    if kind == "oos":
+        item = EvalItem(f"oos-{i}", f"无关问题{i}", (), "handoff", "low_confidence", (), "其他")
+        ranking = [Ranked("e1", "e1")]
+    else:
+        item = EvalItem(f"in-{i}", f"问题{i}", ("e1",), "answer", None, (), "退货退款")
+        ranking = [Ranked("e1", "e1")] if kind == "correct" else [Ranked("e2", "e2"), Ranked("e1", "e1")]
+    feats = {f: float(rng.normal(0.5, 0.1)) for f in FEATURES}  # noise
+    feats["top1"] = top1
+    return ItemResult(item, "answer", None, ranking, None, top1, feats, fired, 1.0)
+
+
+def synthetic(n_correct: int = 80, n_wrong: int = 15, n_oos: int = 45, seed: int = 3) -> list[ItemResult]:
+    rng = np.random.default_rng(seed)
+    out = [_result(i, "correct", float(rng.uniform(0.82, 0.97)), rng) for i in range(n_correct)]
+    out += [_result(i, "wrong", float(rng.uniform(0.60, 0.80)), rng) for i in range(n_wrong)]
+    out += [_result(i, "oos", float(rng.uniform(0.30, 0.62)), rng) for i in range(n_oos)]
+    return out
+
+
+def _apply(cal: Calibration, results: list[ItemResult]) -> tuple[float, float, float]:
+    """Answered precision, OOS handoff recall and coverage of ``cal`` on ``results``."""
+    dec = [decide(cal.confidence(Features(**r.features)), cal) for r in results]
+    answered = [r for r, d in zip(results, dec, strict=True) if d == "answer"]
+    precision = sum(r.item.in_scope and r.top1_correct for r in answered) / max(1, len(answered))
+    oos = [d for r, d in zip(results, dec, strict=True) if r.item.reason == "low_confidence"]
+    ins = [d for r, d in zip(results, dec, strict=True) if r.item.in_scope]
+    return precision, sum(d == "handoff" for d in oos) / len(oos), sum(d == "answer" for d in ins) / len(ins)
+
+
+@pytest.mark.parametrize(("precision", "oos_recall"), [(0.95, 0.95), (0.9, 0.99), (0.99, 0.9)])
+def test_calibration_meets_the_targets_on_its_input(precision: float, oos_recall: float):
+    results = synthetic()
+    cal, report = calibrate(results, precision, oos_recall)
+    assert 0.0 <= cal.clarify_at <= cal.answer_at <= 1.0
+    assert cal.weights is not None and len(cal.weights) == len(FEATURES)
+    assert cal.source == "dev-logistic"
+    op = report["operating_point_cv"]
+    assert op["answered_precision"] >= precision
+    assert op["oos_handoff_recall"] >= oos_recall
+    assert op["coverage"] > 0.5  # separable data: most in-scope queries are answered
+    assert report["n_items"] == len(results)
+    # the refitted model with the chosen thresholds meets the targets on the input too
+    got_precision, got_oos, coverage = _apply(cal, results)
+    assert got_precision >= precision
+    assert got_oos >= oos_recall
+    assert coverage > 0.5
+
+
+def test_calibration_is_deterministic_and_round_trips():
+    a, _ = calibrate(synthetic())
+    b, _ = calibrate(synthetic())
+    assert a.to_json() == b.to_json()
+    assert Calibration.from_json(a.to_json()) == a
+
+
+def test_fewer_than_20_items_is_a_config_error():
+    with pytest.raises(ConfigError, match="19"):
+        calibrate(synthetic(10, 4, 5))
+
+
+def test_only_confidence_stage_items_count():
+    rng = np.random.default_rng(0)
+    results = synthetic(10, 4, 5)
+    results += [_result(100 + i, "correct", 0.9, rng, fired="user_requested") for i in range(10)]
+    with pytest.raises(ConfigError, match="19"):
+        calibrate(results)
+
+
+@pytest.mark.parametrize(("precision", "oos_recall"), [(0.4, 0.95), (0.95, 1.2)])
+def test_targets_out_of_range_are_config_errors(precision: float, oos_recall: float):
+    with pytest.raises(ConfigError, match="targets"):
+        calibrate(synthetic(), precision, oos_recall)
+
+
+def test_choose_thresholds_hand_computed():
+    #             oos  oos  oos  wrong correct ×3
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.8, 0.9])
+    y = np.array([0, 0, 0, 0, 1, 1, 1], dtype=float)
+    ins = np.array([False, False, False, True, True, True, True])
+    oos = ~ins
+    op = choose_thresholds(p, y, ins, oos, 4, 0.95, 0.95)
+    # clarify: lowest grid value with every OOS below it → 0.6; answer: 0.6 gives 3/4 precision, 0.7 gives 1
+    assert op.clarify_at == pytest.approx(0.6)
+    assert op.answer_at == pytest.approx(0.7)
+    assert op.answered_precision == 1.0
+    assert op.oos_handoff_recall == 1.0
+    assert op.coverage == pytest.approx(3 / 4)
+    assert op.clarify_rate == pytest.approx(1 / 7)
+
+
+def test_choose_thresholds_respects_the_precision_margin():
+    # answering from 0.6 gives precision 0.96: meets a 0.95 target, but not 0.95 + margin when margin > 0.01
+    p = np.concatenate([np.full(24, 0.9), [0.6], np.full(5, 0.1)])
+    y = np.concatenate([np.ones(24), [0.0], np.zeros(5)])
+    ins = np.concatenate([np.ones(25, dtype=bool), np.zeros(5, dtype=bool)])
+    op = choose_thresholds(p, y, ins, ~ins, 25, 0.96 - PRECISION_MARGIN / 2, 0.95)
+    assert op.answer_at == pytest.approx(0.9)
+    assert op.answered_precision == 1.0
+
+
+def test_operating_point_without_answers_has_vacuous_precision():
+    p = np.array([0.2, 0.4])
+    op = operating_point(p, np.array([1.0, 0.0]), np.array([True, False]), np.array([False, True]), 1, 1.0, 0.3)
+    assert op.answered_precision == 1.0 and op.coverage == 0.0
+    assert op.oos_handoff_recall == 0.0  # the OOS item (0.4) is above clarify_at
+    assert op.clarify_rate == 0.5

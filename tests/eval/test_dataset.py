@@ -1,0 +1,203 @@
+"""The labelled eval set: parsing errors, the stratified split, and the bundled data's coverage."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from eval.dataset import (
+    EvalItem,
+    independence,
+    load_split,
+    parse_items,
+    stratified_split,
+    write_split,
+)
+from kb.errors import KBError
+from kb.loader import load_kb
+from kb.settings import BUNDLED_KB
+
+
+def _line(**kw) -> str:
+    base = {
+        "id": "q1",
+        "query": "退款多久到账",
+        "relevant": ["refund-time"],
+        "expect": "answer",
+        "category": "退货退款",
+    }
+    base.update(kw)
+    return json.dumps(base, ensure_ascii=False)
+
+
+@pytest.fixture(scope="module")
+def all_items() -> list[EvalItem]:
+    return load_split("dev") + load_split("test")
+
+
+@pytest.fixture(scope="module")
+def bundled_kb():
+    return load_kb(BUNDLED_KB)
+
+
+# --- parsing -------------------------------------------------------------------------------------------------
+def test_parse_items_reads_every_field():
+    [it] = parse_items([_line(tags=["typo", "short"], context="七天无理由退货", reason=None), "", "   "], "dev.jsonl")
+    assert it == EvalItem(
+        id="q1",
+        query="退款多久到账",
+        relevant=("refund-time",),
+        expect="answer",
+        reason=None,
+        tags=("typo", "short"),
+        category="退货退款",
+        context="七天无理由退货",
+    )
+    assert it.in_scope
+
+
+@pytest.mark.parametrize(
+    ("bad", "fragment"),
+    [
+        ("{not json", "invalid eval record"),
+        (json.dumps({"query": "x", "expect": "answer"}), "invalid eval record"),  # no id
+        (_line(expect="maybe"), "expect 'maybe'"),
+        (_line(tags=["typo", "slang"]), "unknown tags ['slang']"),
+    ],
+)
+def test_parse_errors_carry_file_and_line(bad: str, fragment: str):
+    lines = [_line(id="ok1"), "", bad]  # the bad record is on line 3 (blank lines count)
+    with pytest.raises(KBError) as info:
+        parse_items(lines, "eval/data/dev.jsonl")
+    msg = str(info.value)
+    assert msg.startswith("eval/data/dev.jsonl:3:"), msg
+    assert fragment in msg
+
+
+def test_load_split_errors(tmp_path: Path):
+    with pytest.raises(KBError, match="unknown"):
+        load_split("train")
+    with pytest.raises(KBError, match="no eval split"):
+        load_split("dev", data_dir=tmp_path)
+
+
+def test_write_split_round_trips(tmp_path: Path):
+    items = parse_items([_line(id="b", tags=["typo"]), _line(id="a", expect="handoff", reason="sensitive")], "x")
+    path = tmp_path / "dev.jsonl"
+    write_split(items, path)
+    back = load_split("dev", data_dir=tmp_path)
+    assert [i.id for i in back] == ["a", "b"]  # written sorted by id
+    assert {i.id: i for i in back} == {i.id: i for i in items}
+
+
+# --- stratified split --------------------------------------------------------------------------------------------
+def _synthetic(n: int = 120) -> list[EvalItem]:
+    cats = ["退货退款", "物流配送", "支付"]
+    tags = [(), ("typo",), ("short", "colloquial")]
+    out = []
+    for i in range(n):
+        expect = "handoff" if i % 7 == 0 else "answer"
+        out.append(
+            EvalItem(
+                id=f"item-{i:03d}",
+                query=f"问题{i}",
+                relevant=() if expect == "handoff" else (f"e{i % 5}",),
+                expect=expect,
+                reason="low_confidence" if expect == "handoff" else None,
+                tags=tags[i % 3],
+                category=cats[(i // 3) % 3],
+            )
+        )
+    return out
+
+
+def _stratum(it: EvalItem) -> tuple[str, str, str]:
+    return (it.category, it.reason or it.expect, it.tags[0] if it.tags else "")
+
+
+def test_stratified_split_is_deterministic_disjoint_and_complete():
+    items = _synthetic()
+    a = stratified_split(items)
+    b = stratified_split(list(reversed(items)))  # input order does not matter
+    assert [i.id for i in a["dev"]] == [i.id for i in stratified_split(items)["dev"]]
+    assert {i.id for i in a["dev"]} == {i.id for i in b["dev"]}
+    dev, test = {i.id for i in a["dev"]}, {i.id for i in a["test"]}
+    assert not dev & test
+    assert dev | test == {i.id for i in items}
+    assert abs(len(dev) - len(test)) <= 1
+
+
+def test_stratified_split_is_balanced_within_one_per_stratum():
+    items = _synthetic(131)
+    split = stratified_split(items)
+    counts: dict[tuple, Counter] = defaultdict(Counter)
+    for side, its in split.items():
+        for it in its:
+            counts[_stratum(it)][side] += 1
+    assert len(counts) > 5
+    for key, c in counts.items():
+        assert abs(c["dev"] - c["test"]) <= 1, (key, c)
+
+
+def test_seed_changes_the_split():
+    items = _synthetic()
+    assert {i.id for i in stratified_split(items, "kefu")["dev"]} != {i.id for i in stratified_split(items, "x")["dev"]}
+
+
+# --- the bundled data ------------------------------------------------------------------------------------------------
+def test_dev_split_size_and_unique_ids(all_items: list[EvalItem]):
+    dev = load_split("dev")
+    assert len(dev) >= 300
+    ids = [i.id for i in all_items]
+    assert len(ids) == len(set(ids))
+    assert len(load_split("all")) == len(all_items)
+
+
+def test_bundled_split_is_the_stratified_split(all_items: list[EvalItem]):
+    split = stratified_split(all_items)
+    assert {i.id for i in split["dev"]} == {i.id for i in load_split("dev")}
+    assert {i.id for i in split["test"]} == {i.id for i in load_split("test")}
+
+
+def test_bundled_data_meets_the_required_counts(all_items: list[EvalItem]):
+    reasons = Counter(i.reason for i in all_items)
+    assert len(all_items) >= 700
+    assert sum(i.in_scope for i in all_items) >= 500
+    assert reasons["low_confidence"] >= 120
+    assert reasons["user_requested"] >= 40
+    assert reasons["sensitive"] >= 25
+
+
+def test_every_sizeable_category_has_enough_in_scope_queries(all_items: list[EvalItem], bundled_kb):
+    per_cat = Counter(e.category for e in bundled_kb.entries)
+    queries = Counter(i.category for i in all_items if i.in_scope)
+    big = [c for c, n in per_cat.items() if n >= 10]
+    assert big
+    short = {c: queries[c] for c in big if queries[c] < 20}
+    assert not short, short
+
+
+def test_in_scope_items_point_at_real_entries_or_documents(all_items: list[EvalItem], bundled_kb):
+    ids = {e.id for e in bundled_kb.entries} | {d.id for d in bundled_kb.documents}
+    missing = {r for i in all_items if i.in_scope for r in i.relevant if r.split("#")[0] not in ids}
+    assert not missing
+    assert all(i.relevant for i in all_items if i.in_scope)
+    assert all(i.reason for i in all_items if i.expect == "handoff")
+
+
+def test_queries_are_independent_of_the_kb_wording(all_items: list[EvalItem], bundled_kb):
+    ind = independence(all_items, bundled_kb)
+    assert ind["in_scope"] == sum(i.in_scope for i in all_items)
+    assert ind["share_above_0.5"] <= 0.10
+
+
+def test_independence_flags_copied_questions(bundled_kb):
+    e = bundled_kb.entries[0]
+    copied = EvalItem("c1", e.question, (e.id,), "answer", None, (), e.category)
+    own = EvalItem("c2", "完全不相干的一句话而已", (e.id,), "answer", None, (), e.category)
+    oos = EvalItem("c3", e.question, (), "handoff", "low_confidence", (), e.category)
+    ind = independence([copied, own, oos], bundled_kb)
+    assert ind["in_scope"] == 2 and ind["above_0.5"] == 1 and ind["share_above_0.5"] == 0.5

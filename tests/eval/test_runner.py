@@ -1,0 +1,151 @@
+"""runner.summarize on hand-made results, and run() on the tiny answerer."""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.dataset import EvalItem
+from eval.metrics import Ranked
+from eval.runner import ItemResult, evaluate, run, summarize
+
+
+def R(*ids: str) -> list[Ranked]:
+    return [Ranked(i, i) for i in ids]
+
+
+def res(
+    iid: str,
+    expect: str,
+    reason: str | None,
+    relevant: tuple[str, ...],
+    decision: str,
+    got_reason: str | None,
+    ranking: list[Ranked],
+    ms: float,
+    category: str = "退货退款",
+    tags: tuple[str, ...] = (),
+    confidence: float | None = 0.5,
+) -> ItemResult:
+    item = EvalItem(iid, f"q-{iid}", relevant, expect, reason, tags, category)
+    answered = ranking[0].id if decision == "answer" and ranking else None
+    return ItemResult(item, decision, got_reason, ranking, answered, confidence, None, "x", ms)
+
+
+@pytest.fixture
+def results() -> list[ItemResult]:
+    return [
+        # in scope
+        res("1", "answer", None, ("a",), "answer", None, R("a", "x"), 10, confidence=0.9),  # right answer
+        res("2", "answer", None, ("b",), "answer", None, R("c", "b"), 20, confidence=0.8),  # wrong answer
+        res("3", "answer", None, ("d",), "clarify", "ambiguous", R("x", "d"), 30, tags=("typo",)),
+        res("4", "answer", None, ("e",), "handoff", "low_confidence", R("e"), 40, category="物流配送"),
+        # out of scope
+        res("5", "handoff", "low_confidence", (), "handoff", "low_confidence", R("a"), 50, confidence=0.2),
+        res("6", "handoff", "low_confidence", (), "answer", None, R("a"), 60, confidence=0.85),
+        # rule handoffs
+        res("7", "handoff", "user_requested", (), "handoff", "user_requested", R("a"), 70),
+        res("8", "handoff", "sensitive", (), "handoff", "low_confidence", R("a"), 80),
+        res("9", "handoff", "sensitive", (), "answer", None, R("a"), 90),
+    ]
+
+
+def test_decision_metrics_hand_computed(results: list[ItemResult]):
+    d = summarize(results, 1.5)["decisions"]
+    assert d["n"] == 9
+    assert d["coverage"] == 0.5  # 2 of 4 in-scope answered
+    assert d["answered_precision"] == 0.25  # answered: 1 (right), 2 (wrong top-1), 6 and 9 (not in scope)
+    assert d["accuracy"] == 0.4444  # 1, 5, 7, 8
+    # handoff as a classifier: tp = 5, 7, 8; fp = 4; fn = 6, 9
+    assert (d["handoff_precision"], d["handoff_recall"], d["handoff_f1"]) == (0.75, 0.6, 0.6667)
+    assert d["clarify_rate"] == 0.1111 and d["in_scope_clarify_rate"] == 0.25
+    assert d["in_scope_handoff_rate"] == 0.25
+    assert d["clarify_contains_answer"] == 1.0  # item 3 has 'd' at rank 2
+    assert d["oos_handoff_recall"] == 0.5 and d["oos_answered_rate"] == 0.5
+    # in-scope correct confidences [0.9, 0.5 (item 4)] vs OOS [0.2, 0.85]: 3 of 4 pairs
+    assert d["auc_in_vs_out"] == 0.75
+
+
+def test_per_reason_hand_computed(results: list[ItemResult]):
+    pr = summarize(results, 1.0)["decisions"]["per_reason"]
+    assert set(pr) == {"user_requested", "sensitive", "low_confidence"}  # no empty_query anywhere
+    assert pr["user_requested"] == {
+        "precision": 1.0,
+        "recall": 1.0,
+        "f1": 1.0,
+        "n": 1,
+        "handoff_recall_any_reason": 1.0,
+    }
+    # sensitive: expected 8, 9; none handed off *as* sensitive; 8 was handed off for another reason
+    assert pr["sensitive"] == {
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "n": 2,
+        "handoff_recall_any_reason": 0.5,
+    }
+    # low_confidence: expected 5, 6; decided 4, 5, 8 → tp 1, fp 2, fn 1
+    assert pr["low_confidence"] == {
+        "precision": 0.3333,
+        "recall": 0.5,
+        "f1": 0.4,
+        "n": 2,
+        "handoff_recall_any_reason": 0.5,
+    }
+
+
+def test_retrieval_and_headline(results: list[ItemResult]):
+    m = summarize(results, 2.345)
+    r = m["retrieval"]
+    assert r["n"] == 4
+    assert r["hit@1"] == 0.5 and r["hit@3"] == 1.0
+    assert r["mrr@10"] == 0.75  # 1, 1/2, 1/2, 1
+    assert r["recall@1"] == 0.5 and r["recall@10"] == 1.0
+    h = m["headline"]
+    assert h["coverage"] == 0.5 and h["handoff_recall"] == 0.6
+    assert h["handoff_recall_user_requested"] == 1.0 and h["handoff_recall_sensitive"] == 0.0
+    assert h["latency_p50_ms"] == 50.0
+    assert m["latency_ms"] == {"p50": 50.0, "p95": 86.0, "n": 9}
+    assert m["seconds"] == 2.35
+
+
+def test_breakdowns(results: list[ItemResult]):
+    m = summarize(results, 1.0)
+    assert set(m["by_category"]) == {"退货退款", "物流配送"}
+    assert m["by_category"]["物流配送"]["n_all"] == 1
+    assert m["by_category"]["物流配送"]["coverage"] == 0.0
+    assert set(m["by_tag"]) == {"plain", "typo"}
+    assert m["by_tag"]["typo"]["n_all"] == 1 and m["by_tag"]["plain"]["n_all"] == 8
+
+
+def test_empty_results():
+    m = summarize([], 0.0)
+    assert m["retrieval"] == {}
+    assert m["decisions"]["n"] == 0 and m["decisions"]["coverage"] == 0.0
+    assert m["decisions"]["auc_in_vs_out"] is None
+    assert m["latency_ms"]["n"] == 0
+
+
+def test_run_on_the_tiny_answerer(tiny_answerer):
+    items = [
+        EvalItem("i1", "七天无理由退货需要满足什么条件？", ("refund-seven-day",), "answer", None, (), "退货退款"),
+        EvalItem("i2", "转人工", (), "handoff", "user_requested", (), "客服渠道"),
+        EvalItem(
+            "i3",
+            "那运费呢",
+            ("refund-shipping-fee",),
+            "answer",
+            None,
+            ("elliptical",),
+            "退货退款",
+            "退货要自己出运费吗",
+        ),
+    ]
+    seen: list[tuple[int, int]] = []
+    out = run(tiny_answerer, items, lambda n, total: seen.append((n, total)))
+    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert out[0].ranking[0].id == "refund-seven-day" and out[0].top1_correct
+    assert (out[1].decision, out[1].reason, out[1].fired) == ("handoff", "user_requested", "user_requested")
+    assert out[2].features is not None and set(out[2].features) >= {"top1", "margin"}
+    rr = evaluate(tiny_answerer, items)
+    assert rr.metrics["retrieval"]["n"] == 2
+    assert rr.metrics["decisions"]["per_reason"]["user_requested"]["recall"] == 1.0

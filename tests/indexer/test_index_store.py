@@ -1,0 +1,667 @@
+"""Index builds: build, verify, swap, rollback, prune, manifests, and refusal of stale indexes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import indexer.build as build_module
+import indexer.store as store_module
+from indexer.build import anchor_texts, build_and_swap
+from indexer.encoder import FakeEncoder
+from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, Index
+from indexer.normalize import NORMALIZER_VERSION, normalize
+from indexer.store import IndexStore, write_calibration
+from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
+from kb.loader import load_kb
+
+CHUNK = 60
+FILES = {"manifest.json", "vectors.npy", "index.faiss", "chunks.jsonl", "anchors.npy", "anchors.json", "entries.json"}
+
+EXTRA_FAQ = """
+category: 售后服务
+entries:
+  - id: extra-{n}
+    category: 售后服务
+    question: 第{n}个额外的问题应该怎么处理？
+    alt_questions: [额外说法甲{n}, 额外说法乙{n}, 额外说法丙{n}]
+    answer: {answer}
+"""
+
+
+EXTRA_ANSWER = (
+    "这是第{n}个额外问题的答案。请在「我的订单」找到对应订单，点击「申请售后」并按页面提示填写原因、"
+    "上传凭证后提交，卖家会在四十八小时内处理。"
+)
+
+
+class _Clock:
+    """Stands in for ``time`` in indexer.build: each build one second later, or — frozen — within
+    the same second (a microsecond apart), as two quick builds would be."""
+
+    BASE = 1_780_000_000.0
+
+    def __init__(self, frozen: bool = False) -> None:
+        self.n = 0
+        self.frozen = frozen
+
+    def time(self) -> float:
+        self.n += 1
+        return self.BASE + (self.n * 1e-6 if self.frozen else float(self.n))
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)  # perf_counter and anything else: the real clock
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    c = _Clock()
+    monkeypatch.setattr(build_module, "time", c)
+    return c
+
+
+@pytest.fixture
+def store(tiny_settings) -> IndexStore:
+    return IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
+
+
+def _kb(kb_dir: Path):
+    return load_kb(kb_dir, strict=False)
+
+
+def _add_entry(kb_dir: Path, n: int) -> None:
+    (kb_dir / "faq" / f"extra-{n}.yaml").write_text(EXTRA_FAQ.format(n=n, answer=EXTRA_ANSWER.format(n=n)), "utf-8")
+
+
+def _build(kb_dir: Path, encoder, store: IndexStore, **kw):
+    return build_and_swap(_kb(kb_dir), encoder, store, CHUNK, **kw)
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+# --- build and manifest ------------------------------------------------------------------------
+def test_build_creates_build_folder_pointer_and_manifest(tiny_kb_dir, fake_encoder, store, clock):
+    kb = _kb(tiny_kb_dir)
+    summary = build_and_swap(kb, fake_encoder, store, CHUNK)
+    assert not summary.unchanged
+    folder = store.builds / summary.build_id
+    assert Path(summary.path) == folder and folder.is_dir()
+    assert {p.name for p in folder.iterdir()} == FILES
+    assert store.pointer.read_text("utf-8") == summary.build_id + "\n"
+    assert store.current_id() == summary.build_id
+    assert store.current_path() == folder
+
+    m = Index.read_manifest(folder)
+    n_anchors = len(anchor_texts(kb)[0])
+    n_faq = sum(2 + len(e.alt_questions) for e in kb.entries)
+    assert m.build_id == summary.build_id
+    assert m.format_version == FORMAT_VERSION
+    assert m.model_id == fake_encoder.model_id
+    assert m.dim == fake_encoder.dim == 128
+    assert m.normalizer_version == NORMALIZER_VERSION
+    assert m.kb_hash == kb.content_hash
+    assert m.kb_root == str(kb.root)
+    assert m.query_prompt == fake_encoder.profile.query_prompt
+    assert m.doc_prompt == fake_encoder.profile.doc_prompt
+    assert m.index_kind == "flat" and m.chunk_chars == CHUNK
+    assert m.counts == {
+        "entries": 3,
+        "documents": 1,
+        "chunks": n_faq + 3,
+        "vectors": n_faq + 3,
+        "anchors": n_anchors,
+    }
+    assert n_anchors > 0
+    built = dt.datetime.fromisoformat(m.built_at)
+    assert built.tzinfo is not None
+    assert abs((dt.datetime.now(dt.UTC) - built).total_seconds()) < 3600
+    assert m.build_seconds >= 0
+    assert (summary.entries, summary.documents, summary.vectors, summary.anchors) == (3, 1, n_faq + 3, n_anchors)
+
+    index = store.load_current(fake_encoder.model_id)
+    assert index.vectors.shape == (n_faq + 3, 128) and index.vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(index.vectors, axis=1), 1.0, rtol=1e-5)
+    assert index.anchors.shape == (n_anchors, 128)
+    assert len(index.anchor_labels) == n_anchors
+    assert set(index.entries) == {e.id for e in kb.entries}
+    # Row i of the matrix is the embedding of chunk i (doc-side and query-side alike for the fake).
+    expected = fake_encoder.encode_docs([c.embed_text for c in index.chunks])
+    np.testing.assert_allclose(index.vectors, expected, atol=1e-6)
+
+
+def test_second_build_without_change_is_unchanged(tiny_kb_dir, fake_encoder, store, clock):
+    first = _build(tiny_kb_dir, fake_encoder, store)
+    calls = fake_encoder.calls
+    second = _build(tiny_kb_dir, fake_encoder, store)
+    assert second.unchanged
+    assert second.build_id == first.build_id
+    assert second.vectors == first.vectors and second.anchors == first.anchors
+    assert fake_encoder.calls == calls  # nothing encoded
+    assert [b.build_id for b in store.list()] == [first.build_id]
+
+
+@pytest.mark.parametrize(("chunk", "kind"), [(CHUNK + 20, "flat"), (CHUNK, "hnsw")])
+def test_changed_build_settings_make_a_new_build(tiny_kb_dir, fake_encoder, store, clock, chunk, kind):
+    first = _build(tiny_kb_dir, fake_encoder, store)
+    second = build_and_swap(_kb(tiny_kb_dir), fake_encoder, store, chunk, index_kind=kind)
+    assert not second.unchanged and second.build_id != first.build_id
+    m = Index.read_manifest(store.current_path())
+    assert (m.chunk_chars, m.index_kind) == (chunk, kind)
+    assert store.load_current(fake_encoder.model_id).vindex.kind == kind
+
+
+def test_other_model_makes_a_new_build(tiny_kb_dir, fake_encoder, store, clock):
+    first = _build(tiny_kb_dir, fake_encoder, store)
+    other = FakeEncoder(dim=128, model_id="fake:other")
+    second = _build(tiny_kb_dir, other, store)
+    assert not second.unchanged and second.build_id != first.build_id
+    assert Index.read_manifest(store.current_path()).model_id == "fake:other"
+
+
+def test_kb_change_makes_new_build_and_previous_stays_until_keep_limit(tiny_kb_dir, fake_encoder, tiny_settings, clock):
+    store = IndexStore(tiny_settings.index_home, keep=2)
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 1)
+    b = _build(tiny_kb_dir, fake_encoder, store)
+    assert not b.unchanged and b.build_id != a.build_id
+    assert b.entries == a.entries + 1
+    assert store.current_id() == b.build_id
+    assert [x.build_id for x in store.list()] == [b.build_id, a.build_id]
+    assert Index.load(store.builds / a.build_id, fake_encoder.model_id).manifest.counts["entries"] == a.entries
+
+    _add_entry(tiny_kb_dir, 2)
+    c = _build(tiny_kb_dir, fake_encoder, store)
+    listed = store.list()
+    assert [x.build_id for x in listed] == [c.build_id, b.build_id]  # the oldest one went
+    assert [x.current for x in listed] == [True, False]
+    assert not (store.builds / a.build_id).exists()
+
+
+def test_default_keep_builds_is_respected(tiny_kb_dir, fake_encoder, store, clock):
+    ids = []
+    for n in range(5):
+        _add_entry(tiny_kb_dir, n)
+        ids.append(_build(tiny_kb_dir, fake_encoder, store).build_id)
+    assert store.keep == 3
+    assert [b.build_id for b in store.list()] == ids[::-1][:3]
+
+
+def test_prune_keeps_current_even_when_it_is_the_oldest(tiny_kb_dir, fake_encoder, tiny_settings, clock):
+    store = IndexStore(tiny_settings.index_home, keep=3)
+    ids = []
+    for n in range(3):
+        _add_entry(tiny_kb_dir, n)
+        ids.append(_build(tiny_kb_dir, fake_encoder, store).build_id)
+    store.set_current(ids[0])
+    IndexStore(tiny_settings.index_home, keep=1).prune()
+    assert [b.build_id for b in store.list()] == [ids[0]]
+    assert store.current_id() == ids[0]
+    store.load_current(fake_encoder.model_id)  # still loads
+
+
+def test_rollback_to_previous_and_to_named_build(tiny_kb_dir, fake_encoder, store, clock):
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 1)
+    b = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 2)
+    c = _build(tiny_kb_dir, fake_encoder, store)
+
+    assert store.rollback() == b.build_id
+    assert store.current_id() == b.build_id
+    assert store.rollback() == a.build_id
+    assert store.load_current(fake_encoder.model_id).manifest.build_id == a.build_id
+    with pytest.raises(NotFoundError, match="no earlier verified build"):
+        store.rollback()
+    assert store.current_id() == a.build_id
+
+    assert store.rollback(c.build_id) == c.build_id
+    assert store.load_current(fake_encoder.model_id).manifest.counts["entries"] == c.entries
+
+
+def test_rollback_skips_builds_without_manifest(tiny_kb_dir, fake_encoder, store, clock):
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 1)
+    b = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 2)
+    c = _build(tiny_kb_dir, fake_encoder, store)
+    (store.builds / b.build_id / "manifest.json").unlink()
+    broken = {x.build_id: x.problem for x in store.list()}
+    assert broken[b.build_id] is not None and "manifest" in broken[b.build_id]
+    assert broken[c.build_id] is None
+    assert store.rollback() == a.build_id
+
+
+def test_rollback_with_no_earlier_build_raises_not_found(tiny_kb_dir, fake_encoder, store, clock):
+    with pytest.raises(NotFoundError):
+        store.rollback()  # nothing built at all
+    only = _build(tiny_kb_dir, fake_encoder, store)
+    with pytest.raises(NotFoundError, match="kefu index list"):
+        store.rollback()
+    assert store.current_id() == only.build_id
+
+
+def test_rollback_to_unknown_build_raises_not_found(tiny_kb_dir, fake_encoder, store, clock):
+    only = _build(tiny_kb_dir, fake_encoder, store)
+    with pytest.raises(NotFoundError, match="no build"):
+        store.rollback("20000101-000000-deadbeef")
+    assert store.current_id() == only.build_id
+
+
+def test_calibration_is_inherited_by_the_next_build_of_the_same_model(tiny_kb_dir, fake_encoder, store, clock):
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    write_calibration(store.builds / a.build_id, {"answer": 0.7})
+    assert Index.read_manifest(store.builds / a.build_id).calibration == {"answer": 0.7}
+    _add_entry(tiny_kb_dir, 1)
+    b = _build(tiny_kb_dir, fake_encoder, store)
+    assert Index.read_manifest(store.builds / b.build_id).calibration == {"answer": 0.7, "inherited_from": a.build_id}
+    c = _build(tiny_kb_dir, FakeEncoder(dim=128, model_id="fake:other"), store)
+    assert Index.read_manifest(store.builds / c.build_id).calibration is None
+
+
+SAME_MODEL = object()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"model_id": SAME_MODEL, "calibration": {"answer": 0.6}}, {"answer": 0.6}),
+        ({"model_id": "another/model", "calibration": {"answer": 0.6}}, None),
+        ({"model_id": SAME_MODEL, "calibration": [0.6]}, None),
+        ("{not json", None),
+    ],
+)
+def test_shipped_calibration_of_the_kb(tiny_kb_dir, fake_encoder, store, clock, content, expected):
+    if isinstance(content, dict):
+        model = fake_encoder.model_id if content["model_id"] is SAME_MODEL else content["model_id"]
+        content = json.dumps({**content, "model_id": model})
+    (tiny_kb_dir / "calibration.json").write_text(content, "utf-8")
+    summary = _build(tiny_kb_dir, fake_encoder, store)
+    got = Index.read_manifest(store.builds / summary.build_id).calibration
+    if expected is None:
+        assert got is None
+    else:
+        assert got == {**expected, "inherited_from": "shipped calibration.json"}
+
+
+# --- the current pointer -----------------------------------------------------------------------
+def test_current_pointer_is_replaced_atomically(tiny_kb_dir, fake_encoder, store, clock, monkeypatch):
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    _add_entry(tiny_kb_dir, 1)
+    b = _build(tiny_kb_dir, fake_encoder, store)
+
+    real_replace = os.replace
+    seen: list[tuple[str, str]] = []
+
+    def spy(src, dst):
+        # At the moment of the swap the new pointer is complete and the old one is still intact.
+        seen.append((Path(src).read_text("utf-8"), Path(dst).read_text("utf-8")))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(store_module.os, "replace", spy)
+    store.set_current(a.build_id)
+    assert seen == [(a.build_id + "\n", b.build_id + "\n")]
+    assert store.pointer.read_text("utf-8") == a.build_id + "\n"
+    assert store.current_id() == a.build_id
+    assert not list(store.home.glob(".current-*"))  # no staging file left behind
+
+
+def test_set_current_to_missing_build_leaves_pointer(tiny_kb_dir, fake_encoder, store, clock):
+    a = _build(tiny_kb_dir, fake_encoder, store)
+    with pytest.raises(NotFoundError):
+        store.set_current("missing")
+    assert store.pointer.read_text("utf-8") == a.build_id + "\n"
+
+
+def test_missing_or_empty_pointer_means_no_index(store):
+    assert store.current_id() is None
+    with pytest.raises(IndexMissingError, match="kefu build"):
+        store.current_path()
+    store.home.mkdir(parents=True)
+    store.pointer.write_text("\n", "utf-8")
+    assert store.current_id() is None
+    with pytest.raises(IndexMissingError):
+        store.load_current(None)
+
+
+def test_pointer_to_vanished_build_is_a_state_error(tiny_kb_dir, fake_encoder, store, clock):
+    _build(tiny_kb_dir, fake_encoder, store)
+    store.pointer.write_text("20000101-000000-gone\n", "utf-8")
+    with pytest.raises(IndexStateError, match="rollback"):
+        store.current_path()
+
+
+# --- refusing stale or damaged indexes ---------------------------------------------------------
+def test_load_refuses_a_different_model_id(tiny_index, fake_encoder):
+    folder = tiny_index.folder
+    with pytest.raises(IndexMismatchError, match="kefu build") as err:
+        Index.load(folder, "another/model")
+    assert "another/model" in str(err.value) and fake_encoder.model_id in str(err.value)
+    assert Index.load(folder, None).manifest.model_id == fake_encoder.model_id  # None: no model check
+
+
+def test_load_refuses_a_different_normalizer_version(tiny_index, fake_encoder):
+    folder = tiny_index.folder
+    with pytest.raises(IndexMismatchError, match="kefu build"):
+        Index.load(folder, fake_encoder.model_id, normalizer_version=NORMALIZER_VERSION + ".next")
+    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    manifest["normalizer_version"] = "0"
+    (folder / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(IndexMismatchError, match=r"normaliser v0.*kefu build"):
+        Index.load(folder, fake_encoder.model_id)
+
+
+def test_load_refuses_a_different_format_version(tiny_index, fake_encoder):
+    folder = tiny_index.folder
+    manifest = json.loads((folder / "manifest.json").read_text("utf-8"))
+    manifest["format_version"] = FORMAT_VERSION + 1
+    (folder / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    with pytest.raises(IndexMismatchError, match="kefu build"):
+        Index.load(folder, fake_encoder.model_id)
+
+
+def test_stale_index_is_rebuilt_not_reused(tiny_kb_dir, fake_encoder, store, clock):
+    first = _build(tiny_kb_dir, fake_encoder, store)
+    manifest_path = store.builds / first.build_id / "manifest.json"
+    manifest = json.loads(manifest_path.read_text("utf-8"))
+    manifest["normalizer_version"] = "0"
+    manifest_path.write_text(json.dumps(manifest), "utf-8")
+    second = _build(tiny_kb_dir, fake_encoder, store)
+    assert not second.unchanged and second.build_id != first.build_id
+    assert Index.read_manifest(store.current_path()).normalizer_version == NORMALIZER_VERSION
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.9])
+def test_truncated_vectors_is_an_index_state_error(tiny_index, fake_encoder, keep):
+    path = tiny_index.folder / "vectors.npy"
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+    with pytest.raises(IndexStateError, match="kefu build"):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+@pytest.mark.parametrize("name", ["vectors.npy", "anchors.npy"])
+def test_zero_byte_npy_is_an_index_state_error(tiny_index, fake_encoder, name):
+    (tiny_index.folder / name).write_bytes(b"")
+    with pytest.raises(IndexStateError):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+def test_build_replaces_a_current_build_with_an_empty_vectors_file(tiny_kb_dir, fake_encoder, store, clock):
+    first = _build(tiny_kb_dir, fake_encoder, store)
+    (store.builds / first.build_id / "vectors.npy").write_bytes(b"")
+    second = _build(tiny_kb_dir, fake_encoder, store)
+    assert not second.unchanged
+    store.load_current(fake_encoder.model_id)
+
+
+def test_vectors_with_wrong_row_count_are_an_index_state_error(tiny_index, fake_encoder):
+    np.save(tiny_index.folder / "vectors.npy", tiny_index.vectors[:-1])
+    with pytest.raises(IndexStateError, match="shape"):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+@pytest.mark.parametrize("cut", ["mid-line", "line-boundary", "mid-character"])
+def test_truncated_chunks_is_an_index_state_error(tiny_index, fake_encoder, cut):
+    path = tiny_index.folder / "chunks.jsonl"
+    raw = path.read_bytes()
+    if cut == "mid-line":
+        data = raw[: len(raw) // 2]
+    elif cut == "line-boundary":
+        data = b"".join(raw.splitlines(keepends=True)[:-1])
+    else:
+        data = raw[: raw.index("退".encode()) + 1]  # half of a UTF-8 sequence
+    path.write_bytes(data)
+    with pytest.raises(IndexStateError, match="kefu build"):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+def test_missing_and_unreadable_manifest(tiny_index, fake_encoder, tmp_path):
+    with pytest.raises(IndexMissingError, match="kefu build"):
+        Index.load(tmp_path / "nowhere", fake_encoder.model_id)
+    (tiny_index.folder / "manifest.json").write_text('{"build_id": ', "utf-8")
+    with pytest.raises(IndexStateError, match="unreadable"):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+def test_truncated_faiss_file_is_an_index_state_error(tiny_index, fake_encoder):
+    path = tiny_index.folder / "index.faiss"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IndexStateError):
+        Index.load(tiny_index.folder, fake_encoder.model_id)
+
+
+# --- interrupted and failed builds -------------------------------------------------------------
+def _assert_serving(store: IndexStore, build_id: str, snapshot: dict[str, bytes], model_id: str) -> None:
+    assert store.current_id() == build_id
+    assert _snapshot(store.builds / build_id) == snapshot
+    assert store.load_current(model_id).manifest.build_id == build_id
+
+
+def test_interrupted_save_leaves_previous_build_serving(tiny_kb_dir, fake_encoder, store, clock, monkeypatch):
+    good = _build(tiny_kb_dir, fake_encoder, store)
+    before = _snapshot(store.builds / good.build_id)
+    real_save = Index.save
+
+    def half_save(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        np.save(folder / "vectors.npy", self.vectors)
+        raise OSError("disk full")
+
+    _add_entry(tiny_kb_dir, 1)
+    monkeypatch.setattr(Index, "save", half_save)
+    with pytest.raises(OSError, match="disk full"):
+        _build(tiny_kb_dir, fake_encoder, store)
+    _assert_serving(store, good.build_id, before, fake_encoder.model_id)
+    assert [b.build_id for b in store.list()] == [good.build_id]
+    assert len(list(store.home.glob(".tmp-*"))) == 1  # the unfinished build, never read
+
+    monkeypatch.setattr(Index, "save", real_save)
+    after = _build(tiny_kb_dir, fake_encoder, store)
+    assert not after.unchanged and store.current_id() == after.build_id
+    assert not list(store.home.glob(".tmp-*"))
+    assert [b.build_id for b in store.list()] == [after.build_id, good.build_id]
+
+
+def test_encoder_failure_midway_leaves_previous_build_serving(tiny_kb_dir, fake_encoder, store, clock):
+    good = _build(tiny_kb_dir, fake_encoder, store)
+    before = _snapshot(store.builds / good.build_id)
+
+    class Failing(FakeEncoder):
+        def encode_queries(self, texts):
+            if self.calls >= 1:
+                raise RuntimeError("encoder died")
+            return super().encode_queries(texts)
+
+    _add_entry(tiny_kb_dir, 1)
+    with pytest.raises(RuntimeError, match="encoder died"):
+        _build(tiny_kb_dir, Failing(dim=128), store)
+    _assert_serving(store, good.build_id, before, fake_encoder.model_id)
+    assert [b.build_id for b in store.list()] == [good.build_id]
+
+    after = _build(tiny_kb_dir, fake_encoder, store)
+    assert store.current_id() == after.build_id != good.build_id
+    assert not list(store.home.glob(".tmp-*"))
+
+
+def test_build_failing_verification_never_becomes_current(tiny_kb_dir, fake_encoder, store, clock, monkeypatch):
+    good = _build(tiny_kb_dir, fake_encoder, store)
+    before = _snapshot(store.builds / good.build_id)
+    real_save = Index.save
+
+    def corrupt_save(self, folder):
+        real_save(self, folder)
+        faiss_file = folder / "index.faiss"
+        faiss_file.write_bytes(faiss_file.read_bytes()[:64])
+
+    _add_entry(tiny_kb_dir, 1)
+    monkeypatch.setattr(Index, "save", corrupt_save)
+    with pytest.raises(IndexStateError):
+        _build(tiny_kb_dir, fake_encoder, store)
+    _assert_serving(store, good.build_id, before, fake_encoder.model_id)
+    assert [b.build_id for b in store.list()] == [good.build_id]
+
+
+def test_first_build_interrupted_leaves_no_current(tiny_kb_dir, fake_encoder, store, clock, monkeypatch):
+    def failing_save(self, folder):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Index, "save", failing_save)
+    with pytest.raises(OSError):
+        _build(tiny_kb_dir, fake_encoder, store)
+    assert store.current_id() is None
+    assert store.list() == []
+
+
+# --- embedding cache during builds -------------------------------------------------------------
+class _TextCounter(FakeEncoder):
+    def __init__(self) -> None:
+        super().__init__(dim=128)
+        self.texts = 0
+
+    def encode_queries(self, texts):
+        self.texts += len(texts)
+        return super().encode_queries(texts)
+
+
+def test_forced_rebuild_reencodes_nothing(tiny_kb_dir, store, clock):
+    enc = _TextCounter()
+    first = _build(tiny_kb_dir, enc, store)
+    assert first.cache_hits == 0 and enc.texts > 0
+    enc.calls = enc.texts = 0
+    second = _build(tiny_kb_dir, enc, store, force=True)
+    assert not second.unchanged and second.build_id != first.build_id
+    assert enc.calls == 0 and enc.texts == 0
+    assert second.cache_hits == second.vectors + second.anchors
+    assert Index.read_manifest(store.current_path()).cache_hits == second.cache_hits
+    a = Index.load(store.builds / first.build_id, enc.model_id)
+    b = Index.load(store.builds / second.build_id, enc.model_id)
+    np.testing.assert_array_equal(a.vectors, b.vectors)
+    np.testing.assert_array_equal(a.anchors, b.anchors)
+
+
+def test_kb_change_encodes_only_new_texts(tiny_kb_dir, store, clock):
+    enc = _TextCounter()
+    _build(tiny_kb_dir, enc, store)
+    enc.texts = 0
+    _add_entry(tiny_kb_dir, 1)
+    summary = _build(tiny_kb_dir, enc, store)
+    new_texts = 1 + 3 + 1  # question, three alternatives, answer
+    assert enc.texts == new_texts
+    assert summary.cache_hits == summary.vectors + summary.anchors - new_texts
+
+
+def test_forced_rebuild_in_the_same_second(tiny_kb_dir, fake_encoder, store, monkeypatch):
+    monkeypatch.setattr(build_module, "time", _Clock(frozen=True))
+    _build(tiny_kb_dir, fake_encoder, store)
+    again = _build(tiny_kb_dir, fake_encoder, store, force=True)
+    assert store.current_id() == again.build_id
+
+
+def test_rollback_after_two_builds_in_the_same_second(tiny_kb_dir, tmp_path, fake_encoder, store, monkeypatch):
+    import shutil
+
+    other_dir = tmp_path / "kb-other"
+    shutil.copytree(tiny_kb_dir, other_dir)
+    _add_entry(other_dir, 1)
+    # Build the KB whose hash sorts last first, so that the newer build has the smaller id.
+    first_dir, second_dir = sorted([tiny_kb_dir, other_dir], key=lambda d: _kb(d).content_hash[:8], reverse=True)
+    monkeypatch.setattr(build_module, "time", _Clock(frozen=True))
+    first = _build(first_dir, fake_encoder, store)
+    second = _build(second_dir, fake_encoder, store)
+    assert store.current_id() == second.build_id
+    assert store.rollback() == first.build_id
+
+
+# --- searching per answer unit -----------------------------------------------------------------
+def _q(encoder, text: str) -> np.ndarray:
+    return encoder.encode_queries([normalize(text)])[0]
+
+
+def _oracle_unit(index: Index, q: np.ndarray, unit: str, w: float) -> tuple[float, float, int]:
+    """(score, question_score, best row) of one unit, computed by brute force over all its vectors."""
+    rows = index.units[unit]
+    sims = index.vectors[rows] @ q
+    is_q = np.array([index.chunks[r].kind in ("question", "alt") for r in rows])
+    best_row = rows[int(np.argmax(sims))]
+    if is_q.any() and (~is_q).any():
+        qs = float(sims[is_q].max())
+        return (qs + w * float(sims[~is_q].max())) / (1 + w), qs, best_row
+    return float(sims.max()), float(sims.max()), best_row
+
+
+def test_search_units_aggregates_per_unit(tiny_index, fake_encoder):
+    q = _q(fake_encoder, "退货运费谁出")  # an alternative question of refund-shipping-fee, verbatim
+    units = tiny_index.search_units(q, k_units=50)
+    ids = [u.unit_id for u in units]
+    assert len(ids) == len(set(ids)) == len(tiny_index.units)  # every unit once (all vectors retrieved)
+    assert ids[0] == "refund-shipping-fee"
+    assert units[0].question_score == pytest.approx(1.0, abs=1e-5)
+    assert tiny_index.chunks[units[0].best_chunk].text == "退货运费谁出"
+    assert [u.rank for u in units] == list(range(len(units)))
+    scores = [u.score for u in units]
+    assert scores == sorted(scores, reverse=True)
+    for u in units:
+        score, qs, best_row = _oracle_unit(tiny_index, q, u.unit_id, ANSWER_WEIGHT)
+        assert u.score == pytest.approx(score, abs=1e-5)
+        assert u.question_score == pytest.approx(qs, abs=1e-5)
+        assert u.best_chunk == best_row
+        assert u.votes == len(tiny_index.units[u.unit_id])  # every vector retrieved, every one votes
+
+
+def test_search_units_scores_faq_on_question_and_answer(tiny_index, fake_encoder):
+    entry = tiny_index.entries["logistics-track"]
+    q = _q(fake_encoder, entry.answer)  # the answer text itself: the best vector is the answer
+    top = tiny_index.search_units(q, k_units=1)[0]
+    assert top.unit_id == "logistics-track"
+    assert tiny_index.chunks[top.best_chunk].kind == "answer"
+    assert top.question_score < 0.9
+    w = ANSWER_WEIGHT
+    assert top.score == pytest.approx((top.question_score + w * 1.0) / (1 + w), abs=1e-5)
+
+
+@pytest.mark.parametrize("w", [0.0, 0.5, 2.0])
+def test_search_units_answer_weight(tiny_index, fake_encoder, w):
+    q = _q(fake_encoder, "寄回去的运费谁出")
+    units = tiny_index.search_units(q, k_units=50, answer_weight=w)
+    for u in units:
+        score, _, _ = _oracle_unit(tiny_index, q, u.unit_id, w)
+        assert u.score == pytest.approx(score, abs=1e-5)
+        if w == 0.0:
+            assert u.score == pytest.approx(u.question_score, abs=1e-6)
+
+
+def test_search_units_limits_units_and_counts_votes(tiny_index, fake_encoder):
+    q = _q(fake_encoder, "七天无理由退货")
+    assert len(tiny_index.search_units(q, k_units=2)) == 2
+    units = tiny_index.search_units(q, k_units=50, k_vectors=5)
+    assert sum(u.votes for u in units) == 5
+    assert len({u.unit_id for u in units}) == len(units) <= 5
+    assert all(u.votes >= 1 for u in units)
+    top5 = {tiny_index.chunks[h.chunk_id].unit_id for h in tiny_index.search(q, 5)[0]}
+    assert {u.unit_id for u in units} == top5  # only units found among the nearest vectors
+    assert units == tiny_index.search_units(q[None, :], k_units=50, k_vectors=5)  # 1-D or 1×d alike
+
+
+def test_search_units_finds_a_rules_clause(tiny_index):
+    rows = [i for i, c in enumerate(tiny_index.chunks) if c.kind == "rules"]
+    row = rows[-1]
+    top = tiny_index.search_units(tiny_index.vectors[row], k_units=1)[0]
+    assert top.unit_id == tiny_index.chunks[row].unit_id == tiny_index.chunks[row].chunk_id
+    assert top.best_chunk == row
+    assert top.score == pytest.approx(1.0, abs=1e-5) and top.question_score == top.score
+    assert top.votes == 1
+
+
+def test_anchor_scores(tiny_index):
+    a = tiny_index.anchor_scores(tiny_index.anchors[3])
+    assert a.shape == (tiny_index.anchors.shape[0],)
+    np.testing.assert_allclose(a, tiny_index.anchors @ tiny_index.anchors[3], atol=1e-6)
+    assert a[3] == pytest.approx(1.0, abs=1e-5)

@@ -1,0 +1,146 @@
+"""`kefu ask`, `kefu handoffs list` and error edges (fake encoder patched in for the real model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import indexer.encoder
+import service.runtime
+from indexer.store import IndexStore, write_calibration
+from kb.settings import Settings
+from kefu_cli import app
+from service.policy import Calibration
+
+DOCUMENTED_KEYS = {"query", "normalized_query", "decision", "reason", "answers", "handoff", "session_id", "elapsed_ms"}
+FAKE_CAL = Calibration(answer_at=0.68, clarify_at=0.45, source="fake-encoder-test")
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def fake_model(monkeypatch: pytest.MonkeyPatch, fake_encoder):
+    """Every place the CLI may load the model gets the fake encoder instead."""
+    monkeypatch.setattr(indexer.encoder, "load_encoder", lambda settings: fake_encoder)
+    monkeypatch.setattr(service.runtime, "load_encoder", lambda settings: fake_encoder)
+    return fake_encoder
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, tiny_settings: Settings, tiny_index, fake_model) -> Settings:
+    write_calibration(IndexStore(tiny_settings.index_home).current_path(), FAKE_CAL.to_json())
+    monkeypatch.setenv("KEFU_DATA_DIR", str(tiny_settings.data_dir))
+    monkeypatch.setenv("KEFU_KB_DIR", str(tiny_settings.kb_dir))
+    monkeypatch.setenv("KEFU_MODEL", "fake:hash-128")
+    return tiny_settings
+
+
+def test_ask_json_prints_one_object(runner: CliRunner, env):
+    r = runner.invoke(app, ["ask", "--json", "七天无理由退货需要满足什么条件？"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert set(data) >= DOCUMENTED_KEYS
+    assert data["decision"] == "answer"
+    assert data["answers"][0]["id"] == "refund-seven-day"
+    assert set(data["answers"][0]["source"]) == {"doc_id", "section", "kind"}
+
+
+def test_ask_json_top_k(runner: CliRunner, env):
+    r = runner.invoke(app, ["ask", "--json", "--top-k", "1", "七天无理由退货需要满足什么条件？"])
+    assert r.exit_code == 0
+    assert len(json.loads(r.stdout)["answers"]) == 1
+
+
+def test_ask_json_stdin_prints_one_object_per_line(runner: CliRunner, env):
+    stdin = "七天无理由退货需要满足什么条件？\n\n转人工\n" + "退" * 501 + "\n我的快递到哪了\n"
+    r = runner.invoke(app, ["ask", "--json", "-"], input=stdin)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert len(rows) == 4  # the blank line is skipped
+    assert rows[0]["answers"][0]["id"] == "refund-seven-day"
+    assert (rows[1]["decision"], rows[1]["reason"]) == ("handoff", "user_requested")
+    assert set(rows[2]) == {"query", "error"} and "500" in rows[2]["error"]  # a bad line does not stop the stream
+    assert rows[3]["answers"][0]["id"] == "logistics-track"
+    assert all(set(row) >= DOCUMENTED_KEYS for row in (rows[0], rows[1], rows[3]))
+
+
+def test_ask_card_shows_the_decision(runner: CliRunner, env):
+    r = runner.invoke(app, ["ask", "七天无理由退货需要满足什么条件？"])
+    assert r.exit_code == 0, r.output
+    assert "answer" in r.stdout and "回答" in r.stdout
+    assert "七天无理由退货需要满足什么条件" in r.stdout
+    h = runner.invoke(app, ["ask", "转人工"])
+    assert h.exit_code == 0
+    assert "handoff" in h.stdout and "user_requested" in h.stdout and "ticket T" in h.stdout
+
+
+def test_handoffs_list_shows_a_ticket_after_a_handoff(runner: CliRunner, env):
+    empty = runner.invoke(app, ["handoffs", "list", "--json"])
+    assert empty.exit_code == 0 and empty.stdout.strip() == ""
+    a = json.loads(runner.invoke(app, ["ask", "--json", "转人工"]).stdout)
+    ticket_id = a["handoff"]["ticket_id"]
+    listed = runner.invoke(app, ["handoffs", "list", "--json"])
+    assert listed.exit_code == 0
+    [t] = [json.loads(line) for line in listed.stdout.strip().splitlines()]
+    assert t["id"] == ticket_id and t["reason"] == "user_requested" and t["query"] == "转人工"
+    table = runner.invoke(app, ["handoffs", "list"])
+    assert table.exit_code == 0
+    assert "user_requested" in table.stdout and "handoffs (1)" in table.stdout
+    filtered = runner.invoke(app, ["handoffs", "list", "--json", "--reason", "sensitive"])
+    assert filtered.exit_code == 0 and filtered.stdout.strip() == ""
+
+
+def test_no_index_exits_5_with_a_one_line_message(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fake_model
+):
+    monkeypatch.setenv("KEFU_DATA_DIR", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("KEFU_MODEL", "fake:hash-128")
+    r = runner.invoke(app, ["ask", "--json", "退款多久到账"])
+    assert r.exit_code == 5
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("error:") and "kefu build" in lines[0]
+    assert "Traceback" not in r.output
+
+
+def test_query_over_the_limit_exits_2(runner: CliRunner, env):
+    r = runner.invoke(app, ["ask", "--json", "退" * 501])
+    assert r.exit_code == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "500" in r.stderr
+    assert r.stdout == ""
+
+
+def test_bad_top_k_is_a_usage_error(runner: CliRunner, env):
+    r = runner.invoke(app, ["ask", "--top-k", "0", "退款"])
+    assert r.exit_code == 2
+
+
+def test_model_mismatch_is_reported(runner: CliRunner, env, monkeypatch: pytest.MonkeyPatch):
+    other = indexer.encoder.FakeEncoder(dim=128, model_id="fake:other")
+    monkeypatch.setattr(service.runtime, "load_encoder", lambda settings: other)
+    r = runner.invoke(app, ["ask", "--json", "退款"])
+    assert r.exit_code == 5
+    assert "kefu build" in r.stderr and "fake:other" in r.stderr
+
+
+def test_build_then_ask(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_kb_dir: Path, fake_model
+):
+    monkeypatch.setenv("KEFU_DATA_DIR", str(tmp_path / "fresh"))
+    monkeypatch.setenv("KEFU_KB_DIR", str(tiny_kb_dir))
+    monkeypatch.setenv("KEFU_MODEL", "fake:hash-128")
+    b = runner.invoke(app, ["build"])
+    assert b.exit_code == 0, b.output
+    assert IndexStore(tmp_path / "fresh" / "index").current_id() is not None
+    r = runner.invoke(app, ["ask", "--json", "转人工"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["reason"] == "user_requested"

@@ -1,0 +1,96 @@
+"""SessionStore: last turn, TTL expiry, LRU eviction, bounds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+import service.sessions as sessions_mod
+from kb.errors import ConfigError
+from service.sessions import SessionStore, Turn
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(sessions_mod, "time", SimpleNamespace(monotonic=c.monotonic))
+    return c
+
+
+def test_last_turn_is_the_most_recent():
+    s = SessionStore()
+    assert s.last("S1") is None
+    s.add("S1", Turn("退货运费谁出", "answer"))
+    s.add("S1", Turn("那运费呢", "clarify"))
+    assert s.last("S1") == Turn("那运费呢", "clarify")
+    assert s.last("S2") is None
+    assert len(s) == 1
+
+
+def test_sessions_are_independent():
+    s = SessionStore()
+    s.add("A", Turn("a", "answer"))
+    s.add("B", Turn("b", "handoff"))
+    assert s.last("A").query == "a"
+    assert s.last("B").query == "b"
+
+
+def test_ttl_expiry(clock: Clock):
+    s = SessionStore(ttl_s=60)
+    s.add("S1", Turn("q", "answer"))
+    clock.t += 60  # exactly at the TTL: still alive
+    assert s.last("S1") == Turn("q", "answer")
+    clock.t += 0.001
+    assert s.last("S1") is None
+    assert len(s) == 0  # the expired session is dropped
+
+
+def test_adding_a_turn_refreshes_the_ttl(clock: Clock):
+    s = SessionStore(ttl_s=60)
+    s.add("S1", Turn("q1", "answer"))
+    clock.t += 50
+    s.add("S1", Turn("q2", "answer"))
+    clock.t += 50  # 100 s after the first turn, 50 after the second
+    assert s.last("S1") == Turn("q2", "answer")
+
+
+def test_lru_eviction_at_max_size():
+    s = SessionStore(max_sessions=2)
+    s.add("A", Turn("a", "answer"))
+    s.add("B", Turn("b", "answer"))
+    s.add("A", Turn("a2", "answer"))  # A is now the most recently used
+    s.add("C", Turn("c", "answer"))
+    assert len(s) == 2
+    assert s.last("B") is None
+    assert s.last("A") == Turn("a2", "answer")
+    assert s.last("C") == Turn("c", "answer")
+
+
+def test_many_sessions_stay_bounded():
+    s = SessionStore(max_sessions=5)
+    for i in range(50):
+        s.add(f"S{i}", Turn(str(i), "answer"))
+    assert len(s) == 5
+    assert [s.last(f"S{i}") is not None for i in range(45, 50)] == [True] * 5
+    assert s.last("S44") is None
+
+
+def test_new_ids_are_unique_and_valid_session_ids():
+    ids = {SessionStore.new_id() for _ in range(200)}
+    assert len(ids) == 200
+    assert all(i.startswith("S") and len(i) == 17 and i[1:].isalnum() for i in ids)
+
+
+@pytest.mark.parametrize(("ttl", "size"), [(0, 10), (-1, 10), (60, 0)])
+def test_bad_bounds_are_config_errors(ttl: float, size: int):
+    with pytest.raises(ConfigError):
+        SessionStore(ttl_s=ttl, max_sessions=size)
