@@ -31,6 +31,7 @@ from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
 FORMAT_VERSION = 1
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009); damps the top ranks
 ANSWER_WEIGHT = 0.5  # weight of the answer-text cosine in an FAQ entry's score; best on dev (hit@1 0.59 → 0.66)
+QUESTION_TOPN = 2  # question-side matches averaged per entry; dev hit@1 0.723 (best one) → 0.744
 LEXICAL_WEIGHT = 0.1  # weighted fusion: 0.9·dense + 0.1·lexical was the best mix in shared/notes
 
 
@@ -70,7 +71,7 @@ class UnitHit:
     """One answer unit (an FAQ entry or a document chunk) with the evidence that found it."""
 
     unit_id: str
-    score: float  # FAQ: (best question cosine + w·answer cosine)/(1+w); documents: the chunk's cosine
+    score: float  # FAQ: (mean best-2 question cosines + w·answer cosine)/(1+w); documents: chunk cosine
     rank: int
     best_chunk: int  # row of the best-matching vector
     question_score: float  # best cosine over question/alternative vectors (FAQ only; else score)
@@ -173,9 +174,10 @@ class Index:
     ) -> list[UnitHit]:
         """Answer units found among the nearest vectors, scored on all their vectors, best first.
 
-        An FAQ entry scores (best question/alternative cosine + w · answer cosine) / (1 + w): the
-        question match is the strongest evidence and the answer text adds what the shopper
-        describes (symptoms, details) that no question mentions. A document chunk scores its
+        An FAQ entry scores (mean of its best two question/alternative cosines + w · answer
+        cosine) / (1 + w): the question match is the strongest evidence, agreement of two
+        phrasings beats one lucky match, and the answer text adds what the shopper describes
+        (symptoms, details) that no question mentions. A document chunk scores its
         own cosine. The convex combination keeps scores on the cosine scale.
         """
         w = ANSWER_WEIGHT if answer_weight is None else answer_weight
@@ -193,8 +195,12 @@ class Index:
             is_q = self._is_question[rows]
             best_row = rows[int(np.argmax(cos))]
             if is_q.any() and (~is_q).any():
-                q_side = float(cos[is_q].max())
-                score = (q_side + w * float(cos[~is_q].max())) / (1.0 + w)
+                q_cos = np.sort(cos[is_q])[::-1]
+                q_side = float(q_cos[0])
+                # Mean of the best QUESTION_TOPN question-side matches: two phrasings that agree
+                # are stronger evidence than one lucky match.
+                q_agree = float(q_cos[:QUESTION_TOPN].mean())
+                score = (q_agree + w * float(cos[~is_q].max())) / (1.0 + w)
             else:
                 q_side = float(cos.max())
                 score = q_side
