@@ -11,6 +11,7 @@ from kb.errors import InputError
 from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer
 from service.policy import Calibration
 from service.schemas import Answer
+from tests.fakes import FAKE_CAL
 
 TOP_KEYS = {
     "query",
@@ -29,7 +30,6 @@ ITEM_KEYS = {"id", "title", "text", "score", "source"}
 # The documented defaults (0.90 / 0.865) are cut-offs for the real model's cosines. The fake encoder
 # scores an exact question match ≈ 0.72–0.85, a partial one ≈ 0.6 and an unrelated one < 0.3, so the
 # decision tests run with thresholds placed for it.
-FAKE_CAL = Calibration(answer_at=0.68, clarify_at=0.45, source="fake-encoder-test")
 
 
 @pytest.fixture

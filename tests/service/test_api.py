@@ -16,12 +16,11 @@ from indexer.store import IndexStore, write_calibration
 from kb.loader import load_kb
 from kb.settings import Settings
 from service.api import create_app
-from service.policy import Calibration
+from tests.fakes import FAKE_CAL
 
 DOCUMENTED_KEYS = {"query", "normalized_query", "decision", "reason", "answers", "handoff", "session_id", "elapsed_ms"}
 TOKEN = "s3cret-token"
 # thresholds placed for the fake encoder's cosines (see tests/service/test_answerer.py)
-FAKE_CAL = Calibration(answer_at=0.68, clarify_at=0.45, source="fake-encoder-test")
 
 EXTRA_FAQ = """
 category: 发票

@@ -13,10 +13,9 @@ import service.runtime
 from indexer.store import IndexStore, write_calibration
 from kb.settings import Settings
 from kefu_cli import app
-from service.policy import Calibration
+from tests.fakes import FAKE_CAL
 
 DOCUMENTED_KEYS = {"query", "normalized_query", "decision", "reason", "answers", "handoff", "session_id", "elapsed_ms"}
-FAKE_CAL = Calibration(answer_at=0.68, clarify_at=0.45, source="fake-encoder-test")
 
 
 @pytest.fixture
