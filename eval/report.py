@@ -11,7 +11,8 @@ from typing import Any
 REPORTS = Path(__file__).resolve().parent / "reports"
 HEADLINE = (
     ("hit@1", "hit@1"),
-    ("recall@5", "recall@5"),
+    ("hit@5", "hit@5 (a right answer in the top 5)"),
+    ("recall@5", "recall@5 (share of all relevant entries in the top 5)"),
     ("mrr@10", "MRR@10"),
     ("ndcg@10", "nDCG@10"),
     ("answered_precision", "answered precision"),

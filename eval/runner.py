@@ -78,6 +78,8 @@ def _retrieval(results: list[ItemResult]) -> dict[str, float]:
         "n": n,
         "hit@1": sum(hit_at(r.ranking, r.item.relevant, 1) for r in rs) / n,
         "hit@3": sum(hit_at(r.ranking, r.item.relevant, 3) for r in rs) / n,
+        "hit@5": sum(hit_at(r.ranking, r.item.relevant, 5) for r in rs) / n,
+        "hit@10": sum(hit_at(r.ranking, r.item.relevant, 10) for r in rs) / n,
         "mrr@10": sum(mrr_at(r.ranking, r.item.relevant, 10) for r in rs) / n,
         "ndcg@10": sum(ndcg_at(r.ranking, r.item.relevant, 10) for r in rs) / n,
     }

@@ -32,7 +32,7 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -160,8 +160,8 @@ def make_batches(pairs: Sequence[TrainingPair], batch_size: int, rng: random.Ran
     return batches
 
 
-def _linear_warmup_decay(total_steps: int) -> tuple[int, object]:
-    """(warm-up steps, LambdaLR multiplier): linear 0 → 1 over warm-up, then linear 1 → 0."""
+def _linear_warmup_decay(total_steps: int) -> Callable[[int], float]:
+    """LambdaLR multiplier for step ``step``: linear 0 → 1 over the warm-up, then linear 1 → 0."""
     warmup = max(1, int(total_steps * WARMUP_FRACTION))
 
     def factor(step: int) -> float:
@@ -169,7 +169,7 @@ def _linear_warmup_decay(total_steps: int) -> tuple[int, object]:
             return (step + 1) / warmup
         return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
-    return warmup, factor
+    return factor
 
 
 def _freeze(model: SentenceTransformer) -> None:
@@ -238,7 +238,7 @@ def train_on_pairs(
         torch.manual_seed(seed)
         model = SentenceTransformer(str(base_model_dir), device="cpu")
         full_max_tokens = model.max_seq_length
-        model.max_seq_length = min(TRAIN_MAX_TOKENS, full_max_tokens)
+        model.max_seq_length = min(TRAIN_MAX_TOKENS, full_max_tokens or TRAIN_MAX_TOKENS)
         _freeze(model)
         loss_fn = MultipleNegativesRankingLoss(model, scale=MNRL_SCALE)
         trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -250,8 +250,7 @@ def train_on_pairs(
             ],
             lr=lr,
         )
-        _, factor = _linear_warmup_decay(total_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)  # type: ignore[arg-type]
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_warmup_decay(total_steps))
 
         model.train()
         bar = tqdm(total=total_steps, desc="fine-tuning", unit="batch", disable=not progress)
