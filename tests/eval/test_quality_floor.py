@@ -1,0 +1,54 @@
+"""Regression floors on the held-out test split, with the real default model.
+
+Floors sit just under the first honest measurement (see eval/reports/latest.md), so a change
+that makes retrieval or decisions worse cannot land. The test split is never tuned on.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from eval.dataset import load_split
+from eval.runner import evaluate
+from kb.settings import Settings
+
+pytestmark = pytest.mark.model
+
+# First honest measurement (2026-11-25, test split: hit@1 0.778, MRR@10 0.860, answered precision
+# 0.976 at coverage 0.486, out-of-scope handoff recall 0.956, user-requested and sensitive 1.0)
+# minus a small tolerance for run-to-run noise.
+FLOORS = {
+    "hit@1": 0.75,
+    "mrr@10": 0.83,
+    "answered_precision": 0.94,
+    "oos_handoff_recall": 0.92,
+    "handoff_recall_user_requested": 1.0,
+    "handoff_recall_sensitive": 0.95,
+}
+
+
+@pytest.fixture(scope="module")
+def real_answerer(tmp_path_factory, builtin_model):
+    """The bundled KB indexed with the real model, calibrated as shipped."""
+    from indexer.build import build_and_swap
+    from indexer.encoder import load_encoder
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from service.runtime import Runtime
+
+    home = tmp_path_factory.mktemp("quality")
+    settings = Settings(data_dir=home)
+    encoder = load_encoder(settings)
+    store = IndexStore(settings.index_home)
+    build_and_swap(load_kb(settings.kb_dir), encoder, store, settings.chunk_chars)
+    return Runtime.create(settings, encoder=encoder).answerer()
+
+
+def test_shipped_calibration_is_used(real_answerer):
+    assert real_answerer.calibration.source == "dev-logistic"
+
+
+def test_test_split_meets_the_floors(real_answerer):
+    h = evaluate(real_answerer, load_split("test")).metrics["headline"]
+    below = {k: (h[k], floor) for k, floor in FLOORS.items() if h[k] < floor}
+    assert not below, f"below the regression floor (value, floor): {below}"
