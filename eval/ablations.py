@@ -33,7 +33,8 @@ def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
 
 def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]:
     variants: list[tuple[str, Answerer, str]] = [
-        ("default", base, "question + alternatives + answers + rules; dense; normalised; session context"),
+        ("default", base, f"question + alternatives + answers + rules; {base.options.retrieval}; normalised; context"),
+        ("dense only", _copy(base, retrieval="dense"), "multilingual-e5-small"),
         ("no alternative questions", _with_index(base, subset_index(base.index, lambda k: k != "alt")), ""),
         (
             "questions and alternatives only",

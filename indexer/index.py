@@ -191,25 +191,25 @@ class Index:
         scored = []
         for unit, n in votes.items():
             rows = self.units[unit]
-            cos = self.vectors[rows] @ q
-            is_q = self._is_question[rows]
-            best_row = rows[int(np.argmax(cos))]
-            if is_q.any() and (~is_q).any():
-                q_cos = np.sort(cos[is_q])[::-1]
-                q_side = float(q_cos[0])
-                # Mean of the best QUESTION_TOPN question-side matches: two phrasings that agree
-                # are stronger evidence than one lucky match.
-                q_agree = float(q_cos[:QUESTION_TOPN].mean())
-                score = (q_agree + w * float(cos[~is_q].max())) / (1.0 + w)
-            else:
-                q_side = float(cos.max())
-                score = q_side
+            score, q_side, best_row = self._unit_score(rows, self.vectors[rows] @ q, w)
             scored.append(UnitHit(unit, score, 0, best_row, q_side, n))
         scored.sort(key=lambda u: -u.score)
         return [
             UnitHit(u.unit_id, u.score, r, u.best_chunk, u.question_score, u.votes)
             for r, u in enumerate(scored[:k_units])
         ]
+
+    def _unit_score(self, rows: list[int], cos: np.ndarray, w: float) -> tuple[float, float, int]:
+        """(score, best question-side cosine, best row) of one unit from its vectors' cosines."""
+        is_q = self._is_question[rows]
+        best_row = rows[int(np.argmax(cos))]
+        if is_q.any() and (~is_q).any():
+            q_cos = np.sort(cos[is_q])[::-1]
+            # Mean of the best QUESTION_TOPN question-side matches: two phrasings that agree
+            # are stronger evidence than one lucky match.
+            q_agree = float(q_cos[:QUESTION_TOPN].mean())
+            return (q_agree + w * float(cos[~is_q].max())) / (1.0 + w), float(q_cos[0]), best_row
+        return float(cos.max()), float(cos.max()), best_row
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -225,7 +225,8 @@ class Index:
         cos = self.vectors @ np.asarray(qvec, dtype=np.float32).reshape(-1)
         bm = self.lexical.scores(query)
         ids = list(self.units)
-        dense = np.array([cos[self.units[u]].max() for u in ids])
+        unit_scores = [self._unit_score(self.units[u], cos[self.units[u]], ANSWER_WEIGHT) for u in ids]
+        dense = np.array([sc[0] for sc in unit_scores])
         lex = np.array([bm[self.units[u]].max() for u in ids])
         if mode == "lexical":
             key = lex
@@ -240,14 +241,18 @@ class Index:
         else:
             raise ValueError(f"unknown retrieval mode {mode!r}; allowed: dense, lexical, rrf, weighted")
         order = np.argsort(-key, kind="stable")[:k_units]
+        # Votes as in dense search: how many of a unit's vectors are among the nearest ones.
+        k_vec = min(len(cos), max(64, k_units * 12))
+        nearest = np.argpartition(-cos, k_vec - 1)[:k_vec]
+        votes: dict[str, int] = {}
+        for row in nearest:
+            unit_id = self.chunks[int(row)].unit_id
+            votes[unit_id] = votes.get(unit_id, 0) + 1
         out = []
         for r, i in enumerate(order):
             u = ids[i]
-            rows = self.units[u]
-            best = rows[int(np.argmax(cos[rows]))]
-            qrows = [j for j in rows if self._is_question[j]]
-            qscore = float(cos[qrows].max()) if qrows else float(dense[i])
-            out.append(UnitHit(u, float(dense[i]), r, best, qscore, len(rows)))
+            score, q_side, best_row = unit_scores[i]
+            out.append(UnitHit(u, score, r, best_row, q_side, votes.get(u, 0)))
         return out
 
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:

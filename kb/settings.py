@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
     keep_builds: int = Field(3, ge=1, le=50, description="verified builds kept for rollback")
     chunk_chars: int = Field(220, ge=40, le=4000, description="target size of a rules chunk")
-    lexical: bool = Field(False, description="build and fuse the BM25 channel")
+    retrieval: Literal["dense", "lexical", "rrf", "weighted"] = Field(
+        "rrf", description="dense only, lexical (BM25) only, or a fusion; rrf won on the dev split"
+    )
 
     # --- answering --------------------------------------------------------------------------
     top_k: int = Field(3, ge=1, le=20)

@@ -45,7 +45,7 @@ class AnswererOptions:
     use_context: bool = True
     strip_greetings: bool = True
     normalize_queries: bool = True  # off only in ablations: shows what normalisation buys
-    retrieval: str = "dense"  # dense | lexical | rrf | weighted; the eval ablations decide the default
+    retrieval: str = "rrf"  # dense | lexical | rrf | weighted; the eval ablations decide the default
 
 
 class Answerer:
@@ -131,6 +131,10 @@ class Answerer:
         t0 = time.perf_counter()
         if not isinstance(query, str):
             raise InputError(f"query must be a string, got {type(query).__name__}")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from a JSON "\ud800" escape
+            raise InputError("query is not valid Unicode text (it contains a lone surrogate); send UTF-8 text") from exc
         if len(query) > self.options.max_query_chars:
             raise InputError(
                 f"query has {len(query)} characters; the limit is {self.options.max_query_chars} (KEFU_MAX_QUERY_CHARS)"

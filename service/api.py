@@ -167,6 +167,18 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
                 status = 413
                 return error(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
+            if length is None and request.method in ("POST", "PUT", "PATCH"):
+                # A chunked body has no Content-Length: read it with the same limit (Starlette
+                # keeps the bytes, so the endpoint reads them again without touching the socket).
+                size = 0
+                chunks = []
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > settings.max_body_bytes:
+                        status = 413
+                        return error(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
+                    chunks.append(chunk)
+                request._body = b"".join(chunks)
             if path.startswith("/v1/"):
                 limited = _rate_limited(state, request)
                 if limited:

@@ -70,14 +70,25 @@ class Calibration:
             raise ConfigError(
                 f"thresholds must satisfy 0 ≤ clarify_at ({self.clarify_at}) ≤ answer_at ({self.answer_at}) ≤ 1"
             )
-        if self.weights is not None and len(self.weights) != len(FEATURES):
-            raise ConfigError(f"calibration has {len(self.weights)} weights, expected {len(FEATURES)} ({FEATURES})")
+        if self.weights is not None:
+            n = len(FEATURES)
+            if len(self.weights) != n:
+                raise ConfigError(f"calibration has {len(self.weights)} weights, expected {n} ({FEATURES})")
+            if self.mean is None or self.scale is None or len(self.mean) != n or len(self.scale) != n:
+                raise ConfigError(f"calibration needs mean and scale of {n} values each, one per feature {FEATURES}")
+            if not all(math.isfinite(v) for v in [*self.weights, *self.mean, *self.scale, self.bias]):
+                raise ConfigError("calibration weights, mean, scale and bias must be finite numbers")
+            if any(v <= 0 for v in self.scale):
+                raise ConfigError(f"calibration scale values must be > 0, got {self.scale}")
 
     def confidence(self, f: Features) -> float:
         if self.weights is None or self.mean is None or self.scale is None:
             return float(f.top1)
-        z = (f.vector() - np.asarray(self.mean)) / np.asarray(self.scale)
-        logit = float(np.dot(np.asarray(self.weights), z) + self.bias)
+        with np.errstate(all="ignore"):
+            z = (f.vector() - np.asarray(self.mean)) / np.asarray(self.scale)
+            logit = float(np.dot(np.asarray(self.weights), z) + self.bias)
+        if not math.isfinite(logit):
+            return 0.0  # undefined evidence never earns an answer
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
 
     def to_json(self) -> dict[str, Any]:

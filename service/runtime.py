@@ -28,7 +28,10 @@ def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> Sensi
 
 def options_from(settings: Settings) -> AnswererOptions:
     return AnswererOptions(
-        top_k=settings.top_k, max_query_chars=settings.max_query_chars, handoff_message=settings.handoff_message
+        top_k=settings.top_k,
+        max_query_chars=settings.max_query_chars,
+        handoff_message=settings.handoff_message,
+        retrieval=settings.retrieval,
     )
 
 

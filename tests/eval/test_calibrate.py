@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.calibrate import PRECISION_MARGIN, calibrate, choose_thresholds, operating_point
+from eval.calibrate import calibrate, choose_thresholds, operating_point
 from eval.dataset import EvalItem
 from eval.metrics import Ranked
 from eval.runner import ItemResult
@@ -106,13 +106,24 @@ def test_choose_thresholds_hand_computed():
 
 
 def test_choose_thresholds_respects_the_precision_margin():
-    # answering from 0.6 gives precision 0.96: meets a 0.95 target, but not 0.95 + margin when margin > 0.01
+    # Answering from 0.6 gives precision 24/25 = 0.96, which meets a 0.95 target, but not
+    # 0.95 + one standard error (sqrt(0.95·0.05/25) ≈ 0.044): the threshold must stay at 0.9.
     p = np.concatenate([np.full(24, 0.9), [0.6], np.full(5, 0.1)])
     y = np.concatenate([np.ones(24), [0.0], np.zeros(5)])
     ins = np.concatenate([np.ones(25, dtype=bool), np.zeros(5, dtype=bool)])
-    op = choose_thresholds(p, y, ins, ~ins, 25, 0.96 - PRECISION_MARGIN / 2, 0.95)
+    op = choose_thresholds(p, y, ins, ~ins, 25, 0.95, 0.95)
     assert op.answer_at == pytest.approx(0.9)
     assert op.answered_precision == 1.0
+
+
+def test_precision_margin_shrinks_with_more_answered_queries():
+    # 960 right and 40 wrong at one confidence: precision 0.96 over 1,000 answers clears
+    # 0.95 + sqrt(0.95·0.05/1000) ≈ 0.957, so that confidence is a valid answer threshold.
+    p = np.concatenate([np.full(1000, 0.8), np.full(10, 0.1)])
+    y = np.concatenate([np.ones(960), np.zeros(50)])
+    ins = np.concatenate([np.ones(1000, dtype=bool), np.zeros(10, dtype=bool)])
+    op = choose_thresholds(p, y, ins, ~ins, 1000, 0.95, 0.95)
+    assert op.answer_at == pytest.approx(0.8)
 
 
 def test_operating_point_without_answers_has_vacuous_precision():

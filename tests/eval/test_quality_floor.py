@@ -14,13 +14,14 @@ from kb.settings import Settings
 
 pytestmark = pytest.mark.model
 
-# First honest measurement (2026-11-25, test split: hit@1 0.778, MRR@10 0.860, answered precision
-# 0.976 at coverage 0.486, out-of-scope handoff recall 0.956, user-requested and sensitive 1.0)
+# First honest measurement (2026-11-25, test split, RRF retrieval: hit@1 0.818, MRR@10 0.889,
+# answered precision 0.942 at coverage 0.549, out-of-scope handoff recall 0.956, user-requested
+# and sensitive 1.0)
 # minus a small tolerance for run-to-run noise.
 FLOORS = {
-    "hit@1": 0.75,
-    "mrr@10": 0.83,
-    "answered_precision": 0.94,
+    "hit@1": 0.79,
+    "mrr@10": 0.86,
+    "answered_precision": 0.92,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,

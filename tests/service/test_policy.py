@@ -91,9 +91,9 @@ def test_uncalibrated_confidence_is_raw_top1():
     assert cal.confidence(f) == pytest.approx(0.7321)
 
 
-def test_weights_without_mean_or_scale_fall_back_to_top1():
-    cal = Calibration(weights=[1.0] * len(FEATURES))
-    assert cal.confidence(_features(0.42)) == pytest.approx(0.42)
+def test_weights_without_mean_or_scale_are_a_config_error():
+    with pytest.raises(ConfigError, match="mean and scale"):
+        Calibration(weights=[1.0] * len(FEATURES))
 
 
 def _one_weight(name: str, w: float, bias: float = 0.0) -> Calibration:
