@@ -110,6 +110,7 @@ class Index:
         self.units: dict[str, list[int]] = {}
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
+        self._layout = _UnitLayout(self.units, self._is_question)
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -224,10 +225,9 @@ class Index:
         the decision evidence means the same in every mode."""
         cos = self.vectors @ np.asarray(qvec, dtype=np.float32).reshape(-1)
         bm = self.lexical.scores(query)
-        ids = list(self.units)
-        unit_scores = [self._unit_score(self.units[u], cos[self.units[u]], ANSWER_WEIGHT) for u in ids]
-        dense = np.array([sc[0] for sc in unit_scores])
-        lex = np.array([bm[self.units[u]].max() for u in ids])
+        ids = self._layout.ids
+        dense, q_best, best_rows = self._layout.scores(cos, ANSWER_WEIGHT)
+        lex = self._layout.max_per_unit(bm)
         if mode == "lexical":
             key = lex
         elif mode == "rrf":
@@ -251,8 +251,7 @@ class Index:
         out = []
         for r, i in enumerate(order):
             u = ids[i]
-            score, q_side, best_row = unit_scores[i]
-            out.append(UnitHit(u, score, r, best_row, q_side, votes.get(u, 0)))
+            out.append(UnitHit(u, float(dense[i]), r, int(best_rows[i]), float(q_best[i]), votes.get(u, 0)))
         return out
 
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
@@ -262,6 +261,56 @@ class Index:
 
     def chunk(self, row: int) -> Chunk:
         return self.chunks[row]
+
+
+class _UnitLayout:
+    """Every unit's vector rows as padded index matrices, so all units score in a few numpy ops.
+
+    Padding points at an extra slot that holds -inf, which never wins a max and is masked out
+    of the question-side mean.
+    """
+
+    def __init__(self, units: dict[str, list[int]], is_question: np.ndarray) -> None:
+        self.ids = list(units)
+        n_rows = int(is_question.shape[0])
+        pad = n_rows  # index of the -inf slot appended to every score vector
+
+        def matrix(lists: list[list[int]]) -> np.ndarray:
+            width = max(1, max((len(x) for x in lists), default=1))
+            m = np.full((len(lists), width), pad, dtype=np.int64)
+            for i, x in enumerate(lists):
+                m[i, : len(x)] = x
+            return m
+
+        rows = [units[u] for u in self.ids]
+        q_rows = [[r for r in rs if is_question[r]] for rs in rows]
+        other = [[r for r in rs if not is_question[r]] for rs in rows]
+        self.all = matrix(rows)
+        self.q = matrix(q_rows)
+        self.other = matrix(other)
+        self.mixed = np.array([bool(q) and bool(o) for q, o in zip(q_rows, other, strict=True)])
+
+    @staticmethod
+    def _padded(values: np.ndarray) -> np.ndarray:
+        return np.append(values.astype(np.float64), -np.inf)
+
+    def max_per_unit(self, values: np.ndarray) -> np.ndarray:
+        return np.asarray(self._padded(values)[self.all].max(axis=1))
+
+    def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(unit score, best question-side cosine, best row) for every unit; same rule as
+        ``Index._unit_score``."""
+        c = self._padded(cos)
+        allm = c[self.all]
+        best_rows = self.all[np.arange(len(self.ids)), allm.argmax(axis=1)]
+        overall = allm.max(axis=1)
+        qm = -np.sort(-c[self.q], axis=1)[:, :QUESTION_TOPN]
+        valid = np.isfinite(qm)
+        q_best = np.where(valid[:, 0], qm[:, 0], overall)
+        q_agree = np.where(valid, qm, 0.0).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        other = c[self.other].max(axis=1)
+        mixed = (q_agree + w * other) / (1.0 + w)
+        return np.where(self.mixed, mixed, overall), q_best, best_rows
 
 
 def check_compatible(manifest: Manifest, model_id: str | None, normalizer_version: str, folder: Path) -> None:

@@ -669,3 +669,26 @@ def test_anchor_scores(tiny_index):
     assert a.shape == (tiny_index.anchors.shape[0],)
     np.testing.assert_allclose(a, tiny_index.anchors @ tiny_index.anchors[3], atol=1e-6)
     assert a[3] == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("text", ["寄回去的运费谁出", "怎么查物流", "第三条 运费", "完全无关的内容"])
+def test_vectorised_unit_scores_match_the_per_unit_rule(tiny_index, fake_encoder, text):
+    q = _q(fake_encoder, text)
+    cos = tiny_index.vectors @ q
+    scores, q_best, best_rows = tiny_index._layout.scores(cos, ANSWER_WEIGHT)
+    for i, unit in enumerate(tiny_index._layout.ids):
+        rows = tiny_index.units[unit]
+        expected = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+        assert scores[i] == pytest.approx(expected[0], abs=1e-6)
+        assert q_best[i] == pytest.approx(expected[1], abs=1e-6)
+        assert best_rows[i] == expected[2]
+
+
+def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
+    q = _q(fake_encoder, "退货运费谁出")
+    for mode in ("lexical", "rrf", "weighted"):
+        units = tiny_index.search_units_fused(q, "退货运费谁出", 50, mode)
+        assert sorted(u.unit_id for u in units) == sorted(tiny_index.units)
+        assert units[0].unit_id == "refund-shipping-fee"
+    with pytest.raises(ValueError, match="unknown retrieval mode"):
+        tiny_index.search_units_fused(q, "x", 5, "nope")
