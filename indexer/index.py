@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from indexer.chunking import QUESTION_KINDS, Chunk
 from indexer.lexical import LexicalIndex
-from indexer.normalize import NORMALIZER_VERSION
+from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.vectors import Hit, VectorIndex
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
 
@@ -111,6 +111,14 @@ class Index:
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
         self._layout = _UnitLayout(self.units, self._is_question)
+        self._norm_texts: list[str] | None = None
+
+    @property
+    def norm_texts(self) -> list[str]:
+        """Normalised chunk texts, computed once (the answerer compares queries with them)."""
+        if self._norm_texts is None:
+            self._norm_texts = [normalize(c.text) for c in self.chunks]
+        return self._norm_texts
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -192,7 +200,7 @@ class Index:
         scored = []
         for unit, n in votes.items():
             rows = self.units[unit]
-            score, q_side, best_row = self._unit_score(rows, self.vectors[rows] @ q, w)
+            score, q_side, best_row = self._unit_score(rows, np.dot(self.vectors[rows], q), w)
             scored.append(UnitHit(unit, score, 0, best_row, q_side, n))
         scored.sort(key=lambda u: -u.score)
         return [
@@ -223,7 +231,8 @@ class Index:
         """Units ranked by ``lexical`` BM25 alone, ``rrf`` of dense and lexical ranks, or ``weighted``
         (cosine + LEXICAL_WEIGHT · BM25 scaled to [0, 1]). UnitHit.score stays the dense cosine so
         the decision evidence means the same in every mode."""
-        cos = self.vectors @ np.asarray(qvec, dtype=np.float32).reshape(-1)
+        # np.dot, not @: numpy's matmul path for matrix·vector skips BLAS here (8 ms vs 0.14 ms).
+        cos = np.dot(self.vectors, np.asarray(qvec, dtype=np.float32).reshape(-1))
         bm = self.lexical.scores(query)
         ids = self._layout.ids
         dense, q_best, best_rows = self._layout.scores(cos, ANSWER_WEIGHT)
@@ -257,7 +266,7 @@ class Index:
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
         if self.anchors.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        return np.asarray(self.anchors @ np.asarray(qvec, dtype=np.float32).reshape(-1))
+        return np.asarray(np.dot(self.anchors, np.asarray(qvec, dtype=np.float32).reshape(-1)))
 
     def chunk(self, row: int) -> Chunk:
         return self.chunks[row]

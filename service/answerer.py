@@ -76,10 +76,10 @@ class Answerer:
         top = units[0]
         anchors = self.index.anchor_scores(qvec)
         overlap = 0.0
+        norm_texts = self.index.norm_texts
         for row in self.index.units.get(top.unit_id, []):
-            c = self.index.chunks[row]
-            if c.kind in QUESTION_KINDS:
-                overlap = max(overlap, bigram_overlap(text, normalize(c.text)))
+            if self.index.chunks[row].kind in QUESTION_KINDS:
+                overlap = max(overlap, bigram_overlap(text, norm_texts[row]))
         n_vectors = max(1, len(self.index.units.get(top.unit_id, [])))
         return Features(
             top1=top.score,

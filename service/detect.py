@@ -3,6 +3,7 @@ greetings, and short follow-ups that need the session's previous question."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -50,6 +51,12 @@ def is_user_request(norm: str) -> bool:
     return bool(_REQUEST.search(norm))
 
 
+@functools.lru_cache(maxsize=8)
+def _greeting_keys(extra: tuple[str, ...]) -> frozenset[str]:
+    """The configured greetings, reduced like a message is (computed once per list)."""
+    return frozenset(_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra)
+
+
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     """A message that is only a greeting or thanks (no question in it)."""
     bare = _PUNCT.sub("", norm)
@@ -59,7 +66,7 @@ def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     # Match before and after dropping particles: 哈 is a particle in 好哈 but part of 哈喽.
     if _GREETING_CORE.match(bare) or (core and _GREETING_CORE.match(core)):
         return True
-    return bool(core) and core in {_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra}
+    return bool(core) and core in _greeting_keys(tuple(extra))
 
 
 def strip_greeting(norm: str) -> str:
