@@ -55,7 +55,7 @@ calibrate: index ## fit decision thresholds on the dev split into the index mani
 bench: index ## benchmarks; writes docs/benchmarks.md
 	$(BIN)/python -m eval.bench
 
-soak: index ## bounded soak + burst on loopback; writes docs/reliability figures
+soak: index ## bounded soak + burst on loopback; writes docs/reliability.json
 	$(BIN)/python -m eval.soak
 
 clean: ## remove the venv and caches (not the model cache or indexes)
