@@ -194,11 +194,16 @@ def http_load(settings: Settings) -> dict[str, Any]:
         out["server_rss_mb"] = round(_proc_rss(server.pid), 1)
         return out
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
+
+
+def stop_server(server: subprocess.Popen[bytes]) -> None:
+    """Ask the server to shut down; kill it if it does not within 10 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        server.kill()
 
 
 def _proc_cpu(pid: int) -> float:

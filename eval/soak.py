@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from eval.bench import _free_port, _proc_rss
+from eval.bench import _free_port, _proc_rss, stop_server
 from eval.dataset import load_split
 from eval.metrics import percentile
 
@@ -158,11 +157,7 @@ def main() -> None:
         burst = asyncio.run(_burst(base, queries, args.burst_clients, 5))
         print("burst:", json.dumps(burst))
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_server(server)
     DOCS.mkdir(exist_ok=True)
     out = {"date": time.strftime("%Y-%m-%d %H:%M"), "steady": steady, "burst": burst, "args": vars(args)}
     (DOCS / "reliability.json").write_text(json.dumps(out, ensure_ascii=False, indent=1), "utf-8")

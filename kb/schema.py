@@ -18,6 +18,13 @@ MIN_ANSWER = 60  # an actionable answer (steps, limits, fallback) needs at least
 MIN_RULES_BODY = 1500
 
 
+def check_slug(v: str) -> str:
+    """Ids are readable slugs, so they can appear in URLs, file names and citations."""
+    if not SLUG.match(v):
+        raise ValueError(f"id {v!r} must be a readable slug: lowercase letters, digits and hyphens")
+    return v
+
+
 class FAQEntry(BaseModel):
     """One answer unit: a question, how shoppers also ask it, and the answer."""
 
@@ -32,12 +39,7 @@ class FAQEntry(BaseModel):
     related: tuple[str, ...] = ()
     updated: dt.date | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _slug(cls, v: str) -> str:
-        if not SLUG.match(v):
-            raise ValueError(f"id {v!r} must be a readable slug: lowercase letters, digits and hyphens")
-        return v
+    _slug = field_validator("id")(classmethod(lambda cls, v: check_slug(v)))
 
     @field_validator("alt_questions")
     @classmethod
@@ -77,12 +79,7 @@ class RulesMeta(BaseModel):
     effective: dt.date
     supersedes: str | None = None
 
-    @field_validator("id")
-    @classmethod
-    def _slug(cls, v: str) -> str:
-        if not SLUG.match(v):
-            raise ValueError(f"id {v!r} must be a readable slug: lowercase letters, digits and hyphens")
-        return v
+    _slug = field_validator("id")(classmethod(lambda cls, v: check_slug(v)))
 
 
 @dataclass(frozen=True)
