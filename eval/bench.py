@@ -62,7 +62,8 @@ def in_process(settings: Settings) -> dict[str, Any]:
     queries = [it.query for it in load_split("test")]
     for q in queries[:20]:  # warm-up: first calls allocate
         answerer.answer(q)
-    runs: dict[str, list[list[float]]] = {"answer": [], "encoder": [], "naive": []}
+    runs: dict[str, list[list[float]]] = {"answer": [], "encoder": [], "encoder_library_fp32": [], "naive": []}
+    reference = getattr(rt.encoder, "encode_queries_reference", rt.encoder.encode_queries)
     corpus = rt.encoder.encode_docs([c.embed_text for c in answerer.index.chunks])
     import torch
 
@@ -70,10 +71,11 @@ def in_process(settings: Settings) -> dict[str, Any]:
     for _ in range(REPEATS):
         runs["answer"].append([_timed(lambda q=q: answerer.answer(q)) for q in queries])  # type: ignore[misc]
         runs["encoder"].append([_timed(lambda q=q: rt.encoder.encode_queries([q])) for q in queries])  # type: ignore[misc]
+        runs["encoder_library_fp32"].append([_timed(lambda q=q: reference([q])) for q in queries])  # type: ignore[misc]
         naive = []
-        for q in queries:
+        for q in queries:  # the naive service: the library's encode() per request, brute-force search
             t0 = time.perf_counter()
-            v = rt.encoder.encode_queries([q])
+            v = reference([q])
             util.semantic_search(torch.from_numpy(v), corpus_t, top_k=10)
             naive.append((time.perf_counter() - t0) * 1000)
         runs["naive"].append(naive)
@@ -110,8 +112,8 @@ end
 """
 
 
-def http_load(settings: Settings) -> dict[str, Any]:
-    """`kefu serve` on loopback, loaded by wrk at 1, 8 and 32 connections."""
+def http_load(settings: Settings, workers: int = 1, levels: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
+    """`kefu serve --workers N` on loopback, loaded by wrk at each number of connections."""
     wrk = shutil.which("wrk")
     if wrk is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
@@ -130,7 +132,7 @@ def http_load(settings: Settings) -> dict[str, Any]:
     }
     t0 = time.perf_counter()
     server = subprocess.Popen(
-        [sys.executable, "-m", "kefu_cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "kefu_cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -149,11 +151,11 @@ def http_load(settings: Settings) -> dict[str, Any]:
             time.sleep(0.1)
         if ready_s is None:
             return {"error": "server did not become ready in 60 s"}
-        out: dict[str, Any] = {"ready_seconds": round(ready_s, 2), "levels": {}}
-        for c in CONCURRENCY:
+        out: dict[str, Any] = {"workers": workers, "ready_seconds": round(ready_s, 2), "levels": {}}
+        for c in levels:
             runs: list[dict[str, Any]] = []
             for _ in range(REPEATS):
-                cpu0 = _proc_cpu(server.pid)
+                cpu0 = _tree_cpu(server.pid)
                 res = subprocess.run(
                     [
                         wrk,
@@ -180,7 +182,7 @@ def http_load(settings: Settings) -> dict[str, Any]:
                     continue
                 r = json.loads(line[5:])
                 r["rps"] = r["requests"] / r["seconds"]
-                r["cpu_percent"] = round(100 * (_proc_cpu(server.pid) - cpu0) / r["seconds"], 1)
+                r["cpu_percent"] = round(100 * (_tree_cpu(server.pid) - cpu0) / r["seconds"], 1)
                 runs.append(r)
             ok = [r for r in runs if "rps" in r]
             out["levels"][str(c)] = {
@@ -191,7 +193,7 @@ def http_load(settings: Settings) -> dict[str, Any]:
                 "cpu_percent": _spread([r["cpu_percent"] for r in ok]) if ok else None,
                 "failed_runs": len(runs) - len(ok),
             }
-        out["server_rss_mb"] = round(_proc_rss(server.pid), 1)
+        out["server_rss_mb"] = round(sum(_proc_rss(p) for p in _tree(server.pid)), 1)
         return out
     finally:
         stop_server(server)
@@ -204,6 +206,22 @@ def stop_server(server: subprocess.Popen[bytes]) -> None:
         server.wait(timeout=10)
     except subprocess.TimeoutExpired:
         server.kill()
+
+
+def _tree(pid: int) -> list[int]:
+    """A process and its children (uvicorn's worker processes)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue  # a process that ended while we looked
+    return [pid, *kids]
+
+
+def _tree_cpu(pid: int) -> float:
+    return sum(_proc_cpu(p) for p in _tree(pid))
 
 
 def _proc_cpu(pid: int) -> float:
@@ -284,8 +302,28 @@ def scale() -> dict[str, Any]:
     return out
 
 
+def _http_section(http: dict[str, Any] | None, s: Callable[[dict[str, float] | None], str]) -> list[str]:
+    if http is None:
+        return []
+    workers = http.get("workers", 1)
+    lines = [f"## HTTP (`kefu serve --workers {workers}`, loopback, wrk)", ""]
+    if "levels" not in http:
+        return [*lines, f"not measured: {http}", ""]
+    lines += [
+        f"Ready {http['ready_seconds']} s after start; server RSS after load {http['server_rss_mb']} MB "
+        f"(all worker processes).",
+        "",
+        "| clients | requests/s | p50 ms | p99 ms | errors | server CPU % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, v in http["levels"].items():
+        row = [c, s(v["rps"]), s(v["p50_ms"]), s(v["p99_ms"]), v["errors"], s(v["cpu_percent"])]
+        lines.append("| " + " | ".join(str(x) for x in row) + " |")
+    return [*lines, ""]
+
+
 def write_markdown(data: dict[str, Any]) -> Path:
-    ip, http, b, sc = data["in_process"], data["http"], data["builds"], data["scale"]
+    ip, b, sc = data["in_process"], data["builds"], data["scale"]
 
     def s(d: dict[str, float] | None, unit: str = "") -> str:
         if not d:
@@ -305,28 +343,20 @@ def write_markdown(data: dict[str, Any]) -> Path:
         f"| kefu `Answerer.answer` | {s(ip['answer']['p50'])} | {s(ip['answer']['p95'])} | {s(ip['answer']['p99'])} |",
         f"| encoder only (the floor) | {s(ip['encoder']['p50'])} | {s(ip['encoder']['p95'])} | "
         f"{s(ip['encoder']['p99'])} |",
-        f"| naive: encode + `semantic_search` | {s(ip['naive']['p50'])} | {s(ip['naive']['p95'])} | "
+        f"| encoder, library `encode()` in float32 | {s(ip['encoder_library_fp32']['p50'])} | "
+        f"{s(ip['encoder_library_fp32']['p95'])} | {s(ip['encoder_library_fp32']['p99'])} |",
+        f"| naive: library `encode()` + `semantic_search` | {s(ip['naive']['p50'])} | {s(ip['naive']['p95'])} | "
         f"{s(ip['naive']['p99'])} |",
+        "",
+        "The encoder row is kefu's query path: int8 layers (all but the last two) called directly "
+        "(`KEFU_QUERY_INT8`, on by default); documents are always encoded in float32.",
         "",
         f"p50 ratio kefu / encoder-only: **{ip['ratio_p50_answer_to_encoder']}** (target ≤ 1.3); "
         f"kefu / naive baseline: {ip['ratio_p50_answer_to_naive']}. Process peak RSS {ip['rss_mb']} MB.",
         "",
-        "## HTTP (`kefu serve`, loopback, wrk)",
-        "",
     ]
-    if "levels" in http:
-        lines += [
-            f"Ready {http['ready_seconds']} s after start; server RSS after load {http['server_rss_mb']} MB.",
-            "",
-            "| clients | requests/s | p50 ms | p99 ms | errors | server CPU % |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c, v in http["levels"].items():
-            lines.append(
-                f"| {c} | {s(v['rps'])} | {s(v['p50_ms'])} | {s(v['p99_ms'])} | {v['errors']} | {s(v['cpu_percent'])} |"
-            )
-    else:
-        lines.append(f"not measured: {http}")
+    for key in ("http", "http_2_workers"):
+        lines += _http_section(data.get(key), s)
     lines += [
         "",
         "## Index build (bundled KB)",
@@ -352,7 +382,16 @@ def write_markdown(data: dict[str, Any]) -> Path:
     return path
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m eval.bench", description="kefu benchmarks (docs/benchmarks.md)")
+    parser.add_argument(
+        "--only",
+        choices=("in_process", "http", "http_2_workers", "builds", "scale"),
+        help="run one part; print it, write nothing",
+    )
+    args = parser.parse_args(argv)
     settings = Settings()
     from indexer.encoder import load_encoder
 
@@ -365,12 +404,18 @@ def main() -> None:
     steps = (
         ("in_process", lambda: in_process(settings)),
         ("http", lambda: http_load(settings)),
+        ("http_2_workers", lambda: http_load(settings, workers=2, levels=(32,))),
         ("builds", lambda: builds(settings)),
         ("scale", scale),
     )
     for name, fn in steps:
+        if args.only and name != args.only:
+            continue
         print(f"bench: {name} …", flush=True)
         data[name] = fn()
+    if args.only:
+        print(json.dumps(data, ensure_ascii=False, indent=1))
+        return
     print(write_markdown(data))
 
 

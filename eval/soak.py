@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -83,38 +84,87 @@ async def _steady(base: str, queries: list[str], rate: float, seconds: float, pi
     }
 
 
-async def _burst(base: str, queries: list[str], clients: int, per_client: int) -> dict[str, Any]:
-    """Many clients at once, each sending back-to-back: overload must be shed, fast."""
-    statuses: list[int] = []
-    latencies: dict[int, list[float]] = {}
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=base, timeout=30.0, limits=limits) as client:
+BURST_LUA = r"""
+local queries = {}
+for line in io.lines(os.getenv("KEFU_BENCH_QUERIES")) do table.insert(queries, line) end
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) i = 0; ok = 0; shed = 0; other = 0 end
+request = function()
+  i = i + 1
+  return wrk.format("POST", "/v1/answer", {["Content-Type"] = "application/json"}, queries[(i % #queries) + 1])
+end
+response = function(status, headers, body)
+  if status == 200 then ok = ok + 1
+  elseif status == 503 or status == 429 then shed = shed + 1
+  else other = other + 1 end
+end
+done = function(summary, latency, requests)
+  local o, s, x = 0, 0, 0
+  for _, t in ipairs(threads) do o = o + t:get("ok"); s = s + t:get("shed"); x = x + t:get("other") end
+  io.write(string.format('KEFU {"requests": %d, "ok": %d, "shed": %d, "other": %d, "socket_errors": %d, ' ..
+    '"p50_ms": %.2f, "p99_ms": %.2f}\n', summary.requests, o, s, x,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+PROBE_REQUESTS = 60  # sequential probe requests sent while the burst runs
 
-        async def worker(w: int) -> None:
-            for j in range(per_client):
-                start = time.perf_counter()
-                try:
-                    r = await client.post("/v1/answer", json={"query": queries[(w * per_client + j) % len(queries)]})
-                    s = r.status_code
-                except httpx.HTTPError:
-                    s = 0
-                statuses.append(s)
-                latencies.setdefault(s, []).append((time.perf_counter() - start) * 1000)
 
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(w) for w in range(clients)))
-        seconds = time.perf_counter() - t0
-        # recovery: after the burst, ordinary requests succeed again
-        await asyncio.sleep(2.0)
-        rec = [(await client.post("/v1/answer", json={"query": q})).status_code for q in queries[:20]]
-    counts = {str(s): statuses.count(s) for s in sorted(set(statuses))}
+def _burst(base: str, queries: list[str], clients: int, seconds: int) -> dict[str, Any]:
+    """wrk opens ``clients`` connections sending back-to-back; meanwhile a probe sends one request
+    at a time and times its own answers, so shed latency is what a newcomer sees (not the load
+    generator's own queueing). Overload must be shed with 429/503 fast, and service recover."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return {"skipped": "wrk not installed (apt-get install wrk)"}
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "q.jsonl").write_text("".join(json.dumps({"query": q}, ensure_ascii=False) + "\n" for q in queries), "utf-8")
+    (tmp / "burst.lua").write_text(BURST_LUA, "utf-8")
+    cmd = [
+        wrk,
+        "-t",
+        "2",
+        "-c",
+        str(clients),
+        "-d",
+        f"{seconds}s",
+        "--timeout",
+        "30s",
+        "-s",
+        str(tmp / "burst.lua"),
+        base,
+    ]
+    hammer = subprocess.Popen(
+        cmd, env={**os.environ, "KEFU_BENCH_QUERIES": str(tmp / "q.jsonl")}, stdout=subprocess.PIPE, text=True
+    )
+    probe: dict[int, list[float]] = {}
+    with httpx.Client(base_url=base, timeout=30.0) as client:
+        time.sleep(min(3.0, seconds / 4))  # let the burst build up first
+        for i in range(PROBE_REQUESTS):
+            t0 = time.perf_counter()
+            try:
+                status = client.post("/v1/answer", json={"query": queries[i % len(queries)]}).status_code
+            except httpx.HTTPError:
+                status = 0
+            probe.setdefault(status, []).append((time.perf_counter() - t0) * 1000)
+            if hammer.poll() is not None:
+                break
+        out, _ = hammer.communicate(timeout=seconds + 60)
+        line = next((ln for ln in out.splitlines() if ln.startswith("KEFU ")), None)
+        totals = json.loads(line[5:]) if line else {"error": out[-300:]}
+        time.sleep(2.0)  # recovery: after the burst, ordinary requests succeed again
+        rec = [client.post("/v1/answer", json={"query": q}).status_code for q in queries[:20]]
+    shed = probe.get(503, []) + probe.get(429, [])
     return {
         "clients": clients,
-        "requests": len(statuses),
-        "seconds": round(seconds, 2),
-        "status_counts": counts,
-        "shed_p50_ms": round(percentile(latencies.get(503, []) + latencies.get(429, []), 50), 2),
-        "ok_p99_ms": round(percentile(latencies.get(200, []), 99), 2),
+        "seconds": seconds,
+        "wrk": totals,
+        "probe_status_counts": {str(k): len(v) for k, v in sorted(probe.items())},
+        "probe_shed_p50_ms": round(percentile(shed, 50), 2) if shed else None,
+        "probe_shed_max_ms": round(max(shed), 2) if shed else None,
+        "probe_ok_p50_ms": round(percentile(probe.get(200, []), 50), 2) if probe.get(200) else None,
+        "probe_ok_max_ms": round(max(probe[200]), 2) if probe.get(200) else None,
         "recovered": all(s == 200 for s in rec),
     }
 
@@ -124,6 +174,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=40.0, help="steady requests per second")
     ap.add_argument("--burst-clients", type=int, default=400)
+    ap.add_argument("--burst-seconds", type=int, default=30)
     ap.add_argument("--max-inflight", type=int, default=64, help="server KEFU_MAX_INFLIGHT during the test")
     args = ap.parse_args()
     queries = [it.query for it in load_split("test")]
@@ -154,7 +205,7 @@ def main() -> None:
             raise SystemExit("server did not become ready within 60 s")
         steady = asyncio.run(_steady(base, queries, args.rate, args.minutes * 60, server.pid))
         print("steady:", json.dumps(steady))
-        burst = asyncio.run(_burst(base, queries, args.burst_clients, 5))
+        burst = _burst(base, queries, args.burst_clients, args.burst_seconds)
         print("burst:", json.dumps(burst))
     finally:
         stop_server(server)

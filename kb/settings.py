@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     doc_prompt: str | None = Field(None, description="override the document prompt of the profile")
     batch_size: int = Field(32, ge=1, le=1024)
     torch_threads: int = Field(0, ge=0, description="0 = one per core")
+    query_int8: bool = Field(
+        True,
+        description="encode queries with dynamic-int8 layers (about 2x faster); documents stay float32",
+    )
 
     # --- knowledge base and index ---------------------------------------------------------
     kb_dir: Path = Field(BUNDLED_KB, description="knowledge base folder (bundled kb/content by default)")
@@ -62,7 +66,12 @@ class Settings(BaseSettings):
     tickets_db: Path | None = Field(None, description="handoff tickets (SQLite); default <data_dir>/tickets.db")
     handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
-    microbatch_wait_ms: float = Field(3.0, ge=0, le=100)
+    microbatch_wait_ms: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="extra wait for more requests; 0 = batch whatever queued while the encoder was busy",
+    )
     microbatch_max: int = Field(32, ge=1, le=512)
 
     # --- server -------------------------------------------------------------------------------
@@ -73,7 +82,9 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(16_384, ge=256)
     rate_limit_per_minute: int = Field(600, ge=0, description="per client IP; 0 disables")
-    max_inflight: int = Field(256, ge=1, description="requests in flight before shedding with 503")
+    # Requests admitted at once; the rest get 503 at once. One worker answers about 100/s on 2
+    # cores (docs/benchmarks.md), so 64 admitted means at most ~0.6 s of queueing behind them.
+    max_inflight: int = Field(64, ge=1, description="requests in flight before shedding with 503")
 
     @field_validator("model")
     @classmethod

@@ -50,7 +50,7 @@ def test_fake_encoder_similarity_tracks_shared_characters():
     assert v[0] @ v[1] > v[0] @ v[2]
 
 
-def _tiny_st_model(path):
+def _tiny_st_model(path, layers=1):
     """A sentence-transformers model built here, from nothing: no download."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling, Transformer
@@ -66,7 +66,7 @@ def _tiny_st_model(path):
     cfg = BertConfig(
         vocab_size=len(vocab),
         hidden_size=16,
-        num_hidden_layers=1,
+        num_hidden_layers=layers,
         num_attention_heads=2,
         intermediate_size=32,
     )
@@ -96,3 +96,38 @@ def test_missing_local_path_is_a_clear_error(tmp_path):
 
 def test_all_profiles_listed():
     assert set(PROFILES) == {"e5", "bge-zh", "bge-en", "plain"}
+
+
+TEXTS = ["我要人工客服", "退款", "今天物流怎么查询了吗", "明天的天气", "退款怎么申请我要人工客服今天明天"]
+
+
+def _cos_rows(a, b):
+    return np.sum(a * b, axis=1)
+
+
+def test_direct_query_path_matches_the_library_row_for_row(tmp_path):
+    # One layer: nothing to quantise, so the direct path must equal ST's encode() exactly,
+    # and the length-sorted sub-batches must come back in the caller's order.
+    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path)), batch_size=2))
+    assert not enc.query_int8
+    got = enc.encode_queries(TEXTS)
+    ref = np.vstack([enc.encode_queries_reference([t]) for t in TEXTS])
+    assert _cos_rows(got, ref).min() > 0.9999
+
+
+def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path):
+    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path, layers=4)), batch_size=2))
+    assert enc.query_int8
+    docs_before = enc.encode_docs(TEXTS)
+    got = enc.encode_queries(TEXTS)
+    ref = enc.encode_queries_reference(TEXTS)
+    assert not np.allclose(got, ref)  # the int8 layers really ran
+    assert _cos_rows(got, ref).min() > 0.95
+    # the float32 stack is back in place: documents encode exactly as before
+    np.testing.assert_array_equal(enc.encode_docs(TEXTS), docs_before)
+
+
+def test_int8_can_be_switched_off(tmp_path):
+    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path, layers=4)), query_int8=False))
+    assert not enc.query_int8
+    assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
