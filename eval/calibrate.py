@@ -3,8 +3,8 @@
 Objective: maximise coverage (in-scope queries answered) subject to answered precision ≥ a
 target and out-of-scope handoff recall ≥ a target. Probabilities used to pick thresholds come
 from k-fold cross-validation on dev, so thresholds are not chosen on predictions the model was
-fitted to; the final model is then refitted on all of dev. A small safety margin is added to
-the precision target, sized by the standard error of the estimate.
+fitted to; the final model is then refitted on all of dev. An optional safety margin raises the
+precision target by a number of standard errors of the estimate (``margin_se``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,12 @@ from kb.errors import ConfigError
 from service.policy import FEATURES, Calibration, fit_logistic
 
 FOLDS = 5
-# Aim above the precision target by this many standard errors of the precision estimate
-# (sqrt(p(1-p)/n) over the n answered dev queries): a target met exactly on a few hundred
-# queries is missed about half the time on new ones.
-PRECISION_SE_MARGIN = 1.0
+# Default margin above the precision target, in standard errors of the precision estimate
+# (sqrt(p(1-p)/n) over the n answered dev queries). A target met exactly on dev is missed about
+# half the time on new queries, but the precision curve here is flat at the top (confidently
+# wrong answers are near-duplicate entries, not low scores): one standard error cut dev coverage
+# from 0.69 to 0.17 (2026-11-25). So none by default; `kefu eval calibrate --margin-se 1` asks.
+PRECISION_SE_MARGIN = 0.0
 L2 = 1.0  # ridge strength for the logistic model (features are standardised)
 
 
@@ -86,6 +88,7 @@ def choose_thresholds(
     n_in_total: int,
     precision_target: float,
     oos_recall_target: float,
+    margin_se: float = PRECISION_SE_MARGIN,
 ) -> OperatingPoint:
     """Lowest clarify threshold meeting the OOS target; lowest answer threshold meeting precision."""
     grid = np.unique(np.concatenate([p, [0.0, 1.0]]))
@@ -100,7 +103,7 @@ def choose_thresholds(
             continue
         op = operating_point(p, y, ins, oos, n_in_total, float(a), clarify_at)
         n_answered = int((p >= a).sum())
-        margin = PRECISION_SE_MARGIN * math.sqrt(precision_target * (1 - precision_target) / max(1, n_answered))
+        margin = margin_se * math.sqrt(precision_target * (1 - precision_target) / max(1, n_answered))
         if op.answered_precision >= min(1.0, precision_target + margin):
             answer_at = float(a)
             break
@@ -108,17 +111,22 @@ def choose_thresholds(
 
 
 def calibrate(
-    results: list[ItemResult], precision_target: float = 0.95, oos_recall_target: float = 0.95
+    results: list[ItemResult],
+    precision_target: float = 0.95,
+    oos_recall_target: float = 0.95,
+    margin_se: float = PRECISION_SE_MARGIN,
 ) -> tuple[Calibration, dict[str, Any]]:
     if not (0.5 <= precision_target <= 1.0 and 0.5 <= oos_recall_target <= 1.0):
         raise ConfigError(
             f"targets must be within [0.5, 1]: precision {precision_target}, oos recall {oos_recall_target}"
         )
+    if not 0.0 <= margin_se <= 5.0:
+        raise ConfigError(f"margin_se={margin_se} must be within [0, 5] standard errors")
     x, y, ins, used = _rows(results)
     oos = np.array([r.item.reason == "low_confidence" for r in used])
     n_in_total = sum(r.item.in_scope for r in results)
     p_cv = cross_val_probs(x, y, [r.item.id for r in used])
-    op = choose_thresholds(p_cv, y, ins, oos, n_in_total, precision_target, oos_recall_target)
+    op = choose_thresholds(p_cv, y, ins, oos, n_in_total, precision_target, oos_recall_target, margin_se)
     w, b, mean, scale = fit_logistic(x, y, L2)
     curve = []
     for a in np.linspace(0.0, 1.0, 101):
@@ -132,7 +140,11 @@ def calibrate(
         )
     report: dict[str, Any] = {
         "operating_point_cv": {k: round(v, 4) for k, v in vars(op).items()},
-        "targets": {"answered_precision": precision_target, "oos_handoff_recall": oos_recall_target},
+        "targets": {
+            "answered_precision": precision_target,
+            "oos_handoff_recall": oos_recall_target,
+            "margin_se": margin_se,
+        },
         "n_items": len(used),
         "curve": curve,
         "scores": {

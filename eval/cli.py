@@ -75,6 +75,9 @@ def calibrate_cmd(
     ctx: typer.Context,
     precision: float = typer.Option(0.95, "--precision", help="answered-precision target"),
     oos_recall: float = typer.Option(0.95, "--oos-recall", help="out-of-scope handoff-recall target"),
+    margin_se: float = typer.Option(
+        0.0, "--margin-se", help="aim this many standard errors above the precision target (0 = exactly at it)"
+    ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -85,7 +88,7 @@ def calibrate_cmd(
     rt = _runtime(ctx)
     answerer = rt.answerer()
     result = _evaluate(answerer, load_split("dev"), "dev", as_json)
-    cal, report = calibrate(result.results, precision, oos_recall)
+    cal, report = calibrate(result.results, precision, oos_recall, margin_se)
     folder = answerer.index.folder
     assert folder is not None
     write_calibration(folder, cal.to_json())

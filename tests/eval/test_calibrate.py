@@ -111,9 +111,13 @@ def test_choose_thresholds_respects_the_precision_margin():
     p = np.concatenate([np.full(24, 0.9), [0.6], np.full(5, 0.1)])
     y = np.concatenate([np.ones(24), [0.0], np.zeros(5)])
     ins = np.concatenate([np.ones(25, dtype=bool), np.zeros(5, dtype=bool)])
-    op = choose_thresholds(p, y, ins, ~ins, 25, 0.95, 0.95)
+    op = choose_thresholds(p, y, ins, ~ins, 25, 0.95, 0.95, margin_se=1.0)
     assert op.answer_at == pytest.approx(0.9)
     assert op.answered_precision == 1.0
+    # without a margin the same data answers from 0.6: 24/25 = 0.96 meets the bare target
+    bare = choose_thresholds(p, y, ins, ~ins, 25, 0.95, 0.95)
+    assert bare.answer_at == pytest.approx(0.6)
+    assert bare.coverage == pytest.approx(1.0)
 
 
 def test_precision_margin_shrinks_with_more_answered_queries():
@@ -122,7 +126,7 @@ def test_precision_margin_shrinks_with_more_answered_queries():
     p = np.concatenate([np.full(1000, 0.8), np.full(10, 0.1)])
     y = np.concatenate([np.ones(960), np.zeros(50)])
     ins = np.concatenate([np.ones(1000, dtype=bool), np.zeros(10, dtype=bool)])
-    op = choose_thresholds(p, y, ins, ~ins, 1000, 0.95, 0.95)
+    op = choose_thresholds(p, y, ins, ~ins, 1000, 0.95, 0.95, margin_se=1.0)
     assert op.answer_at == pytest.approx(0.8)
 
 
