@@ -89,14 +89,19 @@ local queries = {}
 for line in io.lines(os.getenv("KEFU_BENCH_QUERIES")) do table.insert(queries, line) end
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
-function init(args) i = 0; ok = 0; shed = 0; other = 0 end
+function init(args) i = 0; ok = 0; shed = 0; other = 0; backoff = 0 end
+-- Clients honour Retry-After: 1 as real ones do; each shed response delays one later request.
+function delay()
+  if backoff > 0 then backoff = backoff - 1; return 1000 end
+  return 0
+end
 request = function()
   i = i + 1
   return wrk.format("POST", "/v1/answer", {["Content-Type"] = "application/json"}, queries[(i % #queries) + 1])
 end
 response = function(status, headers, body)
   if status == 200 then ok = ok + 1
-  elseif status == 503 or status == 429 then shed = shed + 1
+  elseif status == 503 or status == 429 then shed = shed + 1; backoff = backoff + 1
   else other = other + 1 end
 end
 done = function(summary, latency, requests)
