@@ -16,12 +16,14 @@ pytestmark = pytest.mark.model
 
 # First honest measurement (2026-11-25, test split, RRF retrieval: hit@1 0.818, MRR@10 0.889,
 # answered precision 0.942 at coverage 0.549, out-of-scope handoff recall 0.956, user-requested
-# and sensitive 1.0)
-# minus a small tolerance for run-to-run noise.
+# and sensitive 1.0). Raised after the second (alternatives 2,113 → 3,169, int8 queries,
+# calibration without SE margin: hit@1 0.856, MRR@10 0.908, answered precision 0.959 at
+# coverage 0.694), minus a small tolerance for run-to-run noise.
 FLOORS = {
-    "hit@1": 0.79,
-    "mrr@10": 0.86,
-    "answered_precision": 0.92,
+    "hit@1": 0.83,
+    "mrr@10": 0.89,
+    "answered_precision": 0.93,
+    "coverage": 0.64,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,
