@@ -153,7 +153,7 @@ class SentenceTransformerEncoder:
     def query_int8(self) -> bool:
         return self._int8 is not None
 
-    def _encode_docs(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:
+    def _library_encode(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:
         if len(texts) == 0:
             return _empty(self._dim)
         with self._lock:
@@ -189,7 +189,7 @@ class SentenceTransformerEncoder:
     def encode_queries_reference(self, texts: Sequence[str]) -> np.ndarray:
         """Queries through the library's own ``encode`` in float32: the oracle for the direct int8
         path, and the naive baseline of ``make bench``."""
-        return self._encode_docs(texts, self._profile.query_prompt, False)
+        return self._library_encode(texts, self._profile.query_prompt, False)
 
     def _fast_path_agrees(self) -> bool:
         """The direct path must give ST's own vectors (checked once, on a probe text)."""
@@ -210,7 +210,7 @@ class SentenceTransformerEncoder:
             return self._forward(list(texts), self._profile.query_prompt)
 
     def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        return self._encode_docs(texts, self._profile.doc_prompt, progress)
+        return self._library_encode(texts, self._profile.doc_prompt, progress)
 
 
 # Layers left in float32 at the end of the stack: quantising all 12 cost 3 of 347 dev top-1
