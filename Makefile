@@ -39,7 +39,7 @@ lint: setup ## ruff
 	$(BIN)/ruff format --check .
 
 typecheck: setup ## mypy
-	$(BIN)/mypy kb indexer service eval kefu_cli.py
+	$(BIN)/mypy kb indexer service eval kefu_cli.py tests
 
 unit: setup ## pytest (the real-model tests included)
 	$(BIN)/pytest

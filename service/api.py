@@ -59,6 +59,22 @@ class Metrics:
         self.decisions = Counter(
             "kefu_decisions_total", "decisions by reason", ["decision", "reason"], registry=self.registry
         )
+        self.batch_size = Histogram(
+            "kefu_encoder_batch_texts",
+            "texts per encoder call (micro-batching)",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+        self.batch_seconds = Histogram(
+            "kefu_encoder_batch_seconds",
+            "time per encoder call",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
+        )
+
+    def encoder_batch(self, texts: int, seconds: float) -> None:
+        self.batch_size.observe(texts)
+        self.batch_seconds.observe(seconds)
 
 
 class ServiceState:
@@ -84,7 +100,9 @@ class ServiceState:
             self.not_ready = f"model not loaded: {exc}"
             return
         s = self.settings
-        self.batcher = MicroBatcher(self.runtime.encoder.encode_queries, s.microbatch_wait_ms, s.microbatch_max)
+        self.batcher = MicroBatcher(
+            self.runtime.encoder.encode_queries, s.microbatch_wait_ms, s.microbatch_max, self.metrics.encoder_batch
+        )
         self.reload()
 
     def reload(self) -> str:

@@ -21,11 +21,17 @@ from kb.errors import ConfigError, ModelError
 
 class MicroBatcher:
     def __init__(
-        self, encode: Callable[[Sequence[str]], np.ndarray], wait_ms: float = 3.0, max_batch: int = 32
+        self,
+        encode: Callable[[Sequence[str]], np.ndarray],
+        wait_ms: float = 3.0,
+        max_batch: int = 32,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_batch(texts, seconds)`` is told about every encoder call (for metrics)."""
         if wait_ms < 0 or max_batch < 1:
             raise ConfigError(f"micro-batching needs wait_ms ≥ 0 (got {wait_ms}) and max_batch ≥ 1 (got {max_batch})")
         self._encode = encode
+        self._on_batch = on_batch
         self._wait = wait_ms / 1000.0
         self._max = max_batch
         self._queue: queue.Queue[tuple[list[str], Future[np.ndarray]] | None] = queue.Queue()
@@ -70,6 +76,7 @@ class MicroBatcher:
                 jobs.append(job)
                 size += len(job[0])
             texts = [t for j in jobs for t in j[0]]
+            started = time.perf_counter()
             try:
                 vecs = self._encode(texts)
             except Exception as exc:  # hand the failure to every waiting caller
@@ -78,6 +85,8 @@ class MicroBatcher:
                 continue
             self.batches += 1
             self.texts += len(texts)
+            if self._on_batch is not None:
+                self._on_batch(len(texts), time.perf_counter() - started)
             row = 0
             for j_texts, fut in jobs:
                 fut.set_result(vecs[row : row + len(j_texts)])

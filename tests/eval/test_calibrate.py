@@ -34,9 +34,14 @@ def synthetic(n_correct: int = 80, n_wrong: int = 15, n_oos: int = 45, seed: int
     return out
 
 
+def _features(r: ItemResult) -> Features:
+    assert r.features is not None, r.item
+    return Features(**r.features)
+
+
 def _apply(cal: Calibration, results: list[ItemResult]) -> tuple[float, float, float]:
     """Answered precision, OOS handoff recall and coverage of ``cal`` on ``results``."""
-    dec = [decide(cal.confidence(Features(**r.features)), cal) for r in results]
+    dec = [decide(cal.confidence(_features(r)), cal) for r in results]
     answered = [r for r, d in zip(results, dec, strict=True) if d == "answer"]
     precision = sum(r.item.in_scope and r.top1_correct for r in answered) / max(1, len(answered))
     oos = [d for r, d in zip(results, dec, strict=True) if r.item.reason == "low_confidence"]

@@ -171,7 +171,9 @@ def test_save_load_round_trip(tmp_path, data, kind):
     if kind == "hnsw":
         import faiss
 
-        assert faiss.downcast_index(loaded._index).hnsw.efSearch == HNSW_EF_SEARCH
+        hnsw = faiss.downcast_index(loaded._index)
+        assert isinstance(hnsw, faiss.IndexHNSW)
+        assert hnsw.hnsw.efSearch == HNSW_EF_SEARCH
 
 
 def test_save_load_round_trip_ivf(tmp_path):

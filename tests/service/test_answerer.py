@@ -86,6 +86,7 @@ def test_in_kb_question_is_answered_with_the_right_entry(answerer: Answerer, que
 
 
 def test_answer_creates_no_ticket(answerer: Answerer):
+    assert answerer.tickets is not None
     before = answerer.tickets.count()
     answerer.answer("退货运费谁出")
     assert answerer.tickets.count() == before
@@ -106,6 +107,7 @@ def test_user_requested_handoff_carries_candidates_and_a_ticket(answerer: Answer
     assert a.handoff is not None and a.handoff.ticket_id.startswith("T")
     assert a.handoff.message == answerer.options.handoff_message
     assert 1 <= len(a.answers) <= 3  # context for the human agent
+    assert answerer.tickets is not None
     [ticket] = answerer.tickets.list(reason="user_requested")
     assert ticket.id == a.handoff.ticket_id
     assert ticket.session_id == "S-handoff"
@@ -124,6 +126,7 @@ def test_sensitive_handoff(answerer: Answerer):
     assert (a.decision, a.reason) == ("handoff", "sensitive")
     assert a.trace["fired"] == "sensitive:legal"
     assert a.answers  # candidates travel with the handoff
+    assert a.handoff is not None and answerer.tickets is not None
     assert answerer.tickets.list(reason="sensitive")[0].id == a.handoff.ticket_id
 
 
@@ -152,7 +155,9 @@ def test_empty_or_punctuation_only_is_an_empty_query_handoff(answerer: Answerer,
 
 
 def test_punctuation_only_gets_the_empty_reply(answerer: Answerer):
-    assert answerer.answer("？？？").handoff.message == EMPTY_REPLY
+    handoff = answerer.answer("？？？").handoff
+    assert handoff is not None
+    assert handoff.message == EMPTY_REPLY
 
 
 def test_out_of_scope_is_a_low_confidence_handoff(answerer: Answerer):
@@ -161,6 +166,7 @@ def test_out_of_scope_is_a_low_confidence_handoff(answerer: Answerer):
     assert (a.decision, a.reason) == ("handoff", "low_confidence")
     assert a.answers == []
     assert a.trace["confidence"] < answerer.calibration.clarify_at
+    assert a.handoff is not None and answerer.tickets is not None
     assert answerer.tickets.list(reason="low_confidence")[0].id == a.handoff.ticket_id
 
 

@@ -341,6 +341,12 @@ def test_metrics(client: TestClient):
     assert 'kefu_decisions_total{decision="answer",reason="none"} 1.0' in text
     assert 'kefu_decisions_total{decision="handoff",reason="user_requested"} 1.0' in text
     assert "kefu_answer_seconds" in text
+    # micro-batching is observable: every encoder call and its size
+    values = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines() if ln.startswith("kefu_encoder_batch")}
+    calls = values["kefu_encoder_batch_texts_count"]
+    assert calls >= 1
+    assert values["kefu_encoder_batch_texts_sum"] >= calls  # at least one text per call
+    assert values["kefu_encoder_batch_seconds_count"] == calls
 
 
 def test_no_cors_header_without_configured_origins(client: TestClient):

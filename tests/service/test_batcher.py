@@ -155,3 +155,19 @@ def test_closed_batcher_refuses_work():
 def test_bad_arguments_are_config_errors(wait_ms: float, max_batch: int):
     with pytest.raises(ConfigError):
         MicroBatcher(lambda ts: np.zeros((len(ts), 2)), wait_ms=wait_ms, max_batch=max_batch)
+
+
+def test_every_encoder_call_is_reported():
+    seen: list[tuple[int, float]] = []
+    b = MicroBatcher(
+        lambda ts: np.array([_row(t) for t in ts], dtype=np.float32),
+        wait_ms=0,
+        on_batch=lambda n, secs: seen.append((n, secs)),
+    )
+    try:
+        b.encode(["t-0-0", "t-0-1"])
+        b.encode(["t-1-0"])
+    finally:
+        b.close()
+    assert [n for n, _ in seen] == [2, 1]
+    assert all(secs >= 0 for _, secs in seen)

@@ -62,6 +62,7 @@ def test_the_classic_injection_gets_a_normal_decision(answerer: Answerer):
 
 @pytest.mark.parametrize("query", INJECTIONS)
 def test_injection_text_gets_one_decision_from_the_kb_only(answerer: Answerer, query: str):
+    assert answerer.tickets is not None
     before = answerer.tickets.count()
     a = answerer.answer(query)
     assert a.decision in {"answer", "clarify", "handoff"}
@@ -69,6 +70,7 @@ def test_injection_text_gets_one_decision_from_the_kb_only(answerer: Answerer, q
     for item in a.answers:  # answers are KB text, never text made from the query
         assert item.text == _kb_text(answerer, item.id)
     if a.decision == "handoff":
+        assert a.handoff is not None
         assert a.handoff.message in {answerer.options.handoff_message, EMPTY_REPLY}
         assert a.message is None
         assert answerer.tickets.count() == before + 1
@@ -80,6 +82,7 @@ def test_injection_text_gets_one_decision_from_the_kb_only(answerer: Answerer, q
 def test_sql_in_a_query_is_stored_as_text(answerer: Answerer):
     a = answerer.answer("'; DROP TABLE tickets; --")
     assert a.decision == "handoff"
+    assert a.handoff is not None and answerer.tickets is not None
     path = answerer.tickets.path
     with sqlite3.connect(path) as conn:
         (stored,) = conn.execute("SELECT query FROM tickets WHERE id = ?", (a.handoff.ticket_id,)).fetchone()

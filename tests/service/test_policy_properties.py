@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from kb.errors import ConfigError, InputError
 from service.answerer import Answerer
 from service.policy import FEATURES, Calibration, Features, decide
+from service.schemas import Answer
 from tests.fakes import FAKE_CAL
 
 DECISIONS = ("handoff", "clarify", "answer")  # in order of confidence
@@ -175,7 +176,7 @@ top_ks = st.one_of(st.none(), st.integers(min_value=-2, max_value=25))
 sessions = st.one_of(st.none(), st.sampled_from(["S-prop-1", "S-prop-2"]))
 
 
-def _check_answer(answerer: Answerer, query: str, a) -> None:  # type: ignore[no-untyped-def]
+def _check_answer(answerer: Answerer, query: str, a: Answer) -> None:
     assert a.decision in DECISIONS
     assert (a.handoff is not None) == (a.decision == "handoff")
     assert a.query == query
@@ -184,6 +185,7 @@ def _check_answer(answerer: Answerer, query: str, a) -> None:  # type: ignore[no
     elif a.decision == "clarify":
         assert a.reason in CLARIFY_REASONS
     else:
+        assert a.handoff is not None
         assert a.reason in HANDOFF_REASONS and a.handoff.ticket_id and a.handoff.message
     known_ids = set(answerer.index.entries) | set(answerer.index.units)
     assert {item.id for item in a.answers} <= known_ids  # answers come from the KB only

@@ -42,7 +42,10 @@ def _truncate(name: str, keep: float = 0.5) -> Callable[[Path], None]:
 
 
 def _replace(name: str, data: bytes) -> Callable[[Path], None]:
-    return lambda folder: (folder / name).write_bytes(data)
+    def overwrite(folder: Path) -> None:
+        (folder / name).write_bytes(data)
+
+    return overwrite
 
 
 CORRUPTIONS = {

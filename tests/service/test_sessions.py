@@ -40,8 +40,9 @@ def test_sessions_are_independent():
     s = SessionStore()
     s.add("A", Turn("a", "answer"))
     s.add("B", Turn("b", "handoff"))
-    assert s.last("A").query == "a"
-    assert s.last("B").query == "b"
+    last_a, last_b = s.last("A"), s.last("B")
+    assert last_a is not None and last_a.query == "a"
+    assert last_b is not None and last_b.query == "b"
 
 
 def test_ttl_expiry(clock: Clock):

@@ -27,8 +27,8 @@ def _reference_tokenize(f: E5S1File, text: str) -> list[int]:
     ids = {p: i for i, p in enumerate(tok.pieces)}
     cps: list[str] = []
     for ch in text:
-        out = tok.norm_map.get(ord(ch))
-        cps.extend([ch] if out is None else [chr(o) for o in out])
+        mapped = tok.norm_map.get(ord(ch))
+        cps.extend([ch] if mapped is None else [chr(o) for o in mapped])
     collapsed: list[str] = []
     for ch in cps:
         if ch == " " and collapsed and collapsed[-1] == " ":
