@@ -25,7 +25,7 @@ FOLDS = 5
 # (sqrt(p(1-p)/n) over the n answered dev queries). A target met exactly on dev is missed about
 # half the time on new queries, but the precision curve here is flat at the top (confidently
 # wrong answers are near-duplicate entries, not low scores): one standard error cut dev coverage
-# from 0.69 to 0.17 (2026-11-25). So none by default; `kefu eval calibrate --margin-se 1` asks.
+# from 0.70 to 0.04 (2026-11-25). So none by default; `kefu eval calibrate --margin-se 1` asks.
 PRECISION_SE_MARGIN = 0.0
 L2 = 1.0  # ridge strength for the logistic model (features are standardised)
 

@@ -10,6 +10,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from eval.calibrate import PRECISION_SE_MARGIN
 from eval.dataset import EvalItem, load_split
 from eval.runner import RunResult, evaluate
 from kb.clikit import console, edge, settings_of
@@ -76,7 +77,9 @@ def calibrate_cmd(
     precision: float = typer.Option(0.95, "--precision", help="answered-precision target"),
     oos_recall: float = typer.Option(0.95, "--oos-recall", help="out-of-scope handoff-recall target"),
     margin_se: float = typer.Option(
-        0.0, "--margin-se", help="aim this many standard errors above the precision target (0 = exactly at it)"
+        PRECISION_SE_MARGIN,
+        "--margin-se",
+        help="aim this many standard errors above the precision target (0 = exactly at it)",
     ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
     as_json: bool = typer.Option(False, "--json"),
