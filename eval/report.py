@@ -49,6 +49,16 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
+# Metrics of the per-category and per-tag tables: (key in the metrics, column label).
+BREAKDOWN = [("hit@1", "hit@1"), ("recall@5", "recall@5"), ("coverage", "coverage"), ("accuracy", "accuracy")]
+
+
+def _breakdown(first: str, groups: dict[str, dict[str, Any]], keys: list[tuple[str, str]]) -> str:
+    """One row per group (category, tag): its size, then the given metrics."""
+    rows = [[name, _fmt(v.get("n_all")), *[_fmt(v.get(k)) for k, _ in keys]] for name, v in groups.items()]
+    return _table(rows, [first, "n", *[label for _, label in keys]])
+
+
 def plots(calibration_report: dict[str, Any], folder: Path) -> list[str]:
     """Coverage–precision curve and score distributions, as PNG files; returns their names."""
     import matplotlib
@@ -168,44 +178,10 @@ def write_report(
             "",
         ]
     lines += ["## By category (test)", ""]
-    cats = test["by_category"]
-    lines += [
-        _table(
-            [
-                [
-                    c,
-                    _fmt(v.get("n_all")),
-                    _fmt(v.get("hit@1")),
-                    _fmt(v.get("recall@5")),
-                    _fmt(v.get("coverage")),
-                    _fmt(v.get("answered_precision")),
-                    _fmt(v.get("accuracy")),
-                ]
-                for c, v in cats.items()
-            ],
-            ["category", "n", "hit@1", "recall@5", "coverage", "answered precision", "accuracy"],
-        ),
-        "",
-    ]
+    by_category = [*BREAKDOWN[:3], ("answered_precision", "answered precision"), BREAKDOWN[3]]
+    lines += [_breakdown("category", test["by_category"], by_category), ""]
     lines += ["## By tag (test)", ""]
-    tags = test["by_tag"]
-    lines += [
-        _table(
-            [
-                [
-                    t,
-                    _fmt(v.get("n_all")),
-                    _fmt(v.get("hit@1")),
-                    _fmt(v.get("recall@5")),
-                    _fmt(v.get("coverage")),
-                    _fmt(v.get("accuracy")),
-                ]
-                for t, v in tags.items()
-            ],
-            ["tag", "n", "hit@1", "recall@5", "coverage", "accuracy"],
-        ),
-        "",
-    ]
+    lines += [_breakdown("tag", test["by_tag"], BREAKDOWN), ""]
     lines += [
         "## Labelled-set independence",
         "",
