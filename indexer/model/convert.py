@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,11 +117,26 @@ def _state_dict(f: E5S1File) -> dict[str, np.ndarray]:
     return sd
 
 
+def st_modules() -> tuple[Any, Any, Any]:
+    """(Transformer, Pooling, Normalize) from where the installed sentence-transformers keeps them:
+    ``sentence_transformer.modules`` since 6.x, ``models`` before (deprecated since)."""
+    import importlib
+
+    for name in ("sentence_transformers.sentence_transformer.modules", "sentence_transformers.models"):
+        try:
+            mod = importlib.import_module(name)
+        except ImportError:
+            continue
+        return mod.Transformer, mod.Pooling, mod.Normalize
+    raise ModelError("this sentence-transformers has no Transformer/Pooling/Normalize modules; install >= 3.0")
+
+
 def convert(weights: Path, out_dir: Path) -> None:
     """Write a complete sentence-transformers model for ``weights`` into ``out_dir``."""
     import torch
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Normalize, Pooling, Transformer
+
+    Transformer, Pooling, Normalize = st_modules()
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     f = E5S1File(weights)

@@ -53,9 +53,12 @@ def test_fake_encoder_similarity_tracks_shared_characters():
 def _tiny_st_model(path, layers=1):
     """A sentence-transformers model built here, from nothing: no download."""
     from sentence_transformers import SentenceTransformer
-    from sentence_transformers.models import Pooling, Transformer
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from indexer.model.convert import st_modules
+
+    Transformer, Pooling, _ = st_modules()
 
     chars = sorted(set("退款怎么申请物流查询天气今天明天的了吗我要人工客服"))
     vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, **{c: i + 4 for i, c in enumerate(chars)}}
