@@ -112,6 +112,46 @@ end
 """
 
 
+def write_queries(path: Path, queries: list[str]) -> Path:
+    """One JSON request body per line, for the wrk scripts (KEFU_BENCH_QUERIES)."""
+    path.write_text("".join(json.dumps({"query": q}, ensure_ascii=False) + "\n" for q in queries), "utf-8")
+    return path
+
+
+def wrk_summary(stdout: str) -> dict[str, Any] | None:
+    """The JSON object a wrk script's done() prints after ``KEFU ``, or None if it printed none."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("KEFU ")), None)
+    return json.loads(line[5:]) if line else None
+
+
+def start_server(port: int, env: dict[str, str], workers: int | None = None) -> subprocess.Popen[bytes]:
+    """`kefu serve` on a loopback port, output discarded; ``workers`` None leaves it to the settings."""
+    cmd = [sys.executable, "-m", "kefu_cli", "serve", "--port", str(port)]
+    if workers is not None:
+        cmd += ["--workers", str(workers)]
+    return subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_ready(base: str, timeout_s: float = 60.0) -> float | None:
+    """Seconds until ``/readyz`` answers 200, or None if it does not within ``timeout_s``."""
+    import httpx
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout_s:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return time.perf_counter() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    return None
+
+
 def http_load(settings: Settings, workers: int = 1, levels: tuple[int, ...] = CONCURRENCY) -> dict[str, Any]:
     """`kefu serve --workers N` on loopback, loaded by wrk at each number of connections."""
     wrk = shutil.which("wrk")
@@ -119,10 +159,7 @@ def http_load(settings: Settings, workers: int = 1, levels: tuple[int, ...] = CO
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     port = _free_port()
     tmp = Path(tempfile.mkdtemp())
-    qfile = tmp / "queries.jsonl"
-    qfile.write_text(
-        "".join(json.dumps({"query": it.query}, ensure_ascii=False) + "\n" for it in load_split("test")), "utf-8"
-    )
+    qfile = write_queries(tmp / "queries.jsonl", [it.query for it in load_split("test")])
     (tmp / "bench.lua").write_text(WRK_SCRIPT, "utf-8")
     env = {
         **os.environ,
@@ -130,25 +167,9 @@ def http_load(settings: Settings, workers: int = 1, levels: tuple[int, ...] = CO
         "KEFU_TICKETS_DB": str(tmp / "t.db"),
         "KEFU_BENCH_QUERIES": str(qfile),
     }
-    t0 = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kefu_cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(port, env, workers)
     try:
-        import httpx
-
-        ready_s = None
-        for _ in range(600):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    ready_s = time.perf_counter() - t0
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
+        ready_s = wait_ready(f"http://127.0.0.1:{port}")
         if ready_s is None:
             return {"error": "server did not become ready in 60 s"}
         out: dict[str, Any] = {"workers": workers, "ready_seconds": round(ready_s, 2), "levels": {}}
@@ -176,11 +197,10 @@ def http_load(settings: Settings, workers: int = 1, levels: tuple[int, ...] = CO
                     text=True,
                     check=False,
                 )
-                line = next((ln for ln in res.stdout.splitlines() if ln.startswith("KEFU ")), None)
-                if line is None:
+                r = wrk_summary(res.stdout)
+                if r is None:
                     runs.append({"error": res.stdout[-300:] + res.stderr[-300:]})
                     continue
-                r = json.loads(line[5:])
                 r["rps"] = r["requests"] / r["seconds"]
                 r["cpu_percent"] = round(100 * (_tree_cpu(server.pid) - cpu0) / r["seconds"], 1)
                 runs.append(r)

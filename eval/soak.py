@@ -17,7 +17,6 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from eval.bench import _free_port, _proc_rss, stop_server
+from eval.bench import _free_port, _proc_rss, start_server, stop_server, wait_ready, write_queries, wrk_summary
 from eval.dataset import load_split
 from eval.metrics import percentile
 
@@ -124,7 +123,7 @@ def _burst(base: str, queries: list[str], clients: int, seconds: int) -> dict[st
     if wrk is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
     tmp = Path(tempfile.mkdtemp())
-    (tmp / "q.jsonl").write_text("".join(json.dumps({"query": q}, ensure_ascii=False) + "\n" for q in queries), "utf-8")
+    write_queries(tmp / "q.jsonl", queries)
     (tmp / "burst.lua").write_text(BURST_LUA, "utf-8")
     cmd = [
         wrk,
@@ -156,8 +155,7 @@ def _burst(base: str, queries: list[str], clients: int, seconds: int) -> dict[st
             if hammer.poll() is not None:
                 break
         out, _ = hammer.communicate(timeout=seconds + 60)
-        line = next((ln for ln in out.splitlines() if ln.startswith("KEFU ")), None)
-        totals = json.loads(line[5:]) if line else {"error": out[-300:]}
+        totals = wrk_summary(out) or {"error": out[-300:]}
         time.sleep(2.0)  # recovery: after the burst, ordinary requests succeed again
         rec = [client.post("/v1/answer", json={"query": q}).status_code for q in queries[:20]]
     shed = probe.get(503, []) + probe.get(429, [])
@@ -191,22 +189,10 @@ def main() -> None:
         "KEFU_TICKETS_DB": str(tmp / "t.db"),
         "KEFU_MAX_INFLIGHT": str(args.max_inflight),
     }
-    server = subprocess.Popen(
-        [sys.executable, "-m", "kefu_cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    server = start_server(port, env)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        else:
+        if wait_ready(base) is None:
             raise SystemExit("server did not become ready within 60 s")
         steady = asyncio.run(_steady(base, queries, args.rate, args.minutes * 60, server.pid))
         print("steady:", json.dumps(steady))
