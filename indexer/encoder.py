@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from indexer.model.builtin import is_builtin, prepare_builtin
+from indexer.model.onnx_query import MIN_COSINE, PROBE_TEXTS, OnnxQueryEncoder, load_or_export
 from kb.errors import ConfigError, ModelError
 from kb.settings import Settings
 
@@ -85,6 +86,16 @@ class Encoder(Protocol):
     @property
     def profile(self) -> Profile: ...
 
+    @property
+    def parallelism(self) -> int:
+        """How many ``encode_queries`` calls are worth running at once."""
+        ...
+
+    @property
+    def query_batch(self) -> int:
+        """How many queries one call should take when requests are coalesced."""
+        ...
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
@@ -98,10 +109,24 @@ class SentenceTransformerEncoder:
     """A sentence-transformers model, on CPU, producing normalised float32 vectors."""
 
     def __init__(
-        self, model_path: str, model_id: str, profile: Profile, batch_size: int = 32, query_int8: bool = False
+        self,
+        model_path: str,
+        model_id: str,
+        profile: Profile,
+        batch_size: int = 32,
+        query_int8: bool = False,
+        query_runtime: str = "torch",
+        onnx_cache: Path | None = None,
+        threads: int = 1,
     ) -> None:
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be ≥ 1")
+        if query_runtime not in QUERY_RUNTIMES:
+            raise ConfigError(f"query_runtime={query_runtime!r} is unknown; allowed: {', '.join(QUERY_RUNTIMES)}")
+        if query_runtime == "onnx" and onnx_cache is None:
+            raise ConfigError("query_runtime='onnx' needs onnx_cache, the folder that keeps the exported graph")
+        if threads < 1:
+            raise ConfigError(f"threads={threads} must be ≥ 1")
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -128,9 +153,19 @@ class SentenceTransformerEncoder:
         self._lock = threading.Lock()
         self._st.eval()  # once, so the query path need not (see _forward)
         self._fast = hasattr(self._st, "preprocess") and self._fast_path_agrees()
+        self._threads = threads
+        self._tokenizer_lock = threading.Lock()  # a fast tokenizer's padding state is not thread-safe
+        self._onnx: OnnxQueryEncoder | None = None
+        if query_runtime == "onnx" and self._fast:
+            assert onnx_cache is not None
+            self._onnx = self._load_onnx(onnx_cache, query_int8)
+        if query_runtime == "onnx" and self._onnx is None:
+            log.warning("ONNX query encoding is not available for %s; queries run in torch", model_id)
         # int8 needs the direct path: ST's encode() would be the slow part again.
-        self._int8: _LayerSwap | None = _LayerSwap.build(self._st) if query_int8 and self._fast else None
-        if query_int8 and self._int8 is None:
+        self._int8: _LayerSwap | None = (
+            _LayerSwap.build(self._st) if query_int8 and self._fast and self._onnx is None else None
+        )
+        if query_int8 and self._int8 is None and self._onnx is None:
             log.warning(
                 "int8 query encoding is not available for %s (no encoder.layer stack, or the direct "
                 "path disagrees with sentence-transformers); queries are encoded in float32",
@@ -151,7 +186,51 @@ class SentenceTransformerEncoder:
 
     @property
     def query_int8(self) -> bool:
-        return self._int8 is not None
+        return self._int8 is not None or (self._onnx is not None and self._onnx.variant == "int8")
+
+    @property
+    def query_runtime(self) -> str:
+        return "onnx" if self._onnx is not None else "torch"
+
+    @property
+    def parallelism(self) -> int:
+        """How many ``encode_queries`` calls are worth running at once: one per thread with
+        ONNX (each call is single-threaded and releases the interpreter lock), else one."""
+        return self._threads if self._onnx is not None else 1
+
+    @property
+    def query_batch(self) -> int:
+        """Torch gains several-fold from batching; a one-thread ONNX call hardly does, and a big
+        batch holds its callers back. HTTP at 32 clients with ONNX, micro-batches of at most
+        1 / 2 / 4 / 8 / 16 texts: 185 / 201 / 210 / 200 / 183 req/s, p99 243 / 208 / 217 / 238 /
+        342 ms (2026-11-25)."""
+        return ONNX_QUERY_BATCH if self._onnx is not None else self._batch_size
+
+    def _load_onnx(self, cache: Path, int8: bool) -> OnnxQueryEncoder | None:
+        """Export (once) and check the ONNX graph against the library's float32 vectors."""
+        try:
+            onnx = load_or_export(self._st, self._model_id, cache, int8)
+            probe = list(PROBE_TEXTS)
+            reference = self.encode_queries_reference(probe)
+            got = self._onnx_forward(onnx, probe, self._profile.query_prompt)
+        except Exception as exc:  # export is model-dependent: any failure means "use torch"
+            log.warning("cannot export %s to ONNX (%s: %s)", self._model_id, type(exc).__name__, exc)
+            return None
+        worst = float(np.min(np.sum(reference * got, axis=1)))
+        if worst < MIN_COSINE[onnx.variant]:
+            log.warning("the ONNX graph disagrees with the model (cosine %.4f < %.4f)", worst, MIN_COSINE[onnx.variant])
+            return None
+        return onnx
+
+    def _onnx_forward(self, onnx: OnnxQueryEncoder, texts: list[str], prompt: str) -> np.ndarray:
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per sub-batch
+        out = np.empty((len(texts), self._dim), dtype=np.float32)
+        for start in range(0, len(order), self._batch_size):
+            rows = order[start : start + self._batch_size]
+            with self._tokenizer_lock:
+                features = self._st.preprocess([texts[i] for i in rows], prompt=prompt or None)
+            out[rows] = onnx.run(features)
+        return out
 
     def _library_encode(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:
         if len(texts) == 0:
@@ -206,6 +285,8 @@ class SentenceTransformerEncoder:
             return _empty(self._dim)
         if not self._fast:
             return self.encode_queries_reference(texts)
+        if self._onnx is not None:  # no lock: the session runs one call per thread, in parallel
+            return self._onnx_forward(self._onnx, list(texts), self._profile.query_prompt)
         with self._lock, self._int8.active() if self._int8 is not None else nullcontext():
             return self._forward(list(texts), self._profile.query_prompt)
 
@@ -213,8 +294,10 @@ class SentenceTransformerEncoder:
         return self._library_encode(texts, self._profile.doc_prompt, progress)
 
 
-# Layers left in float32 at the end of the stack: quantising all 12 cost 3 of 347 dev top-1
-# answers (hit@1 0.839 → 0.830); keeping the last two exact cost none, at 13 ms instead of 11.
+QUERY_RUNTIMES = ("onnx", "torch")
+ONNX_QUERY_BATCH = 4  # micro-batch size for the ONNX runtime (measured: see query_batch)
+# Layers left in float32 at the end of the stack in torch's int8 path: quantising all 12 cost
+# 3 of 347 dev top-1 answers (hit@1 0.839 → 0.830); keeping the last two exact cost none.
 INT8_KEEP_LAST = 2
 
 
@@ -286,6 +369,14 @@ class FakeEncoder:
     def profile(self) -> Profile:
         return self._profile
 
+    @property
+    def parallelism(self) -> int:
+        return 1
+
+    @property
+    def query_batch(self) -> int:
+        return 32
+
     def _vec(self, text: str) -> np.ndarray:
         v = np.zeros(self._dim, dtype=np.float32)
         grams = list(text) + [text[i : i + 2] for i in range(len(text) - 1)]
@@ -308,7 +399,7 @@ class FakeEncoder:
         return self.encode_queries(texts)
 
 
-def _set_threads(settings: Settings) -> None:
+def _set_threads(settings: Settings) -> int:
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -318,22 +409,33 @@ def _set_threads(settings: Settings) -> None:
     # that oversubscribes the cores (measured: answer 60 ms vs 26 ms on 2 cores). Our numpy work
     # is small matrix·vector products, so one BLAS thread is plenty.
     threadpool_limits(1, user_api="blas")
+    return threads
 
 
 def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
     """Build the configured encoder, preparing the built-in model first if needed."""
-    _set_threads(settings)
+    threads = _set_threads(settings)
     profile = resolve_profile(settings)
+
+    def make(model_path: str, model_id: str) -> SentenceTransformerEncoder:
+        return SentenceTransformerEncoder(
+            model_path,
+            model_id,
+            profile,
+            settings.batch_size,
+            query_int8=settings.query_int8,
+            query_runtime=settings.query_runtime,
+            onnx_cache=settings.model_cache,
+            threads=threads,
+        )
+
     if is_builtin(settings.model):
         prepared = prepare_builtin(settings.model, settings.model_cache)
-        model_id = f"{settings.model}@{prepared.weights_sha256[:16]}"
-        return SentenceTransformerEncoder(
-            str(prepared.path), model_id, profile, settings.batch_size, settings.query_int8
-        )
+        return make(str(prepared.path), f"{settings.model}@{prepared.weights_sha256[:16]}")
     path = Path(settings.model).expanduser()
     if path.exists():
         resolved = str(path.resolve())
-        return SentenceTransformerEncoder(resolved, resolved, profile, settings.batch_size, settings.query_int8)
+        return make(resolved, resolved)
     if settings.model.startswith((".", "/", "~")):
         raise ModelError(f"KEFU_MODEL={settings.model!r} looks like a path but does not exist")
-    return SentenceTransformerEncoder(settings.model, settings.model, profile, settings.batch_size, settings.query_int8)
+    return make(settings.model, settings.model)

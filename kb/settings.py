@@ -41,10 +41,17 @@ class Settings(BaseSettings):
     query_prompt: str | None = Field(None, description="override the query prompt of the profile")
     doc_prompt: str | None = Field(None, description="override the document prompt of the profile")
     batch_size: int = Field(32, ge=1, le=1024)
-    torch_threads: int = Field(0, ge=0, description="0 = one per core")
+    torch_threads: int = Field(
+        0, ge=0, description="compute threads: torch's pool, and ONNX query calls run at once; 0 = one per core"
+    )
     query_int8: bool = Field(
         True,
-        description="encode queries with dynamic-int8 layers (about 2x faster); documents stay float32",
+        description="encode queries with int8 matrix products (about 1.5x faster); documents stay float32",
+    )
+    query_runtime: Literal["onnx", "torch"] = Field(
+        "onnx",
+        description="onnx: queries through an exported ONNX Runtime graph (cached in model_cache/onnx); "
+        "torch: through the model directly. Falls back to torch when a model cannot be exported",
     )
 
     # --- knowledge base and index ---------------------------------------------------------
@@ -72,7 +79,9 @@ class Settings(BaseSettings):
         le=100,
         description="extra wait for more requests; 0 = batch whatever queued while the encoder was busy",
     )
-    microbatch_max: int = Field(32, ge=1, le=512)
+    microbatch_max: int | None = Field(
+        None, ge=1, le=512, description="texts per encoder call; default suits the query runtime (4 onnx, 32 torch)"
+    )
 
     # --- server -------------------------------------------------------------------------------
     host: str = "127.0.0.1"

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.encoder import Encoder
 from kb.errors import IndexMissingError, IndexStateError, KefuError, ModelError, NotFoundError
@@ -101,7 +102,11 @@ class ServiceState:
             return
         s = self.settings
         self.batcher = MicroBatcher(
-            self.runtime.encoder.encode_queries, s.microbatch_wait_ms, s.microbatch_max, self.metrics.encoder_batch
+            self.runtime.encoder.encode_queries,
+            s.microbatch_wait_ms,
+            s.microbatch_max or self.runtime.encoder.query_batch,
+            self.metrics.encoder_batch,
+            workers=self.runtime.encoder.parallelism,
         )
         self.reload()
 
@@ -128,11 +133,13 @@ class ServiceState:
             self.batcher.close()
 
 
-def get_state(request: Request) -> ServiceState:
+# The dependencies are async: they only look things up, and a sync dependency costs a trip
+# through the thread pool per request.
+async def get_state(request: Request) -> ServiceState:
     return request.app.state.kefu
 
 
-def ready_answerer(state: ServiceState = Depends(get_state)) -> Answerer:
+async def ready_answerer(state: ServiceState = Depends(get_state)) -> Answerer:
     if state.answerer is None:
         raise IndexMissingError(
             f"the assistant is not ready: {state.not_ready}. Build the index with `kefu build`, then POST /admin/reload"
@@ -140,7 +147,7 @@ def ready_answerer(state: ServiceState = Depends(get_state)) -> Answerer:
     return state.answerer
 
 
-def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
+async def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
     token = state.settings.admin_token
     if token is None:
         raise NotFoundError("admin endpoints are disabled; set KEFU_ADMIN_TOKEN to enable them")
@@ -148,6 +155,101 @@ def require_admin(request: Request, state: ServiceState = Depends(get_state)) ->
     expected = f"Bearer {token.get_secret_value()}"
     if not hmac.compare_digest(given.encode(), expected.encode()):  # constant-time comparison
         raise PermissionError("missing or wrong bearer token")
+
+
+class Guard:
+    """Pure ASGI middleware in front of every route: body size, rate limit, load shedding,
+    security headers, request metrics, and a JSON 500 that never leaks a stack trace.
+
+    Pure ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs each
+    request in an extra task group with its own events and cancel scopes, and under 32 clients
+    that bookkeeping kept the event loop (and the interpreter lock) busy nearly all the time.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+        self.app = app
+        self.state = state
+        self.settings = state.settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        status = 500
+        started = False
+
+        async def send_tracked(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started = True
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            await send(message)
+
+        async def reply(code: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:
+            await error(code, kind, message, headers)(scope, receive, send_tracked)
+
+        limit = self.settings.max_body_bytes
+        try:
+            headers = {k: v for k, v in scope["headers"] if k in (b"content-length", b"transfer-encoding")}
+            length = headers.get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > limit):
+                await reply(413, "body_too_large", f"request body over {limit} bytes")
+                return
+            if length is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                # A chunked body has no Content-Length: read it here with the same limit, then
+                # hand the bytes to the app as one message.
+                chunks: list[bytes] = []
+                size = 0
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        return  # the client went away
+                    size += len(message.get("body", b""))
+                    if size > limit:
+                        await reply(413, "body_too_large", f"request body over {limit} bytes")
+                        return
+                    chunks.append(message.get("body", b""))
+                    more = message.get("more_body", False)
+                body = b"".join(chunks)
+                replayed = False
+
+                async def receive_body() -> Message:
+                    nonlocal replayed
+                    if not replayed:
+                        replayed = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
+
+                receive = receive_body
+            if path.startswith("/v1/"):
+                limited = _rate_limited(self.state, scope)
+                if limited:
+                    await reply(429, "rate_limited", limited, {"Retry-After": "1"})
+                    return
+                with self.state.inflight_lock:
+                    admitted = self.state.inflight < self.settings.max_inflight
+                    if admitted:
+                        self.state.inflight += 1
+                if not admitted:
+                    await reply(503, "overloaded", "too many requests in flight; retry shortly", {"Retry-After": "1"})
+                    return
+                try:
+                    await self.app(scope, receive, send_tracked)
+                finally:
+                    with self.state.inflight_lock:
+                        self.state.inflight -= 1
+            else:
+                await self.app(scope, receive, send_tracked)
+        except Exception:  # never leak a stack trace
+            log.exception("unhandled error on %s", path)
+            status = 500
+            if not started:
+                await reply(500, "internal_error", "internal error; it has been logged")
+        finally:
+            self.state.metrics.requests.labels(path if path in KNOWN_PATHS else "other", str(status)).inc()
 
 
 def create_app(settings: Settings | None = None, encoder: Encoder | None = None) -> FastAPI:
@@ -176,55 +278,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     )
     app.state.kefu = state
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        path = request.url.path
-        status = 500
-        try:
-            length = request.headers.get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
-                status = 413
-                return error(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
-            if length is None and request.method in ("POST", "PUT", "PATCH"):
-                # A chunked body has no Content-Length: read it with the same limit (Starlette
-                # keeps the bytes, so the endpoint reads them again without touching the socket).
-                size = 0
-                chunks = []
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > settings.max_body_bytes:
-                        status = 413
-                        return error(413, "body_too_large", f"request body over {settings.max_body_bytes} bytes")
-                    chunks.append(chunk)
-                request._body = b"".join(chunks)
-            if path.startswith("/v1/"):
-                limited = _rate_limited(state, request)
-                if limited:
-                    status = 429
-                    return error(429, "rate_limited", limited, {"Retry-After": "1"})
-                with state.inflight_lock:
-                    if state.inflight >= settings.max_inflight:
-                        status = 503
-                        return error(
-                            503, "overloaded", "too many requests in flight; retry shortly", {"Retry-After": "1"}
-                        )
-                    state.inflight += 1
-                try:
-                    response = await call_next(request)
-                finally:
-                    with state.inflight_lock:
-                        state.inflight -= 1
-            else:
-                response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Content-Type-Options"] = "nosniff"
-            return response
-        except Exception:  # never leak a stack trace
-            log.exception("unhandled error on %s", path)
-            status = 500
-            return error(500, "internal_error", "internal error; it has been logged")
-        finally:
-            state.metrics.requests.labels(path if path in KNOWN_PATHS else "other", str(status)).inc()
+    app.add_middleware(Guard, state=state)
 
     # Added after the guard so CORS is the outer layer: 413/429/503 from the guard keep CORS headers.
     if settings.cors_origins:
@@ -335,11 +389,11 @@ KNOWN_PATHS = {"/v1/answer", "/healthz", "/readyz", "/metrics", "/admin/reload",
 RATE_WINDOW_S = 60.0
 
 
-def _rate_limited(state: ServiceState, request: Request) -> str | None:
+def _rate_limited(state: ServiceState, scope: Scope) -> str | None:
     limit = state.settings.rate_limit_per_minute
     if limit <= 0:
         return None
-    client = request.client.host if request.client else "unknown"
+    client = scope["client"][0] if scope.get("client") else "unknown"
     now = time.monotonic()
     with state.rate_lock:
         q = state.rate[client]

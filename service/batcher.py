@@ -1,9 +1,11 @@
 """Micro-batching: concurrent requests are coalesced into one encoder call.
 
-A request thread submits its text and waits; one worker thread takes everything queued within
+A request thread submits its text and waits; a worker thread takes everything queued within
 a short window (``wait_ms``) up to ``max_batch`` texts, encodes them in one forward pass and
-hands each caller its row. Batching raises encoder throughput several-fold on this CPU
-(shared/notes/default-model.md: 420 short texts/s in batches vs ~80/s one at a time).
+hands each caller its row. Batching raises torch's throughput several-fold on this CPU
+(shared/notes/default-model.md: 420 short texts/s in batches vs ~80/s one at a time). With an
+encoder that runs calls in parallel (ONNX, one thread per call) there is one worker per core,
+and small batches serve best (see ``SentenceTransformerEncoder.query_batch``).
 """
 
 from __future__ import annotations
@@ -26,20 +28,29 @@ class MicroBatcher:
         wait_ms: float = 3.0,
         max_batch: int = 32,
         on_batch: Callable[[int, float], None] | None = None,
+        workers: int = 1,
     ) -> None:
-        """``on_batch(texts, seconds)`` is told about every encoder call (for metrics)."""
-        if wait_ms < 0 or max_batch < 1:
-            raise ConfigError(f"micro-batching needs wait_ms ≥ 0 (got {wait_ms}) and max_batch ≥ 1 (got {max_batch})")
+        """``on_batch(texts, seconds)`` is told about every encoder call (for metrics); ``workers``
+        encoder calls may run at once."""
+        if wait_ms < 0 or max_batch < 1 or workers < 1:
+            raise ConfigError(
+                f"micro-batching needs wait_ms ≥ 0 (got {wait_ms}), max_batch ≥ 1 (got {max_batch}) "
+                f"and workers ≥ 1 (got {workers})"
+            )
         self._encode = encode
         self._on_batch = on_batch
         self._wait = wait_ms / 1000.0
         self._max = max_batch
         self._queue: queue.Queue[tuple[list[str], Future[np.ndarray]] | None] = queue.Queue()
         self._closed = False
+        self._count_lock = threading.Lock()
         self.batches = 0  # number of encoder calls, for metrics and tests
         self.texts = 0
-        self._worker = threading.Thread(target=self._loop, name="kefu-microbatch", daemon=True)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._loop, name=f"kefu-microbatch-{i}", daemon=True) for i in range(workers)
+        ]
+        for w in self._workers:
+            w.start()
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking: returns this caller's rows once its batch has been encoded."""
@@ -53,13 +64,15 @@ class MicroBatcher:
 
     def close(self) -> None:
         self._closed = True
-        self._queue.put(None)
-        self._worker.join(timeout=5)
+        self._queue.put(None)  # each worker puts it back for the next one
+        for w in self._workers:
+            w.join(timeout=5)
 
     def _loop(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
+                self._queue.put(None)
                 return
             jobs = [first]
             size = len(first[0])
@@ -83,8 +96,9 @@ class MicroBatcher:
                 for _, fut in jobs:
                     fut.set_exception(exc)
                 continue
-            self.batches += 1
-            self.texts += len(texts)
+            with self._count_lock:
+                self.batches += 1
+                self.texts += len(texts)
             if self._on_batch is not None:
                 self._on_batch(len(texts), time.perf_counter() - started)
             row = 0

@@ -81,9 +81,14 @@ def _tiny_st_model(path, layers=1):
     return out
 
 
+def _settings(tmp_path, model_dir, **kw) -> Settings:
+    """Settings for a tiny model, with its exported graphs kept in the test's own folder."""
+    return Settings(model=str(model_dir), model_cache=tmp_path / "cache", **kw)
+
+
 def test_any_local_sentence_transformers_model_by_setting_alone(tmp_path):
     model_dir = _tiny_st_model(tmp_path)
-    enc = load_encoder(Settings(model=str(model_dir)))
+    enc = load_encoder(_settings(tmp_path, model_dir))
     assert enc.dim == 16
     assert enc.profile.name == "plain"
     v = enc.encode_queries(["我要人工客服", "退款怎么申请"])
@@ -108,19 +113,22 @@ def _cos_rows(a, b):
     return np.sum(a * b, axis=1)
 
 
-def test_direct_query_path_matches_the_library_row_for_row(tmp_path):
-    # One layer: nothing to quantise, so the direct path must equal ST's encode() exactly,
-    # and the length-sorted sub-batches must come back in the caller's order.
-    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path)), batch_size=2))
-    assert not enc.query_int8
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_float32_query_path_matches_the_library_row_for_row(tmp_path, runtime):
+    # float32: the direct torch path and the exported graph must equal ST's encode(), and the
+    # length-sorted sub-batches must come back in the caller's order.
+    s = _settings(tmp_path, _tiny_st_model(tmp_path), batch_size=2, query_int8=False, query_runtime=runtime)
+    enc = load_encoder(s)
+    assert enc.query_runtime == runtime and not enc.query_int8
     got = enc.encode_queries(TEXTS)
     ref = np.vstack([enc.encode_queries_reference([t]) for t in TEXTS])
     assert _cos_rows(got, ref).min() > 0.9999
 
 
-def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path):
-    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path, layers=4)), batch_size=2))
-    assert enc.query_int8
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path, runtime):
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=2, query_runtime=runtime))
+    assert enc.query_int8 and enc.query_runtime == runtime
     docs_before = enc.encode_docs(TEXTS)
     got = enc.encode_queries(TEXTS)
     ref = enc.encode_queries_reference(TEXTS)
@@ -130,7 +138,70 @@ def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path):
     np.testing.assert_array_equal(enc.encode_docs(TEXTS), docs_before)
 
 
-def test_int8_can_be_switched_off(tmp_path):
-    enc = load_encoder(Settings(model=str(_tiny_st_model(tmp_path, layers=4)), query_int8=False))
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_int8_can_be_switched_off(tmp_path, runtime):
+    s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4), query_int8=False, query_runtime=runtime)
+    enc = load_encoder(s)
     assert not enc.query_int8
     assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
+
+
+def _graphs(tmp_path):
+    return sorted((tmp_path / "cache" / "onnx").glob("*.onnx"))
+
+
+def test_the_exported_graph_is_cached_and_a_corrupt_one_is_exported_again(tmp_path):
+    s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4))
+    first = load_encoder(s)
+    (graph,) = _graphs(tmp_path)
+    expected = first.encode_queries(TEXTS)
+    stamp = graph.stat().st_mtime_ns
+    assert load_encoder(s).query_runtime == "onnx"
+    assert graph.stat().st_mtime_ns == stamp  # loaded from the cache, not exported again
+    graph.write_bytes(b"not an onnx graph")
+    again = load_encoder(s)
+    assert again.query_runtime == "onnx" and _graphs(tmp_path) == [graph]
+    np.testing.assert_allclose(again.encode_queries(TEXTS), expected, atol=1e-6)
+
+
+def test_a_model_that_cannot_be_exported_falls_back_to_torch(tmp_path, monkeypatch, caplog):
+    import indexer.model.onnx_query as onnx_query
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr(onnx_query, "export", refuse)
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), query_int8=False))
+    assert enc.query_runtime == "torch" and enc.parallelism == 1
+    assert "unsupported operator" in caplog.text
+    assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
+    assert _graphs(tmp_path) == []
+
+
+def test_a_graph_that_disagrees_with_the_model_is_not_used(tmp_path, monkeypatch, caplog):
+    import indexer.model.onnx_query as onnx_query
+
+    monkeypatch.setitem(onnx_query.MIN_COSINE, "fp32", 1.5)  # no graph can reach a cosine above 1
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path), query_int8=False))
+    assert enc.query_runtime == "torch"
+    assert "disagrees" in caplog.text
+
+
+def test_onnx_queries_from_many_threads_equal_one_at_a_time(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), torch_threads=2))
+    assert enc.parallelism == 2
+    alone = [enc.encode_queries([t]) for t in TEXTS * 8]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda t: enc.encode_queries([t]), TEXTS * 8))
+    for a, b in zip(alone, together, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_unknown_query_runtime_names_the_allowed_ones(tmp_path):
+    from indexer.encoder import PROFILES as P
+    from indexer.encoder import SentenceTransformerEncoder
+
+    with pytest.raises(ConfigError, match="onnx, torch"):
+        SentenceTransformerEncoder(str(_tiny_st_model(tmp_path)), "tiny", P["plain"], query_runtime="tensorrt")

@@ -151,10 +151,34 @@ def test_closed_batcher_refuses_work():
         b.encode(["a"])
 
 
-@pytest.mark.parametrize(("wait_ms", "max_batch"), [(-1, 32), (3, 0), (3, -5)])
-def test_bad_arguments_are_config_errors(wait_ms: float, max_batch: int):
-    with pytest.raises(ConfigError):
-        MicroBatcher(lambda ts: np.zeros((len(ts), 2)), wait_ms=wait_ms, max_batch=max_batch)
+@pytest.mark.parametrize(("wait_ms", "max_batch", "workers"), [(-1, 32, 1), (3, 0, 1), (3, -5, 1), (0, 32, 0)])
+def test_bad_arguments_are_config_errors(wait_ms: float, max_batch: int, workers: int):
+    with pytest.raises(ConfigError, match="got"):
+        MicroBatcher(lambda ts: np.zeros((len(ts), 2)), wait_ms=wait_ms, max_batch=max_batch, workers=workers)
+
+
+def test_a_second_worker_encodes_while_the_first_is_busy():
+    enc = GatedEncoder()
+    b = MicroBatcher(enc, wait_ms=0, workers=2)
+    first: dict[str, object] = {}
+    try:
+        t = threading.Thread(target=lambda: first.setdefault("out", b.encode(["t-0-0"])))
+        t.start()
+        deadline = time.monotonic() + 30
+        while not enc.calls:  # the first call now holds worker 1 inside the encoder
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        # with one worker this would wait for the gate; the second worker answers at once
+        np.testing.assert_array_equal(b.encode(["t-1-1"]), np.array([_row("t-1-1")], dtype=np.float32))
+        assert "out" not in first
+        enc.gate.set()
+        t.join(30)
+        np.testing.assert_array_equal(first["out"], np.array([_row("t-0-0")], dtype=np.float32))
+    finally:
+        enc.gate.set()
+        b.close()
+    assert b.batches == 2
+    assert not any(w.is_alive() for w in b._workers)  # close() stops every worker
 
 
 def test_every_encoder_call_is_reported():
