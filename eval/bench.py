@@ -368,8 +368,8 @@ def write_markdown(data: dict[str, Any]) -> Path:
         f"| naive: library `encode()` + `semantic_search` | {s(ip['naive']['p50'])} | {s(ip['naive']['p95'])} | "
         f"{s(ip['naive']['p99'])} |",
         "",
-        "The encoder row is kefu's query path: int8 layers (all but the last two) called directly "
-        "(`KEFU_QUERY_INT8`, on by default); documents are always encoded in float32.",
+        f"The encoder row is kefu's query path: {data.get('query_path', 'see README')} "
+        "(`KEFU_QUERY_RUNTIME`, `KEFU_QUERY_INT8`); documents are always encoded in float32.",
         "",
         f"p50 ratio kefu / encoder-only: **{ip['ratio_p50_answer_to_encoder']}** (target ≤ 1.3); "
         f"kefu / naive baseline: {ip['ratio_p50_answer_to_naive']}. Process peak RSS {ip['rss_mb']} MB.",
@@ -415,12 +415,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings()
     from indexer.encoder import load_encoder
 
-    model = load_encoder(settings).model_id
+    encoder = load_encoder(settings)
     data: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        "model": model,
+        "model": encoder.model_id,
+        "query_path": f"{getattr(encoder, 'query_runtime', 'torch')}, "
+        f"{'int8' if getattr(encoder, 'query_int8', False) else 'float32'}",
     }
+    del encoder  # each part loads what it measures
     steps = (
         ("in_process", lambda: in_process(settings)),
         ("http", lambda: http_load(settings)),

@@ -158,8 +158,10 @@ def test_int8_queries_stay_close_to_float32(builtin_model):
 
     enc = load_encoder(Settings())
     assert enc.query_int8  # on by default for the built-in model
+    assert enc.query_runtime == "onnx"  # exported and fused: a silent fall-back to torch would fail here
     texts = ["怎么申请退款", "快递三天没动静了咋回事", "退貨運費誰出", "88vip怎么取消自动续费", "转人工", "北京天气"]
     cos = np.sum(enc.encode_queries(texts) * enc.encode_queries_reference(texts), axis=1)
-    # measured 0.99 on average over the dev queries; retrieval quality is held by the eval floors
+    # measured 0.997 on average over the dev queries (min 0.989); retrieval quality is held by
+    # the eval floors
     assert cos.min() > 0.97
     assert cos.mean() > 0.985
