@@ -22,7 +22,15 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from indexer.model.builtin import is_builtin, prepare_builtin
-from indexer.model.onnx_query import MIN_COSINE, PROBE_TEXTS, OnnxQueryEncoder, load_or_export
+from indexer.model.onnx_query import (
+    MIN_COSINE,
+    PROBE_TEXTS,
+    OnnxQueryEncoder,
+    StandaloneTokenizer,
+    load_or_export,
+    load_standalone,
+    write_sidecar,
+)
 from kb.errors import ConfigError, ModelError
 from kb.settings import Settings
 
@@ -127,50 +135,63 @@ class SentenceTransformerEncoder:
             raise ConfigError("query_runtime='onnx' needs onnx_cache, the folder that keeps the exported graph")
         if threads < 1:
             raise ConfigError(f"threads={threads} must be ≥ 1")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()  # a weight-loading bar per process start is noise
-        try:
-            self._st = SentenceTransformer(model_path, device="cpu")
-        except Exception as exc:  # the library raises many kinds; all mean "cannot load"
-            raise ModelError(
-                f"cannot load sentence-transformers model {model_path!r}: {exc}. "
-                "Use a local folder, or a hub id already in the local Hugging Face cache "
-                "(this machine may have no network)."
-            ) from exc
-        getter = getattr(self._st, "get_embedding_dimension", None) or self._st.get_sentence_embedding_dimension
-        dim = getter()
-        if not dim:
-            raise ModelError(f"model {model_path!r} does not report an embedding dimension")
-        self._dim = int(dim)
+        self._model_path = model_path
         self._model_id = model_id
         self._profile = profile
         self._batch_size = batch_size
+        self._threads = threads
         # One forward pass at a time: torch already uses every core for a single batch, and
         # interleaving two batches only adds contention. The lock also makes the layer swap
         # of int8 query encoding safe.
         self._lock = threading.Lock()
-        self._st.eval()  # once, so the query path need not (see _forward)
-        self._fast = hasattr(self._st, "preprocess") and self._fast_path_agrees()
-        self._threads = threads
+        self._st_lock = threading.Lock()
         self._tokenizer_lock = threading.Lock()  # a fast tokenizer's padding state is not thread-safe
+        self._st_model: Any = None
         self._onnx: OnnxQueryEncoder | None = None
+        self._tokenize: StandaloneTokenizer | None = None
+        self._int8: _LayerSwap | None = None
+        if query_runtime == "onnx":
+            assert onnx_cache is not None
+            standalone = load_standalone(model_path, model_id, onnx_cache, query_int8, profile.query_prompt)
+            if standalone is not None:  # serving needs neither torch nor the model: see onnx_query
+                self._onnx, self._tokenize = standalone.session, standalone.tokenize
+                self._dim, self._fast = standalone.dim, True
+                return
+        st = self._st  # loads the model
+        getter = getattr(st, "get_embedding_dimension", None) or st.get_sentence_embedding_dimension
+        dim = getter()
+        if not dim:
+            raise ModelError(f"model {model_path!r} does not report an embedding dimension")
+        self._dim = int(dim)
+        self._fast = hasattr(st, "preprocess") and self._fast_path_agrees()
         if query_runtime == "onnx" and self._fast:
             assert onnx_cache is not None
             self._onnx = self._load_onnx(onnx_cache, query_int8)
         if query_runtime == "onnx" and self._onnx is None:
             log.warning("ONNX query encoding is not available for %s; queries run in torch", model_id)
         # int8 needs the direct path: ST's encode() would be the slow part again.
-        self._int8: _LayerSwap | None = (
-            _LayerSwap.build(self._st) if query_int8 and self._fast and self._onnx is None else None
-        )
+        if query_int8 and self._fast and self._onnx is None:
+            self._int8 = _LayerSwap.build(st)
         if query_int8 and self._int8 is None and self._onnx is None:
             log.warning(
                 "int8 query encoding is not available for %s (no encoder.layer stack, or the direct "
                 "path disagrees with sentence-transformers); queries are encoded in float32",
                 model_id,
             )
+
+    @property
+    def _st(self) -> Any:
+        """The sentence-transformers model, loaded on first use: a server whose ONNX graph is
+        prepared never needs it (documents are encoded by ``kefu build``)."""
+        with self._st_lock:
+            if self._st_model is None:
+                self._st_model = _load_st(self._model_path, self._threads)
+            return self._st_model
+
+    @property
+    def model_loaded(self) -> bool:
+        """Whether the sentence-transformers model (and torch) has been loaded in this process."""
+        return self._st_model is not None
 
     @property
     def model_id(self) -> str:
@@ -209,7 +230,7 @@ class SentenceTransformerEncoder:
     def _load_onnx(self, cache: Path, int8: bool) -> OnnxQueryEncoder | None:
         """Export (once) and check the ONNX graph against the library's float32 vectors."""
         try:
-            onnx = load_or_export(self._st, self._model_id, cache, int8)
+            onnx = load_or_export(self._st, self._model_path, self._model_id, cache, int8)
             probe = list(PROBE_TEXTS)
             reference = self.encode_queries_reference(probe)
             got = self._onnx_forward(onnx, probe, self._profile.query_prompt)
@@ -220,6 +241,10 @@ class SentenceTransformerEncoder:
         if worst < MIN_COSINE[onnx.variant]:
             log.warning("the ONNX graph disagrees with the model (cosine %.4f < %.4f)", worst, MIN_COSINE[onnx.variant])
             return None
+        try:
+            write_sidecar(self._st, onnx, self._profile.query_prompt, self._dim, reference)
+        except OSError as exc:  # a read-only cache still serves, only with the model loaded
+            log.warning("cannot write the ONNX sidecar next to %s: %s", onnx.path, exc)
         return onnx
 
     def _onnx_forward(self, onnx: OnnxQueryEncoder, texts: list[str], prompt: str) -> np.ndarray:
@@ -228,7 +253,10 @@ class SentenceTransformerEncoder:
         for start in range(0, len(order), self._batch_size):
             rows = order[start : start + self._batch_size]
             with self._tokenizer_lock:
-                features = self._st.preprocess([texts[i] for i in rows], prompt=prompt or None)
+                if self._tokenize is not None:
+                    features: dict[str, Any] = self._tokenize([prompt + texts[i] for i in rows])
+                else:
+                    features = self._st.preprocess([texts[i] for i in rows], prompt=prompt or None)
             out[rows] = onnx.run(features)
         return out
 
@@ -399,12 +427,29 @@ class FakeEncoder:
         return self.encode_queries(texts)
 
 
-def _set_threads(settings: Settings) -> int:
+def _load_st(model_path: str, threads: int) -> Any:
     import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # a weight-loading bar per process start is noise
+    try:
+        st = SentenceTransformer(model_path, device="cpu")
+    except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+        raise ModelError(
+            f"cannot load sentence-transformers model {model_path!r}: {exc}. "
+            "Use a local folder, or a hub id already in the local Hugging Face cache "
+            "(this machine may have no network)."
+        ) from exc
+    st.eval()  # once, so the query path need not (see _forward)
+    return st
+
+
+def _set_threads(settings: Settings) -> int:
     from threadpoolctl import threadpool_limits
 
     threads = settings.torch_threads or (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
     # numpy's OpenBLAS keeps its own thread pool spinning after each call; next to torch's pool
     # that oversubscribes the cores (measured: answer 60 ms vs 26 ms on 2 cores). Our numpy work
     # is small matrix·vector products, so one BLAS thread is plenty.

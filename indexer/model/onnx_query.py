@@ -22,6 +22,7 @@ exporter's versions; it is written atomically, and replaces the model's older gr
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +57,34 @@ PROBE_TEXTS = (
 )
 
 
-def fingerprint(st: Any, variant: str) -> str:
-    """Identify a model's weights cheaply: names, shapes and a sample of every tensor.
+def _versions(variant: str) -> hashlib._Hash:
+    from importlib.metadata import version
 
-    Hashing all 470 MB would add about a second to every start; a strided sample of each tensor
-    changes whenever a checkpoint does.
+    return hashlib.sha256(f"{EXPORT_FORMAT}|{variant}|{version('onnxruntime')}|{version('torch')}".encode())
+
+
+def folder_key(model_path: str, variant: str) -> str | None:
+    """Identify a model folder without loading it: every file's name, size and mtime.
+
+    This is what lets a server find the graph, and run on it, without importing torch.
     """
-    import onnxruntime
+    root = Path(model_path)
+    if not root.is_dir():
+        return None
+    h = _versions(variant)
+    for f in sorted(root.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(root)}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(st: Any, variant: str) -> str:
+    """Identify a loaded model (a hub id has no folder of ours): names, shapes and a sample of
+    every tensor. Hashing all 470 MB would add about a second to every start."""
     import torch
 
-    h = hashlib.sha256(f"{EXPORT_FORMAT}|{variant}|{onnxruntime.__version__}|{torch.__version__}".encode())
+    h = _versions(variant)
     for name, tensor in st.state_dict().items():
         flat = tensor.detach().reshape(-1)
         step = max(1, flat.numel() // 256)
@@ -215,7 +235,8 @@ class OnnxQueryEncoder:
         self.variant = variant
 
     def run(self, features: dict[str, Any]) -> np.ndarray:
-        feeds = {n: np.ascontiguousarray(features[n].numpy(), dtype=np.int64) for n in self._names}
+        """``features``: the tokenizer's outputs by input name, torch tensors or numpy arrays."""
+        feeds = {n: np.ascontiguousarray(np.asarray(features[n]), dtype=np.int64) for n in self._names}
         (out,) = self._session.run(["embedding"], feeds)
         return np.asarray(out, dtype=np.float32)
 
@@ -223,11 +244,15 @@ class OnnxQueryEncoder:
 _export_lock = threading.Lock()
 
 
-def load_or_export(st: Any, model_id: str, cache_root: Path, int8: bool) -> OnnxQueryEncoder:
+def _stem(model_id: str, variant: str) -> str:
+    return f"query-{variant}-{re.sub(r'[^A-Za-z0-9._-]+', '_', model_id)[-80:]}"
+
+
+def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, int8: bool) -> OnnxQueryEncoder:
     """The cached graph for this model, exporting it first if there is none (or it is unreadable)."""
     variant = "int8" if int8 else "fp32"
-    stem = f"query-{variant}-{re.sub(r'[^A-Za-z0-9._-]+', '_', model_id)[-80:]}"
-    path = cache_root / "onnx" / f"{stem}-{fingerprint(st, variant)}.onnx"
+    stem = _stem(model_id, variant)
+    path = cache_root / "onnx" / f"{stem}-{folder_key(model_path, variant) or fingerprint(st, variant)}.onnx"
     names = _input_names(st)
     with _export_lock:
         if path.is_file():
@@ -238,7 +263,116 @@ def load_or_export(st: Any, model_id: str, cache_root: Path, int8: bool) -> Onnx
                 path.unlink(missing_ok=True)
         log.info("exporting the query encoder to ONNX (%s), once per model: %s", variant, path)
         export(st, path, int8)
-        for old in path.parent.glob(f"{stem}-*.onnx"):  # this model's graphs from older versions
-            if old != path:
+        for old in path.parent.glob(f"{stem}-*"):  # this model's graphs from older versions
+            if old.stem != path.stem:
                 old.unlink(missing_ok=True)
         return OnnxQueryEncoder(path, names, variant)
+
+
+# --- serving without torch --------------------------------------------------------------------
+# Importing torch and sentence-transformers and loading the model takes about 5.5 s and 600 MB
+# here, and a server needs neither: queries run on the graph, and the tokenizer is a small Rust
+# object. Next to the graph, a sidecar keeps the tokenizer, the prompt, the dimension and the
+# library's own float32 vectors of the probe texts; a server loads those and checks the graph
+# against the vectors. The model itself is loaded only if documents must be encoded.
+SIDECAR_FORMAT = 2  # 2: texts are no longer stripped (sentence-transformers does not strip them)
+# Beyond the probe texts, the tokenizer is checked on these: truncation and stray whitespace.
+TOKENIZER_CHECKS = ("  带空格的问题  ", "退款" * 400, "ｆｕｌｌ－ｗｉｄｔｈ ABC 123 😊")
+
+
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+class StandaloneTokenizer:
+    """The model's fast tokenizer, configured as sentence-transformers calls it."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        from tokenizers import Tokenizer
+
+        self._tok = Tokenizer.from_str(spec["tokenizer"])
+        self._tok.enable_truncation(max_length=int(spec["max_length"]))
+        self._tok.enable_padding(pad_id=int(spec["pad_id"]), pad_token=str(spec["pad_token"]))
+        self._names = list(spec["input_names"])
+
+    def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        encs = self._tok.encode_batch(list(texts))
+        return {n: np.array([getattr(e, _ENCODING_FIELDS[n]) for e in encs], dtype=np.int64) for n in self._names}
+
+
+def _tokenizer_spec(st: Any) -> dict[str, Any] | None:
+    tok: Any = getattr(st, "tokenizer", None)
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None or tok.pad_token_id is None or not getattr(st, "max_seq_length", None):
+        return None
+    return {
+        "tokenizer": backend.to_str(),
+        "max_length": int(st.max_seq_length),
+        "pad_id": int(tok.pad_token_id),
+        "pad_token": str(tok.pad_token),
+        "input_names": _input_names(st),
+    }
+
+
+def write_sidecar(st: Any, onnx: OnnxQueryEncoder, prompt: str, dim: int, reference: np.ndarray) -> bool:
+    """Write the sidecar if a standalone tokenizer gives sentence-transformers' own inputs."""
+    spec = _tokenizer_spec(st)
+    if spec is None:
+        return False
+    standalone = StandaloneTokenizer(spec)
+    for text in (*PROBE_TEXTS, *TOKENIZER_CHECKS):
+        want = st.preprocess([text], prompt=prompt or None)
+        got = standalone([prompt + text])
+        if any(not np.array_equal(np.asarray(want[n]), got[n]) for n in spec["input_names"]):
+            log.info("the model's tokenizer does not run alone like sentence-transformers; serving loads the model")
+            return False
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "graph": onnx.path.name,
+        "variant": onnx.variant,
+        "dim": dim,
+        "prompt": prompt,
+        "probe": {"texts": list(PROBE_TEXTS), "vectors": reference.astype(float).round(7).tolist()},
+        **spec,
+    }
+    target = onnx.path.with_suffix(".json")
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sidecar, ensure_ascii=False), "utf-8")
+    os.replace(tmp, target)
+    return True
+
+
+@dataclass(frozen=True)
+class Standalone:
+    session: OnnxQueryEncoder
+    tokenize: StandaloneTokenizer
+    dim: int
+
+
+def load_standalone(model_path: str, model_id: str, cache_root: Path, int8: bool, prompt: str) -> Standalone | None:
+    """The graph and tokenizer of a prepared local model, checked, without loading the model;
+    None when there is no valid sidecar (then the caller loads the model as usual)."""
+    variant = "int8" if int8 else "fp32"
+    key = folder_key(model_path, variant)
+    if key is None:
+        return None
+    graph = cache_root / "onnx" / f"{_stem(model_id, variant)}-{key}.onnx"
+    sidecar = graph.with_suffix(".json")
+    if not (graph.is_file() and sidecar.is_file()):
+        return None
+    try:
+        spec = json.loads(sidecar.read_text("utf-8"))
+        if spec.get("format") != SIDECAR_FORMAT or spec.get("prompt") != prompt or spec.get("graph") != graph.name:
+            return None
+        session = OnnxQueryEncoder(graph, spec["input_names"], variant)
+        tokenize = StandaloneTokenizer(spec)
+        texts = [prompt + t for t in spec["probe"]["texts"]]
+        got = session.run(tokenize(texts))
+        reference = np.asarray(spec["probe"]["vectors"], dtype=np.float32)
+        worst = float(np.min(np.sum(got * reference, axis=1)))
+    except Exception as exc:  # unreadable or inconsistent: load the model and export again
+        log.warning("ignoring the ONNX sidecar %s (%s: %s)", sidecar, type(exc).__name__, exc)
+        return None
+    if worst < MIN_COSINE[variant]:
+        log.warning("the ONNX graph %s disagrees with its sidecar (cosine %.4f); loading the model", graph, worst)
+        return None
+    return Standalone(session, tokenize, int(spec["dim"]))

@@ -205,3 +205,40 @@ def test_unknown_query_runtime_names_the_allowed_ones(tmp_path):
 
     with pytest.raises(ConfigError, match="onnx, torch"):
         SentenceTransformerEncoder(str(_tiny_st_model(tmp_path)), "tiny", P["plain"], query_runtime="tensorrt")
+
+
+def test_a_prepared_model_serves_queries_without_loading_torch_or_the_model(tmp_path):
+    s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4))
+    first = load_encoder(s)  # exports the graph and writes its sidecar
+    assert first.model_loaded
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.json"))) == 1
+    second = load_encoder(s)
+    assert second.query_runtime == "onnx" and not second.model_loaded
+    assert second.dim == first.dim
+    np.testing.assert_allclose(second.encode_queries(TEXTS), first.encode_queries(TEXTS), atol=1e-6)
+    assert not second.model_loaded
+    # documents need the model: it is loaded on first use, and gives the same vectors
+    np.testing.assert_array_equal(second.encode_docs(TEXTS), first.encode_docs(TEXTS))
+    assert second.model_loaded
+
+
+def test_a_changed_prompt_or_a_broken_sidecar_loads_the_model(tmp_path):
+    model = _tiny_st_model(tmp_path, layers=4)
+    load_encoder(_settings(tmp_path, model))
+    assert load_encoder(_settings(tmp_path, model, query_prompt="问：")).model_loaded  # the sidecar knows one prompt
+    (sidecar,) = (tmp_path / "cache" / "onnx").glob("*.json")
+    sidecar.write_text("{not json", "utf-8")
+    again = load_encoder(_settings(tmp_path, model))
+    assert again.model_loaded and again.query_runtime == "onnx"
+    assert not load_encoder(_settings(tmp_path, model)).model_loaded  # the sidecar was written again
+
+
+def test_a_changed_model_folder_is_exported_again(tmp_path):
+    model = _tiny_st_model(tmp_path, layers=4)
+    load_encoder(_settings(tmp_path, model))
+    (before,) = _graphs(tmp_path)
+    (model / "README.md").write_text("changed", "utf-8")  # any change to the folder changes its key
+    enc = load_encoder(_settings(tmp_path, model))
+    assert enc.model_loaded
+    (after,) = _graphs(tmp_path)  # the new graph replaced the old one
+    assert after != before
