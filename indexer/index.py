@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from indexer.chunking import QUESTION_KINDS, Chunk
-from indexer.lexical import LexicalIndex
+from indexer.lexical import LexicalIndex, char_bigrams
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.vectors import Hit, VectorIndex
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
@@ -111,7 +111,10 @@ class Index:
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
         self._layout = _UnitLayout(self.units, self._is_question)
+        unit_pos = {u: i for i, u in enumerate(self._layout.ids)}
+        self._row_unit = np.array([unit_pos[c.unit_id] for c in chunks], dtype=np.int64)  # row → layout position
         self._norm_texts: list[str] | None = None
+        self._bigrams: list[frozenset[str]] | None = None
 
     @property
     def norm_texts(self) -> list[str]:
@@ -119,6 +122,13 @@ class Index:
         if self._norm_texts is None:
             self._norm_texts = [normalize(c.text) for c in self.chunks]
         return self._norm_texts
+
+    @property
+    def norm_bigrams(self) -> list[frozenset[str]]:
+        """Character bigrams of each normalised chunk text, computed once (see ``char_bigrams``)."""
+        if self._bigrams is None:
+            self._bigrams = [frozenset(char_bigrams(t)) for t in self.norm_texts]
+        return self._bigrams
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -253,15 +263,11 @@ class Index:
         # Votes as in dense search: how many of a unit's vectors are among the nearest ones.
         k_vec = min(len(cos), max(64, k_units * 12))
         nearest = np.argpartition(-cos, k_vec - 1)[:k_vec]
-        votes: dict[str, int] = {}
-        for row in nearest:
-            unit_id = self.chunks[int(row)].unit_id
-            votes[unit_id] = votes.get(unit_id, 0) + 1
-        out = []
-        for r, i in enumerate(order):
-            u = ids[i]
-            out.append(UnitHit(u, float(dense[i]), r, int(best_rows[i]), float(q_best[i]), votes.get(u, 0)))
-        return out
+        votes = np.bincount(self._row_unit[nearest], minlength=len(ids))
+        return [
+            UnitHit(ids[i], float(dense[i]), r, int(best_rows[i]), float(q_best[i]), int(votes[i]))
+            for r, i in enumerate(order)
+        ]
 
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
         if self.anchors.shape[0] == 0:

@@ -12,10 +12,11 @@ import numpy as np
 
 from indexer.chunking import QUESTION_KINDS
 from indexer.index import Index, UnitHit
+from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import normalize
 from kb.errors import InputError
 from service.detect import SensitiveDetector, is_followup, is_greeting, is_user_request, strip_greeting
-from service.policy import Calibration, Features, bigram_overlap, decide
+from service.policy import Calibration, Features, decide
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.sessions import SessionStore, Turn
 from service.tickets import TicketStore
@@ -76,10 +77,11 @@ class Answerer:
         top = units[0]
         anchors = self.index.anchor_scores(qvec)
         overlap = 0.0
-        norm_texts = self.index.norm_texts
+        grams = self.index.norm_bigrams
+        query_grams = char_bigrams(text)
         for row in self.index.units.get(top.unit_id, []):
             if self.index.chunks[row].kind in QUESTION_KINDS:
-                overlap = max(overlap, bigram_overlap(text, norm_texts[row]))
+                overlap = max(overlap, jaccard(query_grams, grams[row]))
         n_vectors = max(1, len(self.index.units.get(top.unit_id, [])))
         return Features(
             top1=top.score,

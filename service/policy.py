@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from indexer.lexical import char_bigrams, jaccard
 from kb.errors import ConfigError
 
 FEATURES = ("top1", "question_top1", "margin", "anchor_gap", "votes", "bigram_overlap", "length")
@@ -27,15 +28,9 @@ DEFAULT_ANSWER_AT = 0.90
 DEFAULT_CLARIFY_AT = 0.865
 
 
-def char_bigrams(text: str) -> set[str]:
-    t = "".join(ch for ch in text if ch.isalnum())
-    return {t[i : i + 2] for i in range(len(t) - 1)} or ({t} if t else set())
-
-
 def bigram_overlap(a: str, b: str) -> float:
     """Jaccard similarity of character bigrams."""
-    x, y = char_bigrams(a), char_bigrams(b)
-    return len(x & y) / len(x | y) if x and y else 0.0
+    return jaccard(char_bigrams(a), char_bigrams(b))
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from indexer.lexical import char_bigrams
 from kb.errors import ConfigError
 from service.policy import (
     DEFAULT_ANSWER_AT,
@@ -16,7 +17,6 @@ from service.policy import (
     Calibration,
     Features,
     bigram_overlap,
-    char_bigrams,
     decide,
     fit_logistic,
 )
