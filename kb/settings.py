@@ -91,8 +91,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = Field(16_384, ge=256)
     rate_limit_per_minute: int = Field(600, ge=0, description="per client IP; 0 disables")
-    # Requests admitted at once; the rest get 503 at once. One worker answers about 100/s on 2
-    # cores (docs/benchmarks.md), so 64 admitted means at most ~0.6 s of queueing behind them.
+    # Requests admitted at once; the rest get 503 at once. One worker answers about 235/s on 2
+    # cores (docs/benchmarks.md), so 64 admitted means at most ~0.3 s of queueing behind them.
     max_inflight: int = Field(64, ge=1, description="requests in flight before shedding with 503")
 
     @field_validator("model")

@@ -82,6 +82,9 @@ class Metrics:
         self.batch_seconds.observe(seconds)
 
 
+WARMUP_QUERY = "退款多久能到账"
+
+
 class ServiceState:
     """What the running service holds. ``answerer`` is swapped atomically on reload."""
 
@@ -128,6 +131,9 @@ class ServiceState:
                 if self.answerer is None:
                     self.not_ready = str(exc)
                 raise
+            # Warm up before taking traffic: the lexical index and the chunk texts' bigrams are
+            # built on first use, and a burst of first requests would all wait for them.
+            answerer.retrieve([WARMUP_QUERY])
             self.answerer = answerer
             self.not_ready = None
             return answerer.index.manifest.build_id
