@@ -202,8 +202,7 @@ class Guard:
 
         limit = self.settings.max_body_bytes
         try:
-            headers = {k: v for k, v in scope["headers"] if k in (b"content-length", b"transfer-encoding")}
-            length = headers.get(b"content-length")
+            length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
             if length is not None and (not length.isdigit() or int(length) > limit):
                 await reply(413, "body_too_large", f"request body over {limit} bytes")
                 return
@@ -216,7 +215,8 @@ class Guard:
                 while more:
                     message = await receive()
                     if message["type"] != "http.request":
-                        return  # the client went away
+                        status = 499  # the client went away mid-body (nginx's code for it); nothing to answer
+                        return
                     size += len(message.get("body", b""))
                     if size > limit:
                         await reply(413, "body_too_large", f"request body over {limit} bytes")

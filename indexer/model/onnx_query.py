@@ -352,7 +352,11 @@ def load_standalone(model_path: str, model_id: str, cache_root: Path, int8: bool
     """The graph and tokenizer of a prepared local model, checked, without loading the model;
     None when there is no valid sidecar (then the caller loads the model as usual)."""
     variant = "int8" if int8 else "fp32"
-    key = folder_key(model_path, variant)
+    try:
+        key = folder_key(model_path, variant)
+    except ImportError as exc:  # onnxruntime missing from this environment: the caller falls back
+        log.warning("ONNX Runtime is not installed (%s); install kefu's dependencies again", exc)
+        return None
     if key is None:
         return None
     graph = cache_root / "onnx" / f"{_stem(model_id, variant)}-{key}.onnx"
