@@ -125,10 +125,12 @@ def serve(
 
     s = settings_of(ctx).with_overrides(host=host, port=port, workers=workers)
     cores = os.cpu_count() or 1
-    # Torch threads per worker: the cores shared out, so workers do not oversubscribe the CPU.
+    # Compute threads per worker (torch's pool, or ONNX calls at once): the cores shared out, so
+    # workers do not oversubscribe the CPU.
     threads = s.torch_threads or max(1, cores // s.workers)
     console.print(
-        f"kefu serving on http://{s.host}:{s.port} (docs: /docs) — {s.workers} worker(s), {threads} torch thread(s)"
+        f"kefu serving on http://{s.host}:{s.port} (docs: /docs) — {s.workers} worker(s), "
+        f"{threads} compute thread(s) each"
     )
     if s.workers == 1:
         from service.api import create_app
