@@ -4,8 +4,8 @@ Why: in the server, torch's forward pass holds the interpreter lock between its 
 ops, so request threads and the encoder slow each other down (a batch took 145–180 ms in the
 server against 96 ms alone). ``InferenceSession.run`` releases the lock for the whole pass, and a
 session with one thread can be run from several threads at once, one per core, with no thread
-pool to synchronise. Measured on this 2-core machine, eval queries, int8 graph:
-one call at a time 169 texts/s, two threads calling at once 329 texts/s (fused int8 graph).
+pool to synchronise. Measured on this 2-core machine, eval queries, the fused int8 graph: one
+call at a time 169 texts/s, two threads calling at once 329 texts/s.
 
 The graph is the whole sentence-transformers module chain (transformer, pooling, normalize, …),
 traced with the model's own tokenizer outputs as inputs, so any exportable model works. For a
