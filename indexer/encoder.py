@@ -241,6 +241,8 @@ class SentenceTransformerEncoder:
         if worst < MIN_COSINE[onnx.variant]:
             log.warning("the ONNX graph disagrees with the model (cosine %.4f < %.4f)", worst, MIN_COSINE[onnx.variant])
             return None
+        if not Path(self._model_path).is_dir():
+            return onnx  # a hub id: serving loads the model anyway (load_standalone needs a folder)
         try:
             write_sidecar(self._st, onnx, self._profile.query_prompt, self._dim, reference)
         except OSError as exc:  # a read-only cache still serves, only with the model loaded

@@ -248,11 +248,16 @@ def _stem(model_id: str, variant: str) -> str:
     return f"query-{variant}-{re.sub(r'[^A-Za-z0-9._-]+', '_', model_id)[-80:]}"
 
 
+def _graph_path(cache_root: Path, model_id: str, variant: str, key: str) -> Path:
+    """Where a model's graph lives: one name for exporting it and for serving it without torch."""
+    return cache_root / "onnx" / f"{_stem(model_id, variant)}-{key}.onnx"
+
+
 def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, int8: bool) -> OnnxQueryEncoder:
     """The cached graph for this model, exporting it first if there is none (or it is unreadable)."""
     variant = "int8" if int8 else "fp32"
     stem = _stem(model_id, variant)
-    path = cache_root / "onnx" / f"{stem}-{folder_key(model_path, variant) or fingerprint(st, variant)}.onnx"
+    path = _graph_path(cache_root, model_id, variant, folder_key(model_path, variant) or fingerprint(st, variant))
     names = _input_names(st)
     with _export_lock:
         if path.is_file():
@@ -359,7 +364,7 @@ def load_standalone(model_path: str, model_id: str, cache_root: Path, int8: bool
         return None
     if key is None:
         return None
-    graph = cache_root / "onnx" / f"{_stem(model_id, variant)}-{key}.onnx"
+    graph = _graph_path(cache_root, model_id, variant, key)
     sidecar = graph.with_suffix(".json")
     if not (graph.is_file() and sidecar.is_file()):
         return None
