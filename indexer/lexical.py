@@ -61,7 +61,8 @@ class LexicalIndex:
         # Postings by term (CSC): a query touches a few dozen terms, so summing their postings
         # beats a product with the whole matrix (0.17 → 0.03 ms for the bundled KB).
         csc = self.matrix.tocsc()
-        self._ptr, self._rows, self._weights = csc.indptr, csc.indices, csc.data
+        self._ptr, self._rows = csc.indptr, csc.indices
+        self._weights = csc.data * np.repeat(self.idf, np.diff(csc.indptr))  # idf folded in once
         self._n = n
         self.vocab = vocab
 
@@ -70,7 +71,9 @@ class LexicalIndex:
         terms = [j for j in (self.vocab.get(t) for t in set(char_terms(query))) if j is not None]
         if not terms:
             return np.zeros(self._n)
-        spans = [slice(self._ptr[j], self._ptr[j + 1]) for j in terms]
-        rows = np.concatenate([self._rows[sp] for sp in spans])
-        weights = np.concatenate([self._weights[sp] * self.idf[j] for sp, j in zip(spans, terms, strict=True)])
-        return np.bincount(rows, weights=weights, minlength=self._n).astype(np.float64)
+        t = np.array(terms)
+        starts = self._ptr[t]
+        lengths = self._ptr[t + 1] - starts
+        # positions of every posting of these terms, without a Python loop over the terms
+        pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        return np.bincount(self._rows[pos], weights=self._weights[pos], minlength=self._n)

@@ -675,13 +675,15 @@ def test_anchor_scores(tiny_index):
 def test_vectorised_unit_scores_match_the_per_unit_rule(tiny_index, fake_encoder, text):
     q = _q(fake_encoder, text)
     cos = tiny_index.vectors @ q
-    scores, q_best, best_rows = tiny_index._layout.scores(cos, ANSWER_WEIGHT)
-    for i, unit in enumerate(tiny_index._layout.ids):
+    layout = tiny_index._layout
+    scores, q_best, per_unit = layout.scores(np.append(cos, -np.inf).astype(np.float32), ANSWER_WEIGHT)
+    for i, unit in enumerate(layout.ids):
         rows = tiny_index.units[unit]
         expected = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
         assert scores[i] == pytest.approx(expected[0], abs=1e-6)
         assert q_best[i] == pytest.approx(expected[1], abs=1e-6)
-        assert best_rows[i] == expected[2]
+        assert layout.all[i, per_unit[i].argmax()] == expected[2]
+        assert sorted(per_unit[i][: len(rows)]) == pytest.approx(sorted(cos[rows]), abs=1e-6)
 
 
 def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
@@ -692,3 +694,23 @@ def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
         assert units[0].unit_id == "refund-shipping-fee"
     with pytest.raises(ValueError, match="unknown retrieval mode"):
         tiny_index.search_units_fused(q, "x", 5, "nope")
+
+
+@pytest.mark.parametrize("mode", ["lexical", "rrf", "weighted"])
+@pytest.mark.parametrize("k", [1, 3, 10_000])
+def test_fused_hits_carry_each_units_own_evidence(tiny_index, fake_encoder, mode, k):
+    """Brute-force oracle: every fused hit's score, question score, best row and votes are what
+    the per-unit rule gives for that unit, whatever the fused order."""
+    text = "退货运费谁出"
+    q = _q(fake_encoder, text)
+    cos = tiny_index.vectors @ q
+    units = tiny_index.search_units_fused(q, text, k, mode)
+    assert len(units) == min(k, len(tiny_index.units))
+    nearest = set(np.argsort(-cos)[: min(len(cos), max(64, k * 12))].tolist())
+    for r, u in enumerate(units):
+        rows = tiny_index.units[u.unit_id]
+        score, q_side, best = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+        assert u.rank == r
+        assert u.score == pytest.approx(score, abs=1e-6) and u.question_score == pytest.approx(q_side, abs=1e-6)
+        assert u.best_chunk == best
+        assert u.votes == len(nearest & set(rows))
