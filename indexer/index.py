@@ -265,14 +265,15 @@ class Index:
         # (at least as close as the k_vec-th nearest; only exact ties can add one).
         k_vec = min(n, max(64, k_units * 12))
         nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
-        hits = []
-        for r, i in enumerate(order):
-            row = per_unit[i]
-            best = int(layout.all[i, int(row.argmax())])
-            hits.append(
-                UnitHit(layout.ids[i], float(dense[i]), r, best, float(q_best[i]), int((row >= nearest_kth).sum()))
+        rows = per_unit[order]
+        best = layout.all[order, rows.argmax(axis=1)].tolist()
+        votes = (rows >= nearest_kth).sum(axis=1).tolist()
+        return [
+            UnitHit(layout.ids[i], d, r, b, qb, v)
+            for r, (i, d, b, qb, v) in enumerate(
+                zip(order.tolist(), dense[order].tolist(), best, q_best[order].tolist(), votes, strict=True)
             )
-        return hits
+        ]
 
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
         if self.anchors.shape[0] == 0:
@@ -297,7 +298,7 @@ class _UnitLayout:
 
         def matrix(lists: list[list[int]]) -> np.ndarray:
             width = max(1, max((len(x) for x in lists), default=1))
-            m = np.full((len(lists), width), pad, dtype=np.int64)
+            m = np.full((len(lists), width), pad, dtype=np.int32)  # int32: half the cache lines of int64
             for i, x in enumerate(lists):
                 m[i, : len(x)] = x
             return m
