@@ -52,6 +52,7 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
         ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
         ("no greeting stripping", _copy(base, strip_greetings=False), ""),
+        ("synonym expansion", _copy(base, expand_synonyms=True), "resources/synonyms.yaml (KEFU_EXPAND_SYNONYMS)"),
     ]
     out = []
     for name, answerer, note in variants:
@@ -66,7 +67,9 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
 
 
 def _with_index(base: Answerer, index: Index) -> Answerer:
-    return Answerer(index, base.encode, base.sensitive, base.options, None, None, base.greetings, base.calibration)
+    return Answerer(
+        index, base.encode, base.sensitive, base.options, None, None, base.greetings, base.calibration, base.synonyms
+    )
 
 
 def _copy(base: Answerer, **options: Any) -> Answerer:
@@ -79,4 +82,5 @@ def _copy(base: Answerer, **options: Any) -> Answerer:
         None,
         base.greetings,
         base.calibration,
+        base.synonyms,
     )

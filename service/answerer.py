@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from service.detect import SensitiveDetector, is_followup, is_greeting, is_user_
 from service.policy import Calibration, Features, decide
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.sessions import SessionStore, Turn
+from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
@@ -36,6 +38,7 @@ class Retrieval:
     features: Features | None
     confidence: float
     used_context: bool
+    synonyms: tuple[str, ...] = ()  # standard terms the search added (resources/synonyms.yaml)
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class AnswererOptions:
     use_context: bool = True
     strip_greetings: bool = True
     normalize_queries: bool = True  # off only in ablations: shows what normalisation buys
+    expand_synonyms: bool = False  # KEFU_EXPAND_SYNONYMS; the ablation row shows what it buys on dev
     retrieval: str = "rrf"  # dense | lexical | rrf | weighted; the eval ablations decide the default
 
 
@@ -60,6 +64,7 @@ class Answerer:
         tickets: TicketStore | None = None,
         greetings: Sequence[str] = (),
         calibration: Calibration | None = None,
+        synonyms: SynonymExpander | None = None,
     ) -> None:
         self.index = index
         self.encode = encode
@@ -69,6 +74,7 @@ class Answerer:
         self.tickets = tickets
         self.greetings = tuple(greetings)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
+        self.synonyms = synonyms or SynonymExpander({})
 
     # --- evidence -------------------------------------------------------------------------------
     def features(self, text: str, qvec: np.ndarray, units: list[UnitHit]) -> Features | None:
@@ -94,17 +100,23 @@ class Answerer:
         )
 
     def retrieve(self, texts: list[str]) -> list[Retrieval]:
-        """Encode ``texts`` in one call and score each; used for the plain and contextual variants."""
-        vecs = self.encode(texts)
+        """Encode ``texts`` in one call and score each; used for the plain and contextual variants.
+
+        Each text is searched with its synonym expansion, but the evidence (bigram overlap,
+        length) is measured on the text itself, so confidence means the same with or without a
+        synonym table.
+        """
+        expanded = [self.synonyms.expand(t) if self.options.expand_synonyms else (t, ()) for t in texts]
+        vecs = self.encode([search for search, _ in expanded])
         out = []
-        for text, vec in zip(texts, vecs, strict=True):
+        for text, (search, added), vec in zip(texts, expanded, vecs, strict=True):
             if self.options.retrieval == "dense":
                 units = self.index.search_units(vec, CANDIDATE_UNITS)
             else:
-                units = self.index.search_units_fused(vec, text, CANDIDATE_UNITS, self.options.retrieval)
+                units = self.index.search_units_fused(vec, search, CANDIDATE_UNITS, self.options.retrieval)
             f = self.features(text, vec, units)
             conf = self.calibration.confidence(f) if f is not None else 0.0
-            out.append(Retrieval(text, units, f, conf, False))
+            out.append(Retrieval(text, units, f, conf, False, added))
         return out
 
     def _item(self, u: UnitHit) -> AnswerItem:
@@ -191,11 +203,12 @@ class Answerer:
         results = self.retrieve(variants)
         best = results[0]
         if len(results) > 1 and results[1].confidence > best.confidence:
-            best = Retrieval(results[1].text, results[1].units, results[1].features, results[1].confidence, True)
+            best = dataclasses.replace(results[1], used_context=True)
         trace.update(
             {
                 "retrieval_text": best.text,
                 "used_context": best.used_context,
+                **({"synonyms": list(best.synonyms)} if best.synonyms else {}),
                 "confidence": round(best.confidence, 4),
                 "answer_at": self.calibration.answer_at,
                 "clarify_at": self.calibration.clarify_at,

@@ -14,6 +14,7 @@ from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.detect import SensitiveDetector
 from service.sessions import SessionStore
+from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
 
 
@@ -32,6 +33,7 @@ def options_from(settings: Settings) -> AnswererOptions:
         max_query_chars=settings.max_query_chars,
         handoff_message=settings.handoff_message,
         retrieval=settings.retrieval,
+        expand_synonyms=settings.expand_synonyms,
     )
 
 
@@ -58,7 +60,7 @@ class Runtime:
     def answerer(self, index: Index | None = None, encode=None) -> Answerer:  # type: ignore[no-untyped-def]
         index = index or self.store.load_current(self.encoder.model_id)
         kb_root = Path(index.manifest.kb_root)
-        greetings = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
+        resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
         return Answerer(
             index=index,
             encode=encode or self.encoder.encode_queries,
@@ -66,7 +68,8 @@ class Runtime:
             options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,
-            greetings=greetings.greetings + greetings.thanks,
+            greetings=resources.greetings + resources.thanks,
+            synonyms=SynonymExpander(resources.synonyms),
         )
 
 

@@ -86,6 +86,8 @@ def tiny_kb_dir(tmp_path: Path) -> Path:
     (root / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
     (root / "faq" / "logistics.yaml").write_text(TINY_FAQ_LOGISTICS, "utf-8")
     (root / "rules" / "rules-return.md").write_text(TINY_RULES, "utf-8")
+    (root / "resources").mkdir()
+    (root / "resources" / "synonyms.yaml").write_text("运费险: [退货保险, 退运险]\n", "utf-8")
     return root
 
 
