@@ -696,21 +696,47 @@ def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
         tiny_index.search_units_fused(q, "x", 5, "nope")
 
 
+@pytest.fixture(scope="module")
+def wide_index(tmp_path_factory):
+    """The tiny KB plus 30 extra entries: more vectors than the 64 that votes count."""
+    from kb.settings import Settings
+    from tests.conftest import TINY_FAQ
+
+    root = tmp_path_factory.mktemp("wide")
+    kb_dir = root / "kb"
+    (kb_dir / "faq").mkdir(parents=True)
+    (kb_dir / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
+    for n in range(30):
+        _add_entry(kb_dir, n)
+    encoder = FakeEncoder(dim=128)
+    settings = Settings(kb_dir=kb_dir, data_dir=root / "data", model="fake:hash-128")
+    store = IndexStore(settings.index_home, settings.keep_builds)
+    _build(kb_dir, encoder, store)
+    index = store.load_current(encoder.model_id)
+    assert index.vectors.shape[0] > 64
+    return index, encoder
+
+
 @pytest.mark.parametrize("mode", ["lexical", "rrf", "weighted"])
 @pytest.mark.parametrize("k", [1, 3, 10_000])
-def test_fused_hits_carry_each_units_own_evidence(tiny_index, fake_encoder, mode, k):
+@pytest.mark.parametrize("text", ["退货运费谁出", "第3号额外问题怎么办"])
+def test_fused_hits_carry_each_units_own_evidence(wide_index, mode, k, text):
     """Brute-force oracle: every fused hit's score, question score, best row and votes are what
     the per-unit rule gives for that unit, whatever the fused order."""
-    text = "退货运费谁出"
-    q = _q(fake_encoder, text)
-    cos = tiny_index.vectors @ q
-    units = tiny_index.search_units_fused(q, text, k, mode)
-    assert len(units) == min(k, len(tiny_index.units))
-    nearest = set(np.argsort(-cos)[: min(len(cos), max(64, k * 12))].tolist())
+    index, encoder = wide_index
+    q = _q(encoder, text)
+    cos = index.vectors @ q
+    units = index.search_units_fused(q, text, k, mode)
+    assert len(units) == min(k, len(index.units))
+    k_vec = min(len(cos), max(64, k * 12))
+    kth = float(np.sort(cos)[::-1][k_vec - 1])  # votes count the vectors at least this close
     for r, u in enumerate(units):
-        rows = tiny_index.units[u.unit_id]
-        score, q_side, best = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+        rows = index.units[u.unit_id]
+        score, q_side, best = index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
         assert u.rank == r
         assert u.score == pytest.approx(score, abs=1e-6) and u.question_score == pytest.approx(q_side, abs=1e-6)
         assert u.best_chunk == best
-        assert u.votes == len(nearest & set(rows))
+        # the fake encoder makes exact ties; rounding may put a tied vector on either side
+        assert int((cos[rows] > kth + 1e-6).sum()) <= u.votes <= int((cos[rows] >= kth - 1e-6).sum())
+    if k >= len(index.units):
+        assert sum(u.votes for u in units) >= k_vec
