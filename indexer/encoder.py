@@ -29,6 +29,7 @@ from indexer.model.onnx_query import (
     StandaloneTokenizer,
     load_or_export,
     load_standalone,
+    worst_probe_cosine,
     write_sidecar,
 )
 from kb.errors import ConfigError, ModelError
@@ -237,8 +238,8 @@ class SentenceTransformerEncoder:
         except Exception as exc:  # export is model-dependent: any failure means "use torch"
             log.warning("cannot export %s to ONNX (%s: %s)", self._model_id, type(exc).__name__, exc)
             return None
-        worst = float(np.min(np.sum(reference * got, axis=1)))
-        if worst < MIN_COSINE[onnx.variant]:
+        worst, agrees = worst_probe_cosine(got, reference, onnx.variant)
+        if not agrees:
             log.warning("the ONNX graph disagrees with the model (cosine %.4f < %.4f)", worst, MIN_COSINE[onnx.variant])
             return None
         if not Path(self._model_path).is_dir():
