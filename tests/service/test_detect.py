@@ -196,3 +196,36 @@ def test_is_followup(text: str, expected: bool):
 def test_followup_length_bound():
     assert is_followup("那" + "a" * (FOLLOWUP_MAX_CHARS - 1))
     assert not is_followup("那" + "a" * FOLLOWUP_MAX_CHARS)
+
+
+def _one_by_one(detector: SensitiveDetector, norm: str) -> str | None:
+    """Oracle: every term's own pattern, in order, as the detector did before its union search."""
+    for group, _, pattern in detector._patterns:
+        if pattern.search(norm):
+            return group
+    return None
+
+
+def test_union_search_agrees_with_each_term_alone(bundled_detector: SensitiveDetector):
+    from eval.dataset import load_split
+
+    assert bundled_detector._any is not None  # the bundled terms do join into one pattern
+    texts = [normalize(it.query) for split in ("dev", "test") for it in load_split(split)]
+    hits = 0
+    for text in texts:
+        got = bundled_detector.match(text)
+        assert (got.group if got else None) == _one_by_one(bundled_detector, text), text
+        hits += got is not None
+    assert hits >= 25  # the labelled sets' sensitive messages are found
+
+
+@pytest.mark.parametrize(
+    ("terms", "text"),
+    [([r"(投诉)\1", "律师"], "投诉投诉"), (["律师", "(?i)abc"], "abc")],
+    ids=["backref", "inline-flag"],
+)
+def test_terms_that_cannot_be_joined_are_searched_one_by_one(terms: list[str], text: str):
+    d = SensitiveDetector.from_terms(terms)
+    assert d._any is None
+    assert d.match("我要找律师") is not None and d.match("你好") is None
+    assert d.match(text) is not None
