@@ -11,6 +11,7 @@ from eval.runner import run, summarize
 from indexer.index import Index
 from indexer.vectors import VectorIndex
 from service.answerer import Answerer
+from service.policy import Calibration
 
 
 def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
@@ -32,9 +33,16 @@ def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
 
 
 def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]:
+    ranked = " + learned ranker" if base.ranker is not None else ""
+    raw = "; AUC of the raw top-1 cosine (the calibration needs the ranker)" if ranked else ""
     variants: list[tuple[str, Answerer, str]] = [
-        ("default", base, f"question + alternatives + answers + rules; {base.options.retrieval}; normalised; context"),
-        ("dense only", _copy(base, retrieval="dense"), "multilingual-e5-small"),
+        (
+            "default",
+            base,
+            f"question + alternatives + answers + rules; {base.options.retrieval}{ranked}; normalised; context"
+            + ("; dev is the ranker's training data (cross-fitted dev: calibration report)" if ranked else ""),
+        ),
+        ("dense only", _copy(base, retrieval="dense"), f"multilingual-e5-small{raw}"),
         ("no alternative questions", _with_index(base, subset_index(base.index, lambda k: k != "alt")), ""),
         (
             "questions and alternatives only",
@@ -46,9 +54,13 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
             _with_index(base, subset_index(base.index, lambda k: k in ("answer", "rules", "doc"))),
             "",
         ),
-        ("lexical only (BM25, chars+bigrams)", _copy(base, retrieval="lexical"), ""),
-        ("fusion: RRF(dense, lexical)", _copy(base, retrieval="rrf"), "k=60"),
-        ("fusion: dense + 0.1·lexical", _copy(base, retrieval="weighted"), ""),
+        ("lexical only (BM25, chars+bigrams)", _copy(base, retrieval="lexical"), raw.lstrip("; ")),
+        (
+            "fusion: RRF(dense, lexical), no learned ranker",
+            _copy(base, retrieval="rrf", rerank=False),
+            f"k=60{raw}",
+        ),
+        ("fusion: dense + 0.1·lexical", _copy(base, retrieval="weighted"), raw.lstrip("; ")),
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
         ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
         ("no greeting stripping", _copy(base, strip_greetings=False), ""),
@@ -72,15 +84,13 @@ def _with_index(base: Answerer, index: Index) -> Answerer:
     )
 
 
-def _copy(base: Answerer, **options: Any) -> Answerer:
+def _copy(base: Answerer, calibration: Calibration | None = None, **options: Any) -> Answerer:
+    """``base`` with other options. A variant the calibration's ranker cannot serve (another
+    retrieval, or the ranker off) gets the uncalibrated confidence: its AUC is the raw top-1's."""
+    opts = replace(base.options, **options)
+    if calibration is None:
+        ranked = "rank_prob" in base.calibration.names
+        calibration = Calibration() if ranked and (opts.retrieval != "rrf" or not opts.rerank) else base.calibration
     return Answerer(
-        base.index,
-        base.encode,
-        base.sensitive,
-        replace(base.options, **options),
-        None,
-        None,
-        base.greetings,
-        base.calibration,
-        base.synonyms,
+        base.index, base.encode, base.sensitive, opts, None, None, base.greetings, calibration, base.synonyms
     )

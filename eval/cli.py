@@ -13,7 +13,8 @@ from rich.table import Table
 from eval.calibrate import PRECISION_SE_MARGIN
 from eval.dataset import EvalItem, load_split
 from eval.runner import RunResult, evaluate
-from kb.clikit import console, edge, settings_of
+from kb.clikit import console, edge, err_console, settings_of
+from kb.errors import ConfigError
 
 eval_app = typer.Typer(help="Offline evaluation, calibration and reports.", no_args_is_help=True)
 
@@ -70,6 +71,47 @@ def run_cmd(
     _print_headline(result.metrics["headline"], f"kefu eval — {split}")
 
 
+def _fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool):  # type: ignore[no-untyped-def]
+    from eval.calibrate import cross_fit_ranker, kb_groups
+
+    if quiet:
+        return cross_fit_ranker(answerer, items, kb_groups(answerer.index))
+    with _progress() as bar:
+        t_kb = bar.add_task("ranker: KB alternatives", total=None)
+        kb = kb_groups(answerer.index, progress=lambda d, t: bar.update(t_kb, completed=d, total=t))
+        t_dev = bar.add_task("ranker: dev, cross-fitted", total=len(items))
+        return cross_fit_ranker(answerer, items, kb, lambda d, t: bar.update(t_dev, completed=d))
+
+
+def _calibrate_dev(  # type: ignore[no-untyped-def]
+    answerer: Any,
+    items: list[EvalItem],
+    quiet: bool,
+    ranker: bool = True,
+    precision: float = 0.95,
+    oos_recall: float = 0.95,
+    margin_se: float = PRECISION_SE_MARGIN,
+):
+    """(calibration, report, ranker or None): the ranker cross-fitted on dev when asked and
+    possible, then the confidence model and thresholds on the dev results."""
+    from eval.calibrate import calibrate
+    from eval.runner import summarize
+
+    fitted = results = None
+    if ranker:
+        try:
+            fitted, results, summary = _fit_ranker(answerer, items, quiet)
+        except ConfigError as exc:  # a KB without alternatives and a small dev split: go on without
+            err_console.print(f"[yellow]ranker not fitted:[/] {exc}; calibrating without it", highlight=False)
+    if results is None:
+        results = _evaluate(answerer, items, "dev", quiet).results
+    cal, report = calibrate(results, precision, oos_recall, margin_se, ranker=fitted)
+    if fitted is not None:
+        retrieval = summarize(results, 0.0)["retrieval"]
+        report["ranker"] = {**summary, "dev_cross_fitted": {k: retrieval[k] for k in ("hit@1", "mrr@10", "recall@5")}}
+    return cal, report, fitted
+
+
 @eval_app.command("calibrate")
 @edge
 def calibrate_cmd(
@@ -82,16 +124,18 @@ def calibrate_cmd(
         help="aim this many standard errors above the precision target (0 = exactly at it)",
     ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
+    ranker: bool = typer.Option(
+        True, "--ranker/--no-ranker", help="fit the learned ranker too (on dev and the KB's alternative questions)"
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Fit thresholds (and the confidence model) on dev; store them in the current index manifest."""
-    from eval.calibrate import calibrate
+    """Fit thresholds (and the confidence model, and the ranker) on dev; store them in the
+    current index manifest."""
     from indexer.store import write_calibration
 
     rt = _runtime(ctx)
     answerer = rt.answerer()
-    result = _evaluate(answerer, load_split("dev"), "dev", as_json)
-    cal, report = calibrate(result.results, precision, oos_recall, margin_se)
+    cal, report, fitted = _calibrate_dev(answerer, load_split("dev"), as_json, ranker, precision, oos_recall, margin_se)
     folder = answerer.index.folder
     assert folder is not None
     write_calibration(folder, cal.to_json())
@@ -106,7 +150,7 @@ def calibrate_cmd(
         )
     op = report["operating_point_cv"]
     if as_json:
-        print(json.dumps({**op, "build": folder.name}, ensure_ascii=False))
+        print(json.dumps({**op, "build": folder.name, "ranker": report.get("ranker")}, ensure_ascii=False))
         return
     console.print(
         f"calibrated build {folder.name}: answer at confidence ≥ {op['answer_at']:.3f}, "
@@ -114,6 +158,14 @@ def calibrate_cmd(
         f"dev (cross-validated): coverage {op['coverage']:.3f}, answered precision {op['answered_precision']:.3f}, "
         f"out-of-scope handoff recall {op['oos_handoff_recall']:.3f}, clarify rate {op['clarify_rate']:.3f}"
     )
+    if fitted is not None:
+        summary = report["ranker"]
+        cv = summary["dev_cross_fitted"]
+        console.print(
+            f"ranker: fitted on {summary['dev_queries']} dev queries and {summary['kb_queries']} KB alternatives; "
+            f"dev with cross-fitted rankers: hit@1 {cv['hit@1']:.3f}, MRR@10 {cv['mrr@10']:.3f}, "
+            f"recall@5 {cv['recall@5']:.3f}"
+        )
 
 
 @eval_app.command("report")
@@ -140,10 +192,8 @@ def report_cmd(
     cal_path = folder / "calibration_report.json" if folder else None
     if cal_path is not None and cal_path.is_file():
         cal_report = json.loads(cal_path.read_text("utf-8"))
-    else:
-        from eval.calibrate import calibrate
-
-        cal_report = calibrate(dev.results)[1]
+    else:  # a build that took the shipped calibration: refit on dev for the curve (not stored)
+        cal_report = _calibrate_dev(answerer, dev_items, as_json, ranker=answerer.ranker is not None)[1]
     abl = run_ablations(answerer, dev_items) if ablations else []
     ind = independence(dev_items + test_items, load_kb(s.kb_dir))
     path = write_report(

@@ -153,6 +153,16 @@ def write_report(
         f"operating point on dev (cross-validated): {json.dumps(calibration.get('operating_point_cv', {}))}.",
         "",
     ]
+    ranker = calibration.get("ranker")
+    if ranker:
+        cv = ranker.get("dev_cross_fitted", {})
+        lines += [
+            f"Learned ranker: fitted on {ranker.get('dev_queries')} dev queries (weight {ranker.get('dev_weight')}) "
+            f"and {ranker.get('kb_queries')} KB alternative questions. The dev column above is its training data; "
+            f"dev ranked by rankers fitted without each query's fold: hit@1 {_fmt(cv.get('hit@1'))}, "
+            f"MRR@10 {_fmt(cv.get('mrr@10'))}, recall@5 {_fmt(cv.get('recall@5'))}.",
+            "",
+        ]
     for p in pngs:
         lines += [f"![{p}]({p})", ""]
     lines += ["## Handoff by reason (test)", ""]

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from indexer.chunking import QUESTION_KINDS, Chunk
-from indexer.lexical import LexicalIndex, char_bigrams
+from indexer.lexical import BigramPostings, LexicalIndex, char_bigrams
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.vectors import Hit, VectorIndex
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
@@ -34,6 +34,27 @@ ANSWER_WEIGHT = 0.5  # weight of the answer-text cosine in an FAQ entry's score;
 QUESTION_TOPN = 2  # question-side matches averaged per entry; dev hit@1 0.723 (best one) → 0.744
 LEXICAL_WEIGHT = 0.1  # weighted fusion: 0.9·dense + 0.1·lexical was the best mix in shared/notes
 FUSION_MODES = ("lexical", "rrf", "weighted")
+# Votes count a unit's vectors among the k nearest. The fused search of CANDIDATE_UNITS = 10 units
+# uses k = max(64, 10·12) = 120; a candidate pool uses the same k, so a reranked top unit carries the
+# votes the confidence model was fitted on.
+POOL_VOTE_VECTORS = 120
+
+# Columns of CandidatePool.x: what a learned ranker (service/ranker.py) sees of each candidate.
+# Ratios and log-ranks keep them on one scale across queries and knowledge bases. Coverage
+# columns count the query's character bigrams (as in BM25's channel) that a text contains.
+POOL_FEATURES = (
+    "dense",  # the unit score the fused search ranks by (question-side mean + answer, cosine scale)
+    "question",  # best cosine over the unit's question and alternative-question vectors
+    "answer",  # best cosine over its answer / document rows (the unit score where it has none)
+    "lexical",  # unit BM25 / the best unit BM25 for this query
+    "lexical_question",  # BM25 of its best question row / the best unit BM25
+    "dense_rank",  # log(1 + 0-based rank by dense score among all units)
+    "lexical_rank",  # log(1 + rank by BM25)
+    "votes",  # log(1 + its vectors among the POOL_VOTE_VECTORS nearest)
+    "cover_question",  # largest share of the query's bigrams found in one of its questions
+    "cover_answer",  # largest share found in one of its answer / document rows
+    "cover_unit",  # share of the query's bigrams found anywhere in the unit
+)
 
 
 class Manifest(BaseModel):
@@ -79,6 +100,14 @@ class UnitHit:
     votes: int  # how many of the unit's vectors are in the retrieved list
 
 
+@dataclass(frozen=True)
+class CandidatePool:
+    """The best units by reciprocal-rank fusion, each described by POOL_FEATURES (row i ↔ units[i])."""
+
+    units: list[UnitHit]
+    x: np.ndarray  # float64 [len(units), len(POOL_FEATURES)]
+
+
 class Index:
     """A loaded (or freshly built) index: search by vectors, aggregate per answer unit."""
 
@@ -114,6 +143,7 @@ class Index:
         self._layout = _UnitLayout(self.units, self._is_question)
         self._norm_texts: list[str] | None = None
         self._bigrams: list[frozenset[str]] | None = None
+        self._postings: tuple[BigramPostings, BigramPostings] | None = None
 
     @property
     def norm_texts(self) -> list[str]:
@@ -128,6 +158,15 @@ class Index:
         if self._bigrams is None:
             self._bigrams = [frozenset(char_bigrams(t)) for t in self.norm_texts]
         return self._bigrams
+
+    @property
+    def bigram_postings(self) -> tuple[BigramPostings, BigramPostings]:
+        """Bigram postings of every row and of every unit (the union of its rows), built once."""
+        if self._postings is None:
+            grams = self.norm_bigrams
+            per_unit = [frozenset().union(*(grams[r] for r in self.units[u])) for u in self._layout.ids]
+            self._postings = (BigramPostings(grams), BigramPostings(per_unit))
+        return self._postings
 
     # --- persistence ---------------------------------------------------------------------------
     def save(self, folder: Path) -> None:
@@ -246,13 +285,8 @@ class Index:
         the decision evidence means the same in every mode."""
         if mode not in FUSION_MODES:
             raise ValueError(f"unknown retrieval mode {mode!r}; allowed: dense, {', '.join(FUSION_MODES)}")
-        layout = self._layout
-        n = len(self.chunks)
-        cos = np.empty(n + 1, dtype=np.float32)
-        cos[n] = -np.inf  # the padding slot of the layout matrices
-        # np.dot, not @: numpy's matmul path for matrix·vector skips BLAS here (8 ms vs 0.14 ms).
-        np.dot(self.vectors, np.asarray(qvec, dtype=np.float32).reshape(-1), out=cos[:n])
-        dense, q_best, per_unit = layout.scores(cos, ANSWER_WEIGHT)
+        cos = self._cosines(qvec)
+        dense, q_best, per_unit, _ = self._layout.scores(cos, ANSWER_WEIGHT)
         lex = self.lexical_unit_scores(query)
         if mode == "lexical":
             key = lex
@@ -261,9 +295,86 @@ class Index:
         else:
             key = dense + LEXICAL_WEIGHT * lex / max(float(lex.max()), 1e-9)
         order = np.argsort(-key, kind="stable")[:k_units]
+        k_vec = min(len(self.chunks), max(64, k_units * 12))
+        return self._hits(order, cos, dense, q_best, per_unit, k_vec)
+
+    def candidate_pool(self, qvec: np.ndarray, query: str, size: int, exclude_row: int | None = None) -> CandidatePool:
+        """The ``size`` best units by RRF of dense and lexical ranks (the ``rrf`` order), with
+        POOL_FEATURES for a learned ranker. ``exclude_row`` leaves one vector row out of every
+        channel, so a stored alternative question can stand in for an unseen query (training)."""
+        if size < 1:
+            raise ValueError(f"pool size must be ≥ 1, got {size}")
+        layout = self._layout
+        cos = self._cosines(qvec)
+        bm25 = self.lexical.scores(query)
+        if exclude_row is not None:
+            cos[exclude_row] = -np.inf
+            bm25[exclude_row] = 0.0
+        dense, q_best, per_unit, answer = layout.scores(cos, ANSWER_WEIGHT)
+        bm = layout._padded(bm25)
+        lex = np.take(bm, layout.all).max(axis=1)
+        d_rank, l_rank = _ranks(dense), _ranks(lex)
+        key = 1.0 / (RRF_K + d_rank) + 1.0 / (RRF_K + l_rank)
+        order = np.argsort(-key, kind="stable")[:size]
+        units = self._hits(order, cos, dense, q_best, per_unit, min(len(self.chunks), POOL_VOTE_VECTORS))
+        rows_postings, unit_postings = self.bigram_postings
+        grams = char_bigrams(query)
+        n_grams = max(1, len(grams))
+        in_row = rows_postings.counts(grams).astype(np.float32)
+        if exclude_row is not None:
+            in_row[exclude_row] = 0.0
+        cover = layout._padded(in_row / n_grams)
+        cover_q = np.take(cover, layout.q[order]).max(axis=1)
+        cover_a = np.take(cover, layout.other[order]).max(axis=1)
+        cover_u = unit_postings.counts(grams)[order] / n_grams
+        if exclude_row is not None:  # the left-out row's own bigrams must not count for its unit
+            rest = self.norm_bigrams
+            for j, i in enumerate(order.tolist()):
+                if exclude_row in self.units[layout.ids[i]]:
+                    others = [rest[r] for r in self.units[layout.ids[i]] if r != exclude_row]
+                    cover_u[j] = len(grams & frozenset().union(*others)) / n_grams
+        lex_max = max(float(lex.max()), 1e-9)
+        lex_q = np.take(bm, layout.q[order]).max(axis=1)
+        x = np.column_stack(
+            [
+                dense[order],
+                q_best[order],
+                answer[order],
+                lex[order] / lex_max,
+                np.where(np.isfinite(lex_q), lex_q, 0.0) / lex_max,
+                np.log1p(d_rank[order]),
+                np.log1p(l_rank[order]),
+                np.log1p([u.votes for u in units]),
+                np.where(np.isfinite(cover_q), cover_q, 0.0),
+                np.where(np.isfinite(cover_a), cover_a, 0.0),
+                cover_u,
+            ]
+        ).astype(np.float64)
+        return CandidatePool(units, x)
+
+    def _cosines(self, qvec: np.ndarray) -> np.ndarray:
+        """Cosine of the query with every row, plus the -inf padding slot the layout points at."""
+        n = len(self.chunks)
+        cos = np.empty(n + 1, dtype=np.float32)
+        cos[n] = -np.inf
+        # np.dot, not @: numpy's matmul path for matrix·vector skips BLAS here (8 ms vs 0.14 ms).
+        np.dot(self.vectors, np.asarray(qvec, dtype=np.float32).reshape(-1), out=cos[:n])
+        return cos
+
+    def _hits(
+        self,
+        order: np.ndarray,
+        cos: np.ndarray,
+        dense: np.ndarray,
+        q_best: np.ndarray,
+        per_unit: np.ndarray,
+        k_vec: int,
+    ) -> list[UnitHit]:
+        """UnitHits for the units ``order`` (ranked in that order) with best rows and votes."""
+        layout = self._layout
+        n = len(self.chunks)
         # Votes as in dense search: how many of a unit's vectors are among the k_vec nearest ones
         # (at least as close as the k_vec-th nearest; only exact ties can add one).
-        k_vec = min(n, max(64, k_units * 12))
         nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
         rows = per_unit[order]
         best = layout.all[order, rows.argmax(axis=1)].tolist()
@@ -324,10 +435,11 @@ class _UnitLayout:
         """Each unit's largest value over its rows (``values`` has one entry per vector row)."""
         return np.asarray(np.take(self._padded(values), self.all).max(axis=1))
 
-    def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unit score, best question-side cosine, the units' row cosines) for every unit; same rule
-        as ``Index._unit_score``. ``cos`` holds one cosine per row plus the -inf padding slot; the
-        third result is ``cos`` laid out as ``self.all`` (best rows and votes come from it)."""
+    def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(unit score, best question-side cosine, the units' row cosines, best answer-side
+        cosine) for every unit; same rule as ``Index._unit_score``. ``cos`` holds one cosine per
+        row plus the -inf padding slot; the third result is ``cos`` laid out as ``self.all`` (best
+        rows and votes come from it); the fourth is the unit score where a unit has no answer row."""
         per_unit = np.take(cos, self.all)
         overall = per_unit.max(axis=1)
         qm = np.take(cos, self.q)
@@ -339,7 +451,8 @@ class _UnitLayout:
         q_best = np.where(self.has_q, q_top, overall)
         other = np.take(cos, self.other).max(axis=1)
         mixed = (q_agree + w * other) / (1.0 + w)
-        return np.where(self.mixed, mixed, overall), q_best, per_unit
+        score = np.where(self.mixed, mixed, overall)
+        return score, q_best, per_unit, np.where(np.isfinite(other), other, score)
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:

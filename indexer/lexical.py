@@ -77,3 +77,38 @@ class LexicalIndex:
         # positions of every posting of these terms, without a Python loop over the terms
         pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
         return np.bincount(self._rows[pos], weights=self._weights[pos], minlength=self._n)
+
+
+class BigramPostings:
+    """Which texts contain each character bigram, to count a query's bigrams in every text at once.
+
+    ``counts(grams)[i]`` is ``len(grams & sets[i])``: the same as a loop of set intersections
+    (tests/indexer/test_lexical.py checks it against one), in two numpy calls.
+    """
+
+    def __init__(self, sets: Sequence[Set[str]]) -> None:
+        vocab: dict[str, int] = {}
+        postings: list[list[int]] = []
+        for i, grams in enumerate(sets):
+            for g in grams:
+                j = vocab.setdefault(g, len(vocab))
+                if j == len(postings):
+                    postings.append([])
+                postings[j].append(i)
+        self.vocab = vocab
+        self._ptr = np.zeros(len(postings) + 1, dtype=np.int64)
+        self._ptr[1:] = np.cumsum([len(p) for p in postings])
+        self._rows = np.array([i for p in postings for i in p], dtype=np.int64)
+        self.sizes = np.array([len(s) for s in sets], dtype=np.int64)
+        self._n = len(sets)
+
+    def counts(self, grams: Set[str]) -> np.ndarray:
+        """How many of ``grams`` each text contains."""
+        ids = [j for j in (self.vocab.get(g) for g in grams) if j is not None]
+        if not ids:
+            return np.zeros(self._n, dtype=np.int64)
+        t = np.array(ids)
+        starts = self._ptr[t]
+        lengths = self._ptr[t + 1] - starts
+        pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        return np.bincount(self._rows[pos], minlength=self._n)

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from indexer.chunking import QUESTION_KINDS
-from indexer.index import Index, UnitHit
+from indexer.index import CandidatePool, Index, UnitHit
 from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import normalize
-from kb.errors import InputError
+from kb.errors import ConfigError, InputError
 from service.detect import SensitiveDetector, is_followup, is_greeting, is_user_request, strip_greeting
 from service.policy import Calibration, Features, decide
+from service.ranker import Ranker
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.sessions import SessionStore, Turn
 from service.synonyms import SynonymExpander
@@ -51,6 +52,7 @@ class AnswererOptions:
     normalize_queries: bool = True  # off only in ablations: shows what normalisation buys
     expand_synonyms: bool = False  # KEFU_EXPAND_SYNONYMS; the ablation row shows what it buys on dev
     retrieval: str = "rrf"  # dense | lexical | rrf | weighted; the eval ablations decide the default
+    rerank: bool = True  # apply the calibration's learned ranker (rrf only); off in an ablation row
 
 
 class Answerer:
@@ -75,9 +77,19 @@ class Answerer:
         self.greetings = tuple(greetings)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
         self.synonyms = synonyms or SynonymExpander({})
+        # The ranker is fitted with the calibration (same dev run, same KB and model) and reorders
+        # the rrf pool; a confidence model that reads its probability cannot run without it.
+        use_ranker = bool(self.calibration.ranker) and options.rerank and options.retrieval == "rrf"
+        self.ranker: Ranker | None = Ranker.from_json(self.calibration.ranker or {}) if use_ranker else None
+        if self.ranker is None and "rank_prob" in self.calibration.names:
+            raise ConfigError(
+                f"the calibration's confidence model reads the learned ranker, which runs with rrf retrieval "
+                f"(retrieval is {options.retrieval!r}, rerank {options.rerank}); use rrf, or run "
+                "`kefu eval calibrate --no-ranker` to fit thresholds without it"
+            )
 
     # --- evidence -------------------------------------------------------------------------------
-    def features(self, text: str, qvec: np.ndarray, units: list[UnitHit]) -> Features | None:
+    def features(self, text: str, qvec: np.ndarray, units: list[UnitHit], rank_prob: float = 0.0) -> Features | None:
         if not units:
             return None
         top = units[0]
@@ -97,6 +109,7 @@ class Answerer:
             votes=top.votes / n_vectors,
             bigram_overlap=overlap,
             length=math.log1p(len(text)),
+            rank_prob=rank_prob,
         )
 
     def retrieve(self, texts: list[str]) -> list[Retrieval]:
@@ -106,18 +119,41 @@ class Answerer:
         length) is measured on the text itself, so confidence means the same with or without a
         synonym table.
         """
-        expanded = [self.synonyms.expand(t) if self.options.expand_synonyms else (t, ()) for t in texts]
+        expanded = self._search_texts(texts)
         vecs = self.encode([search for search, _ in expanded])
         out = []
         for text, (search, added), vec in zip(texts, expanded, vecs, strict=True):
+            rank_prob = 0.0
             if self.options.retrieval == "dense":
                 units = self.index.search_units(vec, CANDIDATE_UNITS)
+            elif self.ranker is not None and self.options.retrieval == "rrf":
+                reranked = self.ranker.rerank(self.index.candidate_pool(vec, search, self.ranker.pool))
+                units = reranked.units[:CANDIDATE_UNITS]
+                rank_prob = reranked.probs[0] if reranked.probs else 0.0
             else:
                 units = self.index.search_units_fused(vec, search, CANDIDATE_UNITS, self.options.retrieval)
-            f = self.features(text, vec, units)
+            f = self.features(text, vec, units, rank_prob)
             conf = self.calibration.confidence(f) if f is not None else 0.0
             out.append(Retrieval(text, units, f, conf, False, added))
         return out
+
+    def _normalize(self, query: str) -> str:
+        return normalize(query) if self.options.normalize_queries else query.strip()
+
+    def _strip(self, norm: str) -> str:
+        return strip_greeting(norm) if self.options.strip_greetings else norm
+
+    def _search_texts(self, texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+        """(text to search, standard terms added) per text: the synonym expansion when it is on."""
+        return [self.synonyms.expand(t) if self.options.expand_synonyms else (t, ()) for t in texts]
+
+    def candidate_pools(self, queries: list[str], size: int) -> list[CandidatePool]:
+        """The candidate pool each query's own retrieval would rerank (no session context): what a
+        ranker is trained on. One encoder call for all."""
+        texts = [self._strip(self._normalize(q)) for q in queries]
+        searches = [search for search, _ in self._search_texts(texts)]
+        vecs = self.encode(searches)
+        return [self.index.candidate_pool(v, s, size) for v, s in zip(vecs, searches, strict=True)]
 
     def _item(self, u: UnitHit) -> AnswerItem:
         entry = self.index.entries.get(u.unit_id)
@@ -157,7 +193,7 @@ class Answerer:
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
         sid = session_id or SessionStore.new_id()
-        norm = normalize(query) if self.options.normalize_queries else query.strip()
+        norm = self._normalize(query)
         trace: dict[str, Any] = {"calibration": self.calibration.source, "build": self.index.manifest.build_id}
 
         def finish(
@@ -191,7 +227,7 @@ class Answerer:
             trace["fired"] = "empty_query"
             return finish("handoff", "empty_query", [], EMPTY_REPLY if norm else None)
 
-        text = strip_greeting(norm) if self.options.strip_greetings else norm
+        text = self._strip(norm)
         if is_greeting(norm, self.greetings):
             trace["fired"] = "greeting"
             return finish("clarify", "greeting", [], GREETING_REPLY)

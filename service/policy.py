@@ -12,6 +12,7 @@ apply: confidence is the raw top-1 cosine with the cut-offs below.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from indexer.lexical import char_bigrams, jaccard
 from kb.errors import ConfigError
 
 FEATURES = ("top1", "question_top1", "margin", "anchor_gap", "votes", "bigram_overlap", "length")
+# With a learned ranker (service/ranker.py) the confidence model also sees the ranker's softmax
+# probability of its first unit. A calibration names the features its weights refer to.
+RANKER_FEATURES = (*FEATURES, "rank_prob")
 
 # Defaults without calibration, on the raw top-1 cosine of multilingual-e5-small (facts in
 # shared/notes/default-model.md: in-domain top-1 median 0.893; out-of-domain up to 0.864).
@@ -42,9 +46,10 @@ class Features:
     votes: float
     bigram_overlap: float
     length: float
+    rank_prob: float = 0.0  # 0 without a ranker
 
-    def vector(self) -> np.ndarray:
-        return np.array([getattr(self, f) for f in FEATURES], dtype=np.float64)
+    def vector(self, names: Sequence[str] = FEATURES) -> np.ndarray:
+        return np.array([getattr(self, f) for f in names], dtype=np.float64)
 
 
 @dataclass
@@ -59,18 +64,29 @@ class Calibration:
     scale: list[float] | None = None
     source: str = "default"
     metrics: dict[str, Any] = field(default_factory=dict)
+    features: list[str] | None = None  # names the weights refer to; None means FEATURES
+    ranker: dict[str, Any] | None = None  # service.ranker.Ranker.to_json(), fitted with these weights
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.features) if self.features else FEATURES
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.clarify_at <= self.answer_at <= 1.0:
             raise ConfigError(
                 f"thresholds must satisfy 0 ≤ clarify_at ({self.clarify_at}) ≤ answer_at ({self.answer_at}) ≤ 1"
             )
+        unknown = [f for f in self.names if f not in RANKER_FEATURES]
+        if unknown:
+            raise ConfigError(f"calibration names unknown features {unknown}; allowed: {RANKER_FEATURES}")
+        if "rank_prob" in self.names and not self.ranker:
+            raise ConfigError("calibration uses rank_prob but carries no ranker; run `kefu eval calibrate` again")
         if self.weights is not None:
-            n = len(FEATURES)
+            n = len(self.names)
             if len(self.weights) != n:
-                raise ConfigError(f"calibration has {len(self.weights)} weights, expected {n} ({FEATURES})")
+                raise ConfigError(f"calibration has {len(self.weights)} weights, expected {n} ({self.names})")
             if self.mean is None or self.scale is None or len(self.mean) != n or len(self.scale) != n:
-                raise ConfigError(f"calibration needs mean and scale of {n} values each, one per feature {FEATURES}")
+                raise ConfigError(f"calibration needs mean and scale of {n} values each, one per feature {self.names}")
             if not all(math.isfinite(v) for v in [*self.weights, *self.mean, *self.scale, self.bias]):
                 raise ConfigError("calibration weights, mean, scale and bias must be finite numbers")
             if any(v <= 0 for v in self.scale):
@@ -79,9 +95,9 @@ class Calibration:
     def confidence(self, f: Features) -> float:
         if self.weights is None or self.mean is None or self.scale is None:
             return float(f.top1)
-        # plain floats: seven features, where numpy's per-call overhead was 40 µs a query
+        # plain floats: seven or eight features, where numpy's per-call overhead was 40 µs a query
         # (float arithmetic turns overflow into inf and 0·inf into NaN; both are caught below)
-        x = (getattr(f, name) for name in FEATURES)
+        x = (getattr(f, name) for name in self.names)
         logit = self.bias + sum(
             w * (v - m) / s for w, v, m, s in zip(self.weights, x, self.mean, self.scale, strict=True)
         )

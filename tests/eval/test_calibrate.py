@@ -5,12 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.calibrate import calibrate, choose_thresholds, operating_point
+from eval.calibrate import (
+    DEV_WEIGHT,
+    FOLDS,
+    _fold,
+    calibrate,
+    choose_thresholds,
+    cross_fit_ranker,
+    dev_groups,
+    kb_groups,
+    operating_point,
+)
 from eval.dataset import EvalItem
 from eval.metrics import Ranked
 from eval.runner import ItemResult
+from indexer.index import POOL_FEATURES
 from kb.errors import ConfigError
 from service.policy import FEATURES, Calibration, Features, decide
+from service.ranker import Group, Ranker
 
 
 def _result(i: int, kind: str, top1: float, rng: np.random.Generator, fired: str = "confidence→answer") -> ItemResult:
@@ -141,3 +153,86 @@ def test_operating_point_without_answers_has_vacuous_precision():
     assert op.answered_precision == 1.0 and op.coverage == 0.0
     assert op.oos_handoff_recall == 0.0  # the OOS item (0.4) is above clarify_at
     assert op.clarify_rate == 0.5
+
+
+# --- the ranker, fitted with cross-fitting on dev ------------------------------------------------
+def _dev_items() -> list[EvalItem]:
+    asks = [
+        ("不想要了七天内能退吗", "refund-seven-day"),
+        ("退回去的邮费谁来付", "refund-shipping-fee"),
+        ("快递现在到哪里了", "logistics-track"),
+        ("怎么查我的包裹", "logistics-track"),
+        ("寄回去运费要我出吗", "refund-shipping-fee"),
+        ("买错了可以无理由退吗", "refund-seven-day"),
+    ]
+    items = [
+        EvalItem(f"dev-{i}", f"{q}（第{i}问）", (rel,), "answer", None, (), "退货退款")
+        for i, (q, rel) in enumerate(asks * 3)
+    ]
+    items.append(
+        EvalItem("dev-ctx", "那运费呢", ("refund-shipping-fee",), "answer", None, (), "退货退款", "七天能退吗")
+    )
+    items.append(EvalItem("dev-oos", "今天天气怎么样", (), "handoff", "low_confidence", (), "其他"))
+    return items
+
+
+def test_kb_groups_are_alternatives_searched_without_themselves(tiny_answerer):
+    index = tiny_answerer.index
+    groups = kb_groups(index, size=5)
+    alts = [c for c in index.chunks if c.kind == "alt"]
+    assert len(groups) == len(alts) > 0
+    for g in groups:
+        assert g.x.shape == (5, len(POOL_FEATURES)) and g.weight == 1.0
+        assert g.relevant.sum() <= 1
+
+
+def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answerer, monkeypatch):
+    import eval.calibrate as cal_module
+
+    fits: list[list[Group]] = []
+
+    def fake_fit(groups):
+        fits.append(list(groups))
+        return Ranker(("dense",), (float(len(fits)),), (0.0,), (1.0,))
+
+    monkeypatch.setattr(cal_module, "fit_ranker", fake_fit)
+    seen: dict[str, float] = {}
+    original = tiny_answerer.answer
+
+    def spy(query, session_id=None, top_k=None):
+        seen[query] = tiny_answerer.ranker.weights[0] if tiny_answerer.ranker else 0.0
+        return original(query, session_id=session_id, top_k=top_k)
+
+    monkeypatch.setattr(tiny_answerer, "answer", spy)
+    items = _dev_items()
+    kb = kb_groups(tiny_answerer.index, size=5)
+    before = tiny_answerer.ranker
+    final, results, summary = cross_fit_ranker(tiny_answerer, items, kb)
+    assert tiny_answerer.ranker is before  # restored
+    assert [r.item.id for r in results] == [it.id for it in items]
+    dev = dev_groups(tiny_answerer, items)
+    assert set(dev) == {it.id for it in items if it.in_scope and not it.context}
+    assert summary["dev_queries"] == len(dev) and summary["kb_queries"] == len(kb)
+    assert len(fits) == FOLDS + 1 and final.weights == (float(FOLDS + 1),)
+    for k in range(FOLDS):
+        # fold k's ranker was fitted on the KB and the dev items of the other folds only …
+        n_dev = sum(1 for i in dev if _fold(i) != k)
+        assert len(fits[k]) == len(kb) + n_dev
+        assert all(g.weight == DEV_WEIGHT for g in fits[k][len(kb) :])
+        # … and ranked exactly fold k's items
+        for it in items:
+            if _fold(it.id) == k:
+                assert seen[it.query] == float(k + 1)
+    assert len(fits[-1]) == len(kb) + len(dev)
+
+
+def test_calibration_with_a_ranker_names_rank_prob_and_carries_it():
+    results = synthetic()
+    for r in results:
+        assert r.features is not None
+        r.features["rank_prob"] = 0.9 if r.top1_correct else 0.3
+    ranker = Ranker(("dense",), (1.0,), (0.0,), (1.0,))
+    cal, _ = calibrate(results, 0.95, 0.95, ranker=ranker)
+    assert cal.names == (*FEATURES, "rank_prob")
+    assert cal.ranker == ranker.to_json()
+    assert Calibration.from_json(cal.to_json()) == cal

@@ -18,12 +18,14 @@ pytestmark = pytest.mark.model
 # answered precision 0.942 at coverage 0.549, out-of-scope handoff recall 0.956, user-requested
 # and sensitive 1.0). Raised after the second (alternatives 2,113 → 3,169, int8 queries,
 # calibration without SE margin: hit@1 0.856, MRR@10 0.908, answered precision 0.959 at
-# coverage 0.694), minus a small tolerance for run-to-run noise.
+# coverage 0.694), minus a small tolerance for run-to-run noise. Raised after the third (learned
+# ranker, 2026-11-26: hit@1 0.884, MRR@10 0.932, answered precision 0.956 at coverage 0.720,
+# out-of-scope handoff recall 0.941).
 FLOORS = {
-    "hit@1": 0.83,
-    "mrr@10": 0.89,
+    "hit@1": 0.86,
+    "mrr@10": 0.91,
     "answered_precision": 0.93,
-    "coverage": 0.64,
+    "coverage": 0.68,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ import indexer.build as build_module
 import indexer.store as store_module
 from indexer.build import anchor_texts, build_and_swap
 from indexer.encoder import FakeEncoder
-from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, QUESTION_TOPN, Index
+from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOTE_VECTORS, QUESTION_TOPN, Index
+from indexer.lexical import char_bigrams
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.store import IndexStore, write_calibration
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
@@ -676,7 +678,7 @@ def test_vectorised_unit_scores_match_the_per_unit_rule(tiny_index, fake_encoder
     q = _q(fake_encoder, text)
     cos = tiny_index.vectors @ q
     layout = tiny_index._layout
-    scores, q_best, per_unit = layout.scores(np.append(cos, -np.inf).astype(np.float32), ANSWER_WEIGHT)
+    scores, q_best, per_unit, _ = layout.scores(np.append(cos, -np.inf).astype(np.float32), ANSWER_WEIGHT)
     for i, unit in enumerate(layout.ids):
         rows = tiny_index.units[unit]
         expected = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
@@ -740,3 +742,101 @@ def test_fused_hits_carry_each_units_own_evidence(wide_index, mode, k, text):
         assert int((cos[rows] > kth + 1e-6).sum()) <= u.votes <= int((cos[rows] >= kth - 1e-6).sum())
     if k >= len(index.units):
         assert sum(u.votes for u in units) >= k_vec
+
+
+def _pool_oracle(index: Index, q: np.ndarray, text: str, exclude: int | None) -> dict[str, dict[str, Any]]:
+    """POOL_FEATURES of every unit by brute force over its own rows (``exclude`` left out),
+    with ranks as (count strictly better, count at least as good - 1): the fake encoder ties."""
+    cos = index.vectors @ q
+    bm = index.lexical.scores(text)
+    rows_of = {u: [r for r in rows if r != exclude] for u, rows in index.units.items()}
+    rows_of = {u: rows for u, rows in rows_of.items() if rows}
+    dense = {u: index._unit_score(rows, cos[rows], ANSWER_WEIGHT)[0] for u, rows in rows_of.items()}
+    lex = {u: float(bm[rows].max()) for u, rows in rows_of.items()}
+    lex_max = max(max(lex.values()), 1e-9)
+    grams = char_bigrams(text)
+    n = max(1, len(grams))
+    is_q = index._is_question
+    out = {}
+    for u, rows in rows_of.items():
+        q_rows = [r for r in rows if is_q[r]]
+        a_rows = [r for r in rows if not is_q[r]]
+        cover = {r: len(grams & index.norm_bigrams[r]) / n for r in rows}
+        out[u] = {
+            "dense": dense[u],
+            "question": float(cos[q_rows].max()) if q_rows else float(cos[rows].max()),
+            "answer": float(cos[a_rows].max()) if a_rows else dense[u],
+            "lexical": lex[u] / lex_max,
+            "lexical_question": float(bm[q_rows].max()) / lex_max if q_rows else 0.0,
+            "dense_rank": (
+                sum(d > dense[u] + 1e-6 for d in dense.values()),
+                sum(d >= dense[u] - 1e-6 for d in dense.values()) - 1,
+            ),
+            "lexical_rank": (
+                sum(v > lex[u] + 1e-9 for v in lex.values()),
+                sum(v >= lex[u] - 1e-9 for v in lex.values()) - 1,
+            ),
+            "cover_question": max((cover[r] for r in q_rows), default=0.0),
+            "cover_answer": max((cover[r] for r in a_rows), default=0.0),
+            "cover_unit": len(grams & frozenset().union(*(index.norm_bigrams[r] for r in rows))) / n,
+        }
+    return out
+
+
+def _check_pool(index: Index, q: np.ndarray, text: str, size: int, exclude: int | None = None) -> None:
+    pool = index.candidate_pool(q, text, size, exclude_row=exclude)
+    oracle = _pool_oracle(index, q, text, exclude)
+    assert pool.x.shape == (min(size, len(index.units)), len(POOL_FEATURES))
+    assert [u.rank for u in pool.units] == list(range(len(pool.units)))
+    cos = index.vectors @ q
+    if exclude is not None:
+        cos[exclude] = -np.inf
+    kth = float(np.sort(cos)[::-1][min(len(cos), POOL_VOTE_VECTORS) - 1])
+    for u, row in zip(pool.units, pool.x, strict=True):
+        want = oracle[u.unit_id]
+        got = dict(zip(POOL_FEATURES, row.tolist(), strict=True))
+        for name in (
+            "dense",
+            "question",
+            "answer",
+            "lexical",
+            "lexical_question",
+            "cover_question",
+            "cover_answer",
+            "cover_unit",
+        ):
+            assert got[name] == pytest.approx(want[name], abs=1e-5), (u.unit_id, name)
+        for name in ("dense_rank", "lexical_rank"):
+            lo, hi = want[name]
+            assert np.log1p(lo) - 1e-9 <= got[name] <= np.log1p(hi) + 1e-9, (u.unit_id, name)
+        rows = [r for r in index.units[u.unit_id] if r != exclude]
+        assert int((cos[rows] > kth + 1e-6).sum()) <= u.votes <= int((cos[rows] >= kth - 1e-6).sum())
+        assert got["votes"] == pytest.approx(np.log1p(u.votes))
+        assert u.best_chunk != exclude
+
+
+@pytest.mark.parametrize("size", [1, 5, 10_000])
+@pytest.mark.parametrize("text", ["退货运费谁出", "第3号额外问题怎么办", "完全无关的内容"])
+def test_candidate_pool_features_match_a_brute_force_oracle(wide_index, size, text):
+    index, encoder = wide_index
+    text = normalize(text)
+    q = _q(encoder, text)
+    _check_pool(index, q, text, size)
+    # the pool is the fused search's rrf order
+    fused = index.search_units_fused(q, text, min(size, 10), "rrf")
+    assert [u.unit_id for u in index.candidate_pool(q, text, size).units[: len(fused)]] == [u.unit_id for u in fused]
+
+
+@pytest.mark.parametrize("which", [0, 7, -1])
+def test_candidate_pool_leaves_the_excluded_row_out_of_every_channel(wide_index, which):
+    """A stored alternative searched for itself, as ranker training does: its own vector, BM25
+    and bigrams must not count, or it would find itself."""
+    index, _ = wide_index
+    alts = [r for r, c in enumerate(index.chunks) if c.kind == "alt"]
+    row = alts[which]
+    _check_pool(index, index.vectors[row], index.norm_texts[row], 10_000, exclude=row)
+
+
+def test_candidate_pool_refuses_an_empty_pool(tiny_index):
+    with pytest.raises(ValueError, match="pool size must be ≥ 1, got 0"):
+        tiny_index.candidate_pool(tiny_index.vectors[0], "退货", 0)

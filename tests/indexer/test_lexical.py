@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexer.lexical import LexicalIndex, char_bigrams, char_terms, jaccard
+from indexer.lexical import BigramPostings, LexicalIndex, char_bigrams, char_terms, jaccard
 
 TEXTS = [
     "七天无理由退货需要满足什么条件",
@@ -60,3 +60,16 @@ def test_the_best_match_ranks_first():
 )
 def test_jaccard_of_bigrams_hand_computed(a: str, b: str, expected: float):
     assert jaccard(char_bigrams(a), char_bigrams(b)) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("query", ["", "退", "退货", "运费谁出呢", "zzz 没有的字"])
+def test_bigram_postings_count_like_set_intersections(query):
+    texts = ["退货运费谁出", "运费险怎么赔", "", "退货退款", "退"]
+    sets = [char_bigrams(t) for t in texts]
+    postings = BigramPostings(sets)
+    grams = char_bigrams(query)
+    assert postings.counts(grams).tolist() == [len(grams & s) for s in sets]
+
+
+def test_bigram_postings_of_nothing():
+    assert BigramPostings([]).counts({"退货"}).tolist() == []

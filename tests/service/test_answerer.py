@@ -7,9 +7,11 @@ import json
 
 import pytest
 
-from kb.errors import InputError
+from indexer.normalize import normalize
+from kb.errors import ConfigError, InputError
 from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer
 from service.policy import Calibration
+from service.ranker import Ranker
 from service.schemas import Answer
 from tests.fakes import FAKE_CAL
 
@@ -290,3 +292,53 @@ def test_every_query_gets_exactly_one_valid_decision(answerer: Answerer, query: 
     data = assert_shape(a)
     assert data["trace"]["build"] == answerer.index.manifest.build_id
     assert data["query"] == query
+
+
+def _reverse_ranker() -> Ranker:
+    """Ranks by the lowest unit score first: an order the fused search never gives."""
+    return Ranker(("dense",), (-1.0,), (0.0,), (1.0,), pool=5)
+
+
+def test_a_ranker_reorders_the_pool_and_reports_its_probability(answerer: Answerer):
+    answerer.ranker = _reverse_ranker()
+    text = normalize("退货的运费谁承担")
+    pool = answerer.index.candidate_pool(answerer.encode([text])[0], text, 5)
+    expected = answerer.ranker.rerank(pool)
+    a = answerer.answer("退货的运费谁承担", top_k=5)
+    assert [c["id"] for c in a.trace["candidates"]] == [u.unit_id for u in expected.units]
+    assert [c["id"] for c in a.trace["candidates"]] != [u.unit_id for u in pool.units]
+    assert a.trace["features"]["rank_prob"] == pytest.approx(expected.probs[0], abs=1e-4)
+    assert_shape(a)
+
+
+def test_the_ranker_comes_with_the_calibration(tiny_index, fake_encoder, tiny_answerer: Answerer):
+    cal = dataclasses.replace(FAKE_CAL, ranker=_reverse_ranker().to_json())
+    on = Answerer(
+        tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, tiny_answerer.options, calibration=cal
+    )
+    assert on.ranker == _reverse_ranker()
+    off_opts = dataclasses.replace(tiny_answerer.options, rerank=False)
+    off = Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, off_opts, calibration=cal)
+    assert off.ranker is None
+    assert off.answer("退货的运费谁承担").trace["features"]["rank_prob"] == 0.0
+
+
+@pytest.mark.parametrize("options", [{"retrieval": "dense"}, {"retrieval": "weighted"}, {"rerank": False}])
+def test_a_confidence_model_that_reads_the_ranker_refuses_to_run_without_it(
+    tiny_index, fake_encoder, tiny_answerer: Answerer, options
+):
+    names = [*FAKE_CAL.names, "rank_prob"]
+    n = len(names)
+    cal = Calibration(
+        answer_at=0.8,
+        clarify_at=0.5,
+        weights=[1.0] * n,
+        mean=[0.0] * n,
+        scale=[1.0] * n,
+        features=names,
+        ranker=_reverse_ranker().to_json(),
+    )
+    opts = dataclasses.replace(tiny_answerer.options, **options)
+    with pytest.raises(ConfigError, match="kefu eval calibrate --no-ranker"):
+        Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, opts, calibration=cal)
+    Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, tiny_answerer.options, calibration=cal)

@@ -143,3 +143,14 @@ def test_build_then_ask(
     r = runner.invoke(app, ["ask", "--json", "转人工"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["reason"] == "user_requested"
+
+
+def test_eval_calibrate_goes_on_without_a_ranker_it_cannot_fit(runner: CliRunner, env):
+    """The tiny KB has 9 alternatives and none of the dev split's entries: too little to rank."""
+    r = runner.invoke(app, ["eval", "calibrate", "--json"])
+    assert r.exit_code == 0, r.output
+    assert "ranker not fitted" in r.stderr and "need at least 20" in r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["ranker"] is None
+    manifest = json.loads((IndexStore(env.index_home).current_path() / "manifest.json").read_text("utf-8"))
+    assert manifest["calibration"]["ranker"] is None and manifest["calibration"]["source"] == "dev-logistic"

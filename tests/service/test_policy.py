@@ -201,3 +201,31 @@ def test_char_bigrams():
 def test_bigram_overlap_hand_computed(a: str, b: str, expected: float):
     assert bigram_overlap(a, b) == pytest.approx(expected)
     assert bigram_overlap(b, a) == pytest.approx(expected)
+
+
+# --- a calibration with the ranker's probability -------------------------------------------------
+RANKER_JSON = {"features": ["dense"], "weights": [1.0], "mean": [0.0], "scale": [1.0]}
+
+
+def test_named_features_choose_what_the_weights_read():
+    names = [*FEATURES, "rank_prob"]
+    n = len(names)
+    cal = Calibration(
+        weights=[0.0] * (n - 1) + [2.0], mean=[0.0] * n, scale=[1.0] * n, features=names, ranker=RANKER_JSON
+    )
+    assert cal.names == tuple(names)
+    # only rank_prob carries weight: logit = 2·0.75 = 1.5
+    assert cal.confidence(_features(top1=0.1, rank_prob=0.75)) == pytest.approx(1 / (1 + math.exp(-1.5)))
+    assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_rank_prob_without_a_ranker_is_a_config_error():
+    names = [*FEATURES, "rank_prob"]
+    n = len(names)
+    with pytest.raises(ConfigError, match="carries no ranker"):
+        Calibration(weights=[0.1] * n, mean=[0.0] * n, scale=[1.0] * n, features=names)
+
+
+def test_unknown_feature_name_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"unknown features \['cosine'\]"):
+        Calibration(weights=[0.1], mean=[0.0], scale=[1.0], features=["cosine"])

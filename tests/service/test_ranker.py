@@ -1,0 +1,127 @@
+"""The learned ranker: hand-computed scores and probabilities, fitting, validation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from indexer.index import POOL_FEATURES, CandidatePool, UnitHit
+from kb.errors import ConfigError
+from service.ranker import Group, Ranker, fit_ranker
+
+F = len(POOL_FEATURES)
+
+
+def _pool(x: list[list[float]]) -> CandidatePool:
+    units = [UnitHit(f"u{i}", 0.9 - 0.01 * i, i, i, 0.9, 1) for i in range(len(x))]
+    full = np.zeros((len(x), F))
+    full[:, : len(x[0])] = np.array(x)
+    return CandidatePool(units, full)
+
+
+def _ranker(
+    weights: tuple[float, ...], mean: tuple[float, ...] | None = None, scale: tuple[float, ...] | None = None
+) -> Ranker:
+    names = POOL_FEATURES[: len(weights)]
+    return Ranker(names, weights, mean or (0.0,) * len(weights), scale or (1.0,) * len(weights))
+
+
+def test_scores_and_probabilities_by_hand():
+    # score = w·(x − mean)/scale: u0 = 2·(0.5−0.5)/0.5 − 1·(1−0)/1 = −1; u1 = 2·(1−0.5)/0.5 − 0 = 2
+    r = _ranker((2.0, -1.0), (0.5, 0.0), (0.5, 1.0))
+    pool = _pool([[0.5, 1.0], [1.0, 0.0]])
+    assert r.scores(pool.x).tolist() == pytest.approx([-1.0, 2.0])
+    out = r.rerank(pool)
+    assert [u.unit_id for u in out.units] == ["u1", "u0"]
+    assert [u.rank for u in out.units] == [0, 1]
+    p1 = 1 / (1 + math.exp(-3.0))
+    assert out.probs == pytest.approx([p1, 1 - p1])
+
+
+def test_equal_scores_keep_the_fused_order():
+    out = _ranker((1.0,)).rerank(_pool([[0.3], [0.3], [0.3]]))
+    assert [u.unit_id for u in out.units] == ["u0", "u1", "u2"]
+    assert out.probs == pytest.approx([1 / 3] * 3)
+
+
+def test_an_empty_pool_reranks_to_nothing():
+    out = _ranker((1.0,)).rerank(CandidatePool([], np.zeros((0, F))))
+    assert out.units == [] and out.probs == []
+
+
+def test_json_round_trip():
+    r = _ranker((1.5, -0.25), (0.1, 0.2), (1.0, 2.0))
+    back = Ranker.from_json(r.to_json())
+    assert back == r
+    x = _pool([[0.2, 0.4], [0.9, 0.1]]).x
+    assert back.scores(x).tolist() == r.scores(x).tolist()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"features": ("dense", "nope")}, "'nope'"),
+        ({"features": ()}, "none"),
+        ({"weights": (1.0,)}, "one weight, mean and scale per feature"),
+        ({"weights": (1.0, math.nan)}, "finite"),
+        ({"scale": (1.0, 0.0)}, "positive"),
+        ({"pool": 1}, "pool=1"),
+    ],
+)
+def test_constructor_names_the_bad_value(kwargs, message):
+    base = {"features": ("dense", "question"), "weights": (1.0, 1.0), "mean": (0.0, 0.0), "scale": (1.0, 1.0)}
+    with pytest.raises(ConfigError, match=message):
+        Ranker(**{**base, **kwargs})
+
+
+def test_malformed_json_is_a_config_error():
+    with pytest.raises(ConfigError, match="kefu eval calibrate"):
+        Ranker.from_json({"features": ["dense"]})
+
+
+def _groups(n: int, seed: int = 0) -> list[Group]:
+    """The relevant candidate has the highest cover_unit; dense is noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    col = POOL_FEATURES.index("cover_unit")
+    for _ in range(n):
+        x = rng.normal(size=(8, F))
+        rel = np.zeros(8, dtype=bool)
+        best = int(rng.integers(8))
+        x[best, col] = x[:, col].max() + 1.0
+        rel[best] = True
+        out.append(Group(x, rel))
+    return out
+
+
+def test_fit_learns_which_feature_decides():
+    r = fit_ranker(_groups(200))
+    assert r.meta["converged"] and r.meta["queries"] == 200
+    w = dict(zip(r.features, r.weights, strict=True))
+    assert max(w, key=lambda k: abs(w[k])) == "cover_unit" and w["cover_unit"] > 0
+    held_out = _groups(100, seed=1)
+    top1 = [bool(g.relevant[np.argmax(r.scores(g.x))]) for g in held_out]
+    assert sum(top1) >= 95
+
+
+def test_fit_weights_queries():
+    """A heavily weighted group that contradicts the rest pulls the weight its way."""
+    groups = _groups(50)
+    col = POOL_FEATURES.index("cover_unit")
+    contrary = []
+    for g in _groups(50, seed=2):
+        rel = np.zeros_like(g.relevant)
+        rel[int(np.argmin(g.x[:, col]))] = True
+        contrary.append(Group(g.x, rel, 10.0))
+    w_plain = dict(zip(POOL_FEATURES, fit_ranker(groups).weights, strict=True))["cover_unit"]
+    w_mixed = dict(zip(POOL_FEATURES, fit_ranker(groups + contrary).weights, strict=True))["cover_unit"]
+    assert w_plain > 0 > w_mixed
+
+
+def test_fit_skips_groups_that_teach_nothing_and_refuses_too_few():
+    useless = [Group(np.zeros((3, F)), np.zeros(3, dtype=bool)), Group(np.zeros((2, F)), np.ones(2, dtype=bool))]
+    with pytest.raises(ConfigError, match="only 19 training queries"):
+        fit_ranker(_groups(19) + useless * 10)
+    assert fit_ranker(_groups(20) + useless).meta["queries"] == 20
