@@ -132,9 +132,12 @@ def calibrate_cmd(
     """Fit thresholds (and the confidence model, and the ranker) on dev; store them in the
     current index manifest."""
     from indexer.store import write_calibration
+    from service.policy import Calibration
 
     rt = _runtime(ctx)
-    answerer = rt.answerer()
+    # Start from no calibration: the fit must not depend on the one it replaces (which may also
+    # be one this kefu cannot load), so a refit reproduces the same file.
+    answerer = rt.answerer(calibration=Calibration())
     cal, report, fitted = _calibrate_dev(answerer, load_split("dev"), as_json, ranker, precision, oos_recall, margin_se)
     folder = answerer.index.folder
     assert folder is not None

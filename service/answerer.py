@@ -149,11 +149,11 @@ class Answerer:
 
     def candidate_pools(self, queries: list[str], size: int) -> list[CandidatePool]:
         """The candidate pool each query's own retrieval would rerank (no session context): what a
-        ranker is trained on. One encoder call for all."""
+        ranker is trained on. Each query is encoded alone, as ``answer`` does: int8 activations
+        are quantised per call, so a batch would shift the vectors a little."""
         texts = [self._strip(self._normalize(q)) for q in queries]
         searches = [search for search, _ in self._search_texts(texts)]
-        vecs = self.encode(searches)
-        return [self.index.candidate_pool(v, s, size) for v, s in zip(vecs, searches, strict=True)]
+        return [self.index.candidate_pool(self.encode([s])[0], s, size) for s in searches]
 
     def _item(self, u: UnitHit) -> AnswerItem:
         entry = self.index.entries.get(u.unit_id)

@@ -13,6 +13,7 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.detect import SensitiveDetector
+from service.policy import Calibration
 from service.sessions import SessionStore
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
@@ -57,7 +58,11 @@ class Runtime:
             tickets=TicketStore(settings.tickets_path),
         )
 
-    def answerer(self, index: Index | None = None, encode=None) -> Answerer:  # type: ignore[no-untyped-def]
+    def answerer(  # type: ignore[no-untyped-def]
+        self, index: Index | None = None, encode=None, calibration: Calibration | None = None
+    ) -> Answerer:
+        """The answerer over ``index`` (default: the current build) with the build's calibration
+        unless ``calibration`` is given."""
         index = index or self.store.load_current(self.encoder.model_id)
         kb_root = Path(index.manifest.kb_root)
         resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
@@ -70,6 +75,7 @@ class Runtime:
             tickets=self.tickets,
             greetings=resources.greetings + resources.thanks,
             synonyms=SynonymExpander(resources.synonyms),
+            calibration=calibration,
         )
 
 
