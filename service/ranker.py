@@ -81,7 +81,12 @@ class Ranker:
         order = np.argsort(-s, kind="stable")  # stable: equal scores keep the RRF order
         p = np.exp(s - s.max())
         p /= p.sum()
-        units = [dataclasses.replace(pool.units[i], rank=r) for r, i in enumerate(order.tolist())]
+        hits = pool.units
+        # the constructor, not dataclasses.replace: 20 replaces cost about 50 µs a query
+        units = [
+            UnitHit(h.unit_id, h.score, r, h.best_chunk, h.question_score, h.votes)
+            for r, h in enumerate(hits[i] for i in order.tolist())
+        ]
         return Reranked(units, p[order].tolist())
 
     def to_json(self) -> dict[str, Any]:
