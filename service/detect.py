@@ -39,8 +39,13 @@ _GREETING_CORE = re.compile(
     r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|早|早上好|上午好|中午好|下午好|晚上好|"
     r"谢谢|多谢|感谢|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|ok|okay|收到|懂了|辛苦了|辛苦|拜拜|再见|bye)+$"
 )
+_GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
+_GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
+# Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a
+# pause or another greeting follows it. Otherwise it is the subject of the question: 客服电话多少,
+# 小蜜是啥, 客服说价格挂错了 must keep it.
 _GREETING_PREFIX = re.compile(
-    r"^(?:你好|您好|hi|hello|哈喽|嗨|在吗|在么|亲|客服|小蜜|小二|请问一下|请问|问一下|问下|打扰一下|麻烦问下)[呀啊哈呢~～,，。!！?？\s]*"
+    rf"^(?:(?:{_GREETING_WORDS}){_GREETING_TAIL}*|(?:亲|客服|小蜜|小二)(?:{_GREETING_TAIL}+|(?={_GREETING_WORDS})))"
 )
 _FOLLOWUP = re.compile(r"^(?:那|那么|那要是|要是|如果|还有|另外|然后|其他的?|可是|但是|那如果)")
 FOLLOWUP_MAX_CHARS = 12  # longer messages carry their own context; measured on the eval set

@@ -172,6 +172,14 @@ def test_configured_extra_greeting():
         ("您好!请问运费谁出", "运费谁出"),
         ("怎么退款", "怎么退款"),
         ("你好", "你好"),  # nothing left after stripping: the input is kept
+        ("小蜜你好,退款多久到账", "退款多久到账"),
+        ("客服在吗 运费谁出", "运费谁出"),
+        ("小二在吗我要人工", "我要人工"),
+        # a form of address without a pause is the subject of the question, not a greeting
+        ("客服电话多少", "客服电话多少"),
+        ("小蜜是啥", "小蜜是啥"),
+        ("客服说价格挂错了", "客服说价格挂错了"),
+        ("亲测好用吗", "亲测好用吗"),
     ],
 )
 def test_strip_greeting(text: str, expected: str):
