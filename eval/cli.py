@@ -91,6 +91,7 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
     precision: float = 0.95,
     oos_recall: float = 0.95,
     margin_se: float = PRECISION_SE_MARGIN,
+    scope: bool = False,
 ):
     """(calibration, report, ranker or None): the ranker cross-fitted on dev when asked and
     possible, then the confidence model and thresholds on the dev results."""
@@ -105,7 +106,7 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
             err_console.print(f"[yellow]ranker not fitted:[/] {exc}; calibrating without it", highlight=False)
     if results is None:
         results = _evaluate(answerer, items, "dev", quiet).results
-    cal, report = calibrate(results, precision, oos_recall, margin_se, ranker=fitted)
+    cal, report = calibrate(results, precision, oos_recall, margin_se, ranker=fitted, scope=scope)
     if fitted is not None:
         retrieval = summarize(results, 0.0)["retrieval"]
         report["ranker"] = {**summary, "dev_cross_fitted": {k: retrieval[k] for k in ("hit@1", "mrr@10", "recall@5")}}
@@ -127,6 +128,11 @@ def calibrate_cmd(
     ranker: bool = typer.Option(
         True, "--ranker/--no-ranker", help="fit the learned ranker too (on dev and the KB's alternative questions)"
     ),
+    scope: bool = typer.Option(
+        False,
+        "--scope/--no-scope",
+        help="below the answer threshold, clarify queries that look in scope instead of handing them off",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit thresholds (and the confidence model, and the ranker) on dev; store them in the
@@ -138,7 +144,9 @@ def calibrate_cmd(
     # Start from no calibration: the fit must not depend on the one it replaces (which may also
     # be one this kefu cannot load), so a refit reproduces the same file.
     answerer = rt.answerer(calibration=Calibration())
-    cal, report, fitted = _calibrate_dev(answerer, load_split("dev"), as_json, ranker, precision, oos_recall, margin_se)
+    cal, report, fitted = _calibrate_dev(
+        answerer, load_split("dev"), as_json, ranker, precision, oos_recall, margin_se, scope
+    )
     folder = answerer.index.folder
     assert folder is not None
     write_calibration(folder, cal.to_json())
@@ -155,11 +163,16 @@ def calibrate_cmd(
     if as_json:
         print(json.dumps({**op, "build": folder.name, "ranker": report.get("ranker")}, ensure_ascii=False))
         return
+    below = (
+        f"below it, clarify when the query looks in scope (scope ≥ {op['scope_at']:.3f}), else hand off"
+        if op.get("scope_at") is not None
+        else f"clarify ≥ {op['clarify_at']:.3f}"
+    )
     console.print(
-        f"calibrated build {folder.name}: answer at confidence ≥ {op['answer_at']:.3f}, "
-        f"clarify ≥ {op['clarify_at']:.3f}\n"
+        f"calibrated build {folder.name}: answer at confidence ≥ {op['answer_at']:.3f}; {below}\n"
         f"dev (cross-validated): coverage {op['coverage']:.3f}, answered precision {op['answered_precision']:.3f}, "
-        f"out-of-scope handoff recall {op['oos_handoff_recall']:.3f}, clarify rate {op['clarify_rate']:.3f}"
+        f"out-of-scope handoff recall {op['oos_handoff_recall']:.3f}, clarify rate {op['clarify_rate']:.3f}, "
+        f"in-scope handoff rate {op['in_scope_handoff_rate']:.3f}"
     )
     if fitted is not None:
         summary = report["ranker"]
@@ -196,7 +209,10 @@ def report_cmd(
     if cal_path is not None and cal_path.is_file():
         cal_report = json.loads(cal_path.read_text("utf-8"))
     else:  # a build that took the shipped calibration: refit on dev for the curve (not stored)
-        cal_report = _calibrate_dev(answerer, dev_items, as_json, ranker=answerer.ranker is not None)[1]
+        cal = answerer.calibration
+        cal_report = _calibrate_dev(
+            answerer, dev_items, as_json, ranker=answerer.ranker is not None, scope=cal.scope_at is not None
+        )[1]
     abl = run_ablations(answerer, dev_items) if ablations else []
     ind = independence(dev_items + test_items, load_kb(s.kb_dir))
     path = write_report(

@@ -97,7 +97,9 @@ def plots(calibration_report: dict[str, Any], folder: Path) -> list[str]:
             if scores.get(key):
                 ax.hist(scores[key], bins=bins, alpha=0.55, label=f"{label} (n={len(scores[key])})", color=color)
         op = calibration_report.get("operating_point_cv", {})
-        for k, style in (("answer_at", "-"), ("clarify_at", ":")):
+        # with a scope model, clarify vs handoff is decided on another score: no clarify line here
+        lines = (("answer_at", "-"),) if op.get("scope_at") is not None else (("answer_at", "-"), ("clarify_at", ":"))
+        for k, style in lines:
             if k in op:
                 ax.axvline(op[k], color="black", ls=style, lw=1, label=k)
         ax.set_xlabel("confidence")

@@ -265,7 +265,10 @@ class Answerer:
             trace["fired"] = f"sensitive:{hit.group}"
             return finish("handoff", "sensitive", best.units)
 
-        decision = decide(best.confidence, self.calibration)
+        scope = self.calibration.scope(best.features) if best.features is not None else None
+        if scope is not None:
+            trace.update({"scope": round(scope, 4), "scope_at": self.calibration.scope_at})
+        decision = decide(best.confidence, self.calibration, scope)
         trace["fired"] = f"confidence→{decision}"
         if decision == "answer":
             return finish("answer", None, best.units, show=k)

@@ -66,6 +66,12 @@ class Calibration:
     metrics: dict[str, Any] = field(default_factory=dict)
     features: list[str] | None = None  # names the weights refer to; None means FEATURES
     ranker: dict[str, Any] | None = None  # service.ranker.Ranker.to_json(), fitted with these weights
+    # Optional scope model: the probability that a query is in scope at all, over the same
+    # standardised features. With it, a query below answer_at is clarified when it looks in scope
+    # (scope ≥ scope_at) and handed off otherwise; without it, clarify_at on the confidence decides.
+    scope_weights: list[float] | None = None
+    scope_bias: float = 0.0
+    scope_at: float | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -91,18 +97,37 @@ class Calibration:
                 raise ConfigError("calibration weights, mean, scale and bias must be finite numbers")
             if any(v <= 0 for v in self.scale):
                 raise ConfigError(f"calibration scale values must be > 0, got {self.scale}")
+        if self.scope_weights is not None:
+            if self.weights is None or len(self.scope_weights) != len(self.names):
+                raise ConfigError(
+                    f"the scope model needs the confidence model's standardisation and one weight per feature "
+                    f"{self.names}; got {len(self.scope_weights)} weights"
+                )
+            if not all(math.isfinite(v) for v in [*self.scope_weights, self.scope_bias]):
+                raise ConfigError("scope weights and bias must be finite numbers")
+            if self.scope_at is None or not 0.0 <= self.scope_at <= 1.0:
+                raise ConfigError(f"a scope model needs scope_at within [0, 1], got {self.scope_at}")
 
     def confidence(self, f: Features) -> float:
-        if self.weights is None or self.mean is None or self.scale is None:
+        """Probability that the top answer is right (the raw top-1 cosine without a model)."""
+        if self.weights is None:
             return float(f.top1)
+        return self._probability(self.weights, self.bias, f)
+
+    def scope(self, f: Features) -> float | None:
+        """Probability that the query is in scope, or None without a scope model."""
+        if self.scope_weights is None:
+            return None
+        return self._probability(self.scope_weights, self.scope_bias, f)
+
+    def _probability(self, weights: list[float], bias: float, f: Features) -> float:
+        assert self.mean is not None and self.scale is not None  # checked in __post_init__
         # plain floats: seven or eight features, where numpy's per-call overhead was 40 µs a query
         # (float arithmetic turns overflow into inf and 0·inf into NaN; both are caught below)
         x = (getattr(f, name) for name in self.names)
-        logit = self.bias + sum(
-            w * (v - m) / s for w, v, m, s in zip(self.weights, x, self.mean, self.scale, strict=True)
-        )
+        logit = bias + sum(w * (v - m) / s for w, v, m, s in zip(weights, x, self.mean, self.scale, strict=True))
         if not math.isfinite(logit):
-            return 0.0  # undefined evidence never earns an answer
+            return 0.0  # undefined evidence never earns an answer (nor a clarify)
         return 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
 
     def to_json(self) -> dict[str, Any]:
@@ -116,10 +141,13 @@ class Calibration:
         return cls(**known)
 
 
-def decide(confidence: float, cal: Calibration) -> str:
-    """'answer', 'clarify' or 'handoff' for a retrieval confidence."""
+def decide(confidence: float, cal: Calibration, scope: float | None = None) -> str:
+    """'answer', 'clarify' or 'handoff' for a retrieval confidence (and, with a scope model, the
+    probability that the query is in scope: below answer_at it decides between clarify and handoff)."""
     if confidence >= cal.answer_at:
         return "answer"
+    if cal.scope_at is not None and scope is not None:
+        return "clarify" if scope >= cal.scope_at else "handoff"
     if confidence >= cal.clarify_at:
         return "clarify"
     return "handoff"

@@ -236,3 +236,30 @@ def test_calibration_with_a_ranker_names_rank_prob_and_carries_it():
     assert cal.names == (*FEATURES, "rank_prob")
     assert cal.ranker == ranker.to_json()
     assert Calibration.from_json(cal.to_json()) == cal
+
+
+def test_scope_model_clarifies_in_scope_queries_it_would_have_handed_off():
+    """In-scope queries whose top-1 is wrong look like out-of-scope ones on confidence, but not on
+    the scope feature: the scope model clarifies them and still hands off enough OOS queries."""
+    rng = np.random.default_rng(5)
+    results = synthetic(n_correct=80, n_wrong=40, n_oos=60)
+    for r in results:
+        assert r.features is not None
+        r.features["length"] = float(rng.normal(1.0 if r.item.in_scope else -1.0, 0.3))
+    plain, rp = calibrate(results, 0.9, 0.95)
+    scoped, rs = calibrate(results, 0.9, 0.95, scope=True)
+    assert plain.scope_at is None and scoped.scope_at is not None and scoped.scope_weights is not None
+    assert scoped.answer_at == plain.answer_at  # the answer threshold does not move
+    ops, opp = rs["operating_point_cv"], rp["operating_point_cv"]
+    assert ops["oos_handoff_recall"] >= 0.95
+    assert ops["in_scope_handoff_rate"] < opp["in_scope_handoff_rate"]
+    # and the fitted model keeps the target on its own input
+    oos = [r for r in results if r.item.reason == "low_confidence"]
+    handed = [decide(scoped.confidence(_features(r)), scoped, scoped.scope(_features(r))) == "handoff" for r in oos]
+    assert sum(handed) / len(oos) >= 0.9
+
+
+def test_no_scope_model_without_enough_out_of_scope_examples():
+    results = synthetic(n_oos=5)
+    cal, report = calibrate(results, 0.95, 0.95, scope=True)
+    assert cal.scope_at is None and report["operating_point_cv"]["scope_at"] is None

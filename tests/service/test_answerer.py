@@ -342,3 +342,24 @@ def test_a_confidence_model_that_reads_the_ranker_refuses_to_run_without_it(
     with pytest.raises(ConfigError, match="kefu eval calibrate --no-ranker"):
         Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, opts, calibration=cal)
     Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, tiny_answerer.options, calibration=cal)
+
+
+@pytest.mark.parametrize(("scope_at", "expected"), [(0.0, "clarify"), (1.0, "handoff")])
+def test_a_scope_model_decides_below_the_answer_threshold(answerer: Answerer, scope_at: float, expected: str):
+    n = len(FAKE_CAL.names)
+    # confidence is the logistic of 10·(top1 − 0.6): far below answer_at for an unrelated query
+    answerer.calibration = Calibration(
+        answer_at=0.9,
+        clarify_at=0.5,
+        weights=[10.0] + [0.0] * (n - 1),
+        bias=-6.0,
+        mean=[0.0] * n,
+        scale=[1.0] * n,
+        scope_weights=[0.0] * n,
+        scope_bias=0.0,
+        scope_at=scope_at,
+    )
+    a = answerer.answer("今天天气怎么样")
+    assert a.decision == expected
+    assert a.trace["scope"] == pytest.approx(0.5) and a.trace["scope_at"] == scope_at
+    assert_shape(a)

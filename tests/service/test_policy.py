@@ -229,3 +229,58 @@ def test_rank_prob_without_a_ranker_is_a_config_error():
 def test_unknown_feature_name_is_a_config_error():
     with pytest.raises(ConfigError, match=r"unknown features \['cosine'\]"):
         Calibration(weights=[0.1], mean=[0.0], scale=[1.0], features=["cosine"])
+
+
+# --- the scope model ----------------------------------------------------------------------------
+def _scoped(scope_at: float = 0.5) -> Calibration:
+    n = len(FEATURES)
+    # confidence reads top1 only; scope reads length only (logit = 4·length)
+    weights = [4.0] + [0.0] * (n - 1)
+    scope_weights = [0.0] * (n - 1) + [4.0]
+    return Calibration(
+        answer_at=0.9,
+        clarify_at=0.5,
+        weights=weights,
+        mean=[0.0] * n,
+        scale=[1.0] * n,
+        scope_weights=scope_weights,
+        scope_bias=0.0,
+        scope_at=scope_at,
+    )
+
+
+def test_scope_decides_between_clarify_and_handoff_below_the_answer_threshold():
+    cal = _scoped(0.7)
+    f_in = _features(top1=0.0, length=1.0)  # scope 1/(1+e^-4) ≈ 0.982
+    f_out = _features(top1=0.0, length=-1.0)  # scope ≈ 0.018
+    assert cal.scope(f_in) == pytest.approx(1 / (1 + math.exp(-4)))
+    assert decide(cal.confidence(f_in), cal, cal.scope(f_in)) == "clarify"
+    assert decide(cal.confidence(f_out), cal, cal.scope(f_out)) == "handoff"
+    confident = _features(top1=1.0, length=-1.0)  # confidence ≈ 0.982 ≥ 0.9: answered whatever the scope
+    assert decide(cal.confidence(confident), cal, cal.scope(confident)) == "answer"
+
+
+def test_without_a_scope_model_clarify_at_decides():
+    cal = Calibration(answer_at=0.9, clarify_at=0.5)
+    assert cal.scope(_features()) is None
+    assert decide(0.6, cal, None) == "clarify" and decide(0.4, cal, None) == "handoff"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"scope_weights": [1.0]}, "one weight per feature"),
+        ({"scope_at": None}, "scope_at within"),
+        ({"scope_at": 1.5}, "scope_at within"),
+        ({"scope_bias": math.inf}, "finite"),
+    ],
+)
+def test_scope_model_validation(kwargs, message):
+    base = _scoped().to_json()
+    with pytest.raises(ConfigError, match=message):
+        Calibration.from_json({**base, **kwargs})
+
+
+def test_scope_model_json_round_trip():
+    cal = _scoped(0.3)
+    assert Calibration.from_json(cal.to_json()) == cal
