@@ -311,7 +311,7 @@ class Index:
             cos[exclude_row] = -np.inf
             bm25[exclude_row] = 0.0
         dense, q_best, per_unit, answer = layout.scores(cos, ANSWER_WEIGHT)
-        bm = layout._padded(bm25)
+        bm = layout.padded(bm25)
         lex = np.take(bm, layout.all).max(axis=1)
         d_rank, l_rank = _ranks(dense), _ranks(lex)
         key = 1.0 / (RRF_K + d_rank) + 1.0 / (RRF_K + l_rank)
@@ -323,7 +323,7 @@ class Index:
         in_row = rows_postings.counts(grams).astype(np.float32)
         if exclude_row is not None:
             in_row[exclude_row] = 0.0
-        cover = layout._padded(in_row / n_grams)
+        cover = layout.padded(in_row / n_grams)
         cover_q = np.take(cover, layout.q[order]).max(axis=1)
         cover_a = np.take(cover, layout.other[order]).max(axis=1)
         cover_u = unit_postings.counts(grams)[order] / n_grams
@@ -425,7 +425,8 @@ class _UnitLayout:
         self.n_top = np.array([min(len(q), QUESTION_TOPN) for q in q_rows])  # matches averaged per unit
 
     @staticmethod
-    def _padded(values: np.ndarray) -> np.ndarray:
+    def padded(values: np.ndarray) -> np.ndarray:
+        """``values`` (one per row) as float32 with the -inf padding slot appended."""
         out = np.empty(values.shape[0] + 1, dtype=np.float32)
         out[:-1] = values
         out[-1] = -np.inf
@@ -433,7 +434,7 @@ class _UnitLayout:
 
     def max_per_unit(self, values: np.ndarray) -> np.ndarray:
         """Each unit's largest value over its rows (``values`` has one entry per vector row)."""
-        return np.asarray(np.take(self._padded(values), self.all).max(axis=1))
+        return np.asarray(np.take(self.padded(values), self.all).max(axis=1))
 
     def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(unit score, best question-side cosine, the units' row cosines, best answer-side

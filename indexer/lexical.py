@@ -33,6 +33,14 @@ def jaccard(x: Set[str], y: Set[str]) -> float:
     return len(x & y) / len(x | y) if x and y else 0.0
 
 
+def _posting_positions(ptr: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    """Positions of every posting of ``terms`` in a CSC-style (``ptr``, rows) layout, without a
+    Python loop over the terms."""
+    starts = ptr[terms]
+    lengths = ptr[terms + 1] - starts
+    return np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+
+
 class LexicalIndex:
     def __init__(self, texts: Sequence[str]) -> None:
         vocab: dict[str, int] = {}
@@ -71,11 +79,7 @@ class LexicalIndex:
         terms = [j for j in (self.vocab.get(t) for t in set(char_terms(query))) if j is not None]
         if not terms:
             return np.zeros(self._n)
-        t = np.array(terms)
-        starts = self._ptr[t]
-        lengths = self._ptr[t + 1] - starts
-        # positions of every posting of these terms, without a Python loop over the terms
-        pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
+        pos = _posting_positions(self._ptr, np.array(terms))
         return np.bincount(self._rows[pos], weights=self._weights[pos], minlength=self._n)
 
 
@@ -99,7 +103,6 @@ class BigramPostings:
         self._ptr = np.zeros(len(postings) + 1, dtype=np.int64)
         self._ptr[1:] = np.cumsum([len(p) for p in postings])
         self._rows = np.array([i for p in postings for i in p], dtype=np.int64)
-        self.sizes = np.array([len(s) for s in sets], dtype=np.int64)
         self._n = len(sets)
 
     def counts(self, grams: Set[str]) -> np.ndarray:
@@ -107,8 +110,4 @@ class BigramPostings:
         ids = [j for j in (self.vocab.get(g) for g in grams) if j is not None]
         if not ids:
             return np.zeros(self._n, dtype=np.int64)
-        t = np.array(ids)
-        starts = self._ptr[t]
-        lengths = self._ptr[t + 1] - starts
-        pos = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(int(lengths.sum()))
-        return np.bincount(self._rows[pos], minlength=self._n)
+        return np.bincount(self._rows[_posting_positions(self._ptr, np.array(ids))], minlength=self._n)
