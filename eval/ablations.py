@@ -84,13 +84,12 @@ def _with_index(base: Answerer, index: Index) -> Answerer:
     )
 
 
-def _copy(base: Answerer, calibration: Calibration | None = None, **options: Any) -> Answerer:
+def _copy(base: Answerer, **options: Any) -> Answerer:
     """``base`` with other options. A variant the calibration's ranker cannot serve (another
     retrieval, or the ranker off) gets the uncalibrated confidence: its AUC is the raw top-1's."""
     opts = replace(base.options, **options)
-    if calibration is None:
-        ranked = "rank_prob" in base.calibration.names
-        calibration = Calibration() if ranked and (opts.retrieval != "rrf" or not opts.rerank) else base.calibration
+    ranked = "rank_prob" in base.calibration.names
+    calibration = Calibration() if ranked and (opts.retrieval != "rrf" or not opts.rerank) else base.calibration
     return Answerer(
         base.index, base.encode, base.sensitive, opts, None, None, base.greetings, calibration, base.synonyms
     )

@@ -12,7 +12,6 @@ apply: confidence is the raw top-1 cosine with the cut-offs below.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -47,9 +46,6 @@ class Features:
     bigram_overlap: float
     length: float
     rank_prob: float = 0.0  # 0 without a ranker
-
-    def vector(self, names: Sequence[str] = FEATURES) -> np.ndarray:
-        return np.array([getattr(self, f) for f in names], dtype=np.float64)
 
 
 @dataclass
