@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from eval.ablations import run_ablations
 from eval.dataset import EvalItem
-from service.policy import FEATURES, Calibration
 from service.ranker import Ranker
+from tests.fakes import ranked_calibration
 
 ITEMS = [
     EvalItem("a", "退货运费谁出", ("refund-shipping-fee",), "answer", None, (), "退货退款"),
@@ -15,19 +15,8 @@ ITEMS = [
 
 
 def test_every_variant_runs_even_when_the_calibration_reads_the_ranker(tiny_answerer):
-    names = [*FEATURES, "rank_prob"]
-    n = len(names)
     ranker = Ranker(("dense",), (1.0,), (0.0,), (1.0,))
-    cal = Calibration(
-        answer_at=0.5,
-        clarify_at=0.3,
-        weights=[1.0] * n,
-        mean=[0.0] * n,
-        scale=[1.0] * n,
-        features=names,
-        ranker=ranker.to_json(),
-    )
-    tiny_answerer.calibration = cal
+    tiny_answerer.calibration = ranked_calibration(ranker.to_json(), answer_at=0.5, clarify_at=0.3)
     tiny_answerer.ranker = ranker
     rows = run_ablations(tiny_answerer, ITEMS)
     by_name = {r["name"]: r for r in rows}

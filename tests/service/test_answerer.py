@@ -13,7 +13,7 @@ from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answer
 from service.policy import Calibration
 from service.ranker import Ranker
 from service.schemas import Answer
-from tests.fakes import FAKE_CAL
+from tests.fakes import FAKE_CAL, ranked_calibration
 
 TOP_KEYS = {
     "query",
@@ -327,17 +327,7 @@ def test_the_ranker_comes_with_the_calibration(tiny_index, fake_encoder, tiny_an
 def test_a_confidence_model_that_reads_the_ranker_refuses_to_run_without_it(
     tiny_index, fake_encoder, tiny_answerer: Answerer, options
 ):
-    names = [*FAKE_CAL.names, "rank_prob"]
-    n = len(names)
-    cal = Calibration(
-        answer_at=0.8,
-        clarify_at=0.5,
-        weights=[1.0] * n,
-        mean=[0.0] * n,
-        scale=[1.0] * n,
-        features=names,
-        ranker=_reverse_ranker().to_json(),
-    )
+    cal = ranked_calibration(_reverse_ranker().to_json())
     opts = dataclasses.replace(tiny_answerer.options, **options)
     with pytest.raises(ConfigError, match="kefu eval calibrate --no-ranker"):
         Answerer(tiny_index, fake_encoder.encode_queries, tiny_answerer.sensitive, opts, calibration=cal)
