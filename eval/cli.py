@@ -38,6 +38,17 @@ def _evaluate(answerer: Any, items: list[EvalItem], label: str, quiet: bool) -> 
         return evaluate(answerer, items, lambda d, t: bar.update(task, completed=d))
 
 
+DATA_OPTION = typer.Option(
+    None, "--data", help="folder with your own dev.jsonl / test.jsonl (KEFU_EVAL_DIR; default the bundled eval/data)"
+)
+
+
+def _split(ctx: typer.Context, name: str, data: Path | None) -> list[EvalItem]:
+    """A labelled split from --data, else KEFU_EVAL_DIR, else the bundled set."""
+    folder = data or settings_of(ctx).eval_dir
+    return load_split(name, folder) if folder is not None else load_split(name)
+
+
 def _runtime(ctx: typer.Context):  # type: ignore[no-untyped-def]
     from service.runtime import Runtime
 
@@ -60,11 +71,12 @@ def _print_headline(h: dict[str, Any], title: str) -> None:
 def run_cmd(
     ctx: typer.Context,
     split: str = typer.Option("test", "--split", help="dev, test or all"),
+    data: Path | None = DATA_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object of metrics"),
 ) -> None:
     """Evaluate retrieval and decisions on a labelled split."""
     rt = _runtime(ctx)
-    result = _evaluate(rt.answerer(), load_split(split), f"eval {split}", as_json)
+    result = _evaluate(rt.answerer(), _split(ctx, split, data), f"eval {split}", as_json)
     if as_json:
         print(json.dumps(result.metrics["headline"] | {"split": split}, ensure_ascii=False))
         return
@@ -125,6 +137,7 @@ def calibrate_cmd(
         help="aim this many standard errors above the precision target (0 = exactly at it)",
     ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
+    data: Path | None = DATA_OPTION,
     ranker: bool = typer.Option(
         True, "--ranker/--no-ranker", help="fit the learned ranker too (on dev and the KB's alternative questions)"
     ),
@@ -145,7 +158,7 @@ def calibrate_cmd(
     # be one this kefu cannot load), so a refit reproduces the same file.
     answerer = rt.answerer(calibration=Calibration())
     cal, report, fitted = _calibrate_dev(
-        answerer, load_split("dev"), as_json, ranker, precision, oos_recall, margin_se, scope
+        answerer, _split(ctx, "dev", data), as_json, ranker, precision, oos_recall, margin_se, scope
     )
     folder = answerer.index.folder
     assert folder is not None
@@ -190,6 +203,7 @@ def report_cmd(
     ctx: typer.Context,
     out: Path | None = typer.Option(None, "--out", help="folder (default eval/reports)"),
     ablations: bool = typer.Option(True, "--ablations/--no-ablations"),
+    data: Path | None = DATA_OPTION,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
@@ -201,7 +215,7 @@ def report_cmd(
     s = settings_of(ctx)
     rt = _runtime(ctx)
     answerer = rt.answerer()
-    dev_items, test_items = load_split("dev"), load_split("test")
+    dev_items, test_items = _split(ctx, "dev", data), _split(ctx, "test", data)
     dev = _evaluate(answerer, dev_items, "dev", as_json)
     test = _evaluate(answerer, test_items, "test", as_json)
     folder = answerer.index.folder

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     session_ttl_s: int = Field(1800, ge=1)
     session_max: int = Field(10000, ge=1)
     tickets_db: Path | None = Field(None, description="handoff tickets (SQLite); default <data_dir>/tickets.db")
+    eval_dir: Path | None = Field(
+        None, description="labelled sets for `kefu eval` (dev.jsonl, test.jsonl); default the bundled eval/data"
+    )
     handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
     microbatch_wait_ms: float = Field(

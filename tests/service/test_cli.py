@@ -154,3 +154,32 @@ def test_eval_calibrate_goes_on_without_a_ranker_it_cannot_fit(runner: CliRunner
     assert out["ranker"] is None
     manifest = json.loads((IndexStore(env.index_home).current_path() / "manifest.json").read_text("utf-8"))
     assert manifest["calibration"]["ranker"] is None and manifest["calibration"]["source"] == "dev-logistic"
+
+
+def _own_split(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [
+        {"id": "m1", "query": "退货运费谁出", "relevant": ["refund-shipping-fee"], "expect": "answer"},
+        {"id": "m2", "query": "我的快递到哪了", "relevant": ["logistics-track"], "expect": "answer"},
+        {"id": "m3", "query": "今天天气怎么样", "expect": "handoff", "reason": "low_confidence"},
+    ]
+    (folder / "dev.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    return folder
+
+
+def test_eval_runs_on_your_own_labelled_set(runner: CliRunner, env, tmp_path, monkeypatch):
+    own = _own_split(tmp_path / "labels")
+    r = runner.invoke(app, ["eval", "run", "--split", "dev", "--data", str(own), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["n"] == 3 and out["hit@1"] == 1.0  # three items; both in-scope queries found first
+    monkeypatch.setenv("KEFU_EVAL_DIR", str(own))  # the setting does the same
+    r = runner.invoke(app, ["eval", "run", "--split", "dev", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["n"] == 3
+
+
+def test_eval_on_a_folder_without_the_split_says_where_it_looked(runner: CliRunner, env, tmp_path):
+    r = runner.invoke(app, ["eval", "run", "--split", "test", "--data", str(_own_split(tmp_path / "labels"))])
+    assert r.exit_code != 0
+    assert "no eval split at" in r.stderr and "test.jsonl" in r.stderr
