@@ -291,7 +291,7 @@ class Index:
         if mode == "lexical":
             key = lex
         elif mode == "rrf":
-            key = 1.0 / (RRF_K + _ranks(dense)) + 1.0 / (RRF_K + _ranks(lex))
+            key = _rrf(_ranks(dense), _ranks(lex))
         else:
             key = dense + LEXICAL_WEIGHT * lex / max(float(lex.max()), 1e-9)
         order = np.argsort(-key, kind="stable")[:k_units]
@@ -314,7 +314,7 @@ class Index:
         bm = layout.padded(bm25)
         lex = np.take(bm, layout.all).max(axis=1)
         d_rank, l_rank = _ranks(dense), _ranks(lex)
-        key = 1.0 / (RRF_K + d_rank) + 1.0 / (RRF_K + l_rank)
+        key = _rrf(d_rank, l_rank)
         order = np.argsort(-key, kind="stable")[:size]
         units = self._hits(order, cos, dense, q_best, per_unit, min(len(self.chunks), POOL_VOTE_VECTORS))
         rows_postings, unit_postings = self.bigram_postings
@@ -454,6 +454,11 @@ class _UnitLayout:
         mixed = (q_agree + w * other) / (1.0 + w)
         score = np.where(self.mixed, mixed, overall)
         return score, q_best, per_unit, np.where(np.isfinite(other), other, score)
+
+
+def _rrf(*ranks: np.ndarray) -> np.ndarray:
+    """Reciprocal-rank fusion of 0-based ranks: the key both the fused search and the pool order by."""
+    return np.asarray(sum(1.0 / (RRF_K + r) for r in ranks))
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
