@@ -108,6 +108,20 @@ class CandidatePool:
     x: np.ndarray  # float64 [len(units), len(POOL_FEATURES)]
 
 
+@dataclass(frozen=True)
+class LexicalEvidence:
+    """What the candidate pool reads of the query text alone (``Index.lexical_evidence``)."""
+
+    query: str
+    exclude_row: int | None
+    bm25: np.ndarray  # BM25 per vector row, with the layout's -inf padding slot
+    unit: np.ndarray  # each unit's best row BM25
+    rank: np.ndarray  # 0-based rank of each unit by that score
+    cover_rows: np.ndarray  # share of the query's bigrams in each row, with the padding slot
+    cover_unit: np.ndarray  # share of the query's bigrams anywhere in each unit
+    jaccard: np.ndarray  # bigram Jaccard of the query with each row (``Index.bigram_jaccard``)
+
+
 class Index:
     """A loaded (or freshly built) index: search by vectors, aggregate per answer unit."""
 
@@ -144,6 +158,7 @@ class Index:
         self._norm_texts: list[str] | None = None
         self._bigrams: list[frozenset[str]] | None = None
         self._postings: tuple[BigramPostings, BigramPostings] | None = None
+        self._bigram_sizes: np.ndarray | None = None
 
     @property
     def norm_texts(self) -> list[str]:
@@ -298,43 +313,83 @@ class Index:
         k_vec = min(len(self.chunks), max(64, k_units * 12))
         return self._hits(order, cos, dense, q_best, per_unit, k_vec)
 
-    def candidate_pool(self, qvec: np.ndarray, query: str, size: int, exclude_row: int | None = None) -> CandidatePool:
-        """The ``size`` best units by RRF of dense and lexical ranks (the ``rrf`` order), with
-        POOL_FEATURES for a learned ranker. ``exclude_row`` leaves one vector row out of every
-        channel, so a stored alternative question can stand in for an unseen query (training)."""
-        if size < 1:
-            raise ValueError(f"pool size must be ≥ 1, got {size}")
+    def lexical_evidence(self, query: str, exclude_row: int | None = None) -> LexicalEvidence:
+        """The text-only half of ``candidate_pool``: BM25 and bigram coverage of ``query``. It
+        does not need the query vector, so ``Answerer`` computes it while the query encodes."""
         layout = self._layout
-        cos = self._cosines(qvec)
         bm25 = self.lexical.scores(query)
-        if exclude_row is not None:
-            cos[exclude_row] = -np.inf
-            bm25[exclude_row] = 0.0
-        dense, q_best, per_unit, answer = layout.scores(cos, ANSWER_WEIGHT)
-        bm = layout.padded(bm25)
-        lex = np.take(bm, layout.all).max(axis=1)
-        d_rank, l_rank = _ranks(dense), _ranks(lex)
-        key = _rrf(d_rank, l_rank)
-        order = np.argsort(-key, kind="stable")[:size]
-        units = self._hits(order, cos, dense, q_best, per_unit, min(len(self.chunks), POOL_VOTE_VECTORS))
         rows_postings, unit_postings = self.bigram_postings
         grams = char_bigrams(query)
         n_grams = max(1, len(grams))
-        in_row = rows_postings.counts(grams).astype(np.float32)
+        shared = rows_postings.counts(grams)
+        in_row = shared.astype(np.float32)
+        cover_unit = unit_postings.counts(grams) / n_grams
+        jaccard = self._jaccard(grams, shared)
         if exclude_row is not None:
+            bm25[exclude_row] = 0.0
             in_row[exclude_row] = 0.0
-        cover = layout.padded(in_row / n_grams)
-        cover_q = np.take(cover, layout.q[order]).max(axis=1)
-        cover_a = np.take(cover, layout.other[order]).max(axis=1)
-        cover_u = unit_postings.counts(grams)[order] / n_grams
-        if exclude_row is not None:  # the left-out row's own bigrams must not count for its unit
-            rest = self.norm_bigrams
-            for j, i in enumerate(order.tolist()):
-                if exclude_row in self.units[layout.ids[i]]:
-                    others = [rest[r] for r in self.units[layout.ids[i]] if r != exclude_row]
-                    cover_u[j] = len(grams & frozenset().union(*others)) / n_grams
+            jaccard[exclude_row] = 0.0
+            # the left-out row's own bigrams must not count for its unit
+            unit_id = self.chunks[exclude_row].unit_id
+            others = [self.norm_bigrams[r] for r in self.units[unit_id] if r != exclude_row]
+            cover_unit[layout.position[unit_id]] = len(grams & frozenset().union(*others)) / n_grams
+        bm = layout.padded(bm25)
+        unit = np.take(bm, layout.all_t).max(axis=0)
+        cover_rows = layout.padded(in_row / n_grams)
+        return LexicalEvidence(query, exclude_row, bm, unit, _ranks(unit), cover_rows, cover_unit, jaccard)
+
+    def bigram_jaccard(self, query: str) -> np.ndarray:
+        """``jaccard(char_bigrams(query), bigrams of the row)`` for every row, in one pass."""
+        grams = char_bigrams(query)
+        return self._jaccard(grams, self.bigram_postings[0].counts(grams))
+
+    def _jaccard(self, grams: set[str], shared: np.ndarray) -> np.ndarray:
+        if self._bigram_sizes is None:
+            self._bigram_sizes = np.array([len(g) for g in self.norm_bigrams], dtype=np.int64)
+        union = len(grams) + self._bigram_sizes - shared
+        # nothing shared (which covers an empty set on either side) scores 0, as lexical.jaccard does
+        return np.divide(shared, union, out=np.zeros(len(shared)), where=shared > 0)
+
+    def question_overlap(self, unit_id: str, row_jaccard: np.ndarray) -> float:
+        """The best of ``row_jaccard`` over the unit's question-side rows (0 when it has none)."""
+        rows = [r for r in self.units.get(unit_id, []) if self._is_question[r]]
+        return max(0.0, float(row_jaccard[rows].max())) if rows else 0.0
+
+    def candidate_pool(
+        self,
+        qvec: np.ndarray,
+        query: str,
+        size: int,
+        exclude_row: int | None = None,
+        lexical: LexicalEvidence | None = None,
+    ) -> CandidatePool:
+        """The ``size`` best units by RRF of dense and lexical ranks (the ``rrf`` order), with
+        POOL_FEATURES for a learned ranker. ``exclude_row`` leaves one vector row out of every
+        channel, so a stored alternative question can stand in for an unseen query (training).
+        ``lexical`` is ``lexical_evidence(query, exclude_row)`` when the caller already has it."""
+        if size < 1:
+            raise ValueError(f"pool size must be ≥ 1, got {size}")
+        if lexical is None:
+            lexical = self.lexical_evidence(query, exclude_row)
+        elif (lexical.query, lexical.exclude_row) != (query, exclude_row):
+            raise ValueError(
+                f"lexical evidence is for query {lexical.query!r} (exclude_row={lexical.exclude_row}), "
+                f"not {query!r} (exclude_row={exclude_row})"
+            )
+        layout = self._layout
+        cos = self._cosines(qvec)
+        if exclude_row is not None:
+            cos[exclude_row] = -np.inf
+        dense, q_best, per_unit, answer = layout.scores(cos, ANSWER_WEIGHT)
+        d_rank, l_rank = _ranks(dense), lexical.rank
+        key = _rrf(d_rank, l_rank)
+        order = np.argsort(-key, kind="stable")[:size]
+        units = self._hits(order, cos, dense, q_best, per_unit, min(len(self.chunks), POOL_VOTE_VECTORS))
+        cover_q = np.take(lexical.cover_rows, layout.q[order]).max(axis=1)
+        cover_a = np.take(lexical.cover_rows, layout.other[order]).max(axis=1)
+        lex = lexical.unit
         lex_max = max(float(lex.max()), 1e-9)
-        lex_q = np.take(bm, layout.q[order]).max(axis=1)
+        lex_q = np.take(lexical.bm25, layout.q[order]).max(axis=1)
         x = np.column_stack(
             [
                 dense[order],
@@ -347,7 +402,7 @@ class Index:
                 np.log1p([u.votes for u in units]),
                 np.where(np.isfinite(cover_q), cover_q, 0.0),
                 np.where(np.isfinite(cover_a), cover_a, 0.0),
-                cover_u,
+                lexical.cover_unit[order],
             ]
         ).astype(np.float64)
         return CandidatePool(units, x)
@@ -376,7 +431,7 @@ class Index:
         # Votes as in dense search: how many of a unit's vectors are among the k_vec nearest ones
         # (at least as close as the k_vec-th nearest; only exact ties can add one).
         nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
-        rows = per_unit[order]
+        rows = per_unit[:, order].T
         best = layout.all[order, rows.argmax(axis=1)].tolist()
         votes = (rows >= nearest_kth).sum(axis=1).tolist()
         return [
@@ -404,6 +459,7 @@ class _UnitLayout:
 
     def __init__(self, units: dict[str, list[int]], is_question: np.ndarray) -> None:
         self.ids = list(units)
+        self.position = {u: i for i, u in enumerate(self.ids)}
         n_rows = int(is_question.shape[0])
         pad = n_rows  # index of the -inf slot appended to every score vector
 
@@ -418,6 +474,9 @@ class _UnitLayout:
         q_rows = [[r for r in rs if is_question[r]] for rs in rows]
         other = [[r for r in rs if not is_question[r]] for rs in rows]
         self.all = matrix(rows)
+        # The same, units along the columns: a max over a unit's rows is then a reduction down
+        # axis 0, which numpy vectorises across units (13 µs against 42 µs for 650 × 15).
+        self.all_t = np.ascontiguousarray(self.all.T)
         self.q = matrix(q_rows)
         self.other = matrix(other)
         self.mixed = np.array([bool(q) and bool(o) for q, o in zip(q_rows, other, strict=True)])
@@ -434,15 +493,15 @@ class _UnitLayout:
 
     def max_per_unit(self, values: np.ndarray) -> np.ndarray:
         """Each unit's largest value over its rows (``values`` has one entry per vector row)."""
-        return np.asarray(np.take(self.padded(values), self.all).max(axis=1))
+        return np.asarray(np.take(self.padded(values), self.all_t).max(axis=0))
 
     def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(unit score, best question-side cosine, the units' row cosines, best answer-side
         cosine) for every unit; same rule as ``Index._unit_score``. ``cos`` holds one cosine per
-        row plus the -inf padding slot; the third result is ``cos`` laid out as ``self.all`` (best
+        row plus the -inf padding slot; the third result is ``cos`` laid out as ``self.all_t`` (best
         rows and votes come from it); the fourth is the unit score where a unit has no answer row."""
-        per_unit = np.take(cos, self.all)
-        overall = per_unit.max(axis=1)
+        per_unit = np.take(cos, self.all_t)
+        overall = per_unit.max(axis=0)
         qm = np.take(cos, self.q)
         width = qm.shape[1]
         if width > QUESTION_TOPN:  # only the best QUESTION_TOPN are needed: partition, not sort

@@ -17,7 +17,7 @@ import indexer.store as store_module
 from indexer.build import anchor_texts, build_and_swap
 from indexer.encoder import FakeEncoder
 from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOTE_VECTORS, QUESTION_TOPN, Index
-from indexer.lexical import char_bigrams
+from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.store import IndexStore, write_calibration
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
@@ -684,8 +684,8 @@ def test_vectorised_unit_scores_match_the_per_unit_rule(tiny_index, fake_encoder
         expected = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
         assert scores[i] == pytest.approx(expected[0], abs=1e-6)
         assert q_best[i] == pytest.approx(expected[1], abs=1e-6)
-        assert layout.all[i, per_unit[i].argmax()] == expected[2]
-        assert sorted(per_unit[i][: len(rows)]) == pytest.approx(sorted(cos[rows]), abs=1e-6)
+        assert layout.all[i, per_unit[:, i].argmax()] == expected[2]
+        assert sorted(per_unit[: len(rows), i]) == pytest.approx(sorted(cos[rows]), abs=1e-6)
 
 
 def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
@@ -840,3 +840,33 @@ def test_candidate_pool_leaves_the_excluded_row_out_of_every_channel(wide_index,
 def test_candidate_pool_refuses_an_empty_pool(tiny_index):
     with pytest.raises(ValueError, match="pool size must be ≥ 1, got 0"):
         tiny_index.candidate_pool(tiny_index.vectors[0], "退货", 0)
+
+
+@pytest.mark.parametrize("text", ["退货运费谁出", "第3号额外问题怎么办", "完全无关的内容", "", "a"])
+def test_bigram_jaccard_matches_the_set_formula_for_every_row(wide_index, text):
+    index, _ = wide_index
+    text = normalize(text)
+    grams = char_bigrams(text)
+    got = index.bigram_jaccard(text)
+    want = [jaccard(grams, index.norm_bigrams[r]) for r in range(len(index.chunks))]
+    assert got.tolist() == want  # the same ratio of the same integers: equal, not just close
+
+
+@pytest.mark.parametrize("exclude", [None, 7])
+def test_candidate_pool_reuses_lexical_evidence_and_refuses_evidence_for_another_query(wide_index, exclude):
+    index, encoder = wide_index
+    text = normalize("退货运费谁出")
+    q = _q(encoder, text)
+    evidence = index.lexical_evidence(text, exclude)
+    want = index.bigram_jaccard(text)
+    if exclude is not None:
+        want[exclude] = 0.0
+    assert evidence.jaccard.tolist() == want.tolist()
+    given = index.candidate_pool(q, text, 10, exclude_row=exclude, lexical=evidence)
+    own = index.candidate_pool(q, text, 10, exclude_row=exclude)
+    assert [u.unit_id for u in given.units] == [u.unit_id for u in own.units]
+    np.testing.assert_array_equal(given.x, own.x)
+    with pytest.raises(ValueError, match="lexical evidence is for query"):
+        index.candidate_pool(q, normalize("发票怎么开"), 10, exclude_row=exclude, lexical=evidence)
+    with pytest.raises(ValueError, match="exclude_row"):
+        index.candidate_pool(q, text, 10, exclude_row=3, lexical=evidence)

@@ -353,3 +353,26 @@ def test_a_scope_model_decides_below_the_answer_threshold(answerer: Answerer, sc
     assert a.decision == expected
     assert a.trace["scope"] == pytest.approx(0.5) and a.trace["scope_at"] == scope_at
     assert_shape(a)
+
+
+@pytest.mark.parametrize("expand", [False, True])
+def test_bigram_overlap_is_measured_on_the_text_itself_with_the_ranker(answerer: Answerer, expand: bool):
+    """The ranker path reuses the search's lexical evidence for the overlap feature, but only
+    when the search text is the query's own text, not its synonym expansion."""
+    from indexer.chunking import QUESTION_KINDS
+    from indexer.lexical import char_bigrams, jaccard
+
+    answerer.ranker = _reverse_ranker()
+    answerer.options = dataclasses.replace(answerer.options, expand_synonyms=expand)
+    text = normalize("退货保险怎么理赔")  # the tiny KB's synonyms add 运费险 to it
+    a = answerer.answer(text)
+    assert ("synonyms" in a.trace) is expand
+    top = a.trace["candidates"][0]["id"]
+    rows = [r for r in answerer.index.units[top] if answerer.index.chunks[r].kind in QUESTION_KINDS]
+
+    def best(query: str) -> float:
+        return max(jaccard(char_bigrams(query), answerer.index.norm_bigrams[r]) for r in rows)
+
+    assert a.trace["features"]["bigram_overlap"] == pytest.approx(best(text), abs=1e-4)
+    if expand:  # and it would differ, had the expansion been used
+        assert best(text) != pytest.approx(best(f"{text} 运费险"), abs=1e-4)
