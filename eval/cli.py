@@ -210,6 +210,7 @@ def report_cmd(
     from eval.ablations import run_ablations
     from eval.dataset import independence
     from eval.report import REPORTS, write_report
+    from eval.runner import topic_switches
     from kb.loader import load_kb
 
     s = settings_of(ctx)
@@ -229,9 +230,9 @@ def report_cmd(
         )[1]
     abl = run_ablations(answerer, dev_items) if ablations else []
     ind = independence(dev_items + test_items, load_kb(s.kb_dir))
-    path = write_report(
-        test.metrics, dev.metrics, cal_report, abl, ind, answerer.index.manifest.model_dump(), out or REPORTS
-    )
+    switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
+    manifest = answerer.index.manifest.model_dump()
+    path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches)
     if as_json:
         print(json.dumps(test.metrics["headline"] | {"split": "test", "report": str(path)}, ensure_ascii=False))
         return

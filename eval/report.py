@@ -113,6 +113,9 @@ def plots(calibration_report: dict[str, Any], folder: Path) -> list[str]:
     return names
 
 
+SWITCH_KEYS = ("questions", "context_used", "top_changed", "right_to_wrong", "new_wrong_answers")
+
+
 def write_report(
     test: dict[str, Any],
     dev: dict[str, Any],
@@ -121,6 +124,7 @@ def write_report(
     independence: dict[str, Any],
     manifest: dict[str, Any],
     folder: Path = REPORTS,
+    switches: dict[str, dict[str, float]] | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pngs = plots(calibration, folder)
@@ -135,6 +139,7 @@ def write_report(
         "calibration": {k: v for k, v in calibration.items() if k not in ("curve", "scores")},
         "ablations": ablations,
         "independence": independence,
+        "topic_switches": switches or {},
     }
     (folder / "latest.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
     th, dh = test["headline"], dev["headline"]
@@ -186,6 +191,32 @@ def write_report(
             _table(
                 [[a["name"], *[_fmt(a.get(k)) for k in keys], a.get("note", "")] for a in ablations],
                 ["variant", *keys, "note"],
+            ),
+            "",
+        ]
+    if switches:
+        lines += [
+            "## Session context: follow-ups and topic switches",
+            "",
+            'The ablation row "no session context" shows what reading a follow-up with the previous message buys. '
+            "This shows what it costs when the shopper changes topic: every in-scope question without a context of "
+            "its own, asked right after a question of another category (fixed pairing), against the same question "
+            "asked alone.",
+            "",
+            _table(
+                [
+                    [split, *[str(v.get(k)) for k in SWITCH_KEYS], _fmt(v.get("right_to_wrong_rate"))]
+                    for split, v in switches.items()
+                ],
+                [
+                    "split",
+                    "questions",
+                    "read with the previous one",
+                    "top answer changed",
+                    "right → wrong",
+                    "new wrong answers",
+                    "right → wrong rate",
+                ],
             ),
             "",
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ class ItemResult:
     features: dict[str, float] | None
     fired: str
     elapsed_ms: float
+    used_context: bool = False
 
     @property
     def top1_correct(self) -> bool:
@@ -40,6 +42,23 @@ class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
+def _ask(answerer: Answerer, item: EvalItem, session_id: str) -> ItemResult:
+    a = answerer.answer(item.query, session_id=session_id, top_k=10)
+    cands = a.trace.get("candidates") or []
+    return ItemResult(
+        item=item,
+        decision=a.decision,
+        reason=a.reason,
+        ranking=[Ranked(c["id"], c.get("doc_id", c["id"])) for c in cands],
+        answered_id=a.answers[0].id if a.decision == "answer" and a.answers else None,
+        confidence=a.trace.get("confidence"),
+        features=a.trace.get("features"),
+        fired=str(a.trace.get("fired", "")),
+        elapsed_ms=a.elapsed_ms,
+        used_context=bool(a.trace.get("used_context")),
+    )
+
+
 def run(
     answerer: Answerer, items: Sequence[EvalItem], progress: Callable[[int, int], None] | None = None
 ) -> list[ItemResult]:
@@ -48,25 +67,56 @@ def run(
         sid = SessionStore.new_id()
         if it.context:
             answerer.answer(it.context, session_id=sid)
-        a = answerer.answer(it.query, session_id=sid, top_k=10)
-        cands = a.trace.get("candidates") or []
-        ranking = [Ranked(c["id"], c.get("doc_id", c["id"])) for c in cands]
-        out.append(
-            ItemResult(
-                item=it,
-                decision=a.decision,
-                reason=a.reason,
-                ranking=ranking,
-                answered_id=a.answers[0].id if a.decision == "answer" and a.answers else None,
-                confidence=a.trace.get("confidence"),
-                features=a.trace.get("features"),
-                fired=str(a.trace.get("fired", "")),
-                elapsed_ms=a.elapsed_ms,
-            )
-        )
+        out.append(_ask(answerer, it, sid))
         if progress:
             progress(n, len(items))
     return out
+
+
+def switch_pairs(items: Sequence[EvalItem]) -> list[tuple[EvalItem, EvalItem]]:
+    """(previous, question) pairs: every in-scope question without context of its own, asked
+    right after the next question of another category in a fixed shuffled order."""
+    pool = sorted((it for it in items if it.in_scope and not it.context), key=lambda it: _digest(it.id))
+    pairs = []
+    for i, it in enumerate(pool):
+        others = (pool[(i + j) % len(pool)] for j in range(1, len(pool)))
+        prev = next((o for o in others if o.category != it.category), None)
+        if prev is not None:
+            pairs.append((prev, it))
+    return pairs
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def topic_switches(answerer: Answerer, alone: Sequence[ItemResult]) -> dict[str, float]:
+    """A session changes topic: each in-scope question is asked right after an unrelated one
+    (``switch_pairs``) and compared with the same question asked alone (``alone``, from
+    ``run``). The labelled set's follow-ups show what session context buys; this shows what it
+    costs when the shopper has moved on."""
+    by_id = {r.item.id: r for r in alone}
+    pairs = switch_pairs([r.item for r in alone])
+    used = changed = right_to_wrong = wrong_answers = 0
+    for prev, it in pairs:
+        sid = SessionStore.new_id()
+        answerer.answer(prev.query, session_id=sid)
+        after, before = _ask(answerer, it, sid), by_id[it.id]
+        used += after.used_context
+        changed += after.ranking[:1] != before.ranking[:1]
+        right_to_wrong += before.top1_correct and not after.top1_correct
+        wrong_now = after.decision == "answer" and not after.top1_correct
+        wrong_before = before.decision == "answer" and not before.top1_correct
+        wrong_answers += wrong_now and not wrong_before
+    n = len(pairs)
+    return {
+        "questions": n,
+        "context_used": used,
+        "top_changed": changed,
+        "right_to_wrong": right_to_wrong,
+        "new_wrong_answers": wrong_answers,
+        "right_to_wrong_rate": round(right_to_wrong / n, 4) if n else 0.0,
+    }
 
 
 def _retrieval(results: list[ItemResult]) -> dict[str, float]:

@@ -134,7 +134,10 @@ class Answerer:
         lexical = None
         if self.ranker is not None:  # the pool's text-only half runs on the core the encoder leaves idle
             lexical = [_LEXICAL_POOL.submit(self.index.lexical_evidence, search) for search, _ in expanded]
-        vecs = self.encode([search for search, _ in expanded])
+        # One call per text: int8 activations are quantised per call, so a batch of the message and
+        # its contextual variant would shift the message's own vector, and its answer could differ
+        # from the one it gets without a session.
+        vecs = [self.encode([search])[0] for search, _ in expanded]
         out = []
         for i, (text, (search, added), vec) in enumerate(zip(texts, expanded, vecs, strict=True)):
             rank_prob = 0.0
@@ -153,6 +156,19 @@ class Answerer:
             conf = self.calibration.confidence(f) if f is not None else 0.0
             out.append(Retrieval(text, units, f, conf, False, added))
         return out
+
+    def _use_context(self, plain: Retrieval, contextual: Retrieval) -> bool:
+        """Whether the message read with the previous one should replace the message alone: only
+        when the message alone is not confident enough to answer, the context raises confidence,
+        and its best entry is among the message's own candidates. The last condition keeps a new
+        topic from being answered with the old one. Dev (15 follow-ups; 332 in-scope questions
+        each asked after an unrelated one): the rule "higher confidence wins" got 9 follow-ups
+        right and changed 18 right answers of the topic switches into wrong ones; this rule gets
+        12 and changes none."""
+        if plain.confidence >= self.calibration.answer_at or contextual.confidence <= plain.confidence:
+            return False
+        own = {u.unit_id for u in plain.units}
+        return bool(contextual.units) and contextual.units[0].unit_id in own
 
     def _normalize(self, query: str) -> str:
         return normalize(query) if self.options.normalize_queries else query.strip()
@@ -255,7 +271,7 @@ class Answerer:
             variants.append(f"{prev.query} {text}")
         results = self.retrieve(variants)
         best = results[0]
-        if len(results) > 1 and results[1].confidence > best.confidence:
+        if len(results) > 1 and self._use_context(results[0], results[1]):
             best = dataclasses.replace(results[1], used_context=True)
         trace.update(
             {

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from eval.dataset import EvalItem
 from eval.metrics import Ranked
-from eval.runner import ItemResult, evaluate, run, summarize
+from eval.runner import ItemResult, evaluate, run, summarize, switch_pairs, topic_switches
 
 
 def R(*ids: str) -> list[Ranked]:
@@ -149,3 +151,67 @@ def test_run_on_the_tiny_answerer(tiny_answerer):
     rr = evaluate(tiny_answerer, items)
     assert rr.metrics["retrieval"]["n"] == 2
     assert rr.metrics["decisions"]["per_reason"]["user_requested"]["recall"] == 1.0
+
+
+class _SessionFake:
+    """Answers from a table; the 'sticky' questions, asked after another one, take that one's
+    top entry (a topic switch gone wrong)."""
+
+    def __init__(self, table: dict[str, tuple[str, str]], sticky: set[str]) -> None:
+        self.table, self.sticky = table, sticky
+        self.last: dict[str | None, str] = {}
+
+    def answer(self, query: str, session_id: str | None = None, top_k: int | None = None) -> Any:
+        from types import SimpleNamespace
+
+        top, decision = self.table[query]
+        prev = self.last.get(session_id)
+        used = prev is not None and query in self.sticky
+        if prev is not None and used:
+            top, decision = self.table[prev][0], "answer"
+        self.last[session_id] = query
+        answers = [SimpleNamespace(id=top)]
+        trace = {"candidates": [{"id": top}], "used_context": used, "confidence": 0.5, "fired": "x"}
+        return SimpleNamespace(decision=decision, reason=None, answers=answers, trace=trace, elapsed_ms=1.0)
+
+
+def _items() -> list[EvalItem]:
+    def it(iid: str, cat: str, rel: str, expect: str = "answer", context: str | None = None) -> EvalItem:
+        return EvalItem(iid, f"q{iid}", (rel,) if rel else (), expect, None, (), cat, context)
+
+    return [
+        it("1", "A", "a1"),
+        it("2", "A", "a2"),
+        it("3", "B", "b3"),
+        it("4", "B", "b4"),
+        it("5", "B", "b5", context="前一句"),  # has its own context: not probed
+        it("6", "C", "", expect="handoff"),  # out of scope: not probed
+    ]
+
+
+def test_switch_pairs_cross_categories_once_each_and_deterministically():
+    items = _items()
+    pairs = switch_pairs(items)
+    assert sorted(q.id for _, q in pairs) == ["1", "2", "3", "4"]
+    assert all(prev.category != q.category for prev, q in pairs)
+    assert all(prev.in_scope and not prev.context for prev, _ in pairs)
+    assert [(p.id, q.id) for p, q in switch_pairs(list(reversed(items)))] == [(p.id, q.id) for p, q in pairs]
+    assert switch_pairs([i for i in items if i.category == "A"]) == []  # nothing unrelated to ask first
+
+
+def test_topic_switches_counted_by_hand():
+    table = {"q1": ("a1", "answer"), "q2": ("a2", "clarify"), "q3": ("x", "answer"), "q4": ("b4", "answer")}
+    fake = _SessionFake(table, sticky={"q1", "q3"})
+    items = [i for i in _items() if i.in_scope and not i.context]
+    alone = run(fake, items)  # type: ignore[arg-type]
+    got = topic_switches(fake, alone)  # type: ignore[arg-type]
+    # q1 (right alone) takes a B question's entry: changed, right → wrong, a new wrong answer.
+    # q3 (wrong alone) takes an A question's entry: changed, still wrong, not a new wrong answer.
+    assert got == {
+        "questions": 4,
+        "context_used": 2,
+        "top_changed": 2,
+        "right_to_wrong": 1,
+        "new_wrong_answers": 1,
+        "right_to_wrong_rate": 0.25,
+    }

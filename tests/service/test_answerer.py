@@ -7,9 +7,10 @@ import json
 
 import pytest
 
+from indexer.index import UnitHit
 from indexer.normalize import normalize
 from kb.errors import ConfigError, InputError
-from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer
+from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer, Retrieval
 from service.policy import Calibration
 from service.ranker import Ranker
 from service.schemas import Answer
@@ -376,3 +377,33 @@ def test_bigram_overlap_is_measured_on_the_text_itself_with_the_ranker(answerer:
     assert a.trace["features"]["bigram_overlap"] == pytest.approx(best(text), abs=1e-4)
     if expand:  # and it would differ, had the expansion been used
         assert best(text) != pytest.approx(best(f"{text} 运费险"), abs=1e-4)
+
+
+def _retrieval(confidence: float, *unit_ids: str) -> Retrieval:
+    units = [UnitHit(u, 0.5, i, 0, 0.5, 1) for i, u in enumerate(unit_ids)]
+    return Retrieval("text", units, None, confidence, False)
+
+
+@pytest.mark.parametrize(
+    ("plain", "contextual", "used"),
+    [
+        (_retrieval(0.30, "a", "b", "c"), _retrieval(0.60, "b", "a"), True),  # helps, and agrees
+        (_retrieval(0.30, "a", "b", "c"), _retrieval(0.60, "z", "a"), False),  # an entry of another topic
+        (_retrieval(0.50, "a", "b"), _retrieval(0.90, "a", "b"), False),  # alone it already answers (≥ 0.42)
+        (_retrieval(0.30, "a", "b"), _retrieval(0.30, "b", "a"), False),  # no more confident with context
+        (_retrieval(0.30, "a", "b"), _retrieval(0.60), False),  # nothing found with context
+    ],
+)
+def test_context_replaces_the_message_only_when_it_helps_and_stays_on_topic(
+    answerer: Answerer, plain: Retrieval, contextual: Retrieval, used: bool
+):
+    assert answerer._use_context(plain, contextual) is used
+
+
+def test_a_new_short_question_after_another_topic_is_not_read_with_it(answerer: Answerer):
+    """Read with the previous question, '运费谁出' is more confident but about tracking parcels:
+    'higher confidence wins' answered it with logistics-track."""
+    first = answerer.answer("怎么查看订单的物流信息？")
+    a = answerer.answer("运费谁出", session_id=first.session_id)  # short: the gate fires
+    assert a.trace["used_context"] is False
+    assert a.answers[0].id == "refund-shipping-fee"

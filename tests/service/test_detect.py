@@ -194,7 +194,10 @@ def test_strip_greeting(text: str, expected: str):
         ("那如果超过七天了还能退吗", True),
         ("另外发票怎么开", True),
         ("我想知道七天无理由退货需要满足什么条件", False),
-        ("那如果超过七天了还能退吗我买的是衣服", False),  # starts like a follow-up but is long
+        ("那我得准备些什么材料交上去", True),  # 13 characters: a follow-up all the same
+        ("这样改的话要另外掏钱吗", True),  # points back at the previous message
+        ("那如果超过七天了还能退吗，我买的是一件羽绒服外套", False),  # starts like one but is long
+        ("卖家把我拉黑了怎么联系他", True),  # the gate fires; the answerer decides whether context helps
     ],
 )
 def test_is_followup(text: str, expected: bool):
