@@ -31,7 +31,7 @@ CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说�
 EMPTY_REPLY = "没有收到有效的问题内容，已为您转接人工客服。"
 # One thread computes the candidate pool's text-only evidence (BM25, bigram coverage) while the
 # caller's thread encodes: a query encode is one single-threaded ONNX call that releases the GIL,
-# so on 2 cores this hides ~0.2 ms of the ~0.35 ms it costs (make bench, in-process p50).
+# so on 2 cores this hides 0.05–0.2 ms of the ~0.35 ms it costs (interleaved A/B, p50).
 _LEXICAL_POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kefu-lexical")
 
 
@@ -162,9 +162,9 @@ class Answerer:
         when the message alone is not confident enough to answer, the context raises confidence,
         and its best entry is among the message's own candidates. The last condition keeps a new
         topic from being answered with the old one. Dev (15 follow-ups; 332 in-scope questions
-        each asked after an unrelated one): the rule "higher confidence wins" got 9 follow-ups
-        right and changed 18 right answers of the topic switches into wrong ones; this rule gets
-        12 and changes none."""
+        each asked after an unrelated one, the report's topic-switch probe): the rule "higher
+        confidence wins" got 9 follow-ups right and turned 11 right answers of the switches
+        wrong; this rule gets 11 and turns none."""
         if plain.confidence >= self.calibration.answer_at or contextual.confidence <= plain.confidence:
             return False
         own = {u.unit_id for u in plain.units}
