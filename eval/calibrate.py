@@ -10,7 +10,6 @@ precision target by a number of standard errors of the estimate (``margin_se``).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.dataset import EvalItem
+from eval.dataset import EvalItem, stable_hash
 from eval.metrics import Ranked
 from eval.runner import ItemResult, run
 from indexer.index import Index
@@ -70,7 +69,7 @@ def _rows(
 
 
 def _fold(item_id: str) -> int:
-    return int(hashlib.sha1(item_id.encode()).hexdigest(), 16) % FOLDS
+    return int(stable_hash(item_id), 16) % FOLDS
 
 
 def cross_val_probs(x: np.ndarray, y: np.ndarray, ids: list[str]) -> np.ndarray:

@@ -81,6 +81,11 @@ def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
     return out
 
 
+def stable_hash(text: str) -> str:
+    """SHA-1 hex of ``text``: an order or fold assignment that is the same on every machine."""
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
 def stratified_split(items: list[EvalItem], seed: str = "kefu") -> dict[str, list[EvalItem]]:
     """Deterministic ~50/50 split, stratified by category and first tag (the stratum)."""
     strata: dict[tuple[str, str, str], list[EvalItem]] = defaultdict(list)
@@ -89,7 +94,7 @@ def stratified_split(items: list[EvalItem], seed: str = "kefu") -> dict[str, lis
     out: dict[str, list[EvalItem]] = {"dev": [], "test": []}
     offset = 0
     for key in sorted(strata):
-        group = sorted(strata[key], key=lambda it: hashlib.sha1(f"{seed}:{it.id}".encode()).hexdigest())
+        group = sorted(strata[key], key=lambda it: stable_hash(f"{seed}:{it.id}"))
         for i, it in enumerate(group):
             out["dev" if (i + offset) % 2 == 0 else "test"].append(it)
         offset += len(group) % 2  # alternate which side gets an odd stratum's extra item

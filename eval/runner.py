@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.dataset import EvalItem
+from eval.dataset import EvalItem, stable_hash
 from eval.metrics import Ranked, auc, hit_at, mrr_at, ndcg_at, percentile, prf, recall_at
 from service.answerer import Answerer
 from service.sessions import SessionStore
@@ -76,7 +75,7 @@ def run(
 def switch_pairs(items: Sequence[EvalItem]) -> list[tuple[EvalItem, EvalItem]]:
     """(previous, question) pairs: every in-scope question without context of its own, asked
     right after the next question of another category in a fixed shuffled order."""
-    pool = sorted((it for it in items if it.in_scope and not it.context), key=lambda it: _digest(it.id))
+    pool = sorted((it for it in items if it.in_scope and not it.context), key=lambda it: stable_hash(it.id))
     pairs = []
     for i, it in enumerate(pool):
         others = (pool[(i + j) % len(pool)] for j in range(1, len(pool)))
@@ -84,10 +83,6 @@ def switch_pairs(items: Sequence[EvalItem]) -> list[tuple[EvalItem, EvalItem]]:
         if prev is not None:
             pairs.append((prev, it))
     return pairs
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8")).hexdigest()
 
 
 def topic_switches(answerer: Answerer, alone: Sequence[ItemResult]) -> dict[str, float]:
