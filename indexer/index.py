@@ -337,10 +337,11 @@ class Index:
             unit_id = self.chunks[exclude_row].unit_id
             others = [self.norm_bigrams[r] for r in self.units[unit_id] if r != exclude_row]
             cover_unit[layout.position[unit_id]] = len(grams & frozenset().union(*others)) / n_grams
-        bm = layout.padded(bm25)
-        unit = np.take(bm, layout.all_t).max(axis=0)
+        unit = layout.max_per_unit(bm25)
         cover_rows = layout.padded(in_row / n_grams)
-        return LexicalEvidence(query, exclude_row, bm, unit, _ranks(unit), cover_rows, cover_unit, jaccard)
+        return LexicalEvidence(
+            query, exclude_row, layout.padded(bm25), unit, _ranks(unit), cover_rows, cover_unit, jaccard
+        )
 
     def bigram_jaccard(self, query: str) -> np.ndarray:
         """``jaccard(char_bigrams(query), bigrams of the row)`` for every row, in one pass."""
