@@ -34,11 +34,15 @@ FOLDS = 5
 # from 0.70 to 0.04 (2026-11-25). So none by default; `kefu eval calibrate --margin-se 1` asks.
 PRECISION_SE_MARGIN = 0.0
 L2 = 1.0  # ridge strength for the logistic model (features are standardised)
-# A labelled dev query counts as this many KB alternative questions when the ranker is fitted:
-# shoppers' phrasing is what it must learn, and 10× puts the two sources at about equal weight
-# (332 dev queries, 3,169 alternatives). Cross-validated dev hit@1 at 1 / 3 / 10: 0.882 / 0.892 /
-# 0.904 (2026-11-26; 0.874 without a ranker, 0.871 from alternatives alone).
-DEV_WEIGHT = 10.0
+# The labelled dev queries together weigh this many times the KB's alternative questions
+# together when the ranker is fitted: shoppers' phrasing is what it must learn, and the KB's
+# own phrasings are many more. Each dev query's weight follows from the counts (dev_weight), so
+# the balance holds when alternatives are added or a user brings a KB and a dev set of their
+# own. History on dev: with 3,169 alternatives, a fixed 10× (about equal weight) gave
+# cross-validated hit@1 0.904 against 0.882 / 0.892 at 1× / 3×; after alternatives went to 5,275,
+# the same 10× had fallen to 0.65 of the KB's weight, and restoring equal weight (15.9×) lifted
+# pool-level CV hit@1 0.922 → 0.928 (2026-11-26).
+DEV_SHARE = 1.0
 # A scope model is fitted only with at least this many in-scope and out-of-scope dev queries.
 MIN_SCOPE_EXAMPLES = 10
 
@@ -245,8 +249,18 @@ def kb_groups(index: Index, size: int = POOL, progress: Callable[[int, int], Non
     return out
 
 
-def dev_groups(answerer: Answerer, items: Sequence[EvalItem], size: int = POOL) -> dict[str, Group]:
-    """One training query per in-scope dev item without session context, weighted DEV_WEIGHT."""
+def dev_weight(n_kb: int, n_dev: int, share: float = DEV_SHARE) -> float:
+    """Weight of one dev query so that the dev queries together weigh ``share`` × the KB's
+    alternatives together; never below 1 (a dev query is worth at least an alternative)."""
+    if n_dev < 1:
+        raise ValueError(f"n_dev must be ≥ 1, got {n_dev}")
+    return max(1.0, share * n_kb / n_dev)
+
+
+def dev_groups(
+    answerer: Answerer, items: Sequence[EvalItem], size: int = POOL, weight: float = 1.0
+) -> dict[str, Group]:
+    """One training query per in-scope dev item without session context, of ``weight``."""
     use = [it for it in items if it.in_scope and not it.context]
     pools = answerer.candidate_pools([it.query for it in use], size)
     out = {}
@@ -254,7 +268,7 @@ def dev_groups(answerer: Answerer, items: Sequence[EvalItem], size: int = POOL) 
     for it, pool in zip(use, pools, strict=True):
         ranked = [Ranked(u.unit_id, chunks[u.best_chunk].doc_id) for u in pool.units]
         rel = np.array([c.matches(it.relevant) is not None for c in ranked])
-        out[it.id] = Group(pool.x, rel, DEV_WEIGHT)
+        out[it.id] = Group(pool.x, rel, weight)
     return out
 
 
@@ -271,6 +285,8 @@ def cross_fit_ranker(
     and a summary. The answerer's ranker is restored afterwards.
     """
     dev = dev_groups(answerer, items)
+    weight = dev_weight(len(kb), len(dev)) if dev else 1.0
+    dev = {i: dataclasses.replace(g, weight=weight) for i, g in dev.items()}
     saved = answerer.ranker
     by_id: dict[str, ItemResult] = {}
     done = 0
@@ -289,5 +305,5 @@ def cross_fit_ranker(
     finally:
         answerer.ranker = saved
     ranker = fit_ranker(kb + list(dev.values()))
-    summary = {"kb_queries": len(kb), "dev_queries": len(dev), "dev_weight": DEV_WEIGHT, **ranker.meta}
+    summary = {"kb_queries": len(kb), "dev_queries": len(dev), "dev_weight": round(weight, 2), **ranker.meta}
     return ranker, [by_id[it.id] for it in items], summary

@@ -483,6 +483,11 @@ class _UnitLayout:
         # axis 0, which numpy vectorises across units (13 µs against 42 µs for 650 × 15).
         self.all_t = np.ascontiguousarray(self.all.T)
         self.q = matrix(q_rows)
+        # The question rows with units along the columns too: the best QUESTION_TOPN per unit then
+        # come from reductions down axis 0 instead of a row-wise partition (the whole scoring of
+        # 650 units × 22 question rows: 88 µs against 126 µs, warm).
+        self.q_t = np.ascontiguousarray(self.q.T)
+        self._cols = np.arange(len(self.ids))
         self.other = matrix(other)
         self.mixed = np.array([bool(q) and bool(o) for q, o in zip(q_rows, other, strict=True)])
         self.has_q = np.array([bool(q) for q in q_rows])
@@ -507,12 +512,17 @@ class _UnitLayout:
         rows and votes come from it); the fourth is the unit score where a unit has no answer row."""
         per_unit = np.take(cos, self.all_t)
         overall = per_unit.max(axis=0)
-        qm = np.take(cos, self.q)
-        width = qm.shape[1]
-        if width > QUESTION_TOPN:  # only the best QUESTION_TOPN are needed: partition, not sort
-            qm = np.partition(qm, width - QUESTION_TOPN, axis=1)[:, width - QUESTION_TOPN :]
-        q_top = qm.max(axis=1)
-        q_agree = np.where(np.isfinite(qm), qm, 0.0).sum(axis=1) / np.maximum(self.n_top, 1)
+        qm = np.take(cos, self.q_t)  # a fresh array: knocking out rows below changes nothing else
+        q_top = qm.max(axis=0)
+        total, best = np.zeros_like(q_top), q_top
+        # The best QUESTION_TOPN per unit, one at a time: each is the max once the ones before it
+        # are set to -inf (a unit with fewer question rows adds nothing; n_top counts what it has).
+        for i in range(QUESTION_TOPN):
+            total += np.where(np.isfinite(best), best, 0.0)
+            if i + 1 < QUESTION_TOPN:
+                qm[qm.argmax(axis=0), self._cols] = -np.inf
+                best = qm.max(axis=0)
+        q_agree = total / np.maximum(self.n_top, 1)
         q_best = np.where(self.has_q, q_top, overall)
         other = np.take(cos, self.other).max(axis=1)
         mixed = (q_agree + w * other) / (1.0 + w)

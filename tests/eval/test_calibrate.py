@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from eval.calibrate import (
-    DEV_WEIGHT,
     FOLDS,
     _fold,
     calibrate,
     choose_thresholds,
     cross_fit_ranker,
     dev_groups,
+    dev_weight,
     kb_groups,
     operating_point,
 )
@@ -218,7 +218,7 @@ def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answer
         # fold k's ranker was fitted on the KB and the dev items of the other folds only …
         n_dev = sum(1 for i in dev if _fold(i) != k)
         assert len(fits[k]) == len(kb) + n_dev
-        assert all(g.weight == DEV_WEIGHT for g in fits[k][len(kb) :])
+        assert all(g.weight == dev_weight(len(kb), len(dev)) for g in fits[k][len(kb) :])
         # … and ranked exactly fold k's items
         for it in items:
             if _fold(it.id) == k:
@@ -263,3 +263,22 @@ def test_no_scope_model_without_enough_out_of_scope_examples():
     results = synthetic(n_oos=5)
     cal, report = calibrate(results, 0.95, 0.95, scope=True)
     assert cal.scope_at is None and report["operating_point_cv"]["scope_at"] is None
+
+
+@pytest.mark.parametrize(
+    ("n_kb", "n_dev", "share", "expected"),
+    [
+        (5275, 332, 1.0, 5275 / 332),  # the bundled set: dev together weighs as much as the KB
+        (3169, 332, 1.0, 3169 / 332),
+        (1000, 100, 2.0, 20.0),
+        (10, 50, 1.0, 1.0),  # more dev queries than alternatives: never below 1
+        (0, 5, 1.0, 1.0),
+    ],
+)
+def test_dev_weight_balances_dev_against_the_kb(n_kb: int, n_dev: int, share: float, expected: float) -> None:
+    assert dev_weight(n_kb, n_dev, share) == pytest.approx(expected)
+
+
+def test_dev_weight_refuses_an_empty_dev_set() -> None:
+    with pytest.raises(ValueError, match="n_dev"):
+        dev_weight(100, 0)
