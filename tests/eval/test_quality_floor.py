@@ -20,12 +20,14 @@ pytestmark = pytest.mark.model
 # calibration without SE margin: hit@1 0.856, MRR@10 0.908, answered precision 0.959 at
 # coverage 0.694), minus a small tolerance for run-to-run noise. Raised after the third (learned
 # ranker, 2026-11-26: hit@1 0.884, MRR@10 0.932, answered precision 0.956 at coverage 0.720,
-# out-of-scope handoff recall 0.941).
+# out-of-scope handoff recall 0.941). Raised after the fourth (alternatives 3,169 → 5,274, dev
+# weighed as much as the KB in the ranker, 2026-11-26: hit@1 0.913, MRR@10 0.948, answered
+# precision 0.953 at coverage 0.858, out-of-scope handoff recall 0.956).
 FLOORS = {
-    "hit@1": 0.86,
-    "mrr@10": 0.91,
+    "hit@1": 0.89,
+    "mrr@10": 0.93,
     "answered_precision": 0.93,
-    "coverage": 0.68,
+    "coverage": 0.80,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,
