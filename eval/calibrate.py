@@ -257,10 +257,9 @@ def dev_weight(n_kb: int, n_dev: int, share: float = DEV_SHARE) -> float:
     return max(1.0, share * n_kb / n_dev)
 
 
-def dev_groups(
-    answerer: Answerer, items: Sequence[EvalItem], size: int = POOL, weight: float = 1.0
-) -> dict[str, Group]:
-    """One training query per in-scope dev item without session context, of ``weight``."""
+def dev_groups(answerer: Answerer, items: Sequence[EvalItem], size: int = POOL) -> dict[str, Group]:
+    """One training query per in-scope dev item without session context, of weight 1
+    (``cross_fit_ranker`` gives them ``dev_weight``)."""
     use = [it for it in items if it.in_scope and not it.context]
     pools = answerer.candidate_pools([it.query for it in use], size)
     out = {}
@@ -268,7 +267,7 @@ def dev_groups(
     for it, pool in zip(use, pools, strict=True):
         ranked = [Ranked(u.unit_id, chunks[u.best_chunk].doc_id) for u in pool.units]
         rel = np.array([c.matches(it.relevant) is not None for c in ranked])
-        out[it.id] = Group(pool.x, rel, weight)
+        out[it.id] = Group(pool.x, rel)
     return out
 
 
