@@ -208,7 +208,7 @@ def report_cmd(
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
     from eval.ablations import run_ablations
-    from eval.dataset import independence
+    from eval.dataset import independence, phrasing_overlap
     from eval.report import REPORTS, write_report
     from eval.runner import topic_switches
     from kb.loader import load_kb
@@ -229,7 +229,12 @@ def report_cmd(
             answerer, dev_items, as_json, ranker=answerer.ranker is not None, scope=cal.scope_at is not None
         )[1]
     abl = run_ablations(answerer, dev_items) if ablations else []
-    ind = independence(dev_items + test_items, load_kb(s.kb_dir))
+    kb = load_kb(s.kb_dir)
+    ind: dict[str, Any] = dict(independence(dev_items + test_items, kb))
+    kb_texts = [q for e in kb.entries for q in (e.question, *e.alt_questions)]
+    ind["kb_phrasings"] = phrasing_overlap(
+        kb_texts, {"dev": [i.query for i in dev_items], "test": [i.query for i in test_items]}
+    )
     switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
     manifest = answerer.index.manifest.model_dump()
     path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches)

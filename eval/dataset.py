@@ -131,3 +131,38 @@ def independence(items: list[EvalItem], kb: KnowledgeBase) -> dict[str, float | 
         "share_above_0.5": round(above / n, 4) if n else 0.0,
         "mean_max_jaccard": round(sum(scores) / n, 4) if n else 0.0,
     }
+
+
+def _jaccard_best(texts: list[str], queries: list[str]) -> list[float]:
+    """For each text, its highest character-bigram Jaccard against any of ``queries`` (postings:
+    only queries that share a bigram are scored)."""
+    qgrams = [_bigrams(q) for q in queries]
+    postings: dict[str, list[int]] = defaultdict(list)
+    for i, g in enumerate(qgrams):
+        for b in g:
+            postings[b].append(i)
+    best = []
+    for t in texts:
+        tg = _bigrams(t)
+        shared: dict[int, int] = defaultdict(int)
+        for b in tg:
+            for i in postings.get(b, ()):
+                shared[i] += 1
+        best.append(max((n / (len(tg) + len(qgrams[i]) - n) for i, n in shared.items()), default=0.0))
+    return best
+
+
+def phrasing_overlap(kb_texts: list[str], splits: dict[str, list[str]]) -> dict[str, dict[str, float | int]]:
+    """The reverse of ``independence``: how close the KB's own questions and alternatives come to
+    each split's queries. A KB edited toward one split shows up as more near-copies (Jaccard >
+    0.5) or a higher mean against it than against the other."""
+    out: dict[str, dict[str, float | int]] = {}
+    for name, queries in splits.items():
+        best = _jaccard_best(kb_texts, queries)
+        n = len(best)
+        out[name] = {
+            "kb_texts": n,
+            "above_0.5": sum(b > 0.5 for b in best),
+            "mean_max_jaccard": round(sum(best) / n, 4) if n else 0.0,
+        }
+    return out

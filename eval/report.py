@@ -232,6 +232,22 @@ def write_report(
         f"{independence.get('above_0.5')} of {independence.get('in_scope')} "
         f"({independence.get('share_above_0.5', 0):.1%}; must be ≤ 10%). Mean: {independence.get('mean_max_jaccard')}.",
         "",
+    ]
+    if phrasings := independence.get("kb_phrasings"):
+        lines += [
+            "The other direction: the KB's questions and alternatives against each split's queries. A KB "
+            "written toward one split would come closer to it than to the other.",
+            "",
+            _table(
+                [
+                    [split, str(v["kb_texts"]), str(v["above_0.5"]), _fmt(v["mean_max_jaccard"])]
+                    for split, v in phrasings.items()
+                ],
+                ["split", "KB questions and alternatives", "best Jaccard > 0.5", "mean best Jaccard"],
+            ),
+            "",
+        ]
+    lines += [
         "Reproduce: `make eval` (or `kefu eval report`).",
         "",
     ]

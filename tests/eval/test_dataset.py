@@ -13,6 +13,7 @@ from eval.dataset import (
     independence,
     load_split,
     parse_items,
+    phrasing_overlap,
     stratified_split,
     write_split,
 )
@@ -201,3 +202,28 @@ def test_independence_flags_copied_questions(bundled_kb):
     oos = EvalItem("c3", e.question, (), "handoff", "low_confidence", (), e.category)
     ind = independence([copied, own, oos], bundled_kb)
     assert ind["in_scope"] == 2 and ind["above_0.5"] == 1 and ind["share_above_0.5"] == 0.5
+
+
+def test_phrasing_overlap_counted_by_hand():
+    # 退货运费 {退货 货运 运费} vs 退货运费谁出 {退货 货运 运费 费谁 谁出}: 3 / (3 + 5 − 3) = 0.6;
+    # 发票怎么开 shares no bigram with either query.
+    got = phrasing_overlap(["退货运费", "发票怎么开"], {"dev": ["退货运费谁出"], "test": ["完全无关"], "none": []})
+    assert got == {
+        "dev": {"kb_texts": 2, "above_0.5": 1, "mean_max_jaccard": 0.3},
+        "test": {"kb_texts": 2, "above_0.5": 0, "mean_max_jaccard": 0.0},
+        "none": {"kb_texts": 2, "above_0.5": 0, "mean_max_jaccard": 0.0},
+    }
+
+
+def test_phrasing_overlap_matches_the_set_formula(all_items: list[EvalItem], bundled_kb):
+    """The postings shortcut against every query pair scored with sets (brute force)."""
+    from eval.dataset import _bigrams, _jaccard_best
+
+    texts = [q for e in bundled_kb.entries[:15] for q in (e.question, *e.alt_questions[:3])]
+    queries = [i.query for i in all_items[:120]]
+
+    def jac(a: set[str], b: set[str]) -> float:
+        return len(a & b) / len(a | b) if a | b else 0.0
+
+    want = [max(jac(_bigrams(t), _bigrams(q)) for q in queries) for t in texts]
+    assert _jaccard_best(texts, queries) == pytest.approx(want, abs=1e-12)
