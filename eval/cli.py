@@ -137,6 +137,9 @@ def calibrate_cmd(
         help="aim this many standard errors above the precision target (0 = exactly at it)",
     ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="fit and print the operating point, write nothing (for experiments)"
+    ),
     data: Path | None = DATA_OPTION,
     ranker: bool = typer.Option(
         True, "--ranker/--no-ranker", help="fit the learned ranker too (on dev and the KB's alternative questions)"
@@ -153,6 +156,8 @@ def calibrate_cmd(
     from indexer.store import write_calibration
     from service.policy import Calibration
 
+    if dry_run and ship:
+        raise ConfigError("--dry-run writes nothing, so it cannot --ship; drop one of them")
     rt = _runtime(ctx)
     # Start from no calibration: the fit must not depend on the one it replaces (which may also
     # be one this kefu cannot load), so a refit reproduces the same file.
@@ -162,8 +167,11 @@ def calibrate_cmd(
     )
     folder = answerer.index.folder
     assert folder is not None
-    write_calibration(folder, cal.to_json())
-    (folder / "calibration_report.json").write_text(json.dumps(report, ensure_ascii=False), "utf-8")
+    # An experiment's fit must not replace the index's calibration: the service (and `make eval`)
+    # would then run on it.
+    if not dry_run:
+        write_calibration(folder, cal.to_json())
+        (folder / "calibration_report.json").write_text(json.dumps(report, ensure_ascii=False), "utf-8")
     if ship:
         from indexer.build import SHIPPED_CALIBRATION
 
@@ -174,15 +182,20 @@ def calibrate_cmd(
         )
     op = report["operating_point_cv"]
     if as_json:
-        print(json.dumps({**op, "build": folder.name, "ranker": report.get("ranker")}, ensure_ascii=False))
+        print(
+            json.dumps(
+                {**op, "build": folder.name, "ranker": report.get("ranker"), "written": not dry_run}, ensure_ascii=False
+            )
+        )
         return
     below = (
         f"below it, clarify when the query looks in scope (scope ≥ {op['scope_at']:.3f}), else hand off"
         if op.get("scope_at") is not None
         else f"clarify ≥ {op['clarify_at']:.3f}"
     )
+    verb = "fitted (dry run, nothing written) for build" if dry_run else "calibrated build"
     console.print(
-        f"calibrated build {folder.name}: answer at confidence ≥ {op['answer_at']:.3f}; {below}\n"
+        f"{verb} {folder.name}: answer at confidence ≥ {op['answer_at']:.3f}; {below}\n"
         f"dev (cross-validated): coverage {op['coverage']:.3f}, answered precision {op['answered_precision']:.3f}, "
         f"out-of-scope handoff recall {op['oos_handoff_recall']:.3f}, clarify rate {op['clarify_rate']:.3f}, "
         f"in-scope handoff rate {op['in_scope_handoff_rate']:.3f}"

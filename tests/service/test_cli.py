@@ -183,3 +183,23 @@ def test_eval_on_a_folder_without_the_split_says_where_it_looked(runner: CliRunn
     r = runner.invoke(app, ["eval", "run", "--split", "test", "--data", str(_own_split(tmp_path / "labels"))])
     assert r.exit_code != 0
     assert "no eval split at" in r.stderr and "test.jsonl" in r.stderr
+
+
+def test_eval_calibrate_dry_run_writes_nothing(runner: CliRunner, env):
+    manifest_path = IndexStore(env.index_home).current_path() / "manifest.json"
+    before = manifest_path.read_bytes()
+    r = runner.invoke(app, ["eval", "calibrate", "--dry-run", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["written"] is False and 0.0 <= out["answer_at"] <= 1.0
+    assert manifest_path.read_bytes() == before  # the index keeps the calibration it had
+    r = runner.invoke(app, ["eval", "calibrate", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout.strip().splitlines()[-1])["written"] is True
+    assert manifest_path.read_bytes() != before
+
+
+def test_eval_calibrate_refuses_dry_run_with_ship(runner: CliRunner, env):
+    r = runner.invoke(app, ["eval", "calibrate", "--dry-run", "--ship"])
+    assert r.exit_code != 0
+    assert "--dry-run writes nothing" in r.stderr
