@@ -218,12 +218,9 @@ def test_phrasing_overlap_counted_by_hand():
 def test_phrasing_overlap_matches_the_set_formula(all_items: list[EvalItem], bundled_kb):
     """The postings shortcut against every query pair scored with sets (brute force)."""
     from eval.dataset import _bigrams, _jaccard_best
+    from indexer.lexical import jaccard
 
     texts = [q for e in bundled_kb.entries[:15] for q in (e.question, *e.alt_questions[:3])]
     queries = [i.query for i in all_items[:120]]
-
-    def jac(a: set[str], b: set[str]) -> float:
-        return len(a & b) / len(a | b) if a | b else 0.0
-
-    want = [max(jac(_bigrams(t), _bigrams(q)) for q in queries) for t in texts]
+    want = [max(jaccard(_bigrams(t), _bigrams(q)) for q in queries) for t in texts]
     assert _jaccard_best(texts, queries) == pytest.approx(want, abs=1e-12)
