@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.dataset import EvalItem, stable_hash
+from eval.dataset import EvalItem, resolve_labels, stable_hash
 from eval.metrics import Ranked
 from eval.runner import ItemResult, run
 from indexer.index import Index
@@ -260,7 +260,7 @@ def dev_weight(n_kb: int, n_dev: int, share: float = DEV_SHARE) -> float:
 def dev_groups(answerer: Answerer, items: Sequence[EvalItem], size: int = POOL) -> dict[str, Group]:
     """One training query per in-scope dev item without session context, of weight 1
     (``cross_fit_ranker`` gives them ``dev_weight``)."""
-    use = [it for it in items if it.in_scope and not it.context]
+    use = [it for it in resolve_labels(items, answerer.index.aliases) if it.in_scope and not it.context]
     pools = answerer.candidate_pools([it.query for it in use], size)
     out = {}
     chunks = answerer.index.chunks

@@ -6,8 +6,8 @@ import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kb.errors import KBError
@@ -78,6 +78,17 @@ def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
         if not path.is_file():
             raise KBError(f"no eval split at {path}")
         out.extend(parse_items(path.read_text("utf-8").splitlines(), str(path)))
+    return out
+
+
+def resolve_labels(items: Sequence[EvalItem], aliases: Mapping[str, str]) -> list[EvalItem]:
+    """``items`` with every relevant id of a merged-away entry renamed to the entry that replaced
+    it (``FAQEntry.replaces``), duplicates dropped in order: a labelled set stays valid when the KB
+    merges two entries, and the survivor counts as the right answer."""
+    out = []
+    for it in items:
+        rel = tuple(dict.fromkeys(aliases.get(r, r) for r in it.relevant))
+        out.append(it if rel == it.relevant else replace(it, relevant=rel))
     return out
 
 

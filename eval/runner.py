@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eval.dataset import EvalItem, stable_hash
+from eval.dataset import EvalItem, resolve_labels, stable_hash
 from eval.metrics import Ranked, auc, hit_at, mrr_at, ndcg_at, percentile, prf, recall_at
 from service.answerer import Answerer
 from service.sessions import SessionStore
@@ -61,7 +61,10 @@ def _ask(answerer: Answerer, item: EvalItem, session_id: str) -> ItemResult:
 def run(
     answerer: Answerer, items: Sequence[EvalItem], progress: Callable[[int, int], None] | None = None
 ) -> list[ItemResult]:
+    """Ask every item (after its context message, in a fresh session); labels naming a merged-away
+    entry are read as its survivor (``resolve_labels``)."""
     out = []
+    items = resolve_labels(items, answerer.index.aliases)
     for n, it in enumerate(items, 1):
         sid = SessionStore.new_id()
         if it.context:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -49,6 +51,14 @@ def _encode_all(
 ) -> tuple[np.ndarray, int]:
     prompt = encoder.profile.query_prompt if as_query else encoder.profile.doc_prompt
     fn = encoder.encode_queries if as_query else encoder.encode_docs
+    key_id = encoder.model_id
+    if as_query:
+        # A stored question must get the vector a shopper typing it would get: queries are encoded
+        # one per call, and an int8 path's vectors depend on the rest of the batch. The path is
+        # in the cache key: vectors of another runtime or precision are not these.
+        key_id = f"{encoder.model_id}\x1f{encoder.query_path}"
+        if not encoder.batch_invariant:
+            fn = partial(_encode_alone, encoder)
     parts: list[np.ndarray] = []
     hits = 0
     for i in range(0, len(texts), ENCODE_BATCH):
@@ -56,7 +66,7 @@ def _encode_all(
         if cache is None:
             vecs = fn(batch)
         else:
-            vecs, h = cache.get_or_encode(encoder.model_id, prompt, batch, lambda b: fn(b), encoder.dim)
+            vecs, h = cache.get_or_encode(key_id, prompt, batch, fn, encoder.dim)
             hits += h
         parts.append(vecs)
         done[0] += len(batch)
@@ -65,6 +75,21 @@ def _encode_all(
     if not parts:
         return np.zeros((0, encoder.dim), dtype=np.float32), 0
     return np.vstack(parts).astype(np.float32), hits
+
+
+def question_path(encoder: Encoder) -> str:
+    """How ``build_index`` encodes stored questions with ``encoder``: its query path, and whether
+    one text per call. An index whose questions were encoded otherwise is rebuilt."""
+    return encoder.query_path if encoder.batch_invariant else f"{encoder.query_path}, one per call"
+
+
+def _encode_alone(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
+    """``encode_queries`` one text per call, as queries arrive, on ``parallelism`` threads (an
+    ONNX call is single-threaded and releases the interpreter lock)."""
+    if not texts:
+        return encoder.encode_queries([])
+    with ThreadPoolExecutor(max(1, encoder.parallelism)) as pool:
+        return np.vstack(list(pool.map(lambda t: encoder.encode_queries([t]), texts)))
 
 
 def anchor_texts(kb: KnowledgeBase) -> tuple[list[str], list[str]]:
@@ -107,7 +132,9 @@ def build_index(
         vectors[d_idx] = dv
     anchors, h3 = _encode_all(encoder, cache, a_texts, True, progress, done, total)
     vindex = VectorIndex.build(vectors, index_kind)
-    entries = {e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related)) for e in kb.entries}
+    entries = {
+        e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related), tuple(e.replaces)) for e in kb.entries
+    }
     bid = build_id or new_build_id(kb.content_hash)
     manifest = Manifest(
         build_id=bid,
@@ -115,6 +142,7 @@ def build_index(
         dim=encoder.dim,
         query_prompt=encoder.profile.query_prompt,
         doc_prompt=encoder.profile.doc_prompt,
+        question_path=question_path(encoder),
         kb_hash=kb.content_hash,
         kb_root=str(kb.root),
         counts={
@@ -168,6 +196,7 @@ def build_and_swap(
             current is not None
             and current.kb_hash == kb.content_hash
             and current.model_id == encoder.model_id
+            and current.question_path == question_path(encoder)
             and current.index_kind == index_kind
             and current.chunk_chars == chunk_chars
         ):

@@ -124,7 +124,7 @@ def build(
         summary = build_and_swap(knowledge, encoder, _store(ctx), s.chunk_chars, s.index_kind, progress, force)
     total_s = time.perf_counter() - t0
     if summary.unchanged:
-        console.print(f"index {summary.build_id} is up to date (KB and model unchanged) — {total_s:.1f} s")
+        console.print(f"index {summary.build_id} is up to date (KB, model and query path unchanged) — {total_s:.1f} s")
         return
     table = Table(title=f"built {summary.build_id}", show_header=False)
     for k in ("entries", "documents", "chunks", "vectors", "anchors", "cache_hits"):

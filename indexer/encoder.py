@@ -105,6 +105,19 @@ class Encoder(Protocol):
         """How many queries one call should take when requests are coalesced."""
         ...
 
+    @property
+    def query_path(self) -> str:
+        """How queries are encoded (runtime and precision, e.g. ``onnx-int8``): vectors from one
+        path are not interchangeable with another's, so caches key on it."""
+        ...
+
+    @property
+    def batch_invariant(self) -> bool:
+        """Whether ``encode_queries`` gives every text the vector it gets alone. int8 activations
+        are quantised per call, over every token of the batch (padding included), so batching
+        moves each vector (cosine 0.977–0.99 against the same text alone)."""
+        ...
+
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray: ...
 
     def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
@@ -213,6 +226,15 @@ class SentenceTransformerEncoder:
     @property
     def query_runtime(self) -> str:
         return "onnx" if self._onnx is not None else "torch"
+
+    @property
+    def query_path(self) -> str:
+        fast = "" if self._fast else "-library"
+        return f"{self.query_runtime}-{'int8' if self.query_int8 else 'fp32'}{fast}"
+
+    @property
+    def batch_invariant(self) -> bool:
+        return not self.query_int8
 
     @property
     def parallelism(self) -> int:
@@ -407,6 +429,14 @@ class FakeEncoder:
     @property
     def query_batch(self) -> int:
         return 32
+
+    @property
+    def query_path(self) -> str:
+        return "fake"
+
+    @property
+    def batch_invariant(self) -> bool:
+        return True
 
     def _vec(self, text: str) -> np.ndarray:
         v = np.zeros(self._dim, dtype=np.float32)

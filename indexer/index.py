@@ -67,6 +67,9 @@ class Manifest(BaseModel):
     query_prompt: str
     doc_prompt: str
     question_side: str = Field("query", description="prompt used for stored questions (query-to-query)")
+    question_path: str | None = Field(
+        None, description="how stored questions were encoded (``question_path``); an index without it predates it"
+    )
     normalizer_version: str = NORMALIZER_VERSION
     kb_hash: str
     kb_root: str
@@ -86,6 +89,7 @@ class EntryInfo:
     answer: str
     category: str
     related: tuple[str, ...] = ()
+    replaces: tuple[str, ...] = ()  # ids of entries merged into this one (``FAQEntry.replaces``)
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,15 @@ class Index:
         self._bigram_sizes: np.ndarray | None = None
 
     @property
+    def aliases(self) -> dict[str, str]:
+        """Every merged-away entry id → the entry that replaces it (old ids stay valid names)."""
+        return {old: e.id for e in self.entries.values() for old in e.replaces}
+
+    def resolve(self, entry_id: str) -> str:
+        """``entry_id``, or the id of the entry it was merged into."""
+        return self.aliases.get(entry_id, entry_id)
+
+    @property
     def norm_texts(self) -> list[str]:
         """Normalised chunk texts, computed once (the answerer compares queries with them)."""
         if self._norm_texts is None:
@@ -229,7 +242,7 @@ class Index:
             anchors = np.load(folder / "anchors.npy", allow_pickle=False)
             labels = json.loads((folder / "anchors.json").read_text("utf-8"))
             entries = {
-                k: EntryInfo(**{**v, "related": tuple(v.get("related", ()))})
+                k: EntryInfo(**{**v, "related": tuple(v.get("related", ())), "replaces": tuple(v.get("replaces", ()))})
                 for k, v in json.loads((folder / "entries.json").read_text("utf-8")).items()
             }
         except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:

@@ -126,7 +126,7 @@ class _Loader:
 
     def add_entry(self, raw: dict[str, Any], src: Source, model: type[FAQEntry]) -> None:
         raw = {k: v for k, v in raw.items() if v is not None and k != "__line__"}
-        for key in ("alt_questions", "tags", "related"):
+        for key in ("alt_questions", "tags", "related", "replaces"):
             if isinstance(raw.get(key), list):
                 raw[key] = tuple(str(x) for x in raw[key])
         try:
@@ -232,11 +232,24 @@ class _Loader:
                 self.problem(src, f"duplicate id {obj_id!r} (first at {seen[obj_id]})")
             seen.setdefault(obj_id, src)
         ids = set(seen)
+        merged: dict[str, str] = {}
+        for e in self.entries:
+            src = self.sources[e.id]
+            for old in e.replaces:
+                if old in ids:
+                    why = f"which still exists; delete {old!r} or drop it from replaces"
+                    self.problem(src, f"entry {e.id!r} replaces {old!r}, {why}")
+                elif old in merged:
+                    self.problem(src, f"entry {e.id!r} replaces {old!r}, which {merged[old]!r} replaces too; keep one")
+                merged.setdefault(old, e.id)
         questions: dict[str, str] = {}
         for e in self.entries:
             src = self.sources[e.id]
             for rel in e.related:
-                if rel not in ids:
+                if rel in merged:
+                    new = merged[rel]
+                    self.problem(src, f"entry {e.id!r}: related id {rel!r} was merged into {new!r}; write {new!r}")
+                elif rel not in ids:
                     self.problem(src, f"entry {e.id!r}: related id {rel!r} does not exist")
             for q in (e.question, *e.alt_questions):
                 key = question_key(q)
@@ -377,7 +390,9 @@ def load_kb(path: Path, strict: bool | None = None) -> KnowledgeBase:
 def _content_hash(entries: list[FAQEntry], documents: list[Document], resources: Resources) -> str:
     h = hashlib.sha256()
     for e in sorted(entries, key=lambda e: e.id):
-        h.update(e.model_dump_json().encode())
+        # An empty ``replaces`` is left out, so a KB that merges nothing keeps the hash it had
+        # before the field existed (and its index stays current).
+        h.update(e.model_dump_json(exclude=None if e.replaces else {"replaces"}).encode())
     for d in sorted(documents, key=lambda d: d.id):
         h.update(json.dumps([d.id, d.title, d.category, d.body, d.kind], ensure_ascii=False).encode())
     h.update(json.dumps([sorted(resources.out_of_scope.items())], ensure_ascii=False).encode())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -37,9 +38,17 @@ class FAQEntry(BaseModel):
     answer: str = Field(min_length=MIN_ANSWER)
     tags: tuple[str, ...] = ()
     related: tuple[str, ...] = ()
+    # Ids of entries merged into this one. They stay valid names for it: a labelled set, a
+    # related link or an API client that still says the old id reaches the survivor.
+    replaces: tuple[str, ...] = ()
     updated: dt.date | None = None
 
     _slug = field_validator("id")(classmethod(lambda cls, v: check_slug(v)))
+
+    @field_validator("replaces")
+    @classmethod
+    def _replaced_slugs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(check_slug(x) for x in v)
 
     @field_validator("alt_questions")
     @classmethod
@@ -130,10 +139,17 @@ class KnowledgeBase:
     content_hash: str
 
     def entry(self, entry_id: str) -> FAQEntry | None:
+        """The entry called ``entry_id``, or the one it was merged into (``replaces``)."""
+        entry_id = self.aliases.get(entry_id, entry_id)
         for e in self.entries:
             if e.id == entry_id:
                 return e
         return None
+
+    @cached_property
+    def aliases(self) -> dict[str, str]:
+        """Every merged-away entry id → the id of the entry that replaces it."""
+        return {old: e.id for e in self.entries for old in e.replaces}
 
     def categories(self) -> dict[str, int]:
         counts: dict[str, int] = {}

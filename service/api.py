@@ -337,7 +337,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
     @app.get("/v1/entries/{entry_id}", summary="one FAQ entry or document chunk")
     def entry(entry_id: str, answerer: Answerer = Depends(ready_answerer)) -> dict[str, Any]:
-        e = answerer.index.entries.get(entry_id)
+        e = answerer.index.entries.get(answerer.index.resolve(entry_id))
         if e is not None:
             return {
                 "id": e.id,
@@ -346,6 +346,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 "answer": e.answer,
                 "category": e.category,
                 "related": list(e.related),
+                "replaces": list(e.replaces),
             }
         rows = answerer.index.units.get(entry_id)
         if rows:

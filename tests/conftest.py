@@ -42,6 +42,7 @@ entries:
     alt_questions: [买了不想要了能退吗, 不喜欢可以退货吗, 七天内可以无理由退吗]
     answer: 签收次日起七天内，商品完好、不影响二次销售即可申请七天无理由退货。在「我的订单」找到订单，点击「退款/售后」提交申请，卖家超时未处理系统会自动同意。
     related: [refund-shipping-fee]
+    replaces: [refund-no-reason-return]
   - id: refund-shipping-fee
     category: 退货退款
     question: 退货的运费应该由谁来承担？

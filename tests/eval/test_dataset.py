@@ -14,6 +14,7 @@ from eval.dataset import (
     load_split,
     parse_items,
     phrasing_overlap,
+    resolve_labels,
     stratified_split,
     write_split,
 )
@@ -76,6 +77,23 @@ def test_parse_errors_carry_file_and_line(bad: str, fragment: str):
     msg = str(info.value)
     assert msg.startswith("eval/data/dev.jsonl:3:"), msg
     assert fragment in msg
+
+
+@pytest.mark.parametrize(
+    ("relevant", "expected"),
+    [
+        ((), ()),
+        (("a",), ("a",)),
+        (("old",), ("new",)),
+        (("old", "new"), ("new",)),  # both names of the survivor: counted once
+        (("x", "old", "y", "older"), ("x", "new", "y")),
+    ],
+)
+def test_resolve_labels_renames_merged_entries(relevant: tuple[str, ...], expected: tuple[str, ...]):
+    item = EvalItem("q1", "问题", relevant, "answer", None, (), "退货退款")
+    [out] = resolve_labels([item], {"old": "new", "older": "new"})
+    assert out.relevant == expected
+    assert (out is item) == (relevant == expected)  # untouched items are passed through
 
 
 def test_load_split_errors(tmp_path: Path):
@@ -182,7 +200,7 @@ def test_every_sizeable_category_has_enough_in_scope_queries(all_items: list[Eva
 
 
 def test_in_scope_items_point_at_real_entries_or_documents(all_items: list[EvalItem], bundled_kb):
-    ids = {e.id for e in bundled_kb.entries} | {d.id for d in bundled_kb.documents}
+    ids = {e.id for e in bundled_kb.entries} | {d.id for d in bundled_kb.documents} | set(bundled_kb.aliases)
     missing = {r for i in all_items if i.in_scope for r in i.relevant if r.split("#")[0] not in ids}
     assert not missing
     assert all(i.relevant for i in all_items if i.in_scope)

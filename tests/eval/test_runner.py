@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -142,14 +143,17 @@ def test_run_on_the_tiny_answerer(tiny_answerer):
             "退货要自己出运费吗",
         ),
     ]
+    # a label naming an entry merged into refund-seven-day (its `replaces`) counts the survivor
+    items.append(replace(items[0], id="i4", relevant=("refund-no-reason-return",)))
     seen: list[tuple[int, int]] = []
     out = run(tiny_answerer, items, lambda n, total: seen.append((n, total)))
-    assert seen == [(1, 3), (2, 3), (3, 3)]
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert out[0].ranking[0].id == "refund-seven-day" and out[0].top1_correct
+    assert out[3].item.relevant == ("refund-seven-day",) and out[3].top1_correct
     assert (out[1].decision, out[1].reason, out[1].fired) == ("handoff", "user_requested", "user_requested")
     assert out[2].features is not None and set(out[2].features) >= {"top1", "margin"}
     rr = evaluate(tiny_answerer, items)
-    assert rr.metrics["retrieval"]["n"] == 2
+    assert rr.metrics["retrieval"]["n"] == 3
     assert rr.metrics["decisions"]["per_reason"]["user_requested"]["recall"] == 1.0
 
 
@@ -158,8 +162,11 @@ class _SessionFake:
     top entry (a topic switch gone wrong)."""
 
     def __init__(self, table: dict[str, tuple[str, str]], sticky: set[str]) -> None:
+        from types import SimpleNamespace
+
         self.table, self.sticky = table, sticky
         self.last: dict[str | None, str] = {}
+        self.index = SimpleNamespace(aliases={})  # no merged entries
 
     def answer(self, query: str, session_id: str | None = None, top_k: int | None = None) -> Any:
         from types import SimpleNamespace

@@ -139,10 +139,20 @@ def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path, runtim
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
+def test_int8_vectors_depend_on_the_batch_and_say_so(tmp_path, runtime):
+    """Why the build encodes stored questions one per call on an int8 path (indexer.build)."""
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime=runtime))
+    assert not enc.batch_invariant and enc.query_path == f"{runtime}-int8"
+    alone = np.vstack([enc.encode_queries([t]) for t in TEXTS])
+    assert not np.allclose(enc.encode_queries(TEXTS), alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnx"])
 def test_int8_can_be_switched_off(tmp_path, runtime):
     s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4), query_int8=False, query_runtime=runtime)
     enc = load_encoder(s)
     assert not enc.query_int8
+    assert enc.batch_invariant and enc.query_path == f"{runtime}-fp32"
     assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
 
 

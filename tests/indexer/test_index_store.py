@@ -549,6 +549,60 @@ def test_forced_rebuild_reencodes_nothing(tiny_kb_dir, store, clock):
     np.testing.assert_array_equal(a.anchors, b.anchors)
 
 
+class _BatchSensitive(FakeEncoder):
+    """Like an int8 path: a text's vector depends on the rest of its batch (here, its size)."""
+
+    def __init__(self, path: str = "fake-int8") -> None:
+        super().__init__(dim=128)
+        self.batches: list[int] = []
+        self._path = path
+
+    @property
+    def query_path(self) -> str:
+        return self._path
+
+    @property
+    def batch_invariant(self) -> bool:
+        return False
+
+    def encode_queries(self, texts):
+        self.batches.append(len(texts))
+        v = super().encode_queries(texts)
+        if len(texts) > 1:
+            v = v + 0.01 * len(texts)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        return v
+
+    def encode_docs(self, texts, progress=False):
+        return FakeEncoder.encode_queries(self, texts)  # documents are batched: they have one path
+
+
+def test_questions_get_the_vector_a_lone_query_gets(tiny_kb_dir, store, clock):
+    enc = _BatchSensitive()
+    summary = _build(tiny_kb_dir, enc, store)
+    assert set(enc.batches) == {1}  # every stored question and anchor encoded alone
+    index = store.load_current(enc.model_id)
+    assert index.manifest.question_path == "fake-int8, one per call"
+    rows = [r for r, c in enumerate(index.chunks) if c.kind in ("question", "alt")]
+    alone = np.vstack([enc.encode_queries([index.chunks[r].embed_text]) for r in rows])
+    np.testing.assert_array_equal(index.vectors[rows], alone)
+    # the same KB and model, but questions encoded another way: not up to date
+    store_manifest = store.current_path() / "manifest.json"
+    store_manifest.write_text(store_manifest.read_text("utf-8").replace("one per call", "batched"), "utf-8")
+    assert not _build(tiny_kb_dir, enc, store).unchanged
+    assert _build(tiny_kb_dir, enc, store).unchanged
+    assert summary.vectors == len(index.chunks)
+
+
+def test_question_vectors_are_cached_per_query_path(tiny_kb_dir, store, clock):
+    _build(tiny_kb_dir, _BatchSensitive("onnx-int8"), store)
+    other = _BatchSensitive("torch-fp32")
+    second = _build(tiny_kb_dir, other, store, force=True)
+    n_questions = sum(c.kind in ("question", "alt") for c in store.load_current(other.model_id).chunks)
+    # answers and rules are shared (documents have one path); questions and anchors are not
+    assert second.cache_hits == second.vectors - n_questions
+
+
 def test_kb_change_encodes_only_new_texts(tiny_kb_dir, store, clock):
     enc = _TextCounter()
     _build(tiny_kb_dir, enc, store)

@@ -64,6 +64,8 @@ def test_content_hash_is_stable_and_content_sensitive(tmp_path: Path):
         (_entry("x", id="Bad ID"), "readable slug"),
         (_entry("x", question="短"), "question"),
         (_entry("x", related=["refund-nope"]), "related id 'refund-nope' does not exist"),
+        (_entry("x", replaces=["Old ID"]), "readable slug"),
+        (_entry("x", replaces=["refund-ok"]), "replaces 'refund-ok', which still exists"),
         ({k: v for k, v in _entry("x").items() if k != "answer"}, "answer: Field required"),
     ],
 )
@@ -72,6 +74,36 @@ def test_entry_problems_are_reported_with_file_and_line(tmp_path: Path, entry: d
     with pytest.raises(KBError) as info:
         load_kb(tmp_path)
     assert any(p.startswith("faq.yaml:") and message in p for p in info.value.problems), info.value.problems
+
+
+def test_merged_entries_keep_their_old_ids_as_aliases(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a", replaces=["refund-old", "refund-older"]), _entry("b")])
+    kb = load_kb(tmp_path)
+    assert kb.aliases == {"refund-old": "refund-a", "refund-older": "refund-a"}
+    assert kb.entry("refund-old") is kb.entry("refund-a") is not None
+    assert kb.entry("refund-b") is not None and kb.entry("refund-gone") is None
+
+
+def test_merge_problems(tmp_path: Path):
+    _faq(
+        tmp_path / "a.yaml",
+        [_entry("a", replaces=["refund-old"]), _entry("b", replaces=["refund-old"], related=["refund-old"])],
+    )
+    with pytest.raises(KBError) as info:
+        load_kb(tmp_path)
+    text = "\n".join(info.value.problems)
+    assert "'refund-b' replaces 'refund-old', which 'refund-a' replaces too" in text
+    assert "related id 'refund-old' was merged into 'refund-a'; write 'refund-a'" in text
+
+
+def test_an_empty_replaces_leaves_the_content_hash_alone(tmp_path: Path):
+    """KBs that merge nothing keep the hash they had before the field existed (no stale index)."""
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    h1 = load_kb(tmp_path).content_hash
+    _faq(tmp_path / "a.yaml", [_entry("a", replaces=[])])
+    assert load_kb(tmp_path).content_hash == h1
+    _faq(tmp_path / "a.yaml", [_entry("a", replaces=["refund-old"])])
+    assert load_kb(tmp_path).content_hash != h1
 
 
 def test_duplicate_ids_and_questions(tmp_path: Path):

@@ -121,7 +121,9 @@ def test_entries(client: TestClient):
     assert r.status_code == 200
     e = r.json()
     assert e["id"] == "refund-seven-day" and e["kind"] == "faq" and e["category"] == "退货退款"
-    assert e["related"] == ["refund-shipping-fee"]
+    assert e["related"] == ["refund-shipping-fee"] and e["replaces"] == ["refund-no-reason-return"]
+    # an entry merged into another keeps its old id as a name for the survivor
+    assert client.get("/v1/entries/refund-no-reason-return").json() == e
     chunk = client.get("/v1/entries/rules-return%231")
     assert chunk.status_code == 200 and chunk.json()["doc_id"] == "rules-return"
     _assert_error(client.get("/v1/entries/no-such-entry"), 404, "no-such-entry")
