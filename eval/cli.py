@@ -210,6 +210,61 @@ def calibrate_cmd(
         )
 
 
+@eval_app.command("confusions")
+@edge
+def confusions_cmd(
+    ctx: typer.Context,
+    top: int = typer.Option(20, "--top", min=1, help="pairs of entries to show"),
+    examples: int = typer.Option(2, "--examples", min=0, help="alternative questions shown per direction"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Which entries the assistant confuses, from the KB alone: every alternative question asked
+    (left out of the index), and where it lands when not at its own entry."""
+    from eval.confusions import kb_confusions
+
+    answerer = _runtime(ctx).answerer()
+    if as_json:
+        rep = kb_confusions(answerer)
+    else:
+        with _progress() as bar:
+            task = bar.add_task("alternatives", total=None)
+            rep = kb_confusions(answerer, lambda d, t: bar.update(task, completed=d, total=t))
+    pairs = rep.pairs()[:top]
+    by_way = {(c.entry, c.other): c.questions for c in rep.confusions}
+    if as_json:
+        out = {
+            "alternatives": rep.alternatives,
+            "alt_hit@1": round(rep.accuracy, 4),
+            "pairs": [
+                {
+                    "a": a,
+                    "b": b,
+                    "a_to_b": ab,
+                    "b_to_a": ba,
+                    "a_to_b_examples": list(by_way.get((a, b), ())[:examples]),
+                    "b_to_a_examples": list(by_way.get((b, a), ())[:examples]),
+                }
+                for a, b, ab, ba in pairs
+            ],
+        }
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    table = Table(
+        title=f"entries confused most ({rep.alternatives - rep.right} of {rep.alternatives} alternatives elsewhere)"
+    )
+    for col in ("entry a", "entry b", "a→b", "b→a", "for example"):
+        table.add_column(col, justify="right" if "→" in col else "left")
+    for a, b, ab, ba in pairs:
+        shown = [*by_way.get((a, b), ())[:examples], *by_way.get((b, a), ())[:examples]]
+        table.add_row(a, b, str(ab), str(ba), " / ".join(shown))
+    console.print(table)
+    console.print(
+        f"alternative questions answered with their own entry: {rep.accuracy:.3f}. A pair high on this "
+        "list is either two entries that answer the same question (merge them; `replaces:` keeps the "
+        "old id working) or alternatives that do not say what tells them apart."
+    )
+
+
 @eval_app.command("report")
 @edge
 def report_cmd(
