@@ -20,7 +20,7 @@ def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
     vectors = index.vectors[rows]
     counts = {**index.manifest.counts, "vectors": len(rows), "chunks": len(rows)}
     manifest = index.manifest.model_copy(update={"counts": counts})
-    return Index(
+    sub = Index(
         manifest,
         vectors,
         VectorIndex.build(vectors, "flat"),
@@ -30,6 +30,8 @@ def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
         index.entries,
         index.folder,
     )
+    sub.set_dense_int8(index.dense_int8)  # the same dense pass as the default row
+    return sub
 
 
 def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]:

@@ -64,6 +64,7 @@ class Runtime:
         """The answerer over ``index`` (default: the current build) with the build's calibration
         unless ``calibration`` is given."""
         index = index or self.store.load_current(self.encoder.model_id)
+        index.set_dense_int8(self.settings.dense_int8)
         kb_root = Path(index.manifest.kb_root)
         resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
         return Answerer(
