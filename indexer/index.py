@@ -539,11 +539,10 @@ class _UnitLayout:
         """(unit score, best question-side cosine, best answer-side cosine) for every unit; same
         rule as ``Index._unit_score``. ``cos`` holds one cosine per row (a trailing padding slot
         is ignored); the third result is the unit score where a unit has no answer row."""
-        overall = self.all_seg.max(cos)
-        q_top = self.q_seg.max(cos)
-        q_agree = self.q_seg.top_mean(cos, self.n_top)
-        q_best = np.where(self.has_q, q_top, overall)
+        q_top, q_agree = self.q_seg.top_mean(cos, self.n_top)
         other = self.other_seg.max(cos)
+        overall = np.maximum(q_top, other)  # a unit's rows are its question rows and its others
+        q_best = np.where(self.has_q, q_top, overall)
         mixed = (q_agree + w * other) / (1.0 + w)
         score = np.where(self.mixed, mixed, overall)
         return score, q_best, np.where(np.isfinite(other), other, score)
@@ -576,26 +575,30 @@ class _Segments:
             return np.full(self._n, -np.inf, dtype=np.float32)
         return self._spread(np.maximum.reduceat(values[self.rows], self.starts), -np.inf)
 
-    def top_mean(self, values: np.ndarray, n_top: np.ndarray) -> np.ndarray:
-        """Mean of each unit's ``n_top`` largest values (0 where it has none). Each round takes
-        the current maximum as many times as it occurs (ties count once each, as in a sort) and
-        knocks those out."""
+    def top_mean(self, values: np.ndarray, n_top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(each unit's largest value, -inf where it has none; the mean of its ``n_top`` largest,
+        0 where it has none). Each round takes the current maximum as many times as it occurs
+        (ties count once each, as in a sort) and knocks those out."""
         out = np.zeros(self._n)
         if self.rows.size == 0:
-            return out
+            return np.full(self._n, -np.inf, dtype=np.float32), out
         v = values[self.rows]  # a copy (fancy indexing): knocking values out changes nothing else
         need = n_top[self.nonempty]
         taken = np.zeros_like(need)
         total = np.zeros(len(need), dtype=v.dtype)  # summed in the scores' own precision
-        for _ in range(int(n_top.max(initial=0))):
-            m = np.maximum.reduceat(v, self.starts)
+        rounds = int(n_top.max(initial=0))
+        top = np.maximum.reduceat(v, self.starts)
+        m = top
+        for i in range(rounds):
             hit = v == np.repeat(m, self.lengths)
             take = np.minimum(np.add.reduceat(hit, self.starts), need - taken)
             total += np.where(np.isfinite(m), m, 0) * take.astype(v.dtype)  # a knocked-out row adds 0
             taken += take
-            v[hit] = -np.inf
+            if i + 1 < rounds:
+                v[hit] = -np.inf
+                m = np.maximum.reduceat(v, self.starts)
         out[self.nonempty] = total / np.maximum(need, 1)
-        return out
+        return self._spread(top, -np.inf), out
 
 
 def _rrf(*ranks: np.ndarray) -> np.ndarray:

@@ -22,12 +22,15 @@ pytestmark = pytest.mark.model
 # ranker, 2026-11-26: hit@1 0.884, MRR@10 0.932, answered precision 0.956 at coverage 0.720,
 # out-of-scope handoff recall 0.941). Raised after the fourth (alternatives 3,169 → 5,274, dev
 # weighed as much as the KB in the ranker, 2026-11-26: hit@1 0.913, MRR@10 0.948, answered
-# precision 0.953 at coverage 0.858, out-of-scope handoff recall 0.956).
+# precision 0.953 at coverage 0.858, out-of-scope handoff recall 0.956). Raised after the fifth
+# (merged near-duplicates, questions encoded one per call, 7,305 alternatives, the int8 dense
+# pass, 2026-11-26: hit@1 0.942, MRR@10 0.963, answered precision 0.975 at coverage 0.913,
+# out-of-scope handoff recall 0.971).
 FLOORS = {
-    "hit@1": 0.89,
-    "mrr@10": 0.93,
-    "answered_precision": 0.93,
-    "coverage": 0.80,
+    "hit@1": 0.92,
+    "mrr@10": 0.95,
+    "answered_precision": 0.95,
+    "coverage": 0.87,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,
