@@ -188,7 +188,21 @@ def build_and_swap(
     progress: ProgressFn | None = None,
     force: bool = False,
 ) -> BuildSummary:
-    """Build into a temporary folder, verify, then make it current; keep the old one on failure."""
+    """Build into a temporary folder, verify, then make it current; keep the old one on failure.
+    One build at a time per index home (``IndexStore.build_lock``)."""
+    with store.build_lock():
+        return _build_and_swap(kb, encoder, store, chunk_chars, index_kind, progress, force)
+
+
+def _build_and_swap(
+    kb: KnowledgeBase,
+    encoder: Encoder,
+    store: IndexStore,
+    chunk_chars: int,
+    index_kind: str,
+    progress: ProgressFn | None,
+    force: bool,
+) -> BuildSummary:
     t0 = time.perf_counter()
     if not force:
         current = _current_manifest(store, encoder.model_id, intact=True)

@@ -5,6 +5,7 @@ Layout of ``KEFU_INDEX_DIR``::
     builds/<build-id>/   one folder per verified build (the last ``keep_builds`` are kept)
     current              the id of the build being served (replaced atomically)
     embcache.sqlite      embedding cache shared by builds
+    .build.lock          held by the build in progress (another build is refused, not raced)
     .tmp-*/              a build in progress; never read, removed on the next build
 
 A build is written to a temporary folder, verified (counts, a probe search), renamed into
@@ -16,11 +17,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from indexer.index import Index, Manifest
-from kb.errors import IndexMissingError, IndexStateError, NotFoundError
+from kb.errors import BuildInProgressError, IndexMissingError, IndexStateError, NotFoundError
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,39 @@ class IndexStore:
 
     def load_current(self, model_id: str | None) -> Index:
         return Index.load(self.current_path(), model_id)
+
+    @contextmanager
+    def build_lock(self) -> Iterator[None]:
+        """Exclusive while a build runs: a second build on the same home would remove the first
+        one's unfinished folder (``new_tmp`` clears leftovers). The lock is the kernel's, so it
+        goes with a crashed process."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock, as before
+            yield
+            return
+        self.home.mkdir(parents=True, exist_ok=True)
+        path = self.home / ".build.lock"
+        with path.open("a+", encoding="utf-8") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise BuildInProgressError(
+                    f"another build is running on {self.home} ({holder}); wait for it to finish, then run "
+                    "`kefu build` again if the KB changed meanwhile"
+                ) from None
+            f.seek(0)
+            f.truncate()
+            f.write(f"pid {os.getpid()}")
+            f.flush()
+            try:
+                yield
+            finally:
+                f.seek(0)
+                f.truncate()
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def new_tmp(self, build_id: str) -> Path:
         self.builds.mkdir(parents=True, exist_ok=True)

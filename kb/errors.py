@@ -54,6 +54,10 @@ class IndexMismatchError(IndexStateError):
     """The index was built for another model, normaliser or format."""
 
 
+class BuildInProgressError(IndexStateError):
+    """Another build holds the index home."""
+
+
 class NotFoundError(KefuError):
     """A named object (entry, build, ticket) does not exist."""
 

@@ -20,7 +20,7 @@ from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOT
 from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.store import IndexStore, write_calibration
-from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
+from kb.errors import BuildInProgressError, IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
 from kb.loader import load_kb
 
 CHUNK = 60
@@ -509,6 +509,22 @@ def test_build_failing_verification_never_becomes_current(tiny_kb_dir, fake_enco
         _build(tiny_kb_dir, fake_encoder, store)
     _assert_serving(store, good.build_id, before, fake_encoder.model_id)
     assert [b.build_id for b in store.list()] == [good.build_id]
+
+
+def test_a_build_while_another_runs_is_refused_and_leaves_it_alone(tiny_kb_dir, fake_encoder, store, clock):
+    good = _build(tiny_kb_dir, fake_encoder, store)
+    before = _snapshot(store.builds / good.build_id)
+    _add_entry(tiny_kb_dir, 1)
+    with store.build_lock():  # the first build, still running: its unfinished folder must survive
+        unfinished = store.home / ".tmp-running"
+        unfinished.mkdir()
+        with pytest.raises(BuildInProgressError, match=r"another build is running on .*\(pid \d+\); wait"):
+            _build(tiny_kb_dir, fake_encoder, store)
+        assert unfinished.is_dir()
+        _assert_serving(store, good.build_id, before, fake_encoder.model_id)
+    after = _build(tiny_kb_dir, fake_encoder, store)  # once it is done, building works again
+    assert store.current_id() == after.build_id != good.build_id
+    assert not list(store.home.glob(".tmp-*"))
 
 
 def test_first_build_interrupted_leaves_no_current(tiny_kb_dir, fake_encoder, store, clock, monkeypatch):
