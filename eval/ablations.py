@@ -66,6 +66,7 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
         ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
         ("no greeting stripping", _copy(base, strip_greetings=False), ""),
+        ("see-also", _copy(base, see_also=True), "related entries of the first moved to ranks 3-5 (KEFU_SEE_ALSO)"),
         ("synonym expansion", _copy(base, expand_synonyms=True), "resources/synonyms.yaml (KEFU_EXPAND_SYNONYMS)"),
     ]
     out = []

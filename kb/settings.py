@@ -48,6 +48,11 @@ class Settings(BaseSettings):
         True,
         description="encode queries with int8 matrix products (about 1.5x faster); documents stay float32",
     )
+    see_also: bool = Field(
+        False,
+        description="after the two best answers, the first one's related entries (its related: links) "
+        "come next, up to rank 5 (off: on dev recall@5 rose 0.979 -> 0.990, on test it fell 0.979 -> 0.974)",
+    )
     dense_int8: bool = Field(
         True,
         description="score queries against an int8 copy of the stored vectors (a quarter of the memory "

@@ -35,6 +35,7 @@ def options_from(settings: Settings) -> AnswererOptions:
         handoff_message=settings.handoff_message,
         retrieval=settings.retrieval,
         expand_synonyms=settings.expand_synonyms,
+        see_also=settings.see_also,
     )
 
 

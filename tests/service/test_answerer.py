@@ -407,3 +407,67 @@ def test_a_new_short_question_after_another_topic_is_not_read_with_it(answerer: 
     a = answerer.answer("运费谁出", session_id=first.session_id)  # short: the gate fires
     assert a.trace["used_context"] is False
     assert a.answers[0].id == "refund-shipping-fee"
+
+
+# --- see also ------------------------------------------------------------------------------------
+def _hits(*ids: str) -> list[UnitHit]:
+    return [UnitHit(u, 0.9 - 0.01 * r, r, r, 0.9, 1) for r, u in enumerate(ids)]
+
+
+def _entries(**related: tuple[str, ...]) -> dict:
+    from indexer.index import EntryInfo
+
+    return {k: EntryInfo(k, f"{k}？", "答", "类", v) for k, v in related.items()}
+
+
+@pytest.mark.parametrize(
+    ("ids", "related", "expected"),
+    [
+        # the first one's related entries follow the two best, in rank order, up to rank 5
+        (("a", "b", "c", "d", "e", "f", "g"), {"a": ("f", "d")}, ("a", "b", "d", "f", "c", "e", "g")),
+        # at most three move (ranks 3-5); the rest keep their order
+        (("a", "b", "c", "d", "e", "f", "g"), {"a": ("g", "f", "e", "d")}, ("a", "b", "d", "e", "f", "c", "g")),
+        # a related entry already in the top two stays where it is
+        (("a", "b", "c", "d"), {"a": ("b", "d")}, ("a", "b", "d", "c")),
+        # nothing related among the candidates, no related links, an empty list
+        (("a", "b", "c"), {"a": ("z",)}, ("a", "b", "c")),
+        (("a", "b", "c"), {"a": ()}, ("a", "b", "c")),
+        ((), {}, ()),
+        # the first candidate is a rules chunk, not an FAQ entry: nothing moves
+        (("rules-x#1", "b", "c", "d"), {"b": ("d",)}, ("rules-x#1", "b", "c", "d")),
+    ],
+)
+def test_see_also_moves_the_first_answers_related_entries_up(ids, related, expected):
+    from service.answerer import see_also
+
+    units = _hits(*ids)
+    out = see_also(units, _entries(**related))
+    assert tuple(u.unit_id for u in out) == expected
+    assert [u.rank for u in out] == list(range(len(out)))
+    by_id = {u.unit_id: u for u in units}
+    assert all(u.score == by_id[u.unit_id].score and u.best_chunk == by_id[u.unit_id].best_chunk for u in out)
+
+
+def test_see_also_leaves_the_confidence_and_is_off_by_default(answerer: Answerer):
+    q = "七天无理由退货需要满足什么条件？"
+    assert not answerer.options.see_also
+    off = answerer.answer(q, top_k=5)
+    on_answerer = Answerer(
+        answerer.index,
+        answerer.encode,
+        answerer.sensitive,
+        dataclasses.replace(answerer.options, see_also=True),
+        None,
+        None,
+        answerer.greetings,
+        answerer.calibration,
+        answerer.synonyms,
+    )
+    on = on_answerer.answer(q, top_k=5)
+    assert on.trace["confidence"] == off.trace["confidence"] and on.decision == off.decision
+    ids_on = [c["id"] for c in on.trace["candidates"]]
+    ids_off = [c["id"] for c in off.trace["candidates"]]
+    assert ids_on[:2] == ids_off[:2] and sorted(ids_on) == sorted(ids_off)
+    related = set(answerer.index.entries[ids_on[0]].related)
+    moved = [u for u in ids_off[2:] if u in related][:3]
+    assert ids_on[2 : 2 + len(moved)] == moved
