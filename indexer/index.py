@@ -151,7 +151,8 @@ class Index:
         # The same rows as columns, for the dense pass. After an encode the vectors are out of
         # cache, and BLAS streams a column-major matrix·vector product from memory about twice as
         # fast: 0.26 ms against 0.48 ms for the bundled 4,083 × 384 (the cosines differ ≤ 3e-7).
-        self._vectors_t = np.ascontiguousarray(self.vectors.T)
+        # Made on the first float32 pass: with the int8 pass (the default) it is never needed.
+        self._vectors_t: np.ndarray | None = None
         self._int8: Int8Scorer | None = None  # set_dense_int8: the pass on an int8 copy instead
         self.vindex = vindex
         self.chunks = chunks
@@ -450,6 +451,8 @@ class Index:
         if self._int8 is not None:
             cos[:n] = self._int8.cosines(qvec)
             return cos
+        if self._vectors_t is None:
+            self._vectors_t = np.ascontiguousarray(self.vectors.T)
         # np.dot, not @: numpy's matmul path for matrix·vector skips BLAS here (8 ms vs 0.14 ms).
         np.dot(np.asarray(qvec, dtype=np.float32).reshape(-1), self._vectors_t, out=cos[:n])
         return cos
