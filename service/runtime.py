@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from indexer.build import question_path
 from indexer.encoder import Encoder, load_encoder
 from indexer.index import Index
 from indexer.store import IndexStore
@@ -17,6 +19,8 @@ from service.policy import Calibration
 from service.sessions import SessionStore
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
+
+log = logging.getLogger("kefu.runtime")
 
 
 def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> SensitiveDetector:
@@ -66,6 +70,15 @@ class Runtime:
         unless ``calibration`` is given."""
         index = index or self.store.load_current(self.encoder.model_id)
         index.set_dense_int8(self.settings.dense_int8)
+        built, now = index.manifest.question_path, question_path(self.encoder)
+        if built != now:  # it still answers, but a stored question no longer matches itself typed
+            log.warning(
+                "index %s encoded its questions as %s, and queries are now encoded as %s: run "
+                "`kefu build` to re-encode them (answers and documents come from the cache)",
+                index.manifest.build_id,
+                built or "an older kefu did",
+                now,
+            )
         kb_root = Path(index.manifest.kb_root)
         resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
         return Answerer(
