@@ -402,11 +402,15 @@ class FakeEncoder:
     characters are close and unrelated texts are nearly orthogonal.
     """
 
-    def __init__(self, dim: int = 64, model_id: str = "fake:hash-64") -> None:
+    def __init__(
+        self, dim: int = 64, model_id: str = "fake:hash-64", query_path: str = "fake", batch_invariant: bool = True
+    ) -> None:
         if dim < 8:
             raise ConfigError(f"FakeEncoder dim={dim} must be ≥ 8")
         self._dim = dim
         self._model_id = model_id
+        self._query_path = query_path  # tests of other query paths set these two
+        self._batch_invariant = batch_invariant
         self._profile = PROFILES["plain"]
         self.calls = 0  # number of encode calls, so tests can check caching and batching
 
@@ -432,11 +436,11 @@ class FakeEncoder:
 
     @property
     def query_path(self) -> str:
-        return "fake"
+        return self._query_path
 
     @property
     def batch_invariant(self) -> bool:
-        return True
+        return self._batch_invariant
 
     def _vec(self, text: str) -> np.ndarray:
         v = np.zeros(self._dim, dtype=np.float32)

@@ -569,17 +569,8 @@ class _BatchSensitive(FakeEncoder):
     """Like an int8 path: a text's vector depends on the rest of its batch (here, its size)."""
 
     def __init__(self, path: str = "fake-int8") -> None:
-        super().__init__(dim=128)
+        super().__init__(dim=128, query_path=path, batch_invariant=False)
         self.batches: list[int] = []
-        self._path = path
-
-    @property
-    def query_path(self) -> str:
-        return self._path
-
-    @property
-    def batch_invariant(self) -> bool:
-        return False
 
     def encode_queries(self, texts):
         self.batches.append(len(texts))
