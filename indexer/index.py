@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,7 @@ class Index:
     def dense_int8(self) -> bool:
         return self._int8 is not None
 
-    @property
+    @cached_property
     def aliases(self) -> dict[str, str]:
         """Every merged-away entry id → the entry that replaces it (old ids stay valid names)."""
         return {old: e.id for e in self.entries.values() for old in e.replaces}
@@ -522,8 +523,8 @@ class _UnitLayout:
         self.all_seg = _Segments(rows)
         self.q_seg = _Segments(q_rows)
         self.other_seg = _Segments(other)
-        self.mixed = np.array([bool(q) and bool(o) for q, o in zip(q_rows, other, strict=True)])
         self.has_q = self.q_seg.nonempty
+        self.mixed = self.has_q & self.other_seg.nonempty
         self.n_top = np.array([min(len(q), QUESTION_TOPN) for q in q_rows])  # matches averaged per unit
 
     @staticmethod
