@@ -66,6 +66,7 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
         ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
         ("no greeting stripping", _copy(base, strip_greetings=False), ""),
+        ("no typo correction", _copy(base, correct_typos=False), "pinyin homophone typos searched as typed"),
         ("see-also", _copy(base, see_also=True), "related entries of the first moved to ranks 3-5 (KEFU_SEE_ALSO)"),
         ("synonym expansion", _copy(base, expand_synonyms=True), "resources/synonyms.yaml (KEFU_EXPAND_SYNONYMS)"),
     ]
@@ -83,7 +84,16 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
 
 def _with_index(base: Answerer, index: Index) -> Answerer:
     return Answerer(
-        index, base.encode, base.sensitive, base.options, None, None, base.greetings, base.calibration, base.synonyms
+        index,
+        base.encode,
+        base.sensitive,
+        base.options,
+        None,
+        None,
+        base.greetings,
+        base.calibration,
+        base.synonyms,
+        base.speller,
     )
 
 
@@ -94,5 +104,14 @@ def _copy(base: Answerer, **options: Any) -> Answerer:
     ranked = "rank_prob" in base.calibration.names
     calibration = Calibration() if ranked and (opts.retrieval != "rrf" or not opts.rerank) else base.calibration
     return Answerer(
-        base.index, base.encode, base.sensitive, opts, None, None, base.greetings, calibration, base.synonyms
+        base.index,
+        base.encode,
+        base.sensitive,
+        opts,
+        None,
+        None,
+        base.greetings,
+        calibration,
+        base.synonyms,
+        base.speller,
     )

@@ -20,6 +20,7 @@ from service.policy import Calibration, Features, decide
 from service.ranker import Ranker
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.sessions import SessionStore, Turn
+from service.speller import Spelled, Speller
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
 
@@ -66,6 +67,7 @@ class AnswererOptions:
     retrieval: str = "rrf"  # dense | lexical | rrf | weighted; the eval ablations decide the default
     rerank: bool = True  # apply the calibration's learned ranker (rrf only); off in an ablation row
     see_also: bool = False  # the first candidate's related entries after the two best (SEE_ALSO_AFTER)
+    correct_typos: bool = True  # KEFU_CORRECT_TYPOS: pinyin homophone typos fixed before retrieval (service/speller)
 
 
 class Answerer:
@@ -80,6 +82,7 @@ class Answerer:
         greetings: Sequence[str] = (),
         calibration: Calibration | None = None,
         synonyms: SynonymExpander | None = None,
+        speller: Speller | None = None,
     ) -> None:
         self.index = index
         self.encode = encode
@@ -90,6 +93,7 @@ class Answerer:
         self.greetings = tuple(greetings)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
         self.synonyms = synonyms or SynonymExpander({})
+        self.speller = speller
         # The ranker is fitted with the calibration (same dev run, same KB and model) and reorders
         # the rrf pool; a confidence model that reads its probability cannot run without it.
         use_ranker = bool(self.calibration.ranker) and options.rerank and options.retrieval == "rrf"
@@ -188,6 +192,11 @@ class Answerer:
     def _strip(self, norm: str) -> str:
         return strip_greeting(norm) if self.options.strip_greetings else norm
 
+    def _spell(self, text: str) -> Spelled:
+        if self.speller is None or not self.options.correct_typos:
+            return Spelled(text)
+        return self.speller.correct(text)
+
     def _search_texts(self, texts: list[str]) -> list[tuple[str, tuple[str, ...]]]:
         """(text to search, standard terms added) per text: the synonym expansion when it is on."""
         return [self.synonyms.expand(t) if self.options.expand_synonyms else (t, ()) for t in texts]
@@ -196,7 +205,7 @@ class Answerer:
         """The candidate pool each query's own retrieval would rerank (no session context): what a
         ranker is trained on. Each query is encoded alone, as ``answer`` does: int8 activations
         are quantised per call, so a batch would shift the vectors a little."""
-        texts = [self._strip(self._normalize(q)) for q in queries]
+        texts = [self._spell(self._strip(self._normalize(q))).text for q in queries]
         searches = [search for search, _ in self._search_texts(texts)]
         return [self.index.candidate_pool(self.encode([s])[0], s, size) for s in searches]
 
@@ -272,10 +281,13 @@ class Answerer:
             trace["fired"] = "empty_query"
             return finish("handoff", "empty_query", [], EMPTY_REPLY if norm else None)
 
-        text = self._strip(norm)
         if is_greeting(norm, self.greetings):
             trace["fired"] = "greeting"
             return finish("clarify", "greeting", [], GREETING_REPLY)
+        spelled = self._spell(self._strip(norm))
+        text = spelled.text
+        if spelled.corrections:
+            trace["spelling"] = [f"{c.typed}→{c.corrected} ({c.word})" for c in spelled.corrections]
 
         variants = [text]
         prev = self.sessions.last(sid) if self.options.use_context else None

@@ -17,6 +17,7 @@ from service.answerer import Answerer, AnswererOptions
 from service.detect import SensitiveDetector
 from service.policy import Calibration
 from service.sessions import SessionStore
+from service.speller import speller_for
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
 
@@ -40,6 +41,7 @@ def options_from(settings: Settings) -> AnswererOptions:
         retrieval=settings.retrieval,
         expand_synonyms=settings.expand_synonyms,
         see_also=settings.see_also,
+        correct_typos=settings.correct_typos,
     )
 
 
@@ -91,6 +93,7 @@ class Runtime:
             greetings=resources.greetings + resources.thanks,
             synonyms=SynonymExpander(resources.synonyms),
             calibration=calibration,
+            speller=speller_for(index.norm_texts, resources.userdict) if self.settings.correct_typos else None,
         )
 
 
