@@ -65,6 +65,11 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         ("fusion: dense + 0.1·lexical", _copy(base, retrieval="weighted"), raw.lstrip("; ")),
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
         ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
+        (
+            "no context blending",
+            _copy(base, blend_context=False),
+            "a follow-up lists only the candidates of the reading it is answered from",
+        ),
         ("no greeting stripping", _copy(base, strip_greetings=False), ""),
         ("no typo correction", _copy(base, correct_typos=False), "pinyin homophone typos searched as typed"),
         ("see-also", _copy(base, see_also=True), "related entries of the first moved to ranks 3-5 (KEFU_SEE_ALSO)"),

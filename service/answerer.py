@@ -67,6 +67,7 @@ class AnswererOptions:
     retrieval: str = "rrf"  # dense | lexical | rrf | weighted; the eval ablations decide the default
     rerank: bool = True  # apply the calibration's learned ranker (rrf only); off in an ablation row
     see_also: bool = False  # the first candidate's related entries after the two best (SEE_ALSO_AFTER)
+    blend_context: bool = True  # a follow-up's list interleaves its other reading's candidates (blend)
     correct_typos: bool = True  # KEFU_CORRECT_TYPOS: pinyin homophone typos fixed before retrieval (service/speller)
 
 
@@ -295,8 +296,11 @@ class Answerer:
             variants.append(f"{prev.query} {text}")
         results = self.retrieve(variants)
         best = results[0]
-        if len(results) > 1 and self._use_context(results[0], results[1]):
-            best = dataclasses.replace(results[1], used_context=True)
+        other: Retrieval | None = results[1] if len(results) > 1 else None
+        if other is not None and self._use_context(results[0], other):
+            best, other = dataclasses.replace(other, used_context=True), results[0]
+        if other is not None and self.options.blend_context and best.units and other.units:
+            best = dataclasses.replace(best, units=blend(best.units, other.units))
         trace.update(
             {
                 "retrieval_text": best.text,
@@ -332,6 +336,33 @@ class Answerer:
         if decision == "clarify":
             return finish("clarify", "ambiguous", best.units, CLARIFY_PROMPT, show=CLARIFY_CHOICES)
         return finish("handoff", "low_confidence", best.units)
+
+
+def blend(first: list[UnitHit], second: list[UnitHit]) -> list[UnitHit]:
+    """``first`` with ``second`` interleaved after its two best: first[0], first[1], second[0],
+    first[2], second[1], …, without repeats, as long as ``first``; ranks renumbered.
+
+    A follow-up has two readings, alone and with the previous message. The answer comes from the
+    one ``_use_context`` picks; the other reading's best candidates still get a place in the list.
+    Dev: follow-ups' recall@5 0.911 → 0.967 (15 questions), and the 332 questions asked right
+    after an unrelated one (the report's topic-switch probe) lose 0.0015 of recall@5 (one of them)
+    with top answers and MRR unchanged."""
+    out = [first[0]]
+    seen = {first[0].unit_id}
+    takes = [iter(first[1:]), iter(second)]
+    turn = 0
+    while len(out) < len(first) and takes:
+        src = takes[turn % len(takes)]
+        for u in src:
+            if u.unit_id not in seen:
+                seen.add(u.unit_id)
+                out.append(u)
+                break
+        else:
+            takes.remove(src)  # exhausted: the other list fills the rest
+            continue
+        turn += 1
+    return [dataclasses.replace(u, rank=i) for i, u in enumerate(out)]
 
 
 def see_also(units: list[UnitHit], entries: Mapping[str, EntryInfo]) -> list[UnitHit]:

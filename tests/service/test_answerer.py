@@ -471,3 +471,55 @@ def test_see_also_leaves_the_confidence_and_is_off_by_default(answerer: Answerer
     related = set(answerer.index.entries[ids_on[0]].related)
     moved = [u for u in ids_off[2:] if u in related][:3]
     assert ids_on[2 : 2 + len(moved)] == moved
+
+
+# --- context blending ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        # the answer's two best, then the readings in turn
+        (("a", "b", "c", "d", "e"), ("x", "y", "z"), ("a", "b", "x", "c", "y")),
+        # shared candidates are listed once; the other list fills in
+        (("a", "b", "c", "d", "e"), ("b", "a", "x"), ("a", "b", "x", "c", "d")),
+        # the other reading runs out: the answer's own list fills the rest
+        (("a", "b", "c", "d"), ("x",), ("a", "b", "x", "c")),
+        # the answer's list runs out first: never longer than it was
+        (("a", "b"), ("x", "y", "z"), ("a", "b")),
+        (("a",), ("x", "y"), ("a",)),
+        (("a", "b", "c"), (), ("a", "b", "c")),
+    ],
+)
+def test_blend_interleaves_the_other_reading_after_the_two_best(first, second, expected):
+    from service.answerer import blend
+
+    out = blend(_hits(*first), _hits(*second))
+    assert tuple(u.unit_id for u in out) == expected
+    assert [u.rank for u in out] == list(range(len(out)))
+
+
+def test_a_follow_up_lists_its_other_reading_and_keeps_its_answer(answerer: Answerer):
+    first = answerer.answer("七天无理由退货需要满足什么条件？")
+    on = answerer.answer("那运费呢", session_id=first.session_id, top_k=10)
+    alone = answerer.answer("那运费呢", top_k=10)
+    off_answerer = Answerer(
+        answerer.index,
+        answerer.encode,
+        answerer.sensitive,
+        dataclasses.replace(answerer.options, blend_context=False),
+        None,
+        None,
+        answerer.greetings,
+        answerer.calibration,
+        answerer.synonyms,
+    )
+    first_off = off_answerer.answer("七天无理由退货需要满足什么条件？")
+    off = off_answerer.answer("那运费呢", session_id=first_off.session_id, top_k=10)
+    ids = [c["id"] for c in on.trace["candidates"]]
+    ids_off = [c["id"] for c in off.trace["candidates"]]
+    assert on.trace["used_context"] and off.trace["used_context"]
+    assert on.trace["confidence"] == off.trace["confidence"] and ids[:2] == ids_off[:2]
+    # the message read alone comes third: its best candidate that the contextual reading had not
+    # already listed in its two best
+    alone_ids = [c["id"] for c in alone.trace["candidates"]]
+    assert ids[2] == next(u for u in alone_ids if u not in ids_off[:2])
+    assert len(ids) == len(ids_off) and len(set(ids)) == len(ids)

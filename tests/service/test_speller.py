@@ -62,7 +62,9 @@ def test_the_corrected_word_must_be_common_in_the_kb(copies: int, fixed: bool):
     assert (sp.correct("快第来了").text == "快递来了") is fixed
 
 
-@pytest.mark.parametrize(("typed_pairs", "words", "fixed"), [(0, 9, False), (0, 10, True), (1, 19, False), (1, 20, True)])
+@pytest.mark.parametrize(
+    ("typed_pairs", "words", "fixed"), [(0, 9, False), (0, 10, True), (1, 19, False), (1, 20, True)]
+)
 def test_the_corrected_word_must_outnumber_the_typed_pair(typed_pairs: int, words: int, fixed: bool):
     # ratio 10: the KB word needs 10 × (occurrences of the typed pair + 1)
     sp = Speller(["最快第二天"] * typed_pairs + ["快递来了"] * words, min_count=1)
