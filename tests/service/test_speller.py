@@ -9,7 +9,7 @@ import pytest
 
 from kb.errors import ConfigError
 from service.answerer import Answerer
-from service.speller import Correction, Spelled, Speller, read_userdict, readings
+from service.speller import Correction, Spelled, Speller, Words, read_userdict, readings
 
 # 快递 12 times, 发票 10 (a correction needs 10 × the typed pair's count + 1), 父亲 never and
 # 付清 eight times: the fixtures the cases below lean on
@@ -123,3 +123,11 @@ def test_runtime_builds_a_speller_unless_switched_off(tiny_settings, tiny_index,
         index=tiny_index
     )
     assert isinstance(on.speller, Speller) and off.speller is None
+
+
+def test_words_lookup_matches_a_set():
+    words = ["快递", "发票", "淘气值", "人工客服", "一", "五个字的词"]
+    w = Words(words)
+    assert len(w) == 4  # one character and over MAX_WORD are not kept
+    for probe in [*words, "快第", "", "快递员", 3]:
+        assert (probe in w) is (probe in {"快递", "发票", "淘气值", "人工客服"})
