@@ -25,12 +25,15 @@ pytestmark = pytest.mark.model
 # precision 0.953 at coverage 0.858, out-of-scope handoff recall 0.956). Raised after the fifth
 # (merged near-duplicates, questions encoded one per call, 7,305 alternatives, the int8 dense
 # pass, 2026-11-26: hit@1 0.942, MRR@10 0.963, answered precision 0.975 at coverage 0.913,
-# out-of-scope handoff recall 0.971).
+# out-of-scope handoff recall 0.971). recall@5 and coverage raised after the sixth (typo
+# correction, follow-up candidates blended, 2026-11-26: hit@1 0.942, recall@5 0.980, MRR@10
+# 0.963, answered precision 0.972 at coverage 0.919, out-of-scope handoff recall 0.956).
 FLOORS = {
     "hit@1": 0.92,
+    "recall@5": 0.975,
     "mrr@10": 0.95,
     "answered_precision": 0.95,
-    "coverage": 0.87,
+    "coverage": 0.89,
     "oos_handoff_recall": 0.92,
     "handoff_recall_user_requested": 1.0,
     "handoff_recall_sensitive": 0.95,
