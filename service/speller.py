@@ -132,6 +132,8 @@ class Speller:
                     self.pairs[a + b] += 1
         self.dictionary = jieba_words()
         self.extra = frozenset(words)  # the KB's own words (userdict.txt)
+        # a set, not Counter look-ups: a missing key costs Counter a Python-level __missing__ call
+        self._known_pairs = frozenset(p for p, n in self.pairs.items() if n >= known_at)
         # What a typed character could have meant, by its neighbour and the syllable typed: the
         # KB's frequent dictionary-word pairs, under every reading of the character that would
         # replace it. Two dict look-ups a character instead of a scan of its homophones.
@@ -159,16 +161,18 @@ class Speller:
 
     def correct(self, text: str) -> Spelled:
         found: list[tuple[int, int, Correction]] = []
+        known, last = self._known_pairs, len(text) - 1
         for i, ch in enumerate(text):
-            if not _is_han(ch):
+            if not "\u4e00" <= ch <= "\u9fff":  # _is_han, inlined: this loop runs on every query
                 continue
-            prev = text[i - 1] if i > 0 and _is_han(text[i - 1]) else ""
-            nxt = text[i + 1] if i + 1 < len(text) and _is_han(text[i + 1]) else ""
+            prev = text[i - 1] if i and "\u4e00" <= text[i - 1] <= "\u9fff" else ""
+            nxt = text[i + 1] if i < last and "\u4e00" <= text[i + 1] <= "\u9fff" else ""
+            # a lone character has no pair; with prev or nxt empty, that side is one character
+            if not (prev or nxt) or prev + ch in known or ch + nxt in known:
+                continue
             # (typed pair, neighbour, whether the neighbour comes first)
             sides = [(prev + ch, prev, True)] if prev else []
             sides += [(ch + nxt, nxt, False)] if nxt else []
-            if not sides or any(self.pairs[typed] >= self.known_at for typed, _, _ in sides):
-                continue
             # The syllable typed is the character's main reading: with all its readings, dev had 9
             # non-typo queries changed instead of 6, and the same 21 typos fixed.
             syllables = readings(ch)[:1]
@@ -178,7 +182,7 @@ class Speller:
                     for cand in self._after.get((other, r), ()) if first else self._before.get((r, other), ()):
                         word = other + cand if first else cand + other
                         n = self.pairs[word]
-                        if cand == ch or n < self.ratio * (self.pairs[typed] + 1):
+                        if cand == ch or n < self.ratio * (self.pairs.get(typed, 0) + 1):
                             continue
                         if best is None or n > best[0] or (n == best[0] and word < best[1].word):
                             best = (n, Correction(i, ch, cand, word))
