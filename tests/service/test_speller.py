@@ -131,3 +131,12 @@ def test_words_lookup_matches_a_set():
     assert len(w) == 4  # one character and over MAX_WORD are not kept
     for probe in [*words, "快第", "", "快递员", 3]:
         assert (probe in w) is (probe in {"快递", "发票", "淘气值", "人工客服"})
+
+
+def test_readings_come_without_importing_pypinyin():
+    import subprocess
+    import sys
+
+    code = "import sys; from service.speller import readings; readings('第'); print('pypinyin' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"  # the package's phrase dictionary costs 49 MB of RSS
