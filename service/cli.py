@@ -32,6 +32,9 @@ def render(a: Answer) -> None:
         head.append(f"  confidence {conf:.3f}", style="dim")
     head.append(f"  {a.elapsed_ms:.0f} ms", style="dim")
     console.print(head)
+    if a.trace.get("spelling"):  # say what was searched, so a changed word is never a surprise
+        fixes = "，".join(a.trace["spelling"])
+        console.print(f"[dim]按「{a.trace.get('retrieval_text', '')}」搜索（{fixes}）[/]")
     if a.message:
         console.print(a.message)
     if a.handoff:

@@ -203,3 +203,20 @@ def test_eval_calibrate_refuses_dry_run_with_ship(runner: CliRunner, env):
     r = runner.invoke(app, ["eval", "calibrate", "--dry-run", "--ship"])
     assert r.exit_code != 0
     assert "--dry-run writes nothing" in r.stderr
+
+
+def test_card_says_what_was_searched_after_a_typo_fix(tiny_answerer, monkeypatch: pytest.MonkeyPatch):
+    from rich.console import Console
+
+    import service.cli
+    from service.speller import Speller
+
+    tiny_answerer.speller = Speller(["发票怎么开", "电子发票在哪下载", "发票抬头", "补开发票", "发票丢了"] * 2)
+    out = Console(record=True, width=120)
+    monkeypatch.setattr(service.cli, "console", out)
+    service.cli.render(tiny_answerer.answer("发漂怎么开"))
+    assert "按「发票怎么开」搜索（漂→票 (发票)）" in out.export_text()
+    out = Console(record=True, width=120)
+    monkeypatch.setattr(service.cli, "console", out)
+    service.cli.render(tiny_answerer.answer("发票怎么开"))
+    assert "搜索（" not in out.export_text()
