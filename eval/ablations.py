@@ -88,18 +88,7 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
 
 
 def _with_index(base: Answerer, index: Index) -> Answerer:
-    return Answerer(
-        index,
-        base.encode,
-        base.sensitive,
-        base.options,
-        None,
-        None,
-        base.greetings,
-        base.calibration,
-        base.synonyms,
-        base.speller,
-    )
+    return base.variant(index=index)
 
 
 def _copy(base: Answerer, **options: Any) -> Answerer:
@@ -108,15 +97,4 @@ def _copy(base: Answerer, **options: Any) -> Answerer:
     opts = replace(base.options, **options)
     ranked = "rank_prob" in base.calibration.names
     calibration = Calibration() if ranked and (opts.retrieval != "rrf" or not opts.rerank) else base.calibration
-    return Answerer(
-        base.index,
-        base.encode,
-        base.sensitive,
-        opts,
-        None,
-        None,
-        base.greetings,
-        calibration,
-        base.synonyms,
-        base.speller,
-    )
+    return base.variant(calibration=calibration, **options)

@@ -106,6 +106,21 @@ class Answerer:
                 "`kefu eval calibrate --no-ranker` to fit thresholds without it"
             )
 
+    def variant(self, index: Index | None = None, calibration: Calibration | None = None, **options: Any) -> Answerer:
+        """An answerer like this one (encoder, detectors, synonyms, speller) with another index,
+        calibration or options, and sessions of its own and no ticket store: for ablations and
+        side-by-side comparisons."""
+        return Answerer(
+            index or self.index,
+            self.encode,
+            self.sensitive,
+            dataclasses.replace(self.options, **options),
+            greetings=self.greetings,
+            calibration=calibration or self.calibration,
+            synonyms=self.synonyms,
+            speller=self.speller,
+        )
+
     # --- evidence -------------------------------------------------------------------------------
     def features(
         self,

@@ -452,17 +452,7 @@ def test_see_also_leaves_the_confidence_and_is_off_by_default(answerer: Answerer
     q = "七天无理由退货需要满足什么条件？"
     assert not answerer.options.see_also
     off = answerer.answer(q, top_k=5)
-    on_answerer = Answerer(
-        answerer.index,
-        answerer.encode,
-        answerer.sensitive,
-        dataclasses.replace(answerer.options, see_also=True),
-        None,
-        None,
-        answerer.greetings,
-        answerer.calibration,
-        answerer.synonyms,
-    )
+    on_answerer = answerer.variant(see_also=True)
     on = on_answerer.answer(q, top_k=5)
     assert on.trace["confidence"] == off.trace["confidence"] and on.decision == off.decision
     ids_on = [c["id"] for c in on.trace["candidates"]]
@@ -501,17 +491,7 @@ def test_a_follow_up_lists_its_other_reading_and_keeps_its_answer(answerer: Answ
     first = answerer.answer("七天无理由退货需要满足什么条件？")
     on = answerer.answer("那运费呢", session_id=first.session_id, top_k=10)
     alone = answerer.answer("那运费呢", top_k=10)
-    off_answerer = Answerer(
-        answerer.index,
-        answerer.encode,
-        answerer.sensitive,
-        dataclasses.replace(answerer.options, blend_context=False),
-        None,
-        None,
-        answerer.greetings,
-        answerer.calibration,
-        answerer.synonyms,
-    )
+    off_answerer = answerer.variant(blend_context=False)
     first_off = off_answerer.answer("七天无理由退货需要满足什么条件？")
     off = off_answerer.answer("那运费呢", session_id=first_off.session_id, top_k=10)
     ids = [c["id"] for c in on.trace["candidates"]]
@@ -523,3 +503,12 @@ def test_a_follow_up_lists_its_other_reading_and_keeps_its_answer(answerer: Answ
     alone_ids = [c["id"] for c in alone.trace["candidates"]]
     assert ids[2] == next(u for u in alone_ids if u not in ids_off[:2])
     assert len(ids) == len(ids_off) and len(set(ids)) == len(ids)
+
+
+def test_variant_shares_the_heavy_parts_and_not_the_state(answerer: Answerer):
+    v = answerer.variant(top_k=5)
+    assert v.options.top_k == 5 and answerer.options.top_k != 5
+    assert v.index is answerer.index and v.speller is answerer.speller and v.calibration is answerer.calibration
+    assert v.sessions is not answerer.sessions and v.tickets is None
+    other = answerer.variant(calibration=FAKE_CAL, use_context=False)
+    assert other.calibration is FAKE_CAL and not other.options.use_context
