@@ -19,7 +19,8 @@ trace lists what was changed.
 from __future__ import annotations
 
 import functools
-import itertools
+import operator
+import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -55,8 +56,7 @@ class Spelled:
     corrections: tuple[Correction, ...] = ()
 
 
-def _is_han(ch: str) -> bool:
-    return "\u4e00" <= ch <= "\u9fff"
+_HAN_RUN = re.compile("[\u4e00-\u9fff]{2,}")  # the CJK Unified Ideographs block, as in correct()
 
 
 def _toneless(syllable: str) -> str:
@@ -144,9 +144,8 @@ class Speller:
         self.ratio = ratio
         self.pairs: Counter[str] = Counter()
         for t in texts:
-            for a, b in itertools.pairwise(t):
-                if _is_han(a) and _is_han(b):
-                    self.pairs[a + b] += 1
+            for run in _HAN_RUN.findall(t):  # Counter.update counts in C: half the time of a pair loop
+                self.pairs.update(map(operator.add, run, run[1:]))
         self.dictionary = jieba_words()
         self.extra = frozenset(words)  # the KB's own words (userdict.txt)
         # a set, not Counter look-ups: a missing key costs Counter a Python-level __missing__ call
@@ -180,7 +179,7 @@ class Speller:
         found: list[tuple[int, int, Correction]] = []
         known, last = self._known_pairs, len(text) - 1
         for i, ch in enumerate(text):
-            if not "\u4e00" <= ch <= "\u9fff":  # _is_han, inlined: this loop runs on every query
+            if not "\u4e00" <= ch <= "\u9fff":  # a Han character (_HAN_RUN's block); inlined: runs on every query
                 continue
             prev = text[i - 1] if i and "\u4e00" <= text[i - 1] <= "\u9fff" else ""
             nxt = text[i + 1] if i < last and "\u4e00" <= text[i + 1] <= "\u9fff" else ""
