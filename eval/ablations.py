@@ -45,15 +45,15 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
             + ("; dev is the ranker's training data (cross-fitted dev: calibration report)" if ranked else ""),
         ),
         ("dense only", _copy(base, retrieval="dense"), f"multilingual-e5-small{raw}"),
-        ("no alternative questions", _with_index(base, subset_index(base.index, lambda k: k != "alt")), ""),
+        ("no alternative questions", base.variant(index=subset_index(base.index, lambda k: k != "alt")), ""),
         (
             "questions and alternatives only",
-            _with_index(base, subset_index(base.index, lambda k: k in ("question", "alt"))),
+            base.variant(index=subset_index(base.index, lambda k: k in ("question", "alt"))),
             "",
         ),
         (
             "answers and rules only",
-            _with_index(base, subset_index(base.index, lambda k: k in ("answer", "rules", "doc"))),
+            base.variant(index=subset_index(base.index, lambda k: k in ("answer", "rules", "doc"))),
             "",
         ),
         ("lexical only (BM25, chars+bigrams)", _copy(base, retrieval="lexical"), raw.lstrip("; ")),
@@ -85,10 +85,6 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         row["elliptical_hit@1"] = elliptical.get("hit@1")
         out.append(row)
     return out
-
-
-def _with_index(base: Answerer, index: Index) -> Answerer:
-    return base.variant(index=index)
 
 
 def _copy(base: Answerer, **options: Any) -> Answerer:
