@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,15 +15,35 @@ from indexer.normalize import normalize
 from kb.errors import ConfigError
 
 # Words for "a person" (with the typos and homophones shoppers type: 仁工, 人共, 人宫).
-_HUMAN = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
-# What follows "人工" when a shopper asks *about* manual handling or the queue, not for a person.
-_NOT_A_REQUEST_AFTER = r"(?!审核|审批|复核|智能|服务费|成本|客服?(?:排|要等|等多久|几点|什么时候|上班|下班|时间))"
+_HUMAN_WORD = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
+# What follows such a word when it names a thing or a process, not a person: 人工费, 人工智能,
+# 人工草坪, 人工审核, 真人秀, 真人图, 真人发 (wigs of human hair). Every pattern uses it.
+_NOT_A_PERSON = (
+    r"(?!费|智能|成本|审核|审批|复核|草|湖|降雨|增雨|授粉|繁育|养殖|种植|培育|合成|晶体|关节|耳蜗|心脏|骨|牙|"
+    r"呼吸|皮|钻|宝石|水晶|花|造|制|染|秀|版|图|照|实拍|拍摄|试穿|上身|模特|cs|尺寸|比例|大小|头?发|娃娃|手办|视频)"
+)
+_HUMAN = rf"{_HUMAN_WORD}{_NOT_A_PERSON}"
+# What follows "人工" when a shopper asks *about* the queue or opening hours, not for a person.
+_NOT_A_REQUEST_AFTER = r"(?!服务费|客服?(?:排|要等|等多久|几点|什么时候|上班|下班|时间))"
+# Particles and punctuation up to the end of the message: 人工? / 人工？？ / 人工吗 / 真人呢~
+_TO_END = r"[\s!！?？。，,.~～…呢吗嘛么啊呀吧哦啦]*$"
+# After a leading 人工: a pause, the end, or the order number / order card pasted right after it
+# (人工 [订单x], 人工订单号123456789: normalisation removes the space between Han characters).
+_AFTER_OPENING = r"(?:[!！?？。，,.:：;；~～…\s\[【(（]|$|\d|订单(?:编?号)?[:：是]?\s*[\[【\d]|单号)"
 _REQUEST_PATTERNS = [
     rf"(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
-    rf"^{_HUMAN}(?:客服|服务)?(?:[!！。，,\s]|$)",
-    rf"^(?:{_HUMAN})+$",
+    rf"^{_HUMAN}(?:客服|服务)?{_AFTER_OPENING}",
+    rf"^(?:{_HUMAN})+{_TO_END}",
     rf"(?:有没有|有无|还有没有|喂喂?有没有|在不在)\s*(?:个)?\s*{_HUMAN}",
-    rf"{_HUMAN}(?:客服|服务)?\s*(?:呢|在哪|在吗|快来|来|出来)",
+    # anchored: 早上七点有人工没 asks about opening hours
+    rf"^(?:现在)?有\s*{_HUMAN}(?:客服|服务)?\s*(?:吗|么|没有?){_TO_END}",
+    rf"{_HUMAN}(?:客服|服务)?\s*(?:呢|在哪|在吗|在么|在不在|快来|来|出来)",
+    # the whole message: 人工客服帮我把快递查回来了 is praise, not a request
+    rf"^{_HUMAN}(?:客服|服务)?\s*(?:介入|帮忙|帮帮我)(?:一下)?{_TO_END}",
+    # 客服 alone (客服在吗, 客服你好) is how shoppers open any chat, with the bot too, so it is a
+    # greeting; it asks for a person only with a verb that hands the chat over: 转客服, 我要找客服.
+    r"转接?\s*(?:一下|个|到|给)?\s*(?:你们的?)?客服(?!电话|热线|号码|邮箱|时间|几点|上班|下班|排)",
+    rf"^我?(?:(?:要|想要|需要)找?|想?找)(?:个|一下)?客服{_TO_END}",
     r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让)?\s*(?:你|这个)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai)",
     r"(?:换|找|叫)\s*(?:个|一个)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
     r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
@@ -56,8 +76,10 @@ FOLLOWUP_MAX_CHARS = 20
 
 
 def is_user_request(norm: str) -> bool:
-    """Does the shopper ask for a human agent? ``norm`` must already be normalised."""
-    return bool(_REQUEST.search(norm))
+    """Does the shopper ask for a human agent? ``norm`` must already be normalised.
+
+    A greeting in front is looked past (你好人工, 在吗 人工): the answerer asks before stripping it."""
+    return bool(_REQUEST.search(norm) or _REQUEST.search(strip_greeting(norm)))
 
 
 @functools.lru_cache(maxsize=8)
@@ -104,30 +126,60 @@ class SensitiveMatch:
     term: str
 
 
-class SensitiveDetector:
-    """Configurable list of regular expressions, grouped (legal, police, media, safety …)."""
+@dataclass(frozen=True)
+class TermSpec:
+    """One configured term: a regex, the wider phrases (``except:`` in sensitive.yaml) that make
+    an occurrence of it harmless, and where it was written (``file:line``) for error messages."""
 
-    def __init__(self, groups: dict[str, list[str]]) -> None:
-        self._patterns: list[tuple[str, str, re.Pattern[str]]] = []
-        for group, terms in groups.items():
-            for term in terms:
-                # Plain terms are normalised like the text they match (Traditional → Simplified,
-                # width, case); a term with regex escapes is kept as written (\D must stay \D).
-                pattern = str(term) if "\\" in str(term) else normalize(str(term))
-                try:
-                    self._patterns.append((group, term, re.compile(pattern)))
-                except re.error as exc:
-                    raise ConfigError(
-                        f"sensitive term {term!r} in group {group!r} is not a valid regex: {exc}"
-                    ) from exc
-        if not self._patterns:
-            raise ConfigError("the sensitive-term list is empty; give at least one term")
-        self._any = _union([p for _, _, p in self._patterns])
+    term: str
+    exceptions: tuple[str, ...] = ()
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class _Term:
+    group: str
+    term: str
+    pattern: re.Pattern[str]
+    exceptions: tuple[re.Pattern[str], ...]
+
+    def hits(self, norm: str) -> bool:
+        """Does the term occur somewhere no exception covers? Each occurrence is judged on its
+        own: 电脑中毒了，孩子也食物中毒了 still hits."""
+        return any(not self._excused(norm, m) for m in self.pattern.finditer(norm))
+
+    def _excused(self, norm: str, occurrence: re.Match[str]) -> bool:
+        """An exception covers the occurrence: a match of it starts at or before the occurrence
+        and ends at or after it (服务器炸了 covers 炸了; 要炸了你们公司 is covered by nothing)."""
+        start, end = occurrence.span()
+        for exc in self.exceptions:
+            for at in range(start + 1):
+                m = exc.match(norm, at)
+                if m is not None and m.end() >= end:
+                    return True
+        return False
+
+
+class SensitiveDetector:
+    """Configurable list of regular expressions, grouped (legal, police, media, safety …); a term
+    may carry exceptions, the everyday phrases it occurs in (电脑中毒, 服务器炸了, 秒杀了)."""
+
+    def __init__(self, groups: Mapping[str, Sequence[str | TermSpec]], where: str = "") -> None:
+        self._terms: list[_Term] = []
+        for group, specs in groups.items():
+            for raw in specs:
+                spec = raw if isinstance(raw, TermSpec) else TermSpec(str(raw))
+                self._terms.append(_compile_term(group, spec))
+        if not self._terms:
+            at = f"{where}: " if where else ""
+            raise ConfigError(f"{at}the sensitive-term list is empty; give at least one term")
+        self._any = _union([t.pattern for t in self._terms])
 
     @classmethod
     def from_file(cls, path: Path) -> SensitiveDetector:
-        data = yaml.safe_load(path.read_text("utf-8")) or {}
-        return cls({str(k): [str(t) for t in (v or [])] for k, v in data.items()})
+        """Read ``sensitive.yaml``: group name → list of terms, each a regex or a mapping
+        ``{term: regex, except: [regex, …]}``. Errors name the file and line."""
+        return cls(_read_groups(path), where=str(path))
 
     @classmethod
     def from_terms(cls, terms: list[str]) -> SensitiveDetector:
@@ -136,10 +188,116 @@ class SensitiveDetector:
     def match(self, norm: str) -> SensitiveMatch | None:
         if self._any is not None and not self._any.search(norm):
             return None  # the common case, in one search instead of one per term (about 40 → 3 µs)
-        for group, term, pattern in self._patterns:
-            if pattern.search(norm):
-                return SensitiveMatch(group, term)
+        for t in self._terms:
+            if t.hits(norm):
+                return SensitiveMatch(t.group, t.term)
         return None
+
+
+def _pattern(text: str) -> str:
+    # Plain terms are normalised like the text they match (Traditional → Simplified, width,
+    # case); a term with regex escapes is kept as written (\D must stay \D).
+    return text if "\\" in text else normalize(text)
+
+
+def _compile_term(group: str, spec: TermSpec) -> _Term:
+    """Compile one term and its exceptions; a ConfigError says which, and where, on bad input."""
+    at = f"{spec.where}: " if spec.where else ""
+    what = f"sensitive term {spec.term!r} in group {group!r}"
+    if not spec.term.strip():
+        raise ConfigError(f"{at}empty sensitive term in group {group!r}: it would match every message")
+    try:
+        pattern = re.compile(_pattern(spec.term))
+    except re.error as exc:
+        raise ConfigError(f"{at}{what} is not a valid regex: {exc}") from exc
+    exceptions = []
+    for text in spec.exceptions:
+        if not text.strip():
+            raise ConfigError(f"{at}{what} has an empty exception")
+        source = _pattern(text)
+        try:
+            exceptions.append(re.compile(source))
+        except re.error as exc:
+            raise ConfigError(f"{at}exception {text!r} of {what} is not a valid regex: {exc}") from exc
+        # An exception works only by covering an occurrence of the term; between two plain
+        # strings that is checkable, and a typo would otherwise silently do nothing.
+        if _is_literal(source) and _is_literal(pattern.pattern) and pattern.pattern not in source:
+            raise ConfigError(f"{at}exception {text!r} of {what} does not contain the term, so it never applies")
+    return _Term(group, spec.term, pattern, tuple(exceptions))
+
+
+def _is_literal(pattern: str) -> bool:
+    return re.escape(pattern) == pattern
+
+
+_TERM_KEYS = ("term", "except")
+
+
+def _read_groups(path: Path) -> dict[str, list[TermSpec]]:
+    """Parse sensitive.yaml from its node tree, so every error can give ``file:line``."""
+    try:
+        root = yaml.compose(path.read_text("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text; save the file as UTF-8") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        raise ConfigError(f"{path}:{line}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    if root is None or _is_null(root):
+        return {}
+
+    def at(node: yaml.Node) -> str:
+        return f"{path}:{node.start_mark.line + 1}"
+
+    if not isinstance(root, yaml.MappingNode):
+        raise ConfigError(f"{at(root)}: expected a mapping of group names to lists of terms")
+    groups: dict[str, list[TermSpec]] = {}
+    first_line: dict[str, str] = {}
+    for key, value in root.value:
+        if not isinstance(key, yaml.ScalarNode) or not key.value.strip():
+            raise ConfigError(f"{at(key)}: a group name must be a non-empty string")
+        group = key.value
+        if group in groups:
+            raise ConfigError(f"{at(key)}: group {group!r} is given twice (first at {first_line[group]})")
+        first_line[group] = at(key)
+        if _is_null(value):
+            groups[group] = []
+        elif isinstance(value, yaml.SequenceNode):
+            groups[group] = [_read_term(item, group, at) for item in value.value]
+        else:
+            raise ConfigError(f"{at(value)}: group {group!r} must be a list of terms")
+    return groups
+
+
+def _read_term(node: yaml.Node, group: str, at: Callable[[yaml.Node], str]) -> TermSpec:
+    """One list item: a plain term, or ``{term: …, except: [… ]}``."""
+    if isinstance(node, yaml.ScalarNode) and not _is_null(node):
+        return TermSpec(node.value, where=at(node))
+    if not isinstance(node, yaml.MappingNode):
+        raise ConfigError(f"{at(node)}: a term in group {group!r} must be a string or {{term: …, except: […]}}")
+    fields = {}
+    for key, value in node.value:
+        name = key.value if isinstance(key, yaml.ScalarNode) else None
+        if name not in _TERM_KEYS:
+            raise ConfigError(f"{at(key)}: unknown key {name!r} in a term of group {group!r}; use term and except")
+        fields[name] = value
+    term = fields.get("term")
+    if not isinstance(term, yaml.ScalarNode) or _is_null(term):
+        raise ConfigError(f"{at(node)}: a term in group {group!r} needs `term:` with a string")
+    exc = fields.get("except")
+    items: list[yaml.Node] = []
+    if exc is not None and not _is_null(exc):
+        if not isinstance(exc, yaml.SequenceNode):
+            raise ConfigError(f"{at(exc)}: `except:` of term {term.value!r} must be a list of strings")
+        items = list(exc.value)
+    for item in items:
+        if not isinstance(item, yaml.ScalarNode) or _is_null(item):
+            raise ConfigError(f"{at(item)}: `except:` of term {term.value!r} must be a list of strings")
+    return TermSpec(term.value, tuple(i.value for i in items), where=at(term))
+
+
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null"
 
 
 def _union(patterns: list[re.Pattern[str]]) -> re.Pattern[str] | None:

@@ -11,6 +11,8 @@ from kb.settings import BUNDLED_KB
 from service.detect import (
     FOLLOWUP_MAX_CHARS,
     SensitiveDetector,
+    SensitiveMatch,
+    TermSpec,
     is_followup,
     is_greeting,
     is_user_request,
@@ -76,6 +78,91 @@ def test_in_scope_eval_item_about_the_queue_is_not_a_request():
     assert not is_user_request(normalize(q))
 
 
+# Forms seen in real chat logs: a bare 人工 with question marks, or with the order number or the
+# order card the chat widget pastes after it.
+REAL_CHAT_REQUESTS = [
+    "人工?",
+    "人工？？",
+    "人工 [订单x]",
+    "人工[订单x]",
+    "人工 订单号123456789",  # normalised to 人工订单号123456789: no pause left after 人工
+    "人工 [订单编号:[订单x]，订单金额:[金额x]]",
+    "人工 123456789",
+    "人工？我的快递三天没动了",
+    "找人工",
+    "真人",
+    "真人吗",
+    "转客服",
+    "转接客服",
+    "帮我转一下客服",
+    "我要找客服",
+    "找客服",
+    "人工客服在吗",
+    "人工在不在",
+    "我要人工",
+    "人工服务",
+    "接人工",
+    "换个真人",
+    "有没有人工",
+    "有人工吗",
+    "现在有人工客服吗",
+    "人工吗",
+    "人工介入",
+    "你好人工",  # a greeting in front
+    "在吗 人工",
+    "客服，人工",
+]
+
+
+@pytest.mark.parametrize("query", REAL_CHAT_REQUESTS)
+def test_real_chat_requests_are_detected(query: str):
+    assert is_user_request(normalize(query))
+
+
+@pytest.mark.parametrize("query", REAL_CHAT_REQUESTS)
+def test_real_chat_requests_are_not_greetings(query: str, greeting_extras):
+    # the answerer asks is_greeting first: a request it took for a greeting would never reach a person
+    assert not is_greeting(normalize(query), greeting_extras)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        # 客服 on its own is how shoppers address any chat, the bot included: a greeting, not a request
+        "客服在吗",
+        "客服",
+        "客服你好",
+        "客服电话多少",
+        "转客服电话多少",
+        # 人工/真人 naming a thing or a process
+        "人工费怎么算",
+        "安装要人工费吗",
+        "有没有人工费",
+        "人工智能",
+        "人工智能音箱能连wifi吗",
+        "我要人工智能的那款",
+        "人工草坪",
+        "人工草坪怎么铺",
+        "人工审核",
+        "有没有人工审核",
+        "真人秀",
+        "有没有真人试穿图",
+        "真人发的假发会掉吗",
+        # about agents, not asking for one
+        "请问人工客服几点下班",
+        "早上七点有人工没",
+        "人工客服帮我把丢了的快递查回来了，聊完想表扬一下她",
+    ],
+)
+def test_real_chat_non_requests(query: str):
+    assert not is_user_request(normalize(query))
+
+
+def test_bare_customer_service_greeting_is_a_greeting(greeting_extras):
+    # the decision above, from the other side: 客服在吗 is answered as a greeting
+    assert is_greeting(normalize("客服在吗"), greeting_extras)
+
+
 # --- sensitive terms ---------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("query", "group", "term"),
@@ -138,6 +225,184 @@ def test_uppercase_regex_escapes_keep_their_meaning():
     det = SensitiveDetector.from_terms([r"315\D"])
     assert det.match(normalize("315晚会")) is not None
     assert det.match(normalize("3150001")) is None
+
+
+# --- sensitive terms: everyday senses --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "query",
+    [
+        "电脑中毒了",
+        "手机中毒了怎么办",
+        "我的电脑好像中毒了",
+        "中了病毒",
+        "网购中毒",
+        "服务器炸了",
+        "心态炸了",
+        "评论区炸了",
+        "评论区都炸了",
+        "头都要炸了",
+        "我气炸了",
+        "手机被打炸了",
+        "美炸了",
+        "杀价",
+        "秒杀",
+        "杀毒软件",
+        "秒杀了两件",
+        "杀价杀了半天",
+        "杀毒软件杀了半天",
+        "爆炸头",
+        "爆炸盐怎么用",
+        "想死你们了",
+        "多媒体音箱",
+        "流媒体后视镜",
+        "曝光补偿怎么调",
+        "被电商坑了",
+        "轮胎漏气",
+        "充气床一直漏气",
+        "结算账户怎么改",
+        "想买件大衣，身高165体重110不知道选哪个码",
+        "110v电压能用吗",
+    ],
+)
+def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
+    assert bundled_detector.match(normalize(query)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "group", "term"),
+    [
+        ("吃了你们的零食食物中毒了", "safety", "中毒"),
+        ("一氧化碳中毒", "safety", "中毒"),
+        ("孩子吃了中毒住院了", "safety", "中毒"),
+        ("爆炸", "safety", "爆炸"),
+        ("插座爆炸了", "safety", "爆炸"),
+        ("要炸了你们公司", "safety", "炸了"),
+        ("充电宝炸了", "safety", "炸了"),
+        ("插头炸了", "safety", "炸了"),  # 头都要炸了 is slang; 插头 is not
+        ("煤气炸了", "safety", "炸了"),  # 我气炸了 is slang; 煤气 is not
+        ("手机炸了", "safety", "炸了"),
+        ("家里燃气漏气了", "safety", "漏气"),
+        ("被电到了", "safety", "被电"),
+        ("自杀", "self_harm", "自杀"),
+        ("我好想死", "self_harm", "想死"),
+        ("我要杀了你", "threat", "杀了"),
+        ("我要跟你们算账", "threat", "算账"),
+        ("我要曝光你们", "media", "曝光"),
+        ("我要找媒体", "media", "媒体"),
+        ("我要打110", "police", r"(?<!\d)110(?!\d)"),
+    ],
+)
+def test_genuine_sensitive_messages_still_match(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit == SensitiveMatch(group, term)
+
+
+@pytest.mark.parametrize(
+    ("query", "term"),
+    [
+        ("电脑中毒了，孩子也食物中毒了", "中毒"),
+        ("服务器炸了，我要炸了你们公司", "炸了"),
+        ("我秒杀了，然后我要杀了你", "杀了"),
+    ],
+)
+def test_an_exception_excuses_only_the_occurrence_it_covers(bundled_detector: SensitiveDetector, query: str, term: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.term == term
+
+
+def test_exception_must_cover_the_occurrence_not_just_occur():
+    det = SensitiveDetector({"safety": [TermSpec("炸了", ("服务器炸了",))]})
+    assert det.match("服务器炸了") is None
+    assert det.match("服务器没事,锅炸了") is not None
+
+
+def test_exceptions_are_normalised_like_terms():
+    det = SensitiveDetector({"safety": [TermSpec("中毒", ("電腦中毒",))]})  # Traditional exception
+    assert det.match(normalize("电脑中毒了")) is None
+    assert det.match(normalize("食物中毒")) is not None
+
+
+# --- sensitive.yaml: format and errors -------------------------------------------------------------
+def _yaml(tmp_path, text: str):
+    p = tmp_path / "sensitive.yaml"
+    p.write_text(text, "utf-8")
+    return p
+
+
+def test_yaml_term_with_exceptions(tmp_path):
+    p = _yaml(
+        tmp_path,
+        "safety:\n  - 爆炸\n  - term: 中毒\n    except:\n      - (?:电脑|手机)中毒\n  - term: 漏气\n    except:\n",
+    )
+    det = SensitiveDetector.from_file(p)
+    assert det.match("手机中毒了") is None
+    assert det.match("食物中毒") == SensitiveMatch("safety", "中毒")
+    assert det.match("燃气漏气") == SensitiveMatch("safety", "漏气")  # an empty except: is no exception
+
+
+def test_yaml_scalars_are_kept_as_written(tmp_path):
+    # read from the node tree: 0110 stays 0110 (safe_load would make it the octal 72)
+    det = SensitiveDetector.from_file(_yaml(tmp_path, "police:\n  - 0110\nregulator:\n  - 12315\n"))
+    assert det.match("拨0110") is not None
+    assert det.match("72") is None
+    assert det.match("打12315") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("safety:\n  - 爆炸\n  - [中毒\n", 4, "invalid YAML"),
+        ("- 爆炸\n", 1, "expected a mapping"),
+        ("safety: 爆炸\n", 1, "must be a list"),
+        ("safety:\n  - 爆炸\nsafety:\n  - 中毒\n", 3, "given twice"),
+        ("safety:\n  - 爆炸\n  -\n", 3, "must be a string"),
+        ('safety:\n  - ""\n', 2, "empty sensitive term"),
+        ("safety:\n  - term: 中毒\n    exept: [电脑中毒]\n", 3, "unknown key 'exept'"),
+        ("safety:\n  - except: [电脑中毒]\n", 2, "needs `term:`"),
+        ("safety:\n  - term: 中毒\n    except: 电脑中毒\n", 3, "must be a list of strings"),
+        ("safety:\n  - term: 中毒\n    except:\n      - [电脑中毒]\n", 4, "must be a list of strings"),
+        ("legal:\n  - 起诉\n  - 告(你们\n", 3, "not a valid regex"),
+        ("safety:\n  - term: 中毒\n    except:\n      - 电脑(中毒\n", 2, "exception '电脑(中毒'"),
+        ("safety:\n  - term: 中毒\n    except:\n      - 电脑病毒\n", 2, "does not contain the term"),
+        ("safety:\n  - term: 中毒\n    except:\n      - ''\n", 2, "empty exception"),
+    ],
+    ids=[
+        "yaml",
+        "top-level-list",
+        "group-not-list",
+        "duplicate-group",
+        "null-term",
+        "empty-term",
+        "unknown-key",
+        "no-term",
+        "except-not-list",
+        "except-item-not-string",
+        "bad-term-regex",
+        "bad-except-regex",
+        "except-without-term",
+        "empty-except",
+    ],
+)
+def test_bad_yaml_is_a_config_error_with_file_and_line(tmp_path, text: str, line: int, message: str):
+    p = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        SensitiveDetector.from_file(p)
+    assert str(info.value).startswith(f"{p}:{line}: ")
+    assert message in str(info.value)
+
+
+def test_yaml_that_is_not_utf8_is_a_config_error(tmp_path):
+    p = tmp_path / "sensitive.yaml"
+    p.write_bytes("safety:\n  - 爆炸\n".encode("gbk"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        SensitiveDetector.from_file(p)
+
+
+def test_empty_yaml_error_names_the_file(tmp_path):
+    p = _yaml(tmp_path, "safety:\n")
+    with pytest.raises(ConfigError, match="empty") as info:
+        SensitiveDetector.from_file(p)
+    assert str(p) in str(info.value)
 
 
 # --- greetings ------------------------------------------------------------------------------------------
@@ -210,10 +475,10 @@ def test_followup_length_bound():
 
 
 def _one_by_one(detector: SensitiveDetector, norm: str) -> str | None:
-    """Oracle: every term's own pattern, in order, as the detector did before its union search."""
-    for group, _, pattern in detector._patterns:
-        if pattern.search(norm):
-            return group
+    """Oracle: every term on its own, in order, as the detector did before its union search."""
+    for term in detector._terms:
+        if term.hits(norm):
+            return term.group
     return None
 
 
