@@ -10,9 +10,11 @@ import typer
 from rich.table import Table
 
 from kb.clikit import console, edge, settings_of
-from kb.loader import load_kb
+from kb.loader import REPORT_LABELS, load_kb
+from kb.schema import ImportReport
 
 kb_app = typer.Typer(help="Validate and inspect the knowledge base.", no_args_is_help=True)
+SHOWN_WARNINGS = 20  # the rest are in --json; an export can have thousands
 
 
 @kb_app.command("check")
@@ -21,10 +23,17 @@ def check(
     ctx: typer.Context,
     path: Path | None = typer.Argument(None, help="KB folder or file (default: KEFU_KB_DIR)"),
     as_json: bool = typer.Option(False, "--json", help="print counts as one JSON object"),
+    strict: bool = typer.Option(
+        False,
+        "--strict",
+        help="curated-KB rules for tables too: refuse non-slug or duplicate ids, repeated questions, incomplete rows",
+    ),
 ) -> None:
-    """Validate everything; print counts by category, or every problem as file:line: message."""
+    """Validate everything; print counts by category and what an imported table needed changed,
+    or every problem as file:line: message."""
     s = settings_of(ctx)
-    kb = load_kb(path or s.kb_dir)
+    # Without --strict the default applies: strict for the bundled KB, lenient for anything else.
+    kb = load_kb(path or s.kb_dir, strict=True if strict else None, log_changes=False)
     cats = kb.categories()
     doc_cats: dict[str, int] = {}
     for d in kb.documents:
@@ -41,6 +50,7 @@ def check(
         "by_category": {
             c: {"entries": cats.get(c, 0), "documents": doc_cats.get(c, 0)} for c in sorted(set(cats) | set(doc_cats))
         },
+        "import": kb.report.to_json(),
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -57,3 +67,20 @@ def check(
         f"OK: {len(kb.entries)} entries, {summary['alt_questions']} alternative questions, "
         f"{len(kb.documents)} documents, {chars:,} characters, {len(cats)} categories; hash {summary['content_hash']}"
     )
+    if kb.report.rows_read:
+        _print_report(kb.report)
+
+
+def _print_report(report: ImportReport) -> None:
+    """What loading the tables changed, one count a line, then the first warnings."""
+    counts = report.counts()
+    console.print(f"imported {counts['rows_read']:,} table rows; changed on the way in:", highlight=False)
+    for key, label in REPORT_LABELS.items():
+        line = f"  {counts[key]:>6,}  {label}"
+        if key == "rows_skipped" and counts[key]:
+            line += ": " + ", ".join(f"{n} {why}" for why, n in sorted(report.skipped_by_reason().items()))
+        console.print(line, highlight=False)
+    for note in report.notes[:SHOWN_WARNINGS]:
+        console.print(f"warning: {note}", highlight=False, soft_wrap=True, markup=False)
+    if len(report.notes) > SHOWN_WARNINGS:
+        console.print(f"… and {len(report.notes) - SHOWN_WARNINGS} more warnings (all of them with --json)")

@@ -6,6 +6,10 @@ Accepted inside the folder (recursively):
   ``*.md`` without front matter and ``*.txt`` — plain help documents;
 - ``*.csv``, ``*.tsv``, ``*.jsonl``, ``*.xlsx`` — FAQ tables with columns ``question``, ``answer``
   and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``;
+  exports from other systems are taken as they are unless ``strict``: any id string (a
+  non-slug id becomes a derived slug, the original kept as ``source_id``), short answers,
+  duplicate ids made unique, rows that repeat a question merged into the first, rows without
+  a question or answer skipped — each change counted in ``KnowledgeBase.report``;
 - ``resources/`` — jieba ``userdict.txt``, ``synonyms.yaml``, ``out_of_scope.yaml``,
   ``greetings.yaml``; where a folder has none, the bundled ones are used.
 """
@@ -13,12 +17,16 @@ Accepted inside the folder (recursively):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
+import itertools
 import json
+import logging
 import re
 import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +35,20 @@ from pydantic import ValidationError
 
 from kb.errors import KBError
 from kb.schema import (
+    MIN_ANSWER,
     MIN_RULES_BODY,
+    SLUG,
     Document,
     FAQEntry,
     ImportedEntry,
+    ImportNote,
+    ImportReport,
     KnowledgeBase,
+    NoteKind,
     Resources,
     RulesMeta,
     Source,
+    entry_slug,
 )
 from kb.settings import BUNDLED_KB
 
@@ -42,6 +56,8 @@ TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".xlsx"}
 MIN_DOC_BODY = 20  # a document shorter than this is almost certainly an export mistake
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+
+log = logging.getLogger("kefu.kb")
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -71,15 +87,49 @@ def _fmt_validation(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """An entry with where it came from; ``seq`` keeps entries and documents in load order."""
+
+    entry: FAQEntry
+    src: Source
+    seq: int
+    imported: bool  # a table row: outside strict mode its id and duplicates are settled, not refused
+
+
 class _Loader:
     def __init__(self, root: Path, strict: bool) -> None:
         self.root = root
         self.strict = strict
         self.problems: list[str] = []
-        self.entries: list[FAQEntry] = []
+        self.loaded: list[_Loaded] = []
         self.documents: list[Document] = []
-        self.sources: dict[str, Source] = {}
-        self.placed: list[tuple[str, Source]] = []  # every (id, source), duplicates included
+        self.doc_placed: list[tuple[int, str, Source]] = []  # (seq, id, source) of every document
+        self.seq = itertools.count()
+        self.notes: list[ImportNote] = []
+        self.rows_read = 0
+        self.ids_mapped = 0
+
+    @property
+    def entries(self) -> list[FAQEntry]:
+        return [x.entry for x in self.loaded]
+
+    @property
+    def sources(self) -> dict[str, Source]:
+        out: dict[str, Source] = {}
+        for x in self.loaded:
+            out.setdefault(x.entry.id, x.src)
+        for _, doc_id, src in self.doc_placed:
+            out.setdefault(doc_id, src)
+        return out
+
+    def note(self, kind: NoteKind, src: Source, message: str, reason: str = "") -> None:
+        self.notes.append(ImportNote(kind, src, message, reason))
+
+    def report(self) -> ImportReport:
+        short = sum(1 for x in self.loaded if x.imported and len(x.entry.answer) < MIN_ANSWER)
+        notes = sorted(self.notes, key=lambda n: (n.source.path, n.source.line))  # stable: per row, in phase order
+        return ImportReport(self.rows_read, self.ids_mapped, short, tuple(notes))
 
     def rel(self, path: Path) -> str:
         try:
@@ -132,11 +182,10 @@ class _Loader:
         try:
             entry = model.model_validate(raw)
         except ValidationError as exc:
-            self.problem(src, f"entry {raw.get('id', '?')!r}: {_fmt_validation(exc)}")
+            shown = raw.get("source_id") or raw.get("id", "?")
+            self.problem(src, f"entry {shown!r}: {_fmt_validation(exc)}")
             return
-        self.entries.append(entry)
-        self.placed.append((entry.id, src))
-        self.sources.setdefault(entry.id, src)
+        self.loaded.append(_Loaded(entry, src, next(self.seq), imported=model is ImportedEntry))
 
     # --- documents --------------------------------------------------------------------------
     def load_markdown(self, path: Path) -> None:
@@ -167,8 +216,7 @@ class _Loader:
         self.documents.append(
             Document(meta.id, meta.title, meta.category, body, src, "rules", meta.effective, meta.supersedes)
         )
-        self.placed.append((meta.id, src))
-        self.sources.setdefault(meta.id, src)
+        self.doc_placed.append((next(self.seq), meta.id, src))
 
     def add_plain_doc(self, path: Path, text: str, src: Source) -> None:
         if len(text.strip()) < MIN_DOC_BODY:
@@ -178,8 +226,7 @@ class _Loader:
         title = heading.group(1).strip() if heading else path.stem
         doc_id = _slugify(path.stem, fallback=f"doc-{hashlib.sha1(self.rel(path).encode()).hexdigest()[:8]}")
         self.documents.append(Document(doc_id, title, "文档", text, src, "doc"))
-        self.placed.append((doc_id, src))
-        self.sources.setdefault(doc_id, src)
+        self.doc_placed.append((next(self.seq), doc_id, src))
 
     def read_text(self, path: Path, src: Source) -> str | None:
         try:
@@ -203,38 +250,176 @@ class _Loader:
             self.problem(src, "table has no rows")
             return
         for line, row in rows:
+            here = Source(src.path, line)
             if isinstance(row, str):
-                self.problem(Source(src.path, line), row)
+                self.problem(here, row)
                 continue
+            self.rows_read += 1
             row = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-            missing = [c for c in ("question", "answer") if not str(row.get(c) or "").strip()]
+            missing = [c for c in ("question", "answer") if not _cell(row.get(c))]
             if missing:
-                self.problem(Source(src.path, line), f"missing {' and '.join(missing)} (columns: question, answer)")
+                what = f"missing {' and '.join(missing)}"
+                if self.strict:
+                    self.problem(here, f"{what}; fill in the question and answer columns or delete the row")
+                elif not any(_cell(v) for v in row.values()):
+                    self.note("skipped", here, "empty row; skipped", "empty row")
+                else:
+                    self.note("skipped", here, f"{what}; row skipped (fill it in to include the row)", what)
                 continue
             alts = row.get("alt_questions") or ()
             if isinstance(alts, str):
                 alts = tuple(a for a in ALT_SPLIT.split(alts) if a)
+            elif not isinstance(alts, list | tuple):
+                alts = (_cell(alts),)
+            original = _cell(row.get("id"))
             raw = {
-                "id": str(row.get("id") or "").strip()
-                or f"{_slugify(path.stem, 'faq')}-{path.suffix[1:].lower()}-{line}",
-                "category": str(row.get("category") or "").strip() or path.stem,
-                "question": str(row["question"]),
-                "answer": str(row["answer"]),
-                "alt_questions": tuple(str(a) for a in alts),
+                "id": original or f"{_slugify(path.stem, 'faq')}-{path.suffix[1:].lower()}-{line}",
+                "category": _cell(row.get("category")) or path.stem,
+                "question": _cell(row["question"]),
+                "answer": _cell(row["answer"]),
+                "alt_questions": tuple(_cell(a) for a in alts),
             }
-            self.add_entry(raw, Source(src.path, line), ImportedEntry)
+            if original and not SLUG.match(original):
+                slug = entry_slug(original)
+                if self.strict:
+                    self.problem(
+                        here,
+                        f"id {original!r} is not a readable slug (lowercase letters, digits and hyphens); "
+                        f"rename it, or load without --strict to map it to {slug!r}",
+                    )
+                    continue
+                raw["id"], raw["source_id"] = slug, original
+                self.ids_mapped += 1
+            self.add_entry(raw, here, ImportedEntry)
+
+    # --- lenient settling of imported rows -------------------------------------------------------
+    def settle_imports(self) -> None:
+        """Outside strict mode: make imported ids unique, then merge rows that repeat a question."""
+        self.unique_ids()
+        self.merge_duplicates()
+
+    def unique_ids(self) -> None:
+        # Who keeps an id: curated entries and documents, then imported rows whose own id is a
+        # slug (first row wins), then derived slugs. So a row literally called "1024-2" keeps
+        # that id even when an earlier duplicate "1024" has to move aside.
+        holder: dict[str, Source] = {}
+        keeps: set[int] = set()
+        for x in self.loaded:
+            if not x.imported:
+                for name in (x.entry.id, *x.entry.replaces):  # an alias is a name in use too
+                    holder.setdefault(name, x.src)
+        for _, doc_id, src in self.doc_placed:
+            holder.setdefault(doc_id, src)
+        for rank in (0, 1):  # 0: the row's own id; 1: a derived slug
+            for i, x in enumerate(self.loaded):
+                if x.imported and (x.entry.source_id is not None) == bool(rank) and x.entry.id not in holder:
+                    holder[x.entry.id] = x.src
+                    keeps.add(i)
+        for i, x in enumerate(self.loaded):
+            if not x.imported or i in keeps:
+                continue
+            e = x.entry
+            original = e.source_id or e.id
+            new = next(f"{e.id}-{n}" for n in itertools.count(2) if f"{e.id}-{n}" not in holder)
+            holder[new] = x.src
+            self.note(
+                "id_made_unique",
+                x.src,
+                f"id {original!r} is already used at {holder[e.id]}; this row is now {new!r} "
+                "(give it an id of its own to choose one)",
+            )
+            self.loaded[i] = dataclasses.replace(x, entry=e.model_copy(update={"id": new, "source_id": original}))
+
+    def merge_duplicates(self) -> None:
+        # Curated entries own their questions first: an imported row yields to them, never the
+        # other way round. Among rows the first one wins, as the export had them in order.
+        owner: dict[str, int] = {}
+        for i, x in enumerate(self.loaded):
+            if not x.imported:
+                for q in (x.entry.question, *x.entry.alt_questions):
+                    owner.setdefault(question_key(q), i)
+        gone: set[int] = set()
+        for i, x in enumerate(self.loaded):
+            if not x.imported:
+                continue
+            e = x.entry
+            key = question_key(e.question)
+            target = owner.get(key) if key else None
+            if target is not None and target != i:
+                self.merge_into(target, i, owner)
+                gone.add(i)
+                continue
+            kept = []
+            for alt in e.alt_questions:
+                other = owner.get(question_key(alt))
+                if other is not None and other != i:
+                    self.drop_alt(x, alt, other)
+                else:
+                    kept.append(alt)
+            if len(kept) != len(e.alt_questions):
+                self.loaded[i] = x = dataclasses.replace(x, entry=e.model_copy(update={"alt_questions": tuple(kept)}))
+            for q in (e.question, *kept):
+                if question_key(q):
+                    owner.setdefault(question_key(q), i)
+        self.loaded = [x for i, x in enumerate(self.loaded) if i not in gone]
+
+    def merge_into(self, target: int, i: int, owner: dict[str, int]) -> None:
+        """Row ``i`` repeats the question of entry ``target``: its questions become alternatives
+        of the target and its id a name of the target (``replaces``); the target's answer stays."""
+        t, x = self.loaded[target], self.loaded[i]
+        alts = list(t.entry.alt_questions)
+        texts = {t.entry.question, *alts}
+        for q in (x.entry.question, *x.entry.alt_questions):
+            other = owner.get(question_key(q))
+            if q in texts:
+                continue
+            if other is not None and other != target:
+                self.drop_alt(x, q, other)
+                continue
+            alts.append(q)
+            texts.add(q)
+            if question_key(q):
+                owner.setdefault(question_key(q), target)
+        replaces = (*t.entry.replaces, x.entry.id, *x.entry.replaces)
+        self.loaded[target] = dataclasses.replace(
+            t, entry=t.entry.model_copy(update={"alt_questions": tuple(alts), "replaces": replaces})
+        )
+        self.note(
+            "merged",
+            x.src,
+            f"question {x.entry.question!r} repeats {t.entry.id!r} ({t.src}) up to punctuation, width and case; "
+            f"merged into it: the question is an alternative there and id {x.entry.source_id or x.entry.id!r} "
+            "still reaches it",
+        )
+        if x.entry.answer != t.entry.answer:
+            self.note(
+                "answer_differs",
+                x.src,
+                f"its answer differs from the one of {t.entry.id!r} ({t.src}); kept that first answer — "
+                "edit the table if this one is right",
+            )
+
+    def drop_alt(self, x: _Loaded, alt: str, other: int) -> None:
+        o = self.loaded[other]
+        self.note(
+            "alt_dropped",
+            x.src,
+            f"alternative question {alt!r} already belongs to {o.entry.id!r} ({o.src}); dropped it here",
+        )
 
     # --- whole-KB checks --------------------------------------------------------------------------
     def cross_check(self) -> None:
+        placed = sorted([(x.seq, x.entry.id, x.src) for x in self.loaded] + self.doc_placed)
         seen: dict[str, Source] = {}
-        for obj_id, src in self.placed:
+        for _, obj_id, src in placed:
             if obj_id in seen:
                 self.problem(src, f"duplicate id {obj_id!r} (first at {seen[obj_id]})")
             seen.setdefault(obj_id, src)
         ids = set(seen)
+        sources = self.sources  # a property that builds the map: once, not per entry
         merged: dict[str, str] = {}
         for e in self.entries:
-            src = self.sources[e.id]
+            src = sources[e.id]
             for old in e.replaces:
                 if old in ids:
                     why = f"which still exists; delete {old!r} or drop it from replaces"
@@ -244,7 +429,7 @@ class _Loader:
                 merged.setdefault(old, e.id)
         questions: dict[str, str] = {}
         for e in self.entries:
-            src = self.sources[e.id]
+            src = sources[e.id]
             for rel in e.related:
                 if rel in merged:
                     new = merged[rel]
@@ -258,6 +443,15 @@ class _Loader:
                     self.problem(src, f"entry {e.id!r}: question {q!r} duplicates one of {owner!r}")
                 elif owner is None:
                     questions[key] = e.id
+
+
+def _cell(value: Any) -> str:
+    """A table cell as stripped text; a whole number read as a float (XLSX: 1024.0) as "1024"."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value).strip()
 
 
 def _slugify(text: str, fallback: str) -> str:
@@ -337,11 +531,14 @@ def load_resources(root: Path) -> Resources:
     )
 
 
-def load_kb(path: Path, strict: bool | None = None) -> KnowledgeBase:
+def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True) -> KnowledgeBase:
     """Load and validate the knowledge base at ``path``; raise KBError listing every problem.
 
     ``strict`` (default: only for the bundled KB) enforces the content bar of the bundled help
-    center, such as the minimum length of rules documents.
+    center, such as the minimum length of rules documents, and refuses what imported tables
+    otherwise get settled (non-slug or duplicate ids, repeated questions, incomplete rows).
+    What was settled is in ``KnowledgeBase.report``; ``log_changes`` also logs one summary line
+    (for `kefu build`; `kefu kb check` prints the report itself).
     """
     root = Path(path).expanduser()
     if not root.exists():
@@ -365,34 +562,61 @@ def load_kb(path: Path, strict: bool | None = None) -> KnowledgeBase:
                 loader.add_plain_doc(p, text, src)
         elif suffix in TABLE_SUFFIXES:
             loader.load_table(p)
+    if not loader.strict:  # even with problems elsewhere, so rows are not also reported as duplicates
+        loader.settle_imports()
     loader.cross_check()
     if loader.problems:
         raise KBError(
             f"knowledge base {root} has {len(loader.problems)} problem(s); fix them and run `kefu kb check`",
             loader.problems,
         )
+    report = loader.report()
     if not loader.entries and not loader.documents:
+        # When every row was skipped, say why per row rather than only "empty".
         raise KBError(
             f"knowledge base {root} is empty: no FAQ entries or documents found "
-            "(expected *.yaml FAQ files, *.md/*.txt documents or CSV/TSV/JSONL/XLSX tables)"
+            "(expected *.yaml FAQ files, *.md/*.txt documents or CSV/TSV/JSONL/XLSX tables)",
+            [str(n) for n in report.notes],
         )
+    if log_changes and (report.notes or report.ids_mapped):
+        log.warning("knowledge base %s: %s; `kefu kb check` lists them", root, summary_line(report))
     resources = load_resources(loader.root)
+    entries = loader.entries
     return KnowledgeBase(
         root=loader.root,
-        entries=tuple(loader.entries),
+        entries=tuple(entries),
         documents=tuple(loader.documents),
         resources=resources,
         sources=loader.sources,
-        content_hash=_content_hash(loader.entries, loader.documents, resources),
+        content_hash=_content_hash(entries, loader.documents, resources),
+        report=report,
     )
+
+
+REPORT_LABELS = {
+    "ids_mapped": "ids mapped to slugs",
+    "ids_made_unique": "duplicate ids made unique",
+    "duplicates_merged": "duplicate questions merged",
+    "answers_differing": "merged rows with a different answer (first kept)",
+    "alternatives_dropped": "alternative questions dropped (another entry has them)",
+    "short_answers_accepted": f"short answers accepted (under {MIN_ANSWER} characters)",
+    "rows_skipped": "rows skipped",
+}
+
+
+def summary_line(report: ImportReport) -> str:
+    """The non-zero counts of ``report`` in one line, e.g. ``3 ids mapped to slugs, 1 rows skipped``."""
+    counts = report.counts()
+    return ", ".join(f"{counts[k]} {label}" for k, label in REPORT_LABELS.items() if counts[k]) or "no changes"
 
 
 def _content_hash(entries: list[FAQEntry], documents: list[Document], resources: Resources) -> str:
     h = hashlib.sha256()
     for e in sorted(entries, key=lambda e: e.id):
-        # An empty ``replaces`` is left out, so a KB that merges nothing keeps the hash it had
-        # before the field existed (and its index stays current).
-        h.update(e.model_dump_json(exclude=None if e.replaces else {"replaces"}).encode())
+        # An empty ``replaces`` and a missing ``source_id`` are left out, so a KB that uses
+        # neither keeps the hash it had before the fields existed (and its index stays current).
+        unset = {k for k in ("replaces", "source_id") if not getattr(e, k)}
+        h.update(e.model_dump_json(exclude=unset or None).encode())
     for d in sorted(documents, key=lambda d: d.id):
         h.update(json.dumps([d.id, d.title, d.category, d.body, d.kind], ensure_ascii=False).encode())
     h.update(json.dumps([sorted(resources.out_of_scope.items())], ensure_ascii=False).encode())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +28,28 @@ def check_slug(v: str) -> str:
     return v
 
 
+SLUG_ASCII_MAX = 40  # characters of the original kept in a derived slug; the hash keeps it unique
+
+
+def entry_slug(original: str) -> str:
+    """The slug kefu uses for an imported id: ``original`` itself when it is one, else its
+    lowercase ASCII letters and digits plus a short hash of the exact original.
+
+    Deterministic (the API turns an original id into the slug without the KB) and, up to the
+    hash (the loader settles a clash), distinct for distinct originals: ``"ABC"`` → ``"abc-…"``
+    never meets a natural ``"abc"``. Examples:
+    ``"退货-01"`` → ``"01-5e950f9e"``, ``"Q 12"`` → ``"q-12-3b8fc432"``, ``"常见问题"`` → ``"id-0adb1147"``.
+    """
+    original = original.strip()
+    if SLUG.match(original):
+        return original
+    # NFKC first, so full-width digits and letters (１０２４, ＡＢ) stay readable.
+    ascii_part = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKC", original).lower())
+    ascii_part = ascii_part.strip("-")[:SLUG_ASCII_MAX].strip("-") or "id"
+    digest = hashlib.sha1(original.encode("utf-8")).hexdigest()[:8]
+    return f"{ascii_part}-{digest}"
+
+
 class FAQEntry(BaseModel):
     """One answer unit: a question, how shoppers also ask it, and the answer."""
 
@@ -41,6 +65,9 @@ class FAQEntry(BaseModel):
     # Ids of entries merged into this one. They stay valid names for it: a labelled set, a
     # related link or an API client that still says the old id reaches the survivor.
     replaces: tuple[str, ...] = ()
+    # The id the row had in an imported table when kefu had to change it (not a slug, or not
+    # unique); ``id`` is then the slug derived from it. Both names reach the entry.
+    source_id: str | None = None
     updated: dt.date | None = None
 
     _slug = field_validator("id")(classmethod(lambda cls, v: check_slug(v)))
@@ -127,6 +154,58 @@ class Resources:
     thanks: tuple[str, ...] = ()
 
 
+NoteKind = Literal["id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped"]
+
+
+@dataclass(frozen=True)
+class ImportNote:
+    """One change the loader made to an imported table instead of refusing it."""
+
+    kind: NoteKind
+    source: Source
+    message: str
+    reason: str = ""  # for skipped rows: a short why, to count them by ("missing answer")
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.message}"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What loading tables changed; all zero for a KB without tables or without surprises."""
+
+    rows_read: int = 0
+    ids_mapped: int = 0  # ids that were not slugs, now a derived slug (the original kept as source_id)
+    short_answers: int = 0  # imported answers under the curated format's MIN_ANSWER, accepted
+    notes: tuple[ImportNote, ...] = ()
+
+    def count(self, kind: NoteKind) -> int:
+        return sum(1 for n in self.notes if n.kind == kind)
+
+    def skipped_by_reason(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for n in self.notes:
+            if n.kind == "skipped":
+                counts[n.reason] = counts.get(n.reason, 0) + 1
+        return counts
+
+    def counts(self) -> dict[str, int]:
+        """The numbers `kefu kb check` prints, by stable key."""
+        return {
+            "rows_read": self.rows_read,
+            "ids_mapped": self.ids_mapped,
+            "ids_made_unique": self.count("id_made_unique"),
+            "duplicates_merged": self.count("merged"),
+            "answers_differing": self.count("answer_differs"),
+            "alternatives_dropped": self.count("alt_dropped"),
+            "short_answers_accepted": self.short_answers,
+            "rows_skipped": self.count("skipped"),
+        }
+
+    def to_json(self) -> dict[str, object]:
+        return {**self.counts(), "skipped": self.skipped_by_reason(), "warnings": [str(n) for n in self.notes]}
+
+
 @dataclass(frozen=True)
 class KnowledgeBase:
     """Everything the indexer needs: entries, documents, resources, and where they came from."""
@@ -137,19 +216,34 @@ class KnowledgeBase:
     resources: Resources
     sources: dict[str, Source]
     content_hash: str
+    report: ImportReport = field(default_factory=ImportReport)
 
     def entry(self, entry_id: str) -> FAQEntry | None:
-        """The entry called ``entry_id``, or the one it was merged into (``replaces``)."""
-        entry_id = self.aliases.get(entry_id, entry_id)
-        for e in self.entries:
-            if e.id == entry_id:
-                return e
+        """The entry called ``entry_id`` (its slug or, for imported rows, its original id), or
+        the one it was merged into (``replaces``)."""
+        by_id = {e.id: e for e in self.entries}
+        for key in (entry_id, entry_slug(entry_id)):
+            found = by_id.get(self.aliases.get(key, key))
+            if found is not None:
+                return found
+            if key == entry_id and key in self.source_ids:
+                # Before the derived slug: a duplicate id made unique is only known by source_id.
+                return by_id[self.source_ids[key]]
         return None
 
     @cached_property
     def aliases(self) -> dict[str, str]:
         """Every merged-away entry id → the id of the entry that replaces it."""
         return {old: e.id for e in self.entries for old in e.replaces}
+
+    @cached_property
+    def source_ids(self) -> dict[str, str]:
+        """Original id of an imported row → the slug of its entry (the first, for duplicates)."""
+        out: dict[str, str] = {}
+        for e in self.entries:
+            if e.source_id is not None:
+                out.setdefault(e.source_id, e.id)
+        return out
 
     def categories(self) -> dict[str, int]:
         counts: dict[str, int] = {}

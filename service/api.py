@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from indexer.encoder import Encoder
 from kb.errors import IndexMissingError, IndexStateError, KefuError, ModelError, NotFoundError
+from kb.schema import entry_slug
 from kb.settings import Settings
 from service.answerer import Answerer
 from service.batcher import MicroBatcher
@@ -335,9 +336,13 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
             log.info("handoff %s: %s", result.reason, mask_pii(req.query)[:200])
         return Response(safe_json(result.model_dump_json().encode()), media_type="application/json")
 
-    @app.get("/v1/entries/{entry_id}", summary="one FAQ entry or document chunk")
+    # ``:path`` so an imported id with a slash (URL-encoded as %2F) still reaches the route.
+    @app.get("/v1/entries/{entry_id:path}", summary="one FAQ entry or document chunk")
     def entry(entry_id: str, answerer: Answerer = Depends(ready_answerer)) -> dict[str, Any]:
-        e = answerer.index.entries.get(answerer.index.resolve(entry_id))
+        # The slug, an id merged away, or an imported table's original id ("退货-01", "1024"):
+        # the slug kefu derives from an original id is deterministic, so no table is needed.
+        index = answerer.index
+        e = index.entries.get(index.resolve(entry_id)) or index.entries.get(index.resolve(entry_slug(entry_id)))
         if e is not None:
             return {
                 "id": e.id,
@@ -360,7 +365,10 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 "doc_id": c.doc_id,
                 "category": c.category,
             }
-        raise NotFoundError(f"no entry {entry_id!r}; ids look like 'refund-seven-day-conditions'")
+        raise NotFoundError(
+            f"no entry {entry_id!r}; use an id from an answer (like 'refund-seven-day-conditions') "
+            "or the id the entry had in its imported table"
+        )
 
     @app.get("/healthz", summary="process is up")
     def healthz() -> dict[str, str]:
