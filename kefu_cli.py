@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 
 from eval.cli import eval_app
-from indexer.cli import build, index_app, model_app
+from indexer.cli import index_app, model_app
 from kb.cli import kb_app
 from kb.settings import Settings
-from service.cli import ask, chat, handoffs_app, serve
+from service.cli import ask, build, chat, handoffs_app, serve
 
 # Library chatter (weight-loading bars, deprecation notices) is noise in a CLI.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,8 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
     if results is None:
         results = _evaluate(answerer, items, "dev", quiet).results
     cal, report = calibrate(results, precision, oos_recall, margin_se, ranker=fitted, scope=scope)
+    # provenance: fitted on labelled queries, for this KB only (a build of another KB will not inherit it)
+    cal = dataclasses.replace(cal, origin="labelled", kb_hash=answerer.index.manifest.kb_hash)
     if fitted is not None:
         retrieval = summarize(results, 0.0)["retrieval"]
         report["ranker"] = {**summary, "dev_cross_fitted": {k: retrieval[k] for k in ("hit@1", "mrr@10", "recall@5")}}
@@ -331,3 +334,92 @@ def beir_cmd(
         print(json.dumps(result.metrics["headline"] | {"dataset": str(folder)}, ensure_ascii=False))
         return
     _print_headline(result.metrics["headline"], f"kefu eval beir — {folder.name}")
+
+
+@eval_app.command("suite")
+@edge
+def suite_cmd(
+    ctx: typer.Context,
+    folders: list[Path] = typer.Argument(..., help="suite folders, each with kb/, dev.jsonl and test.jsonl"),
+    calibrate: bool = typer.Option(
+        False, "--calibrate", help="also evaluate after calibrating on the suite's dev split"
+    ),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per suite"),
+) -> None:
+    """Build each suite's KB as `kefu build` does (zero labels, its own self-calibration), evaluate
+    its test split, and print the bare model's figures measured in the same run beside kefu's."""
+    from eval.suite import run_suite
+    from indexer.encoder import load_encoder
+    from indexer.store import write_calibration
+    from service.policy import Calibration
+    from service.runtime import Runtime
+    from service.selfcal import build_calibrator
+
+    s = settings_of(ctx)
+    encoder = load_encoder(s)
+
+    def runtime_for(settings: Any) -> Any:
+        return Runtime.create(settings, encoder=encoder)
+
+    def on_dev(rt: Any, dev: list[EvalItem]) -> None:
+        answerer = rt.answerer(calibration=Calibration())
+        cal, _, _ = _calibrate_dev(answerer, dev, quiet=True)
+        assert answerer.index.folder is not None
+        write_calibration(answerer.index.folder, cal.to_json())
+
+    def say(msg: str) -> None:
+        if not as_json:
+            err_console.print(msg, highlight=False)
+
+    results = []
+    for folder in folders:
+        r = run_suite(folder, s, runtime_for, on_dev if calibrate else None, say, build_calibrator(s, encoder))
+        results.append(r)
+        if as_json:
+            print(json.dumps(r.to_json(), ensure_ascii=False), flush=True)
+    if not as_json:
+        console.print(suite_table(results, calibrate))
+
+
+def suite_table(results: list[Any], calibrated: bool) -> Table:
+    """One row per suite: bare model | kefu zero-label (| kefu after dev calibration)."""
+    table = Table(title="kefu eval suite — test splits (bare = dense question match, same encoder)")
+    cols = [
+        "suite",
+        "in/out",
+        "hit@1 bare→kefu",
+        "MRR@10 bare→kefu",
+        "R@5 bare→kefu",
+        "oracle cov @0.8/@0.9",
+        "kefu precision",
+        "coverage",
+        "OOS handoff",
+        "predicted prec/cov",
+    ]
+    if calibrated:
+        cols.append("dev-calibrated hit@1/prec/cov/OOS")
+    for c in cols:
+        table.add_column(c, justify="left" if c == "suite" else "right")
+    for r in results:
+        k, b = r.kefu, r.bare
+        row = [
+            r.name,
+            f"{r.n_in}/{r.n_out}",
+            f"{b.hit1:.3f}→{k['hit@1']:.3f}",
+            f"{b.mrr10:.3f}→{k['mrr@10']:.3f}",
+            f"{b.recall5:.3f}→{k['recall@5']:.3f}",
+            f"{b.oracle_coverage[0.8]:.3f}/{b.oracle_coverage[0.9]:.3f}",
+            f"{k['answered_precision']:.3f}",
+            f"{k['coverage']:.3f}",
+            f"{k['oos_handoff_recall']:.3f}",
+            f"{r.predicted.get('answered_precision', 0):.2f}/{r.predicted.get('coverage', 0):.2f}"
+            if r.predicted
+            else r.calibration,
+        ]
+        if calibrated and r.calibrated:
+            c = r.calibrated
+            row.append(
+                f"{c['hit@1']:.3f}/{c['answered_precision']:.3f}/{c['coverage']:.3f}/{c['oos_handoff_recall']:.3f}"
+            )
+        table.add_row(*row)
+    return table

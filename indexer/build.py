@@ -23,6 +23,10 @@ from kb.errors import IndexStateError
 from kb.schema import KnowledgeBase
 
 ProgressFn = Callable[[int, int], None]
+# Fits a calibration for a freshly built index that has none of its own (the self-calibration,
+# which lives in the service layer): returns the calibration (as stored in the manifest) and one
+# line saying what it is.
+CalibrateFn = Callable[[Index], tuple[dict[str, Any] | None, str]]
 ENCODE_BATCH = 64  # texts per encoder call during builds: bounded memory, frequent progress
 
 
@@ -38,6 +42,7 @@ class BuildSummary:
     cache_hits: int
     seconds: float
     unchanged: bool
+    calibration: str = ""  # one line: which calibration the build serves with, and why
 
 
 def _encode_all(
@@ -187,11 +192,13 @@ def build_and_swap(
     index_kind: str = "flat",
     progress: ProgressFn | None = None,
     force: bool = False,
+    calibrate: CalibrateFn | None = None,
 ) -> BuildSummary:
     """Build into a temporary folder, verify, then make it current; keep the old one on failure.
-    One build at a time per index home (``IndexStore.build_lock``)."""
+    One build at a time per index home (``IndexStore.build_lock``). A calibration fitted for this
+    very KB is carried over; otherwise ``calibrate`` fits one before the build is committed."""
     with store.build_lock():
-        return _build_and_swap(kb, encoder, store, chunk_chars, index_kind, progress, force)
+        return _build_and_swap(kb, encoder, store, chunk_chars, index_kind, progress, force, calibrate)
 
 
 def _build_and_swap(
@@ -202,6 +209,7 @@ def _build_and_swap(
     index_kind: str,
     progress: ProgressFn | None,
     force: bool,
+    calibrate: CalibrateFn | None = None,
 ) -> BuildSummary:
     t0 = time.perf_counter()
     if not force:
@@ -215,6 +223,7 @@ def _build_and_swap(
             and current.chunk_chars == chunk_chars
         ):
             c = current.counts
+            cal = current.calibration or {}
             return BuildSummary(
                 current.build_id,
                 str(store.current_path()),
@@ -226,13 +235,18 @@ def _build_and_swap(
                 0,
                 time.perf_counter() - t0,
                 True,
+                describe_calibration(cal),
             )
     cache = EmbeddingCache(store.cache_path)
     try:
         index = build_index(kb, encoder, chunk_chars, index_kind, cache, progress)
     finally:
         cache.close()
-    index.manifest.calibration = inherited_calibration(_current_manifest(store), kb, encoder.model_id)
+    calibration, why = inherited_calibration(_current_manifest(store), kb, encoder.model_id)
+    if calibration is None and calibrate is not None:
+        calibration, fitted = calibrate(index)
+        why = f"{why}; {fitted}" if why else fitted
+    index.manifest.calibration = calibration
     tmp = store.new_tmp(index.manifest.build_id)
     index.save(tmp)
     verify(Index.load(tmp, encoder.model_id))
@@ -249,29 +263,58 @@ def _build_and_swap(
         m.cache_hits,
         time.perf_counter() - t0,
         False,
+        why or describe_calibration(calibration or {}),
     )
 
 
 SHIPPED_CALIBRATION = "calibration.json"
 
 
-def inherited_calibration(previous: Manifest | None, kb: KnowledgeBase, model_id: str) -> dict[str, Any] | None:
-    """Thresholds for a new build: the serving build's (same model), else the KB's shipped file.
+def describe_calibration(cal: dict[str, Any]) -> str:
+    """One line: where a build's calibration came from and what it predicts."""
+    origin = cal.get("origin") or ("default" if not cal else "labelled")
+    if origin == "default":
+        return "calibration: none (default thresholds on the raw cosine; answers are not calibrated for this KB)"
+    line = f"calibration: {origin}"
+    predicted = cal.get("predicted") or {}
+    if predicted:
+        line += (
+            f", predicts answered precision {predicted.get('answered_precision', 0):.2f} "
+            f"at coverage {predicted.get('coverage', 0):.2f}"
+        )
+    metrics = cal.get("metrics") or {}
+    if origin != "self" and "answered_precision" in metrics:
+        line += f" (dev: precision {metrics['answered_precision']:.2f}, coverage {metrics.get('coverage', 0):.2f})"
+    return line
 
-    Calibration is fitted per model (`kefu eval calibrate`); a KB may ship one for the default
-    model as ``calibration.json`` so a fresh install answers with fitted thresholds at once.
+
+def inherited_calibration(
+    previous: Manifest | None, kb: KnowledgeBase, model_id: str
+) -> tuple[dict[str, Any] | None, str]:
+    """(calibration, why) for a new build: the serving build's, else the KB's shipped file, but only
+    when it was fitted for this very KB (same ``kb_hash``) and model. A calibration and its ranker
+    learnt one KB's questions; carried to another they would answer with its thresholds.
+    ``None`` with the reason when there is none to carry over (the caller then self-calibrates).
     """
+    why = ""
     if previous is not None and previous.calibration is not None and previous.model_id == model_id:
-        return {**previous.calibration, "inherited_from": previous.build_id}
+        fitted_for = previous.calibration.get("kb_hash") or previous.kb_hash
+        if fitted_for == kb.content_hash:
+            cal = {**previous.calibration, "inherited_from": previous.build_id}
+            return cal, f"{describe_calibration(cal)}; kept from build {previous.build_id} (same KB)"
+        why = f"the serving build's calibration was fitted for another KB ({fitted_for[:8]}), not carried over"
     shipped = kb.root / SHIPPED_CALIBRATION
     if shipped.is_file():
         try:
             data = json.loads(shipped.read_text("utf-8"))
         except ValueError:
-            return None
-        if isinstance(data, dict) and data.get("model_id") == model_id and isinstance(data.get("calibration"), dict):
-            return {**data["calibration"], "inherited_from": f"shipped {SHIPPED_CALIBRATION}"}
-    return None
+            return None, f"{SHIPPED_CALIBRATION} is not valid JSON, ignored"
+        ok = isinstance(data, dict) and isinstance(data.get("calibration"), dict)
+        if ok and data.get("model_id") == model_id and data.get("kb_hash") == kb.content_hash:
+            cal = {**data["calibration"], "origin": "shipped", "inherited_from": f"shipped {SHIPPED_CALIBRATION}"}
+            return cal, f"{describe_calibration(cal)} ({SHIPPED_CALIBRATION}, fitted for this KB and model)"
+        why = f"{SHIPPED_CALIBRATION} was fitted for another KB or model, not used"
+    return None, why
 
 
 def _current_manifest(store: IndexStore, model_id: str | None = None, intact: bool = False) -> Manifest | None:

@@ -1,10 +1,9 @@
-"""``kefu model …``, ``kefu build`` and ``kefu index …``."""
+"""``kefu model …`` and ``kefu index …`` (``kefu build`` is in service/cli.py: it self-calibrates)."""
 
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import typer
 from rich.table import Table
@@ -86,53 +85,6 @@ def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
 
     s = settings_of(ctx)
     return IndexStore(s.index_home, s.keep_builds)
-
-
-@edge
-def build(
-    ctx: typer.Context,
-    kb: Path | None = typer.Option(None, "--kb", help="KB folder or file (default: KEFU_KB_DIR)"),
-    kind: str | None = typer.Option(None, "--kind", help="flat (exact), hnsw or ivf"),
-    force: bool = typer.Option(False, "--force", help="rebuild even if nothing changed"),
-) -> None:
-    """Build the index of a knowledge base; the serving index is replaced only after verification."""
-    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-
-    from indexer.build import build_and_swap
-    from indexer.encoder import load_encoder
-    from kb.loader import load_kb
-
-    s = settings_of(ctx)
-    if kind is not None:
-        s = s.with_overrides(index_kind=kind)
-    t0 = time.perf_counter()
-    knowledge = load_kb(kb or s.kb_dir)
-    encoder = load_encoder(s)
-    with Progress(
-        TextColumn("embedding"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("embed", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        summary = build_and_swap(knowledge, encoder, _store(ctx), s.chunk_chars, s.index_kind, progress, force)
-    total_s = time.perf_counter() - t0
-    if summary.unchanged:
-        console.print(f"index {summary.build_id} is up to date (KB, model and query path unchanged) — {total_s:.1f} s")
-        return
-    table = Table(title=f"built {summary.build_id}", show_header=False)
-    for k in ("entries", "documents", "chunks", "vectors", "anchors", "cache_hits"):
-        table.add_row(k.replace("_", " "), f"{getattr(summary, k):,}")
-    table.add_row("index seconds", f"{summary.seconds:.1f}")
-    table.add_row("total seconds", f"{total_s:.1f} (incl. model load)")
-    table.add_row("path", summary.path)
-    console.print(table)
 
 
 @index_app.command("list")

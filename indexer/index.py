@@ -126,6 +126,7 @@ class LexicalEvidence:
     cover_rows: np.ndarray  # share of the query's bigrams in each row, with the padding slot
     cover_unit: np.ndarray  # share of the query's bigrams anywhere in each unit
     jaccard: np.ndarray  # bigram Jaccard of the query with each row (``Index.bigram_jaccard``)
+    exclude_unit: str | None = None
 
 
 class Index:
@@ -347,9 +348,12 @@ class Index:
         k_vec = min(len(self.chunks), max(64, k_units * 12))
         return self._hits(order, cos, dense, q_best, k_vec)
 
-    def lexical_evidence(self, query: str, exclude_row: int | None = None) -> LexicalEvidence:
+    def lexical_evidence(
+        self, query: str, exclude_row: int | None = None, exclude_unit: str | None = None
+    ) -> LexicalEvidence:
         """The text-only half of ``candidate_pool``: BM25 and bigram coverage of ``query``. It
-        does not need the query vector, so ``Answerer`` computes it while the query encodes."""
+        does not need the query vector, so ``Answerer`` computes it while the query encodes.
+        ``exclude_unit`` takes a whole unit out of every channel (a KB without that entry)."""
         layout = self._layout
         bm25 = self.lexical.scores(query)
         rows_postings, unit_postings = self.bigram_postings
@@ -367,10 +371,16 @@ class Index:
             unit_id = self.chunks[exclude_row].unit_id
             others = [self.norm_bigrams[r] for r in self.units[unit_id] if r != exclude_row]
             cover_unit[layout.position[unit_id]] = len(grams & frozenset().union(*others)) / n_grams
+        if exclude_unit is not None:
+            gone = self.units[exclude_unit]
+            bm25[gone] = 0.0
+            in_row[gone] = 0.0
+            jaccard[gone] = 0.0
+            cover_unit[layout.position[exclude_unit]] = 0.0
         unit = layout.max_per_unit(bm25)
         cover_rows = layout.padded(in_row / n_grams)
         return LexicalEvidence(
-            query, exclude_row, layout.padded(bm25), unit, _ranks(unit), cover_rows, cover_unit, jaccard
+            query, exclude_row, layout.padded(bm25), unit, _ranks(unit), cover_rows, cover_unit, jaccard, exclude_unit
         )
 
     def bigram_jaccard(self, query: str) -> np.ndarray:
@@ -397,16 +407,19 @@ class Index:
         size: int,
         exclude_row: int | None = None,
         lexical: LexicalEvidence | None = None,
+        exclude_unit: str | None = None,
     ) -> CandidatePool:
         """The ``size`` best units by RRF of dense and lexical ranks (the ``rrf`` order), with
         POOL_FEATURES for a learned ranker. ``exclude_row`` leaves one vector row out of every
         channel, so a stored alternative question can stand in for an unseen query (training).
-        ``lexical`` is ``lexical_evidence(query, exclude_row)`` when the caller already has it."""
+        ``exclude_unit`` leaves a whole unit out, so its question stands in for an in-domain query
+        the KB has no answer for (self-calibration). ``lexical`` is ``lexical_evidence(query,
+        exclude_row, exclude_unit)`` when the caller already has it."""
         if size < 1:
             raise ValueError(f"pool size must be ≥ 1, got {size}")
         if lexical is None:
-            lexical = self.lexical_evidence(query, exclude_row)
-        elif (lexical.query, lexical.exclude_row) != (query, exclude_row):
+            lexical = self.lexical_evidence(query, exclude_row, exclude_unit)
+        elif (lexical.query, lexical.exclude_row, lexical.exclude_unit) != (query, exclude_row, exclude_unit):
             raise ValueError(
                 f"lexical evidence is for query {lexical.query!r} (exclude_row={lexical.exclude_row}), "
                 f"not {query!r} (exclude_row={exclude_row})"
@@ -415,9 +428,13 @@ class Index:
         cos = self._cosines(qvec)
         if exclude_row is not None:
             cos[exclude_row] = -np.inf
+        if exclude_unit is not None:
+            cos[self.units[exclude_unit]] = -np.inf
         dense, q_best, answer = layout.scores(cos, ANSWER_WEIGHT)
         d_rank, l_rank = _ranks(dense), lexical.rank
         key = _rrf(d_rank, l_rank)
+        if exclude_unit is not None:
+            key[layout.position[exclude_unit]] = -np.inf
         order = np.argsort(-key, kind="stable")[:size]
         units = self._hits(order, cos, dense, q_best, min(len(self.chunks), POOL_VOTE_VECTORS))
         cover_q = np.take(lexical.cover_rows, layout.q[order]).max(axis=1)

@@ -13,8 +13,10 @@ from rich.console import Console
 from kb.errors import KefuError
 from kb.settings import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+# Rich wraps at 80 columns when output is not a terminal; piped tables stay whole instead.
+PIPE_WIDTH = 240
+console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -75,6 +75,20 @@ class Settings(BaseSettings):
         "rrf", description="dense only, lexical (BM25) only, or a fusion; rrf won on the dev split"
     )
 
+    self_precision: float = Field(
+        0.85,
+        ge=0.5,
+        lt=1.0,
+        description="answered-precision target of the calibration `kefu build` fits from the KB alone",
+    )
+    self_oos_share: float = Field(
+        0.3,
+        gt=0.0,
+        lt=1.0,
+        description="share of questions assumed to have no answer in the KB when that calibration "
+        "predicts precision and coverage",
+    )
+
     # --- answering --------------------------------------------------------------------------
     # Off by default: on the bundled KB's dev split it lifted hit@1 0.859 → 0.865 but cost
     # recall@5 (0.952 → 0.946) and coverage at 95% precision (0.692 → 0.646), 2026-11-26.

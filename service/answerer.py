@@ -170,24 +170,57 @@ class Answerer:
         vecs = [self.encode([search])[0] for search, _ in expanded]
         out = []
         for i, (text, (search, added), vec) in enumerate(zip(texts, expanded, vecs, strict=True)):
-            rank_prob = 0.0
-            evidence = None
             if self.options.retrieval == "dense":
-                units = self.index.search_units(vec, CANDIDATE_UNITS)
+                got = self._scored(text, vec, self.index.search_units(vec, CANDIDATE_UNITS))
             elif self.ranker is not None and lexical is not None:
-                evidence = lexical[i].result()
-                pool = self.index.candidate_pool(vec, search, self.ranker.pool, lexical=evidence)
-                reranked = self.ranker.rerank(pool)
-                units = reranked.units[:CANDIDATE_UNITS]
-                rank_prob = reranked.probs[0] if reranked.probs else 0.0
+                got = self.evidence(text, vec, search=search, lexical=lexical[i].result())
             else:
                 units = self.index.search_units_fused(vec, search, CANDIDATE_UNITS, self.options.retrieval)
-            f = self.features(text, vec, units, rank_prob, evidence)
-            conf = self.calibration.confidence(f) if f is not None else 0.0
+                got = self._scored(text, vec, units)
+            units = got.units
             if self.options.see_also:  # after the evidence: the confidence reads the ranked order
                 units = see_also(units, self.index.entries)
-            out.append(Retrieval(text, units, f, conf, False, added))
+            out.append(dataclasses.replace(got, units=units, synonyms=added))
         return out
+
+    def _scored(
+        self,
+        text: str,
+        vec: np.ndarray,
+        units: list[UnitHit],
+        rank_prob: float = 0.0,
+        lexical: LexicalEvidence | None = None,
+    ) -> Retrieval:
+        f = self.features(text, vec, units, rank_prob, lexical)
+        return Retrieval(text, units, f, self.calibration.confidence(f) if f is not None else 0.0, False)
+
+    def evidence(
+        self,
+        text: str,
+        vec: np.ndarray,
+        *,
+        search: str | None = None,
+        lexical: LexicalEvidence | None = None,
+        ranker: Ranker | None = None,
+        exclude_row: int | None = None,
+        exclude_unit: str | None = None,
+    ) -> Retrieval:
+        """The learned ranker's candidates for ``text`` (searched as ``search``, encoded as
+        ``vec``) with their evidence and confidence. ``ranker`` overrides the calibration's;
+        ``exclude_row`` / ``exclude_unit`` search the index as if one vector row or one whole
+        entry were not in it (self-calibration asks the KB's own questions this way)."""
+        ranker = ranker or self.ranker
+        if ranker is None:
+            raise ConfigError("no learned ranker to rank with: the calibration carries none")
+        search = text if search is None else search
+        if lexical is None:
+            lexical = self.index.lexical_evidence(search, exclude_row, exclude_unit)
+        pool = self.index.candidate_pool(
+            vec, search, ranker.pool, exclude_row=exclude_row, lexical=lexical, exclude_unit=exclude_unit
+        )
+        reranked = ranker.rerank(pool)
+        rank_prob = reranked.probs[0] if reranked.probs else 0.0
+        return self._scored(text, vec, reranked.units[:CANDIDATE_UNITS], rank_prob, lexical)
 
     def _use_context(self, plain: Retrieval, contextual: Retrieval) -> bool:
         """Whether the message read with the previous one should replace the message alone: only

@@ -1,10 +1,12 @@
-"""``kefu ask``, ``kefu chat``, ``kefu serve`` and ``kefu handoffs list``."""
+"""``kefu build``, ``kefu ask``, ``kefu chat``, ``kefu serve`` and ``kefu handoffs list``."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
+from pathlib import Path
 
 import typer
 from rich.panel import Panel
@@ -174,3 +176,63 @@ def handoffs_list(
         top = f"{t.candidates[0]['id']} {t.candidates[0]['score']:.3f}" if t.candidates else ""
         table.add_row(t.id, j["created"], t.reason, t.query[:60], top)
     console.print(table)
+
+
+@edge
+def build(
+    ctx: typer.Context,
+    kb: Path | None = typer.Option(None, "--kb", help="KB folder or file (default: KEFU_KB_DIR)"),
+    kind: str | None = typer.Option(None, "--kind", help="flat (exact), hnsw or ivf"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if nothing changed"),
+) -> None:
+    """Build the index of a knowledge base and calibrate it for that KB (from the KB itself when
+    no calibration was fitted for it); the serving index is replaced only after verification."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from indexer.build import build_and_swap
+    from indexer.encoder import load_encoder
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from service.selfcal import build_calibrator
+
+    s = settings_of(ctx)
+    if kind is not None:
+        s = s.with_overrides(index_kind=kind)
+    t0 = time.perf_counter()
+    knowledge = load_kb(kb or s.kb_dir)
+    encoder = load_encoder(s)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as bar:
+        embed = bar.add_task("embedding texts", total=None)
+        fit = bar.add_task("self-calibration: pseudo-queries", total=None, visible=False)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(embed, completed=done, total=total)
+
+        def fitting(done: int, total: int) -> None:
+            bar.update(fit, completed=done, total=total, visible=True)
+
+        summary = build_and_swap(
+            knowledge,
+            encoder,
+            IndexStore(s.index_home, s.keep_builds),
+            s.chunk_chars,
+            s.index_kind,
+            progress,
+            force,
+            calibrate=build_calibrator(s, encoder, fitting),
+        )
+    total_s = time.perf_counter() - t0
+    if summary.unchanged:
+        console.print(f"index {summary.build_id} is up to date (KB, model and query path unchanged) — {total_s:.1f} s")
+        console.print(summary.calibration, highlight=False, soft_wrap=True)
+        return
+    table = Table(title=f"built {summary.build_id}", show_header=False)
+    for k in ("entries", "documents", "chunks", "vectors", "anchors", "cache_hits"):
+        table.add_row(k.replace("_", " "), f"{getattr(summary, k):,}")
+    table.add_row("index seconds", f"{summary.seconds:.1f}")
+    table.add_row("total seconds", f"{total_s:.1f} (incl. model load)")
+    table.add_row("path", summary.path)
+    console.print(table)
+    console.print(summary.calibration, highlight=False, soft_wrap=True)

@@ -68,6 +68,12 @@ class Calibration:
     scope_weights: list[float] | None = None
     scope_bias: float = 0.0
     scope_at: float | None = None
+    # Provenance: "default" (no fit), "self" (fitted from the KB alone at build time), "labelled"
+    # (`kefu eval calibrate` on a labelled dev split), "shipped" (the KB's calibration.json). A
+    # calibration belongs to the KB it was fitted for (kb_hash) and is never carried to another.
+    origin: str = "default"
+    kb_hash: str | None = None
+    predicted: dict[str, float] | None = None  # precision and coverage the fit predicts (self only)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -150,25 +156,35 @@ def decide(confidence: float, cal: Calibration, scope: float | None = None) -> s
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float = 1.0, iters: int = 500
+    x: np.ndarray,
+    y: np.ndarray,
+    l2: float = 1.0,
+    iters: int = 500,
+    sample_weight: np.ndarray | None = None,
+    mean: np.ndarray | None = None,
+    scale: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
     """L2-regularised logistic regression by Newton's method; returns weights, bias, mean, scale.
 
-    Small and deterministic: a handful of features, a few hundred labelled queries.
+    Small and deterministic: a handful of features, a few hundred labelled queries. Rows may be
+    weighted; ``mean``/``scale`` reuse another model's standardisation (a scope model shares the
+    confidence model's).
     """
     if x.ndim != 2 or x.shape[0] != y.shape[0] or x.shape[0] < 2:
         raise ConfigError(f"need a 2-D feature matrix with one label per row, got {x.shape} and {y.shape}")
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    scale[scale < 1e-9] = 1.0
+    if mean is None or scale is None:
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        scale[scale < 1e-9] = 1.0
+    sw = np.ones(x.shape[0]) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     z = np.hstack([(x - mean) / scale, np.ones((x.shape[0], 1))])
     w = np.zeros(z.shape[1])
     reg = np.full(z.shape[1], l2)
     reg[-1] = 0.0  # the bias is not shrunk
     for _ in range(iters):
         p = 1.0 / (1.0 + np.exp(-np.clip(z @ w, -50, 50)))
-        grad = z.T @ (p - y) + reg * w
-        hess = (z * (p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
+        grad = z.T @ (sw * (p - y)) + reg * w
+        hess = (z * (sw * p * (1 - p))[:, None]).T @ z + np.diag(reg + 1e-9)
         step = np.linalg.solve(hess, grad)
         w -= step
         if np.abs(step).max() < 1e-8:

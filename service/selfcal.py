@@ -1,0 +1,339 @@
+"""Calibration from the knowledge base alone: what ``kefu build`` fits when no labelled set exists.
+
+A KB brings questions and answers but no shoppers' queries, so it is asked its own questions:
+
+- **answerable**: each alternative question with its own vector row left out (the entry still
+  has its other phrasings), and each entry's question perturbed the way chat mangles questions
+  (fragments, dropped characters, filler words). Their top answer is right or wrong as in real
+  use.
+- **unanswerable**: each entry's question asked of the KB *without that entry* (every row of it
+  left out). That is exactly an in-domain question the KB has no answer for: what must be
+  handed off rather than answered with the nearest neighbour.
+
+From them: the ranker (the shipped KB-agnostic one, dense question matching, or one fitted on
+the KB's alternatives, whichever ranks the answerable ones best), the confidence model (logistic
+over the decision evidence, right top answer vs. not), a scope model (answerable vs.
+unanswerable) for the clarify band, and thresholds meeting a precision target on a mixture with
+``oos_share`` unanswerable questions. The precision and coverage that mixture predicts are
+stored with the calibration and printed by ``kefu build``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexer.build import CalibrateFn
+from indexer.encoder import Encoder
+from indexer.index import Index
+from indexer.normalize import normalize
+from kb.errors import ConfigError
+from kb.settings import Settings
+from service.answerer import Answerer, Retrieval
+from service.policy import RANKER_FEATURES, Calibration, fit_logistic
+from service.ranker import Group, Ranker, fit_ranker
+from service.runtime import options_from, sensitive_detector
+
+GENERAL_RANKER = Path(__file__).resolve().parent / "models" / "general_ranker.json"
+SELF_PRECISION = 0.85  # answered-precision target of a self-calibration (KEFU_SELF_PRECISION)
+OOS_SHARE = 0.3  # assumed share of incoming questions the KB has no answer for (KEFU_SELF_OOS_SHARE)
+OOS_RECALL = 0.8  # unanswerable pseudo-queries handed off (not clarified) at least this often
+MAX_QUERIES = 1500  # pseudo-queries of each kind: enough for stable thresholds, bounded build time
+MIN_QUERIES = 40  # fewer answerable or unanswerable pseudo-queries than this: no self-calibration
+FOLDS = 5
+L2 = 1.0
+SEED = 20261206
+# Filler a shopper wraps a question in, and the question particles they drop.
+_OPENERS = ("请问", "你好，", "想问一下", "我想知道", "问下", "在吗，")
+_CLOSERS = ("？", "啊", "呢", "吗", "怎么办", "可以吗")
+_PUNCT = re.compile(r"[\s，。！？、；：,.!?;:\"'“”‘’（）()]+")
+
+
+@dataclass(frozen=True)
+class PseudoQuery:
+    text: str  # normalised
+    row: int | None  # a stored vector row that is this text's query vector, else it is encoded
+    unit: str | None  # the unit that answers it; None: the KB has no answer (its entry is left out)
+    exclude_row: int | None = None
+    exclude_unit: str | None = None
+
+
+@dataclass(frozen=True)
+class SelfCalibration:
+    calibration: Calibration
+    answerable: int
+    unanswerable: int
+    ranker: str  # which ranker won on the answerable pseudo-queries
+    ranker_mrr: dict[str, float]
+    predicted_precision: float
+    predicted_coverage: float
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for ``kefu build`` and the server log."""
+        return (
+            f"self-calibrated from the KB ({self.answerable:,} answerable and {self.unanswerable:,} "
+            f"unanswerable pseudo-queries, ranker: {self.ranker}): predicts answered precision "
+            f"{self.predicted_precision:.2f} at coverage {self.predicted_coverage:.2f}"
+        )
+
+
+def perturb(text: str, rng: random.Random) -> str:
+    """A chat-like rewording of a question: punctuation gone, then one or two of a fragment, a
+    dropped character span, an opener or a closer. Never returns the text unchanged when it has
+    at least four characters."""
+    core = _PUNCT.sub("", text)
+    if len(core) < 4:
+        return text
+    out = core
+    for op in rng.sample(("window", "drop", "opener", "closer"), 2):
+        if op == "window" and len(out) >= 6:
+            n = max(3, round(len(out) * rng.uniform(0.6, 0.85)))
+            start = rng.randrange(0, len(out) - n + 1)
+            out = out[start : start + n]
+        elif op == "drop" and len(out) >= 5:
+            k = 1 if len(out) < 10 else 2
+            i = rng.randrange(0, len(out) - k)
+            out = out[:i] + out[i + k :]
+        elif op == "opener":
+            out = rng.choice(_OPENERS) + out
+        elif op == "closer":
+            out = out + rng.choice(_CLOSERS)
+    return out if out != core else core[1:]
+
+
+def pseudo_queries(
+    index: Index, limit: int = MAX_QUERIES, seed: int = SEED
+) -> tuple[list[PseudoQuery], list[PseudoQuery]]:
+    """(answerable, unanswerable) pseudo-queries of ``index``'s FAQ entries, at most ``limit`` each."""
+    rng = random.Random(seed)
+    questions: dict[str, int] = {}
+    alts: list[int] = []
+    for r, c in enumerate(index.chunks):
+        if c.kind == "question":
+            questions[c.unit_id] = r
+        elif c.kind == "alt":
+            alts.append(r)
+    units = sorted(questions)
+    rng.shuffle(units)
+    answerable: list[PseudoQuery] = []
+    if alts:
+        for r in rng.sample(alts, min(limit, len(alts))):
+            answerable.append(PseudoQuery(index.norm_texts[r], r, index.chunks[r].unit_id, exclude_row=r))
+    # perturbed questions fill up to the limit (all of it for a KB without alternatives)
+    for u in units[: max(0, limit - len(answerable))]:
+        r = questions[u]
+        text = normalize(perturb(index.chunks[r].text, rng))
+        answerable.append(PseudoQuery(text, None, u))
+    # one entry left out at a time; an entry that is the KB's only one has nothing to stand in for
+    unanswerable = [
+        PseudoQuery(index.norm_texts[questions[u]], questions[u], None, exclude_unit=u)
+        for u in units[:limit]
+        if len(index.units) > 1
+    ]
+    return answerable, unanswerable
+
+
+def question_ranker(groups: Sequence[Group]) -> Ranker:
+    """Dense question matching as a ranker: the best question cosine, its softmax temperature fitted."""
+    return replace(fit_ranker(groups, ("question",)), meta={"kind": "question"})
+
+
+def general_ranker(path: Path = GENERAL_RANKER) -> Ranker | None:
+    """The shipped KB-agnostic ranker (``python -m eval.train_ranker``), or None if absent."""
+    if not path.is_file():
+        return None
+    return Ranker.from_json(json.loads(path.read_text("utf-8")))
+
+
+def self_calibrate(
+    answerer: Answerer,
+    encode: Callable[[Sequence[str]], np.ndarray],
+    precision: float = SELF_PRECISION,
+    oos_share: float = OOS_SHARE,
+    oos_recall: float = OOS_RECALL,
+    limit: int = MAX_QUERIES,
+    progress: Callable[[int, int], None] | None = None,
+) -> SelfCalibration:
+    """Fit ranker choice, confidence and scope models and thresholds from ``answerer``'s KB alone."""
+    if not (0.5 <= precision < 1.0 and 0.0 < oos_share < 1.0):
+        raise ConfigError(
+            f"self-calibration needs precision in [0.5, 1) and oos_share in (0, 1); got {precision}, {oos_share}"
+        )
+    t0 = time.perf_counter()
+    index = answerer.index
+    answerable, unanswerable = pseudo_queries(index, limit)
+    if len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES:
+        raise ConfigError(
+            f"the KB gives {len(answerable)} answerable and {len(unanswerable)} unanswerable pseudo-queries; "
+            f"self-calibration needs {MIN_QUERIES} of each (a KB of at least {MIN_QUERIES} FAQ entries)"
+        )
+    queries = answerable + unanswerable
+    to_encode = [q.text for q in queries if q.row is None]
+    encoded = iter(np.vstack([encode([t]) for t in to_encode]) if to_encode else [])
+    vecs = [index.vectors[q.row] if q.row is not None else next(encoded) for q in queries]
+    total, done = 2 * len(queries), 0
+
+    def step() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None and (done % 50 == 0 or done == total):
+            progress(done, total)
+
+    # 1. the ranker: candidates fitted or shipped, judged by MRR on the answerable pseudo-queries
+    pools = []
+    for q, v in zip(answerable, vecs[: len(answerable)], strict=True):
+        pool = index.candidate_pool(v, q.text, 20, exclude_row=q.exclude_row)
+        pools.append(Group(pool.x, np.array([u.unit_id == q.unit for u in pool.units])))
+        step()
+    candidates: dict[str, Ranker] = {"question": question_ranker(pools)}
+    shipped = general_ranker()
+    if shipped is not None:
+        candidates["general"] = shipped
+    alt_groups = [g for g, q in zip(pools, answerable, strict=True) if q.row is not None]
+    if len(alt_groups) >= 200:  # enough of the KB's own phrasings to fit one of its own
+        candidates["kb"] = replace(fit_ranker(alt_groups[::2]), meta={"kind": "kb"})
+    # judged on the other half of the alternatives when a KB ranker learnt from one half
+    judge = [
+        g for i, g in enumerate(pools) if not (answerable[i].row is not None and i % 2 == 0 and "kb" in candidates)
+    ]
+    mrr = {name: _mrr(r, judge) for name, r in candidates.items()}
+    best = max(mrr, key=lambda k: (round(mrr[k], 3), k != "question"))
+    ranker = candidates[best]
+    if best == "kb":
+        ranker = replace(fit_ranker(alt_groups), meta={"kind": "kb"})
+
+    # 2. evidence of every pseudo-query under that ranker
+    rows: list[Retrieval] = []
+    for q, v in zip(queries, vecs, strict=True):
+        rows.append(answerer.evidence(q.text, v, ranker=ranker, exclude_row=q.exclude_row, exclude_unit=q.exclude_unit))
+        step()
+    names = RANKER_FEATURES
+    x = np.array([[getattr(r.features, f) for f in names] for r in rows], dtype=np.float64)
+    is_in = np.array([q.unit is not None for q in queries])
+    right = np.array(
+        [
+            q.unit is not None and bool(r.units) and r.units[0].unit_id == q.unit
+            for q, r in zip(queries, rows, strict=True)
+        ]
+    )
+    # unanswerable pseudo-queries stand for oos_share of the traffic, answerable ones for the rest
+    weight = np.where(is_in, (1 - oos_share) / is_in.sum(), oos_share / (~is_in).sum()) * len(queries)
+
+    # 3. confidence (right top answer) and scope (answerable at all), cross-validated for thresholds
+    folds = np.arange(len(queries)) % FOLDS
+    p = _cross_val(x, right.astype(float), weight, folds)
+    s = _cross_val(x, is_in.astype(float), weight, folds)
+    answer_at, pred_prec, pred_cov = _answer_threshold(p, right, is_in, weight, precision)
+    scope_at = _scope_threshold(p, s, is_in, weight, answer_at, oos_recall)
+    w, b, mean, scale = fit_logistic(x, right.astype(float), L2, sample_weight=weight)
+    sw, sb, _, _ = fit_logistic(x, is_in.astype(float), L2, sample_weight=weight, mean=mean, scale=scale)
+    predicted = {"answered_precision": round(pred_prec, 4), "coverage": round(pred_cov, 4), "oos_share": oos_share}
+    cal = Calibration(
+        answer_at=answer_at,
+        clarify_at=answer_at,
+        weights=[float(v) for v in w],
+        bias=b,
+        mean=[float(v) for v in mean],
+        scale=[float(v) for v in scale],
+        source="self",
+        origin="self",
+        kb_hash=index.manifest.kb_hash,
+        predicted=predicted,
+        metrics={"ranker_mrr": {k: round(v, 4) for k, v in mrr.items()}, "precision_target": precision},
+        features=list(names),
+        ranker=ranker.to_json(),
+        scope_weights=[float(v) for v in sw],
+        scope_bias=sb,
+        scope_at=scope_at,
+    )
+    return SelfCalibration(
+        cal, len(answerable), len(unanswerable), best, mrr, pred_prec, pred_cov, time.perf_counter() - t0
+    )
+
+
+def _mrr(ranker: Ranker, groups: Sequence[Group]) -> float:
+    total = 0.0
+    for g in groups:
+        order = np.argsort(-ranker.scores(g.x), kind="stable")[:10]
+        hit = np.flatnonzero(g.relevant[order])
+        total += 1.0 / (hit[0] + 1) if hit.size else 0.0
+    return total / max(1, len(groups))
+
+
+def _cross_val(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    p = np.zeros(len(y))
+    for k in range(FOLDS):
+        train, test = folds != k, folds == k
+        w, b, mean, scale = fit_logistic(x[train], y[train], L2, sample_weight=weight[train])
+        p[test] = 1.0 / (1.0 + np.exp(-np.clip(((x[test] - mean) / scale) @ w + b, -50, 50)))
+    return p
+
+
+def _answer_threshold(
+    p: np.ndarray, right: np.ndarray, is_in: np.ndarray, weight: np.ndarray, precision: float
+) -> tuple[float, float, float]:
+    """(threshold, predicted precision, predicted coverage): the lowest confidence threshold whose
+    weighted answered precision meets ``precision``; 1.0 (never answer) when none does."""
+    order = np.argsort(-p, kind="stable")
+    w_ans = np.cumsum(weight[order])
+    w_right = np.cumsum((weight * right)[order])
+    w_in = np.cumsum((weight * is_in)[order])
+    in_total = float((weight * is_in).sum())
+    last_of_tie = np.append(p[order][1:] != p[order][:-1], True)
+    ok = (w_right / w_ans >= precision) & last_of_tie
+    if not ok.any():
+        return 1.0, 1.0, 0.0
+    i = int(np.flatnonzero(ok).max())
+    return float(p[order][i]), float(w_right[i] / w_ans[i]), float(w_in[i] / in_total)
+
+
+def _scope_threshold(
+    p: np.ndarray, s: np.ndarray, is_in: np.ndarray, weight: np.ndarray, answer_at: float, oos_recall: float
+) -> float:
+    """Lowest scope threshold that still hands off ``oos_recall`` of the unanswerable pseudo-queries
+    (weighted) that are not answered; below it a query is clarified, at or above it handed off."""
+    oos = ~is_in
+    total = float(weight[oos].sum())
+    for t in np.unique(np.concatenate([s, [1.0]])):  # ascending
+        handed = oos & ((p < answer_at) & (s < t))
+        if total == 0 or float(weight[handed].sum()) / total >= oos_recall:
+            return float(t)
+    return 1.0
+
+
+def build_calibrator(
+    settings: Settings, encoder: Encoder, progress: Callable[[int, int], None] | None = None
+) -> CalibrateFn:
+    """What ``kefu build`` hands to ``build_and_swap``: self-calibrate a build that has no
+    calibration fitted for its KB (no labelled set needed)."""
+
+    def fit(index: Index) -> tuple[dict[str, Any] | None, str]:
+        answerer = Answerer(
+            index,
+            encoder.encode_queries,
+            sensitive_detector(settings),
+            options_from(settings),
+            calibration=Calibration(),
+        )
+        try:
+            got = self_calibrate(
+                answerer,
+                encoder.encode_queries,
+                precision=settings.self_precision,
+                oos_share=settings.self_oos_share,
+                progress=progress,
+            )
+        except ConfigError as exc:
+            return None, f"calibration: none ({exc}); default thresholds on the raw cosine"
+        return got.calibration.to_json(), f"calibration: {got.summary()} in {got.seconds:.1f} s"
+
+    return fit
