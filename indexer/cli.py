@@ -8,7 +8,7 @@ import time
 import typer
 from rich.table import Table
 
-from kb.clikit import console, edge, settings_of
+from kb.clikit import console, edge, err_console, settings_of
 
 model_app = typer.Typer(help="Prepare and inspect the embedding model.", no_args_is_help=True)
 
@@ -96,7 +96,7 @@ def index_list(ctx: typer.Context) -> None:
         console.print("no builds yet; run `kefu build`")
         return
     table = Table(title="index builds")
-    for col in ("", "build", "model", "entries", "vectors", "built at", "calibrated"):
+    for col in ("", "build", "model", "entries", "vectors", "built at", "calibration"):
         table.add_column(col)
     for b in builds:
         m = b.manifest
@@ -110,7 +110,7 @@ def index_list(ctx: typer.Context) -> None:
             str(m.counts.get("entries")),
             str(m.counts.get("vectors")),
             m.built_at,
-            "yes" if m.calibration else "no",
+            (m.calibration or {}).get("origin") or ("labelled" if m.calibration else "none"),
         )
     console.print(table)
 
@@ -118,10 +118,13 @@ def index_list(ctx: typer.Context) -> None:
 @index_app.command("info")
 @edge
 def index_info(ctx: typer.Context) -> None:
-    """Print the manifest of the current build (JSON)."""
+    """Print the manifest of the current build (JSON); its calibration line goes to stderr."""
+    from indexer.build import describe_calibration
     from indexer.index import Index
 
-    print(Index.read_manifest(_store(ctx).current_path()).model_dump_json(indent=2))
+    manifest = Index.read_manifest(_store(ctx).current_path())
+    err_console.print(describe_calibration(manifest.calibration or {}), highlight=False, soft_wrap=True)
+    print(manifest.model_dump_json(indent=2))
 
 
 @index_app.command("rollback")

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from indexer.build import describe_calibration
 from indexer.encoder import Encoder
 from kb.errors import IndexMissingError, IndexStateError, KefuError, ModelError, NotFoundError
 from kb.schema import entry_slug
@@ -386,6 +387,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 "model": m.model_id,
                 "entries": m.counts.get("entries"),
                 "calibrated": m.calibration is not None,
+                "calibration": describe_calibration(m.calibration or {}),
             }
         )
 

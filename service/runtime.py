@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.build import question_path
+from indexer.build import describe_calibration, question_path
 from indexer.encoder import Encoder, load_encoder
 from indexer.index import Index
 from indexer.store import IndexStore
@@ -80,6 +80,15 @@ class Runtime:
                 index.manifest.build_id,
                 built or "an older kefu did",
                 now,
+            )
+        m = index.manifest
+        log.info("build %s: %s", m.build_id, describe_calibration(m.calibration or {}))
+        fitted_for = (m.calibration or {}).get("kb_hash")
+        if fitted_for and fitted_for != m.kb_hash:  # written by hand or by an older kefu: say it is stale
+            log.warning(
+                "build %s: its calibration was fitted for another KB (%s); run `kefu build --force`",
+                m.build_id,
+                fitted_for[:8],
             )
         kb_root = Path(index.manifest.kb_root)
         resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)

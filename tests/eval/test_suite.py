@@ -1,0 +1,29 @@
+"""The bare model's single-threshold oracle, against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eval.suite import oracle_coverage
+
+
+def test_oracle_coverage_hand_computed():
+    # scores, whether the top answer is right, whether the query is in scope (3 in scope)
+    top1 = np.array([0.95, 0.90, 0.85, 0.80, 0.70])
+    right = np.array([1, 0, 1, 0, 1], dtype=float)
+    ins = np.array([1, 0, 1, 0, 1], dtype=float)
+    # answer ≥0.95: 1/1 right, 1 of 3 covered; ≥0.85: 2/3 right, 2 covered; ≥0.70: 3/5, 3 covered
+    assert oracle_coverage(top1, right, ins, 1.0) == pytest.approx(1 / 3)
+    assert oracle_coverage(top1, right, ins, 0.6) == pytest.approx(1.0)
+    assert oracle_coverage(top1, right, ins, 0.65) == pytest.approx(2 / 3)
+    assert oracle_coverage(np.array([0.5]), np.array([0.0]), np.array([1.0]), 0.8) == 0.0
+
+
+def test_oracle_never_cuts_between_equal_scores():
+    top1 = np.array([0.9, 0.9, 0.8])
+    right = np.array([1, 0, 1], dtype=float)
+    ins = np.ones(3)
+    # the threshold 0.9 answers both 0.9s (precision 0.5), it cannot take only the right one
+    assert oracle_coverage(top1, right, ins, 0.9) == 0.0
+    assert oracle_coverage(top1, right, ins, 0.5) == pytest.approx(1.0)
