@@ -15,7 +15,7 @@ from eval.calibrate import PRECISION_SE_MARGIN
 from eval.dataset import EvalItem, load_split
 from eval.runner import RunResult, evaluate
 from kb.clikit import console, edge, err_console, settings_of
-from kb.errors import ConfigError
+from kb.errors import ConfigError, KBError
 
 eval_app = typer.Typer(help="Offline evaluation, calibration and reports.", no_args_is_help=True)
 
@@ -344,6 +344,7 @@ def suite_cmd(
     calibrate: bool = typer.Option(
         False, "--calibrate", help="also evaluate after calibrating on the suite's dev split"
     ),
+    split: str = typer.Option("test", "--split", help="test (report) or dev (choosing methods)"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per suite"),
 ) -> None:
     """Build each suite's KB as `kefu build` does (zero labels, its own self-calibration), evaluate
@@ -371,19 +372,26 @@ def suite_cmd(
         if not as_json:
             err_console.print(msg, highlight=False)
 
+    # `kefu eval suite ../shared/foreign/*` also passes the folder's README: skip what is not a suite
+    suites = [f for f in folders if f.is_dir()]
+    for f in folders:
+        if not f.is_dir():
+            say(f"skipped {f}: not a suite folder")
+    if not suites:
+        raise KBError(f"none of {', '.join(map(str, folders))} is a suite folder (kb/, dev.jsonl, test.jsonl)")
     results = []
-    for folder in folders:
-        r = run_suite(folder, s, runtime_for, on_dev if calibrate else None, say, build_calibrator(s, encoder))
+    for folder in suites:
+        r = run_suite(folder, s, runtime_for, on_dev if calibrate else None, say, build_calibrator(s, encoder), split)
         results.append(r)
         if as_json:
             print(json.dumps(r.to_json(), ensure_ascii=False), flush=True)
     if not as_json:
-        console.print(suite_table(results, calibrate))
+        console.print(suite_table(results, calibrate, split))
 
 
-def suite_table(results: list[Any], calibrated: bool) -> Table:
+def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Table:
     """One row per suite: bare model | kefu zero-label (| kefu after dev calibration)."""
-    table = Table(title="kefu eval suite — test splits (bare = dense question match, same encoder)")
+    table = Table(title=f"kefu eval suite — {split} splits (bare = dense question match, same encoder)")
     cols = [
         "suite",
         "in/out",

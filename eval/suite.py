@@ -136,9 +136,11 @@ def run_suite(
     calibrate: Callable[[Any, list[EvalItem]], None] | None = None,
     say: Progress | None = None,
     build_hook: Callable[..., Any] | None = None,
+    split: str = "test",
 ) -> SuiteResult:
-    """Build ``folder``'s KB in a temporary index home, evaluate its test split zero-label (and
-    after calibrating on dev, with ``calibrate``), and measure the bare model beside it.
+    """Build ``folder``'s KB in a temporary index home, evaluate its ``split`` zero-label (and
+    after calibrating on dev, with ``calibrate``), and measure the bare model beside it. Methods
+    are chosen with ``split="dev"``; the figures reported are the test split's.
 
     ``runtime_for(settings)`` gives a Runtime for the temporary home (sharing the encoder);
     ``build_hook`` is what ``kefu build`` passes to ``build_and_swap`` (the self-calibration)."""
@@ -146,17 +148,21 @@ def run_suite(
     name = folder.resolve().name
     log = say or (lambda _m: None)
     kb = load_kb(suite_kb_path(folder))
-    test = load_split("test", folder)
+    if calibrate is not None and split == "dev":
+        raise KBError("--calibrate fits on the dev split, so it evaluates the test split; drop --split dev")
+    test = load_split(split, folder)
     with tempfile.TemporaryDirectory(prefix=f"kefu-suite-{name}-") as home:
         s = settings.with_overrides(index_dir=Path(home) / "index", data_dir=Path(home))
         rt = runtime_for(s)
         log(f"{name}: building {len(kb.entries):,} entries, {len(kb.documents):,} documents")
-        store = IndexStore(s.index_home, s.keep_builds)
+        # the user's embedding cache: a second run of a suite encodes nothing again
+        store = IndexStore(s.index_home, s.keep_builds, IndexStore(settings.index_home).cache_path)
+        store.cache_path.parent.mkdir(parents=True, exist_ok=True)
         build_and_swap(kb, rt.encoder, store, s.chunk_chars, s.index_kind, calibrate=build_hook)
         answerer = rt.answerer()
         test = resolve_labels(test, answerer.index.aliases)
         manifest_cal = answerer.index.manifest.calibration or {}
-        log(f"{name}: evaluating {len(test):,} test queries (zero labels)")
+        log(f"{name}: evaluating {len(test):,} {split} queries (zero labels)")
         zero = evaluate(answerer, test).metrics["headline"]
         calibrated = None
         if calibrate is not None:

@@ -36,15 +36,18 @@ class BuildInfo:
 
 
 class IndexStore:
-    def __init__(self, home: Path, keep: int = 3) -> None:
+    def __init__(self, home: Path, keep: int = 3, cache_path: Path | None = None) -> None:
         self.home = Path(home).expanduser()
         self.keep = keep
         self.builds = self.home / "builds"
         self.pointer = self.home / "current"
+        # The embedding cache is keyed by model, prompt and text, so index homes may share one
+        # (``kefu eval suite`` builds in throw-away homes with the user's cache).
+        self._cache_path = cache_path
 
     @property
     def cache_path(self) -> Path:
-        return self.home / "embcache.sqlite"
+        return self._cache_path or self.home / "embcache.sqlite"
 
     def current_id(self) -> str | None:
         try:
