@@ -27,6 +27,7 @@ from service.tickets import TicketStore
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 CANDIDATE_UNITS = 10  # units scored per query; clarify shows up to 3, answers up to top_k
 CLARIFY_CHOICES = 3
+SUGGESTIONS = 3  # best candidates a low-confidence handoff carries as suggestions
 # "See also" (KEFU_SEE_ALSO, off by default): after the two best candidates, the first one's
 # related entries (its `related:` links) come next, up to rank SEE_ALSO_UNTIL. Shoppers who ask
 # about one entry often need its sibling too (a labelled query names 2–3 entries in 16% of dev).
@@ -304,6 +305,7 @@ class Answerer:
         ) -> Answer:
             items = [self._item(u) for u in units[:show]]
             handoff = None
+            suggestions: list[AnswerItem] = []
             if decision == "handoff":
                 ticket_id = "-"
                 if self.tickets is not None:
@@ -313,6 +315,8 @@ class Answerer:
                 message = None
                 # the top candidates travel with the handoff as context for the human agent
                 items = [self._item(u) for u in units[: min(3, k)]] if reason in ("user_requested", "sensitive") else []
+                if reason == "low_confidence":  # not sure enough to answer, still worth a look
+                    suggestions = [self._item(u) for u in units[:SUGGESTIONS]]
             return Answer(
                 query=query,
                 normalized_query=norm,
@@ -320,6 +324,7 @@ class Answerer:
                 reason=reason,
                 answers=items,
                 handoff=handoff,
+                suggestions=suggestions,
                 message=message,
                 session_id=sid,
                 elapsed_ms=round((time.perf_counter() - t0) * 1000, 2),

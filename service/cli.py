@@ -54,6 +54,10 @@ def render(a: Answer) -> None:
                 border_style=style if i == 1 else "dim",
             )
         )
+    if a.suggestions:  # a low-confidence handoff: what the shopper may read while waiting
+        console.print("[dim]等待人工时可以先看看：[/]")
+        for i, item in enumerate(a.suggestions, 1):
+            console.print(f"[dim]  {i}. {item.title} ({item.id} · score {item.score:.3f})[/]", highlight=False)
 
 
 def _answerer(ctx: typer.Context):  # type: ignore[no-untyped-def]

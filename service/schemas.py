@@ -46,6 +46,11 @@ class Answer(BaseModel):
     reason: Reason | None = None
     answers: list[AnswerItem] = Field(default_factory=list)
     handoff: HandoffInfo | None = None
+    suggestions: list[AnswerItem] = Field(
+        default_factory=list,
+        description="on a low-confidence handoff: the best candidates, not confident enough to be the answer; "
+        "shown to the agent in the ticket and to the shopper as 'while you wait' links",
+    )
     message: str | None = Field(None, description="what to say besides the answers (clarify prompt, greeting)")
     session_id: str
     elapsed_ms: float

@@ -23,6 +23,7 @@ TOP_KEYS = {
     "reason",
     "answers",
     "handoff",
+    "suggestions",
     "message",
     "session_id",
     "elapsed_ms",
@@ -60,6 +61,12 @@ def assert_shape(a: Answer) -> dict:
         assert set(data["handoff"]) == {"ticket_id", "message"} and data["handoff"]["message"]
     else:
         assert data["handoff"] is None
+    if data["reason"] == "low_confidence":  # the best candidates, best first, ride along
+        ranked_ids = [c["id"] for c in data["trace"].get("candidates", [])]
+        assert [i["id"] for i in data["suggestions"]] == ranked_ids[: len(data["suggestions"])]
+        assert len(data["suggestions"]) == min(3, len(ranked_ids))
+    else:
+        assert data["suggestions"] == []
     if data["decision"] == "answer":
         assert data["reason"] is None and data["answers"]
     ranked = [c["id"] for c in data["trace"].get("candidates", [])]
