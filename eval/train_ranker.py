@@ -1,11 +1,14 @@
-"""Fit the KB-agnostic ranker shipped as ``service/models/general_ranker.json``.
+"""Fit the KB-agnostic ranker and confidence model shipped in ``service/models/``.
 
 ``python -m eval.train_ranker [SUITE ...]`` (default: every suite in ``../shared/foreign``): the
 bundled KB's alternative questions (each left out of the index in turn) and its labelled dev
 split, plus the ``dev`` split of every foreign suite, never a ``test`` split. Each source weighs
 the same in the fit, so a large suite does not decide for the rest. It prints the
 leave-one-suite-out ranking beside the bare question match, which is how the features were
-chosen (docs/experiments.md).
+chosen (docs/experiments.md). The confidence model (probability that the ranker's first answer
+is right, over the decision evidence) is then fitted on the same sources' dev queries, in scope
+and out of scope, ranked by the final ranker: ``general_confidence.json``, the prior that a
+self-calibrated KB answers with (``service/selfcal.py``).
 """
 
 from __future__ import annotations
@@ -15,28 +18,38 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from eval.calibrate import dev_groups, kb_groups
-from eval.dataset import load_split
+from eval.dataset import EvalItem, load_split, resolve_labels
 from indexer.build import build_index
 from indexer.embcache import EmbeddingCache
 from indexer.index import POOL_FEATURES
 from kb.loader import load_kb
 from kb.settings import BUNDLED_KB, Settings
-from service.policy import Calibration
+from service.answerer import Answerer
+from service.policy import RANKER_FEATURES, Calibration, fit_logistic
 from service.ranker import Group, Ranker, fit_ranker
 from service.runtime import Runtime
-from service.selfcal import GENERAL_RANKER
+from service.selfcal import GENERAL_ANSWER_AT, GENERAL_CONFIDENCE, GENERAL_RANKER
 
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 SOURCE_WEIGHT = 1000.0  # total weight of each source's queries in the fit
+CONFIDENCE_L2 = 1.0
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # features, first answer right, in scope
 
 
-def suite_groups(rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path | None, alts: bool) -> list[Group]:
+@dataclass
+class Source:
+    answerer: Answerer
+    items: list[EvalItem]
+    groups: list[Group]
+
+
+def suite_source(rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path | None, alts: bool) -> Source:
     """Training queries of one source: its dev split's in-scope queries (and its alternatives)."""
     cache = EmbeddingCache(settings.index_home / "embcache.sqlite")
     try:
@@ -48,7 +61,31 @@ def suite_groups(rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path |
     groups = list(dev_groups(answerer, items).values())
     if alts:
         groups += kb_groups(index)
-    return groups
+    return Source(answerer, items, groups)
+
+
+def evidence_rows(source: Source, ranker: Ranker) -> Rows:
+    """(features, first answer right, in scope) of every dev query without session context that
+    reaches the decision (in scope, or out of scope for want of an answer), ranked by ``ranker``."""
+    a = source.answerer
+    items = resolve_labels(source.items, a.index.aliases)
+    use = [it for it in items if not it.context and (it.in_scope or it.reason == "low_confidence")]
+    x, right = [], []
+    for it in use:
+        text = a.prepare(it.query)
+        got = a.evidence(text, a.encode([text])[0], ranker=ranker)
+        assert got.features is not None
+        x.append([getattr(got.features, f) for f in RANKER_FEATURES])
+        right.append(it.in_scope and bool(got.units) and got.units[0].unit_id in it.relevant)
+    return np.array(x), np.array(right, dtype=float), np.array([it.in_scope for it in use])
+
+
+def fit_confidence(rows: dict[str, Rows]) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Logistic confidence over RANKER_FEATURES, each source weighing the same."""
+    x = np.vstack([r[0] for r in rows.values()])
+    y = np.concatenate([r[1] for r in rows.values()])
+    w = np.concatenate([np.full(len(r[1]), SOURCE_WEIGHT / max(1, len(r[1]))) for r in rows.values()])
+    return fit_logistic(x, y, CONFIDENCE_L2, sample_weight=w)
 
 
 def _mrr_hit(ranker: Ranker, groups: Sequence[Group]) -> tuple[float, float]:
@@ -70,6 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suites", nargs="*", type=Path, help="suite folders (kb/, dev.jsonl)")
     ap.add_argument("--out", type=Path, default=GENERAL_RANKER)
+    ap.add_argument("--confidence-out", type=Path, default=GENERAL_CONFIDENCE)
     args = ap.parse_args(argv)
     suites = args.suites or sorted(p for p in FOREIGN.glob("*") if (p / "kb").is_dir())
     if not suites:
@@ -77,21 +115,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = Settings()
     rt = Runtime.create(settings.with_overrides(tickets_db=Path(tempfile.gettempdir()) / "kefu-train-tickets.db"))
-    sources = {"bundled": weighted(suite_groups(rt, settings, BUNDLED_KB, None, alts=True))}
+    found = {"bundled": suite_source(rt, settings, BUNDLED_KB, None, alts=True)}
     for folder in suites:
         print(f"pools: {folder.name}", file=sys.stderr, flush=True)
-        sources[folder.name] = weighted(suite_groups(rt, settings, folder / "kb", folder, alts=False))
+        found[folder.name] = suite_source(rt, settings, folder / "kb", folder, alts=False)
+    sources = {name: weighted(src.groups) for name, src in found.items()}
     question = fit_ranker([g for gs in sources.values() for g in gs], ("question",))
     print(f"{'left out':14s} {'question hit@1/MRR':>20s} {'ranker hit@1/MRR':>18s}")
     for name, groups in sources.items():
         rest = [g for n, gs in sources.items() if n != name for g in gs]
-        b, r = _mrr_hit(question, groups), _mrr_hit(fit_ranker(rest, POOL_FEATURES), groups)
-        print(f"{name:14s} {b[0]:10.3f}/{b[1]:.3f} {r[0]:10.3f}/{r[1]:.3f}")
+        bare, loso = _mrr_hit(question, groups), _mrr_hit(fit_ranker(rest, POOL_FEATURES), groups)
+        print(f"{name:14s} {bare[0]:10.3f}/{bare[1]:.3f} {loso[0]:10.3f}/{loso[1]:.3f}")
     ranker = fit_ranker([g for gs in sources.values() for g in gs], POOL_FEATURES)
     ranker = replace(ranker, meta={**ranker.meta, "kind": "general", "sources": sorted(sources)})
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(ranker.to_json(), ensure_ascii=False, indent=1) + "\n", "utf-8")
     print(f"written {args.out}")
+
+    rows = {}
+    for name, src in found.items():
+        print(f"evidence: {name}", file=sys.stderr, flush=True)
+        rows[name] = evidence_rows(src, ranker)
+    head = f"{'precision':>10s} {'coverage':>9s} {'OOS handoff':>12s}"
+    print(f"\nconfidence ≥ {GENERAL_ANSWER_AT}, leave one source out: {head}")
+    for name, (x, y, ins) in rows.items():
+        w, b, mean, scale = fit_confidence({n: r for n, r in rows.items() if n != name})
+        p = 1.0 / (1.0 + np.exp(-(((x - mean) / scale) @ w + b)))
+        answered = p >= GENERAL_ANSWER_AT
+        precision = y[answered].sum() / max(1, answered.sum())
+        coverage = (answered & ins).sum() / max(1, ins.sum())
+        oos = (~answered[~ins]).mean() if (~ins).any() else float("nan")
+        print(f"{name:14s} {'':27s} {precision:10.3f} {coverage:9.3f} {oos:12.3f}")
+    w, b, mean, scale = fit_confidence(rows)
+    model = {
+        "features": list(RANKER_FEATURES),
+        "weights": [float(v) for v in w],
+        "bias": b,
+        "mean": [float(v) for v in mean],
+        "scale": [float(v) for v in scale],
+        "answer_at": GENERAL_ANSWER_AT,
+        "sources": sorted(rows),
+    }
+    args.confidence_out.write_text(json.dumps(model, ensure_ascii=False, indent=1) + "\n", "utf-8")
+    print(f"written {args.confidence_out}")
     return 0
 
 

@@ -251,11 +251,15 @@ class Answerer:
         """(text to search, standard terms added) per text: the synonym expansion when it is on."""
         return [self.synonyms.expand(t) if self.options.expand_synonyms else (t, ()) for t in texts]
 
+    def prepare(self, query: str) -> str:
+        """The text a query is searched as: normalised, greeting stripped, typos put back."""
+        return self._spell(self._strip(self._normalize(query))).text
+
     def candidate_pools(self, queries: list[str], size: int) -> list[CandidatePool]:
         """The candidate pool each query's own retrieval would rerank (no session context): what a
         ranker is trained on. Each query is encoded alone, as ``answer`` does: int8 activations
         are quantised per call, so a batch would shift the vectors a little."""
-        texts = [self._spell(self._strip(self._normalize(q))).text for q in queries]
+        texts = [self.prepare(q) for q in queries]
         searches = [search for search, _ in self._search_texts(texts)]
         return [self.index.candidate_pool(self.encode([s])[0], s, size) for s in searches]
 
