@@ -345,6 +345,9 @@ def suite_cmd(
         False, "--calibrate", help="also evaluate after calibrating on the suite's dev split"
     ),
     split: str = typer.Option("test", "--split", help="test (report) or dev (choosing methods)"),
+    write: bool = typer.Option(
+        True, "--write/--no-write", help="with the test split, keep the results for the eval report"
+    ),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per suite"),
 ) -> None:
     """Build each suite's KB as `kefu build` does (zero labels, its own self-calibration), evaluate
@@ -387,6 +390,15 @@ def suite_cmd(
             print(json.dumps(r.to_json(), ensure_ascii=False), flush=True)
     if not as_json:
         console.print(suite_table(results, calibrate, split))
+    if write and split == "test":
+        from eval.report import REPORTS
+        from eval.suite import SUITES_FILE
+
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        (REPORTS / SUITES_FILE).write_text(
+            json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=1), "utf-8"
+        )
+        say(f"results kept in {REPORTS / SUITES_FILE} for the eval report (kefu eval report)")
 
 
 def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Table:

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eval.suite import SUITES_FILE, suites_markdown
+
 REPORTS = Path(__file__).resolve().parent / "reports"
 HEADLINE = (
     ("hit@1", "hit@1"),
@@ -245,6 +247,20 @@ def write_report(
                 ],
                 ["split", "KB questions and alternatives", "best Jaccard > 0.5", "mean best Jaccard"],
             ),
+            "",
+        ]
+    suites_path = folder / SUITES_FILE
+    if suites_path.is_file():
+        rows = json.loads(suites_path.read_text("utf-8"))
+        lines += [
+            "## Any knowledge base (foreign suites, test splits, zero labels)",
+            "",
+            "Each suite's KB built as `kefu build` builds it, with its self-calibration and no labelled set; "
+            "the bare model is the same encoder's dense question match, measured in the same run. Oracle "
+            "coverage: the best a single top-1-cosine threshold reaches at that precision when tuned on the "
+            f"test split itself. From `{SUITES_FILE}`, written by `kefu eval suite ../shared/foreign/*`.",
+            "",
+            *suites_markdown(rows),
             "",
         ]
     lines += [

@@ -187,3 +187,28 @@ def run_suite(
 
 def _columns(headline: dict[str, Any]) -> dict[str, float]:
     return {k: float(headline.get(k, 0.0)) for k in KEFU_COLUMNS}
+
+
+SUITES_FILE = "suites.json"  # written by `kefu eval suite` (test split) next to the eval report
+
+
+def suites_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The foreign-suite table of the eval report, from ``SuiteResult.to_json`` rows."""
+    if not rows:
+        return []
+    head = (
+        "| suite | in/out | hit@1 bare → kefu | MRR@10 bare → kefu | recall@5 bare → kefu "
+        "| oracle coverage @0.8 / @0.9 | kefu precision | coverage | out-of-scope handoff "
+        "| predicted precision / coverage |"
+    )
+    out = [head, "|" + "---|" * 10]
+    for r in rows:
+        b, k, p = r["bare"], r["kefu"], r.get("predicted") or {}
+        pred = f"{p['answered_precision']:.2f} / {p['coverage']:.2f}" if p else r.get("calibration", "")
+        out.append(
+            f"| {r['suite']} | {r['test_in']}/{r['test_out']} | {b['hit@1']:.3f} → {k['hit@1']:.3f} "
+            f"| {b['mrr@10']:.3f} → {k['mrr@10']:.3f} | {b['recall@5']:.3f} → {k['recall@5']:.3f} "
+            f"| {b['oracle_coverage@0.8']:.3f} / {b['oracle_coverage@0.9']:.3f} | {k['answered_precision']:.3f} "
+            f"| {k['coverage']:.3f} | {k['oos_handoff_recall']:.3f} | {pred} |"
+        )
+    return out

@@ -80,12 +80,17 @@ class SelfCalibration:
     answerable: int
     unanswerable: int
     ranker: str  # "general" (shipped) or "question" (dense question matching)
-    predicted_precision: float
-    predicted_coverage: float
+    predicted_precision: float | None  # None: too few questions to predict anything
+    predicted_coverage: float | None
     seconds: float
 
     def summary(self) -> str:
         """One line for ``kefu build`` and the server log."""
+        if self.predicted_precision is None or self.predicted_coverage is None:
+            return (
+                f"self-calibrated from the shipped prior alone ({self.answerable} questions are too few to "
+                f"measure on; {MIN_QUERIES}+ FAQ entries give a fit and a prediction of its own)"
+            )
         return (
             f"self-calibrated from the KB ({self.answerable:,} answerable and {self.unanswerable:,} "
             f"unanswerable pseudo-queries, ranker: {self.ranker}): predicts answered precision "
@@ -188,7 +193,29 @@ def self_calibrate(
     t0 = time.perf_counter()
     index = answerer.index
     answerable, unanswerable = pseudo_queries(index, limit)
-    if len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES:
+    ranker, prior = general_ranker(), general_confidence()
+    small = len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES
+    if small and ranker is not None and prior is not None:
+        # too few questions to measure anything on: the shipped prior as it is, said as such
+        cal = Calibration(
+            answer_at=float(prior["answer_at"]),
+            clarify_at=float(prior["answer_at"]),
+            weights=[float(v) for v in prior["weights"]],
+            bias=float(prior["bias"]),
+            mean=[float(v) for v in prior["mean"]],
+            scale=[float(v) for v in prior["scale"]],
+            source="self",
+            origin="self",
+            kb_hash=index.manifest.kb_hash,
+            metrics={
+                "confidence": "general",
+                "note": f"prior only: {len(index.entries)} entries are too few to measure",
+            },
+            features=list(RANKER_FEATURES),
+            ranker=ranker.to_json(),
+        )
+        return SelfCalibration(cal, len(answerable), len(unanswerable), "general", None, None, time.perf_counter() - t0)
+    if small:
         raise ConfigError(
             f"the KB gives {len(answerable)} answerable and {len(unanswerable)} unanswerable pseudo-queries; "
             f"self-calibration needs {MIN_QUERIES} of each (a KB of at least {MIN_QUERIES} FAQ entries)"
@@ -206,7 +233,6 @@ def self_calibrate(
             progress(done, total)
 
     # 1. the ranker: the shipped KB-agnostic one; dense question matching where it is absent
-    ranker = general_ranker()
     kind = "general"
     if ranker is None:
         pools = []
@@ -235,7 +261,7 @@ def self_calibrate(
     # 3. confidence: the shipped model, fitted on shoppers' real questions to other KBs (the KB's
     # own questions are easier than shoppers' paraphrases, so a model fitted on them alone
     # answers too much); a model of the KB's pseudo-queries only where none is shipped
-    prior = general_confidence() if kind == "general" else None
+    prior = prior if kind == "general" else None
     folds = np.arange(len(queries)) % FOLDS
     if prior is not None:
         w, b, mean, scale = (

@@ -27,3 +27,28 @@ def test_oracle_never_cuts_between_equal_scores():
     # the threshold 0.9 answers both 0.9s (precision 0.5), it cannot take only the right one
     assert oracle_coverage(top1, right, ins, 0.9) == 0.0
     assert oracle_coverage(top1, right, ins, 0.5) == pytest.approx(1.0)
+
+
+def test_suites_markdown_row():
+    from eval.suite import suites_markdown
+
+    row = {
+        "suite": "shop",
+        "test_in": 3,
+        "test_out": 1,
+        "bare": {"hit@1": 0.5, "mrr@10": 0.6, "recall@5": 0.7, "oracle_coverage@0.8": 0.25, "oracle_coverage@0.9": 0.0},
+        "kefu": {
+            "hit@1": 0.75,
+            "mrr@10": 0.8,
+            "recall@5": 0.9,
+            "answered_precision": 1.0,
+            "coverage": 0.5,
+            "oos_handoff_recall": 1.0,
+        },
+        "predicted": {"answered_precision": 0.9, "coverage": 0.6},
+        "calibration": "self",
+    }
+    lines = suites_markdown([row])
+    assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 11
+    assert "0.500 → 0.750" in lines[2] and "0.90 / 0.60" in lines[2]
+    assert suites_markdown([]) == []

@@ -113,14 +113,29 @@ def test_kefu_build_self_calibrates_a_kb_without_labels(shop):
     assert "kept from build" in again.calibration
 
 
-def test_a_kb_too_small_to_self_calibrate_says_so(tmp_path: Path):
-    settings = Settings(kb_dir=_shop_csv(tmp_path / "small", n=MIN_QUERIES - 5), data_dir=tmp_path / "d")
+def _small_build(tmp_path: Path):
+    settings = Settings(kb_dir=_shop_csv(tmp_path / "small", n=10), data_dir=tmp_path / "d")
     enc = FakeEncoder(dim=128)
     store = IndexStore(settings.index_home)
     summary = build_and_swap(
         load_kb(settings.kb_dir), enc, store, settings.chunk_chars, calibrate=build_calibrator(settings, enc)
     )
-    assert store.load_current(enc.model_id).manifest.calibration is None
+    return summary, store.load_current(enc.model_id).manifest
+
+
+def test_a_ten_entry_kb_answers_with_the_shipped_prior(tmp_path: Path):
+    summary, manifest = _small_build(tmp_path)
+    cal = manifest.calibration
+    assert cal is not None and cal["origin"] == "self" and cal["predicted"] is None and cal["ranker"]
+    assert "prior alone" in summary.calibration and str(MIN_QUERIES) in summary.calibration
+
+
+def test_without_a_prior_a_small_kb_is_left_uncalibrated_and_says_why(tmp_path: Path, monkeypatch):
+    import service.selfcal as selfcal
+
+    monkeypatch.setattr(selfcal, "general_confidence", lambda: None)
+    summary, manifest = _small_build(tmp_path)
+    assert manifest.calibration is None
     assert summary.calibration.startswith("calibration: none") and str(MIN_QUERIES) in summary.calibration
 
 
