@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
 
     self_precision: float = Field(
-        0.85,
+        0.87,
         ge=0.5,
         lt=1.0,
         description="answered-precision target of the calibration `kefu build` fits from the KB alone",

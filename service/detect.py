@@ -120,6 +120,117 @@ def is_followup(norm: str) -> bool:
     return len(norm) <= FOLLOWUP_MAX_CHARS and bool(_FOLLOWUP.match(norm) or _ANAPHORA.search(norm))
 
 
+# --- requests that need the shopper's own order ------------------------------------------------
+# An article can say how to track a parcel or change an address; only someone who can open the
+# order can say where *this* parcel is or change *its* address. Precision comes first: a false
+# alarm hands off a shopper who could have read an article, so a how-to question (怎么取消订单)
+# never fires, and a request needs an order number, a possessive or demonstrative ("my parcel",
+# 这单) or a verb aimed at us (帮我退款), not just a topic word.
+
+# An order identifier. The chat card pastes placeholders ([订单x]) or real numbers; 单号 covers
+# 订单号, 运单号, 快递单号. At least 6 digits after a label: "订单号是多少" is a how-to question.
+_ORDER_ID = re.compile(
+    r"[\[【]订单[0-9a-z]{1,24}[\]】]"  # [订单x], 【订单123】 (not 【订单】, a page name)
+    r"|(?:单号码?|订单编号|订单id)\s*[:：是为]?\s*[a-z]{0,4}\d{6,}"  # 订单号:123456, 运单号 sf1234567
+    r"|订单\s*[:：]?\s*\d{10,}"  # 订单123456789012
+)
+# Any run of 10+ digits is an order or waybill number, except the numbers shoppers quote that
+# are not orders: an 11-digit mobile number and a 400/800 hotline ("4008123123是你们的电话吗").
+_LONG_NUMBER = re.compile(r"(?<![\d.])(?!1[3-9]\d{9}(?![\d.]))(?![48]00\d{7}(?![\d.]))\d{10,}(?![\d.])")
+
+# The shopper's own placed order, parcel or goods: 我的快递, 我买的东西, 这个订单, 这单.
+# Bare 快递 is not enough: 快递一般几天到 asks about delivery in general.
+_OWN = (
+    r"(?:我(?:的|家的?)(?:快递|包裹|订单|单子|货|东西|宝贝|件|商品)"
+    r"|我(?:刚才?|昨天|前天|上周)?(?:买|下|拍|订|网购)的(?:东西|商品|宝贝|货|单子?|订单|快递|包裹)?"
+    r"|(?:这|那)(?:个|笔)?(?:订单|单子|快递|包裹)"
+    r"|(?:这|那)一?单(?!品|位|元|价|独|身|调|纯|据|词|车))"  # 这单 / 那单, not 单品 / 单价
+)
+# Where it is, or that it is late: a question only the order's tracking answers.
+_STATUS = (
+    r"(?:到哪(?:了|里|儿|啦)|在哪(?:儿|里)?(?:了|啦)"  # 到哪了; 在哪里 alone may ask for the page
+    r"|(?:还|一直|迟迟|都|怎么还?|咋还?|为什么还?|为啥还?)(?:没有?|不|未)"
+    r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流)"
+    r"|(?:没有?|未)(?:发货|收到|到货)|不发货"
+    r"|什么时候(?:能|可以|才能|会|才)?(?:到|发货|发|送到|送达|寄出|派送)|几时(?:能)?(?:到|发)|多久(?:能|才能|可以)?(?:到|发)"
+    r"|(?:\d+|[一二两三四五六七八九十几]+|好几|半)个?(?:天|日|星期|周|礼拜|小时)了?(?:都|还|也)?(?:没有?|不)"
+    r"(?:动|更新|到|发|送|变)"
+    r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|弄丢|没拿到|被(?:退回|拒收)|显示(?:已)?签收)"
+)
+_OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}")
+# The order was placed (paid, 拍下): changing its address or cancelling it is then an action on it.
+_PLACED = r"(?:(?:已经|已|刚|刚刚|才)(?:下单|下了单|付款|付了款|拍了|买了|支付了?)|下完单|付完款|拍下了?)"
+_ORDER_EDIT = r"(?:取消|拦(?:截|下|住|回)|地址(?:填|写|选)?错|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址|地址.{0,4}(?:改|修改|更改|换))"
+_OWN_EDIT = re.compile(
+    rf"(?:{_OWN}|{_PLACED}).{{0,10}}?{_ORDER_EDIT}"
+    r"|(?:取消|拦截|退掉)(?:一下|掉)?(?:这个|这笔|那个|我的|刚下的|刚买的)(?:订单|单子?|快递|包裹)"
+)
+# A verb aimed at us: 帮我 / 给我 / 麻烦你 … then an act on the order. What may stand between them
+# is an object (把这个订单的), never another verb: 麻烦问一下退款多久到账 asks, it does not request.
+_ACTOR = r"(?:帮我|给我|替我|帮忙|麻烦(?:你们?|您)?(?:帮我|给我|帮忙)?|请(?:你们?|您)(?:帮我|给我)?|请帮我|请给我)"
+_OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|刚下的|刚买的)?(?:订单|单子|钱|款|快递|包裹|货)?的?"
+_ACT = (
+    r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
+    r"|取消|催|拦(?:截|下|住|回)"
+    r"|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址|地址(?:改|修改|更改|换)"
+    r"|(?:查|看)(?:一下|下|看|查)?(?:物流|快递|订单|包裹|单号|到哪))"
+)
+_ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
+# Bare imperatives (催单, 催一下发货, 拦截快递, 把快递拦下来) count only when they are not a
+# question about the service: 催单有用吗, 拦截快递要钱吗 are answered by an article.
+_IMPERATIVE = re.compile(
+    r"催(?:一下|下|一哈)(?:单|发货|快递|物流|卖家|商家)?|催(?:单|发货|快递|物流|卖家|商家)"
+    r"|拦截(?:一下|下)?(?:快递|包裹|物流|件|订单)|(?:把)?(?:快递|包裹|件)拦(?:截|下来|住|回来)"
+)
+_QUESTION = re.compile(
+    r"多久|多长时间|几天|多少钱|要钱|收费|费用|有用|管用|有效|怎么|怎样|如何|能不能|可不可以|可以|能否|是不是|什么|哪|规则|条件"
+    r"|[吗么嘛][?？]?$|[?？]$"
+)
+# How-to wording: the shopper asks how or where to do it, which an article answers, even when
+# the order is theirs (我的订单怎么取消). 怎么还没到 / 怎么办 are not how-to: no such verb follows.
+_HOW_TO = re.compile(
+    r"(?:怎么|怎样|如何|咋|在哪里?|去哪里?|哪里|哪儿)(?:才能|才可以|可以|能|样|去|才)?"
+    r"(?:查|看|查看|查询|找|修改|改|更改|取消|申请|操作|设置|联系|催|拦截|退|填)"
+)
+
+
+@dataclass(frozen=True)
+class OrderMatch:
+    """Why a message needs the shopper's order: the rule and the text it matched."""
+
+    rule: str  # order_id | own_order_status | own_order_edit | act_on_order | imperative
+    text: str
+
+
+def match_order_request(norm: str) -> OrderMatch | None:
+    """The first rule by which ``norm`` (normalised) needs the shopper's own order or account,
+    or None. An order number always counts; the other rules are skipped for how-to questions."""
+    for rule, pattern in (("order_id", _ORDER_ID), ("order_id", _LONG_NUMBER)):
+        m = pattern.search(norm)
+        if m is not None:
+            return OrderMatch(rule, m.group())
+    if _HOW_TO.search(norm):
+        return None
+    for rule, pattern in (
+        ("own_order_status", _OWN_STATUS),
+        ("own_order_edit", _OWN_EDIT),
+        ("act_on_order", _ACTOR_ACT),
+    ):
+        m = pattern.search(norm)
+        if m is not None:
+            return OrderMatch(rule, m.group())
+    m = _IMPERATIVE.search(norm)
+    if m is not None and not _QUESTION.search(norm):
+        return OrderMatch("imperative", m.group())
+    return None
+
+
+def is_order_request(norm: str) -> bool:
+    """Does the message need the shopper's own order (an order number, "my parcel … 到哪了",
+    帮我退款)? ``norm`` must already be normalised. See :func:`match_order_request`."""
+    return match_order_request(norm) is not None
+
+
 @dataclass(frozen=True)
 class SensitiveMatch:
     group: str
