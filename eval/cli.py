@@ -443,3 +443,34 @@ def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Ta
             )
         table.add_row(*row)
     return table
+
+
+@eval_app.command("traffic")
+@edge
+def traffic_cmd(
+    ctx: typer.Context,
+    split: str = typer.Option("dev", "--split", help="dev (choosing methods), test (report) or all"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Real shoppers' messages (labelled JDDC turns, read from ../shared/traffic): answer rate,
+    precision, needless handoffs, answers to order-specific and out-of-scope messages, clarify
+    quality; with the session's earlier turns (history) and without."""
+    from eval.report import REPORTS
+    from eval.traffic import TRAFFIC_FILE, load_labels, load_sessions, run_traffic, summarize, traffic_markdown
+
+    if split not in ("dev", "test", "all"):
+        raise KBError(f"split {split!r} is unknown; allowed: dev, test, all")
+    labels = [lab for lab in load_labels() if split == "all" or lab.split == split]
+    sessions = load_sessions()
+    answerer = _runtime(ctx).answerer()
+    tables = {}
+    for history in (False, True):
+        name = f"{split}, {'with' if history else 'without'} history"
+        tables[name] = summarize(run_traffic(answerer, labels, sessions, history)).to_json()
+    if split == "test":
+        REPORTS.mkdir(parents=True, exist_ok=True)
+        (REPORTS / TRAFFIC_FILE).write_text(json.dumps(tables, ensure_ascii=False, indent=1), "utf-8")
+    if as_json:
+        print(json.dumps(tables, ensure_ascii=False))
+        return
+    console.print("\n".join(traffic_markdown(tables)), highlight=False, soft_wrap=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.suite import SUITES_FILE, suites_markdown
+from eval.traffic import TRAFFIC_FILE, traffic_markdown
 
 REPORTS = Path(__file__).resolve().parent / "reports"
 HEADLINE = (
@@ -261,6 +262,21 @@ def write_report(
             f"test split itself. From `{SUITES_FILE}`, written by `kefu eval suite ../shared/foreign/*`.",
             "",
             *suites_markdown(rows),
+            "",
+        ]
+    traffic_path = folder / TRAFFIC_FILE
+    lines += ["## Real traffic (labelled JDDC customer messages, test split)", ""]
+    if traffic_path.is_file():
+        lines += [
+            "Every customer turn of the labelled sessions, asked alone and asked after the session's "
+            f"earlier turns (history). From `{TRAFFIC_FILE}`, written by `kefu eval traffic --split test`.",
+            "",
+            *traffic_markdown(json.loads(traffic_path.read_text("utf-8"))),
+            "",
+        ]
+    else:
+        lines += [
+            f"Not measured: no `{TRAFFIC_FILE}` (it needs ../shared/traffic; `kefu eval traffic --split test`).",
             "",
         ]
     lines += [
