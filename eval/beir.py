@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from eval.runner import RunResult, evaluate
 from indexer.build import build_index
 from kb.errors import KBError
 from kb.loader import load_resources
-from kb.schema import Document, KnowledgeBase, Source
+from kb.schema import Document, ImportedEntry, KnowledgeBase, Source, entry_slug
 from kb.settings import BUNDLED_KB, Settings
 
 
@@ -30,7 +29,21 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return out
 
 
-def load_beir(folder: Path) -> tuple[KnowledgeBase, list[EvalItem]]:
+CORPUS_KINDS = ("auto", "faq", "doc")
+FAQ_MAX_MEDIAN_CHARS = 64  # auto: a corpus whose median text is this short is a list of questions
+
+
+def corpus_kind(corpus: list[dict[str, Any]], kind: str = "auto") -> str:
+    """``faq`` (each corpus text is a question: an FAQ entry) or ``doc`` (passages to chunk)."""
+    if kind not in CORPUS_KINDS:
+        raise KBError(f"--corpus {kind!r} is unknown; allowed: {', '.join(CORPUS_KINDS)}")
+    if kind != "auto":
+        return kind
+    lengths = sorted(len(str(d.get("text", ""))) for d in corpus)
+    return "faq" if lengths and lengths[len(lengths) // 2] <= FAQ_MAX_MEDIAN_CHARS else "doc"
+
+
+def load_beir(folder: Path, kind: str = "auto") -> tuple[KnowledgeBase, list[EvalItem]]:
     corpus = _jsonl(folder / "corpus.jsonl")
     queries = _jsonl(folder / "queries.jsonl")
     qrels_path = folder / "qrels" / "test.tsv"
@@ -43,6 +56,18 @@ def load_beir(folder: Path) -> tuple[KnowledgeBase, list[EvalItem]]:
                 continue
             if float(row[2]) > 0:
                 qrels.setdefault(row[0], []).append(row[1])
+    kind = corpus_kind(corpus, kind)
+    entries = tuple(
+        ImportedEntry(
+            id=entry_slug(str(d["_id"])),
+            category="beir",
+            question=str(d.get("title") or d.get("text") or d["_id"]),
+            answer=str(d.get("text") or d.get("title") or d["_id"]),
+            source_id=str(d["_id"]) if entry_slug(str(d["_id"])) != str(d["_id"]) else None,
+        )
+        for d in corpus
+        if kind == "faq"
+    )
     docs = tuple(
         Document(
             id=str(d["_id"]),
@@ -53,13 +78,16 @@ def load_beir(folder: Path) -> tuple[KnowledgeBase, list[EvalItem]]:
             kind="doc",
         )
         for n, d in enumerate(corpus, 1)
+        if kind == "doc"
     )
-    kb = KnowledgeBase(folder, (), docs, load_resources(BUNDLED_KB), {}, f"beir:{folder.name}")
+    kb = KnowledgeBase(folder, entries, docs, load_resources(BUNDLED_KB), {}, f"beir:{folder.name}:{kind}")
+    # an FAQ entry's id is the slug of the corpus id; labels name the corpus id
+    name = entry_slug if kind == "faq" else str
     items = [
         EvalItem(
             id=str(q["_id"]),
             query=str(q["text"]),
-            relevant=tuple(qrels.get(str(q["_id"]), ())),
+            relevant=tuple(name(r) for r in qrels.get(str(q["_id"]), ())),
             expect="answer" if str(q["_id"]) in qrels else "handoff",
             reason=None if str(q["_id"]) in qrels else "low_confidence",
             tags=(),
@@ -70,11 +98,20 @@ def load_beir(folder: Path) -> tuple[KnowledgeBase, list[EvalItem]]:
     return kb, items
 
 
-def run_beir(folder: Path, runtime: Any, settings: Settings, limit: int | None, console: Any) -> RunResult:
-    kb, items = load_beir(folder)
+def run_beir(
+    folder: Path, runtime: Any, settings: Settings, limit: int | None, console: Any, kind: str = "auto"
+) -> RunResult:
+    """Build the corpus as a KB (no index home touched), self-calibrate it as `kefu build` would,
+    and evaluate its queries."""
+    from service.policy import Calibration
+    from service.selfcal import build_calibrator
+
+    kb, items = load_beir(folder, kind)
     if limit:
         items = items[:limit]
-    with tempfile.TemporaryDirectory():
-        index = build_index(kb, runtime.encoder, settings.chunk_chars, settings.index_kind)
-    answerer = runtime.answerer(index=index)
+    index = build_index(kb, runtime.encoder, settings.chunk_chars, settings.index_kind)
+    cal, why = build_calibrator(settings, runtime.encoder)(index)
+    if console is not None:
+        console.print(why, highlight=False, soft_wrap=True)
+    answerer = runtime.answerer(index=index, calibration=Calibration.from_json(cal))
     return evaluate(answerer, items)

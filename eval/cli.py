@@ -323,13 +323,17 @@ def beir_cmd(
     folder: Path = typer.Argument(..., help="BEIR dataset folder: corpus.jsonl, queries.jsonl, qrels/test.tsv"),
     as_json: bool = typer.Option(False, "--json"),
     limit: int | None = typer.Option(None, "--limit", help="evaluate at most this many queries"),
+    corpus: str = typer.Option(
+        "auto", "--corpus", help="faq: each corpus text is a question (an FAQ entry); doc: passages; auto: by length"
+    ),
 ) -> None:
-    """Evaluate on any BEIR-layout dataset (temporary index; queries without qrels should be handed off)."""
+    """Evaluate on any BEIR-layout dataset (temporary index, self-calibrated as `kefu build` does;
+    queries without qrels should be handed off)."""
     from eval.beir import run_beir
 
     s = settings_of(ctx)
     rt = _runtime(ctx)
-    result = run_beir(folder, rt, s, limit, None if as_json else console)
+    result = run_beir(folder, rt, s, limit, None if as_json else console, corpus)
     if as_json:
         print(json.dumps(result.metrics["headline"] | {"dataset": str(folder)}, ensure_ascii=False))
         return
