@@ -52,3 +52,32 @@ def test_suites_markdown_row():
     assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 11
     assert "0.500 → 0.750" in lines[2] and "0.90 / 0.60" in lines[2]
     assert suites_markdown([]) == []
+
+
+def test_run_suite_builds_zero_label_and_measures_the_bare_model(tmp_path):
+    import json
+
+    from eval.suite import run_suite
+    from indexer.encoder import FakeEncoder
+    from kb.settings import Settings
+    from service.runtime import Runtime
+    from service.selfcal import build_calibrator
+    from tests.service.test_selfcal import _shop_csv
+
+    suite = tmp_path / "tea"
+    _shop_csv(suite / "kb")
+    rows = [
+        {"id": "t1", "query": "花茶如何保存", "relevant": ["1010"], "expect": "answer", "category": "茶"},
+        {"id": "t2", "query": "茶叶怎么保存", "relevant": ["1000"], "expect": "answer", "category": "茶"},
+        {"id": "t3", "query": "今天股市怎么样", "expect": "handoff", "reason": "low_confidence", "category": "茶"},
+    ]
+    for split in ("dev", "test"):
+        (suite / f"{split}.jsonl").write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows), "utf-8")
+    settings = Settings(data_dir=tmp_path / "data", model="fake:hash-128")
+    enc = FakeEncoder(dim=128)
+    r = run_suite(suite, settings, lambda s: Runtime.create(s, encoder=enc), build_hook=build_calibrator(settings, enc))
+    assert (r.name, r.n_in, r.n_out, r.calibration) == ("tea", 2, 1, "self")
+    assert set(r.kefu) == {"hit@1", "mrr@10", "recall@5", "answered_precision", "coverage", "oos_handoff_recall"}
+    assert 0.0 <= r.bare.hit1 <= 1.0 and set(r.bare.oracle_coverage) == {0.8, 0.9}
+    assert set(r.predicted) == {"answered_precision", "coverage"}
+    assert not (tmp_path / "data" / "index" / "builds").exists()  # the user's index home is left alone
