@@ -13,7 +13,7 @@ from eval.metrics import Ranked, auc, hit_at, mrr_at, ndcg_at, percentile, prf, 
 from service.answerer import Answerer
 from service.sessions import SessionStore
 
-HANDOFF_REASONS = ("user_requested", "sensitive", "low_confidence", "empty_query")
+HANDOFF_REASONS = ("user_requested", "sensitive", "needs_order", "low_confidence", "empty_query")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field, SecretStr, field_validator
@@ -108,6 +109,17 @@ class Settings(BaseSettings):
     )
     handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
+    order_detection: bool = Field(
+        True,
+        description="hand off messages that need the shopper's own order (an order number, 我的快递到哪了, "
+        "帮我退款) with reason needs_order; how-to questions are still answered",
+    )
+    order_webhook: str | None = Field(
+        None, description="http(s) URL that each needs_order handoff is POSTed to as JSON (off when unset)"
+    )
+    order_webhook_timeout_s: float = Field(
+        1.0, gt=0.0, le=10.0, description="longest an answer waits for the order webhook; failures are only logged"
+    )
     microbatch_wait_ms: float = Field(
         0.0,
         ge=0,
@@ -135,6 +147,16 @@ class Settings(BaseSettings):
     def _model_not_blank(cls, v: str) -> str:
         if not v.strip():
             raise ValueError("KEFU_MODEL is empty; use builtin:multilingual-e5-small, a hub id or a path")
+        return v.strip()
+
+    @field_validator("order_webhook")
+    @classmethod
+    def _webhook_is_http(cls, v: str | None) -> str | None:
+        if v is None or not v.strip():
+            return None
+        parts = urlsplit(v.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("KEFU_ORDER_WEBHOOK must be an http:// or https:// URL with a host")
         return v.strip()
 
     @property

@@ -15,7 +15,14 @@ import numpy as np
 from indexer.index import CandidatePool, EntryInfo, Index, LexicalEvidence, UnitHit
 from indexer.normalize import normalize
 from kb.errors import ConfigError, InputError
-from service.detect import SensitiveDetector, is_followup, is_greeting, is_user_request, strip_greeting
+from service.detect import (
+    SensitiveDetector,
+    is_followup,
+    is_greeting,
+    is_user_request,
+    match_order_request,
+    strip_greeting,
+)
 from service.policy import Calibration, Features, decide
 from service.ranker import Ranker
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
@@ -23,11 +30,15 @@ from service.sessions import SessionStore, Turn
 from service.speller import Spelled, Speller
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
+from service.webhook import OrderEvent, OrderWebhook
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
 CANDIDATE_UNITS = 10  # units scored per query; clarify shows up to 3, answers up to top_k
 CLARIFY_CHOICES = 3
-SUGGESTIONS = 3  # best candidates a low-confidence handoff carries as suggestions
+SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
+# Handoffs whose candidates are worth the shopper's look while they wait: not sure enough to
+# answer, or the article is right but only someone with the order can finish the job.
+SUGGESTING_REASONS = ("low_confidence", "needs_order")
 # "See also" (KEFU_SEE_ALSO, off by default): after the two best candidates, the first one's
 # related entries (its `related:` links) come next, up to rank SEE_ALSO_UNTIL. Shoppers who ask
 # about one entry often need its sibling too (a labelled query names 2–3 entries in 16% of dev).
@@ -70,6 +81,7 @@ class AnswererOptions:
     see_also: bool = False  # the first candidate's related entries after the two best (SEE_ALSO_AFTER)
     blend_context: bool = True  # a follow-up's list interleaves its other reading's candidates (blend)
     correct_typos: bool = True  # KEFU_CORRECT_TYPOS: pinyin homophone typos fixed before retrieval (service/speller)
+    order_detection: bool = True  # KEFU_ORDER_DETECTION: messages that need the shopper's order → needs_order
 
 
 class Answerer:
@@ -85,6 +97,7 @@ class Answerer:
         calibration: Calibration | None = None,
         synonyms: SynonymExpander | None = None,
         speller: Speller | None = None,
+        webhook: OrderWebhook | None = None,
     ) -> None:
         self.index = index
         self.encode = encode
@@ -96,6 +109,7 @@ class Answerer:
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
         self.synonyms = synonyms or SynonymExpander({})
         self.speller = speller
+        self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         # The ranker is fitted with the calibration (same dev run, same KB and model) and reorders
         # the rrf pool; a confidence model that reads its probability cannot run without it.
         use_ranker = bool(self.calibration.ranker) and options.rerank and options.retrieval == "rrf"
@@ -109,8 +123,8 @@ class Answerer:
 
     def variant(self, index: Index | None = None, calibration: Calibration | None = None, **options: Any) -> Answerer:
         """An answerer like this one (encoder, detectors, synonyms, speller) with another index,
-        calibration or options, and sessions of its own and no ticket store: for ablations and
-        side-by-side comparisons."""
+        calibration or options, and sessions of its own and no ticket store or webhook: for
+        ablations and side-by-side comparisons."""
         return Answerer(
             index or self.index,
             self.encode,
@@ -319,8 +333,11 @@ class Answerer:
                 message = None
                 # the top candidates travel with the handoff as context for the human agent
                 items = [self._item(u) for u in units[: min(3, k)]] if reason in ("user_requested", "sensitive") else []
-                if reason == "low_confidence":  # not sure enough to answer, still worth a look
+                if reason in SUGGESTING_REASONS:  # not the answer, still worth a look
                     suggestions = [self._item(u) for u in units[:SUGGESTIONS]]
+                if reason == "needs_order" and self.webhook is not None:
+                    event = OrderEvent(query, norm, sid, ticket_id, tuple(item.id for item in suggestions))
+                    trace["webhook"] = self.webhook.send(event).describe()
             return Answer(
                 query=query,
                 normalized_query=norm,
@@ -382,6 +399,12 @@ class Answerer:
         if hit is not None:
             trace["fired"] = f"sensitive:{hit.group}"
             return finish("handoff", "sensitive", best.units)
+        # Where is *my* parcel, refund *this* order: an article can explain, only the order can
+        # answer. Still retrieved, so the article rides along as a suggestion.
+        order = match_order_request(norm) if self.options.order_detection else None
+        if order is not None:
+            trace.update({"fired": "needs_order", "order_rule": order.rule, "order_match": order.text})
+            return finish("handoff", "needs_order", best.units)
 
         scope = self.calibration.scope(best.features) if best.features is not None else None
         if scope is not None:

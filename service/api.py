@@ -281,7 +281,8 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         title="kefu 客服 API",
         version="0.1.0",
         description=(
-            "电商客服 FAQ 问答：返回排序后的答案，或决定转人工（转人工原因：用户要求、敏感、置信度低、空问题）。\n\n"
+            "电商客服 FAQ 问答：返回排序后的答案，或决定转人工"
+            "（转人工原因：用户要求、敏感、需查订单、置信度低、空问题）。\n\n"
             "Every query gets exactly one decision: `answer`, `clarify` (您是不是想问…) or `handoff` (转人工)."
         ),
         lifespan=lifespan,

@@ -136,7 +136,7 @@ _ORDER_ID = re.compile(
 )
 # Any run of 10+ digits is an order or waybill number, except the numbers shoppers quote that
 # are not orders: an 11-digit mobile number and a 400/800 hotline ("4008123123是你们的电话吗").
-_LONG_NUMBER = re.compile(r"(?<![\d.])(?!1[3-9]\d{9}(?![\d.]))(?![48]00\d{7}(?![\d.]))\d{10,}(?![\d.])")
+_LONG_NUMBER = re.compile(r"(?<![\d.])(?!(?:86)?1[3-9]\d{9}(?![\d.]))(?![48]00\d{7}(?![\d.]))\d{10,}(?![\d.])")
 
 # The shopper's own placed order, parcel or goods: 我的快递, 我买的东西, 这个订单, 这单.
 # Bare 快递 is not enough: 快递一般几天到 asks about delivery in general.
@@ -150,19 +150,27 @@ _OWN = (
 _STATUS = (
     r"(?:到哪(?:了|里|儿|啦)|在哪(?:儿|里)?(?:了|啦)"  # 到哪了; 在哪里 alone may ask for the page
     r"|(?:还|一直|迟迟|都|怎么还?|咋还?|为什么还?|为啥还?)(?:没有?|不|未)"
-    r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流)"
+    r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流|退款|退钱)"
     r"|(?:没有?|未)(?:发货|收到|到货)|不发货"
     r"|什么时候(?:能|可以|才能|会|才)?(?:到|发货|发|送到|送达|寄出|派送)|几时(?:能)?(?:到|发)|多久(?:能|才能|可以)?(?:到|发)"
     r"|(?:\d+|[一二两三四五六七八九十几]+|好几|半)个?(?:天|日|星期|周|礼拜|小时)了?(?:都|还|也)?(?:没有?|不)"
     r"(?:动|更新|到|发|送|变)"
-    r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|弄丢|没拿到|被(?:退回|拒收)|显示(?:已)?签收)"
+    r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|没拿到|(?<!会)被(?:退回|拒收)|显示(?:已)?签收)"
 )
 _OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}")
-# The order was placed (paid, 拍下): changing its address or cancelling it is then an action on it.
-_PLACED = r"(?:(?:已经|已|刚|刚刚|才)(?:下单|下了单|付款|付了款|拍了|买了|支付了?)|下完单|付完款|拍下了?)"
-_ORDER_EDIT = r"(?:取消|拦(?:截|下|住|回)|地址(?:填|写|选)?错|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址|地址.{0,4}(?:改|修改|更改|换))"
+# An order already placed and paid: changing its address is then an act on that order.
+_PLACED = r"(?:(?:已经|已|刚|刚刚|才)(?:下单|下了单|付款|付了款|支付了?|买了)|下完单|付完款)"
+_ADDRESS_EDIT = (
+    r"(?:地址(?:填|写|选)?错|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址"
+    r"|地址.{0,4}(?:改|修改|更改|换))"  # 地址写错了, 改一下收货地址, 地址帮我改
+)
+# Cancelling a membership, an authorisation or 免密支付 is an account setting an article explains.
+_CANCEL = r"取消(?!会员|自动|扣费|授权|订阅|关注|收藏|绑定|免密|实名|预约)"
+# Intercepting a parcel, not a scammer or a spam call (平台怎么帮我拦截骗子).
+_INTERCEPT = r"拦(?:截|下|住|回)(?!.{0,2}(?:骗|诈|广告|电话|短信|垃圾|骚扰))"
 _OWN_EDIT = re.compile(
-    rf"(?:{_OWN}|{_PLACED}).{{0,10}}?{_ORDER_EDIT}"
+    rf"{_OWN}.{{0,10}}?(?:{_CANCEL}|{_INTERCEPT}|{_ADDRESS_EDIT})"
+    rf"|{_PLACED}.{{0,10}}?{_ADDRESS_EDIT}"
     r"|(?:取消|拦截|退掉)(?:一下|掉)?(?:这个|这笔|那个|我的|刚下的|刚买的)(?:订单|单子?|快递|包裹)"
 )
 # A verb aimed at us: 帮我 / 给我 / 麻烦你 … then an act on the order. What may stand between them
@@ -171,26 +179,41 @@ _ACTOR = r"(?:帮我|给我|替我|帮忙|麻烦(?:你们?|您)?(?:帮我|给我
 _OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|刚下的|刚买的)?(?:订单|单子|钱|款|快递|包裹|货)?的?"
 _ACT = (
     r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
-    r"|取消|催|拦(?:截|下|住|回)"
-    r"|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址|地址(?:改|修改|更改|换)"
-    r"|(?:查|看)(?:一下|下|看|查)?(?:物流|快递|订单|包裹|单号|到哪))"
+    rf"|{_CANCEL}|催|{_INTERCEPT}|{_ADDRESS_EDIT}"
+    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个)?(?:物流|快递|订单|包裹|单号|到哪))"
 )
 _ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
+# Said by someone else (对方说我的快递丢了, 短信说…被退回, 客服说给我退款): scam calls and
+# messages quote exactly these phrases, and the security articles answer them.
+_REPORTED = r"(?:说|称|告诉我)(?:要|会)?"
+_REPORTED_BEFORE = re.compile(rf"{_REPORTED}$")
+# …and the actor is not us when someone else is the subject or it is negated: 卖家不给我退款,
+# 卖家会不会直接给我退款, 智能助手能帮我查快递吗 describe what others do or can do.
+_NOT_OURS = re.compile(
+    r"(?:(?:卖家|商家|店家|店铺|老板|对方|快递员|他们|她们|平台|智能助手|智能客服|助手|机器人|小秘|小蜜|阿里小秘)"
+    r"(?:说|答应|同意|承诺|不肯?|没有?|不愿意?|一直|还是|就是|都|也|已经|会不会|会|可能|能不能|能|可以|直接|主动|要|怎么)*"
+    rf"|[不没]|不肯|不愿意?|电话|{_REPORTED})$"
+)
 # Bare imperatives (催单, 催一下发货, 拦截快递, 把快递拦下来) count only when they are not a
-# question about the service: 催单有用吗, 拦截快递要钱吗 are answered by an article.
+# question about the service (催单有用吗, 拦截快递要钱吗, 催发货按钮) and not a report of what the
+# shopper already did (我去催卖家他不理我).
 _IMPERATIVE = re.compile(
-    r"催(?:一下|下|一哈)(?:单|发货|快递|物流|卖家|商家)?|催(?:单|发货|快递|物流|卖家|商家)"
-    r"|拦截(?:一下|下)?(?:快递|包裹|物流|件|订单)|(?:把)?(?:快递|包裹|件)拦(?:截|下来|住|回来)"
+    r"(?<![我去也都经])(?:催(?:一下|下|一哈)(?:单|发货|快递|物流|卖家|商家)?|催(?:单|发货|快递|物流|卖家|商家))"
+    r"|拦截(?:一下|下)?(?:快递|包裹|物流|订单)|(?:快递|包裹)拦(?:截|下来|住|回来)"  # not 邮件拦截
 )
 _QUESTION = re.compile(
     r"多久|多长时间|几天|多少钱|要钱|收费|费用|有用|管用|有效|怎么|怎样|如何|能不能|可不可以|可以|能否|是不是|什么|哪|规则|条件"
-    r"|[吗么嘛][?？]?$|[?？]$"
+    r"|有没有|办法|按钮|功能|入口|[吗么嘛][?？]?$|[?？]$"
 )
-# How-to wording: the shopper asks how or where to do it, which an article answers, even when
-# the order is theirs (我的订单怎么取消). 怎么还没到 / 怎么办 are not how-to: no such verb follows.
-_HOW_TO = re.compile(
+# Asking *about* something, which an article answers even when the order is the shopper's own:
+# how or where to do it (我的订单怎么取消, 从哪个菜单点进去), whether a call or message is genuine
+# (有人说给我退钱，真的假的), or a case that has not happened. 怎么还没到 / 怎么办 are not how-to: no such verb follows.
+_ASKS_ABOUT = re.compile(
     r"(?:怎么|怎样|如何|咋|在哪里?|去哪里?|哪里|哪儿)(?:才能|才可以|可以|能|样|去|才)?"
-    r"(?:查|看|查看|查询|找|修改|改|更改|取消|申请|操作|设置|联系|催|拦截|退|填)"
+    r"(?:查|看|查看|查询|找|修改|改|更改|取消|申请|操作|设置|联系|催|拦截|退|填|帮)"
+    r"|(?:哪个|什么)(?:菜单|页面|入口|按钮)|从哪"
+    r"|真的假的|是真的吗|是不是真的|骗子|诈骗|上当"
+    r"|如果|假如|假设|要是|万一|一般"  # a hypothetical or general case: 如果我的快递丢了怎么赔
 )
 
 
@@ -202,21 +225,27 @@ class OrderMatch:
     text: str
 
 
+def _first(pattern: re.Pattern[str], norm: str, unless: re.Pattern[str]) -> re.Match[str] | None:
+    """The first match of ``pattern`` whose preceding text does not end in ``unless``."""
+    return next((m for m in pattern.finditer(norm) if not unless.search(norm, 0, m.start())), None)
+
+
 def match_order_request(norm: str) -> OrderMatch | None:
     """The first rule by which ``norm`` (normalised) needs the shopper's own order or account,
-    or None. An order number always counts; the other rules are skipped for how-to questions."""
-    for rule, pattern in (("order_id", _ORDER_ID), ("order_id", _LONG_NUMBER)):
+    or None. An order number always counts; the wording rules are skipped for questions about
+    how to do something or whether a message is genuine."""
+    for pattern in (_ORDER_ID, _LONG_NUMBER):
         m = pattern.search(norm)
         if m is not None:
-            return OrderMatch(rule, m.group())
-    if _HOW_TO.search(norm):
+            return OrderMatch("order_id", m.group())
+    if _ASKS_ABOUT.search(norm):
         return None
-    for rule, pattern in (
-        ("own_order_status", _OWN_STATUS),
-        ("own_order_edit", _OWN_EDIT),
-        ("act_on_order", _ACTOR_ACT),
+    for rule, pattern, unless in (
+        ("own_order_status", _OWN_STATUS, _REPORTED_BEFORE),
+        ("own_order_edit", _OWN_EDIT, _REPORTED_BEFORE),
+        ("act_on_order", _ACTOR_ACT, _NOT_OURS),
     ):
-        m = pattern.search(norm)
+        m = _first(pattern, norm, unless)
         if m is not None:
             return OrderMatch(rule, m.group())
     m = _IMPERATIVE.search(norm)

@@ -20,6 +20,7 @@ from service.sessions import SessionStore
 from service.speller import speller_for
 from service.synonyms import SynonymExpander
 from service.tickets import TicketStore
+from service.webhook import OrderWebhook
 
 log = logging.getLogger("kefu.runtime")
 
@@ -42,7 +43,15 @@ def options_from(settings: Settings) -> AnswererOptions:
         expand_synonyms=settings.expand_synonyms,
         see_also=settings.see_also,
         correct_typos=settings.correct_typos,
+        order_detection=settings.order_detection,
     )
+
+
+def order_webhook(settings: Settings) -> OrderWebhook | None:
+    """The needs_order webhook, when KEFU_ORDER_WEBHOOK names one."""
+    if settings.order_webhook is None:
+        return None
+    return OrderWebhook(settings.order_webhook, settings.order_webhook_timeout_s)
 
 
 @dataclass
@@ -103,6 +112,7 @@ class Runtime:
             synonyms=SynonymExpander(resources.synonyms),
             calibration=calibration,
             speller=speller_for(index.norm_texts, resources.userdict) if self.settings.correct_typos else None,
+            webhook=order_webhook(self.settings),
         )
 
 

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Decision = Literal["answer", "clarify", "handoff"]
-Reason = Literal["user_requested", "sensitive", "low_confidence", "empty_query", "ambiguous", "greeting"]
+Reason = Literal["user_requested", "sensitive", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"]
 
 
 class SourceRef(BaseModel):
@@ -48,8 +48,9 @@ class Answer(BaseModel):
     handoff: HandoffInfo | None = None
     suggestions: list[AnswerItem] = Field(
         default_factory=list,
-        description="on a low-confidence handoff: the best candidates, not confident enough to be the answer; "
-        "shown to the agent in the ticket and to the shopper as 'while you wait' links",
+        description="on a low-confidence or needs_order handoff: the best candidates, not the answer (not "
+        "confident enough, or the shopper's own order is needed); shown to the agent in the ticket and to the "
+        "shopper as 'while you wait' links",
     )
     message: str | None = Field(None, description="what to say besides the answers (clarify prompt, greeting)")
     session_id: str

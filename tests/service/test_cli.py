@@ -67,7 +67,9 @@ def test_ask_json_stdin_prints_one_object_per_line(runner: CliRunner, env):
     assert rows[0]["answers"][0]["id"] == "refund-seven-day"
     assert (rows[1]["decision"], rows[1]["reason"]) == ("handoff", "user_requested")
     assert set(rows[2]) == {"query", "error"} and "500" in rows[2]["error"]  # a bad line does not stop the stream
-    assert rows[3]["answers"][0]["id"] == "logistics-track"
+    # "my parcel": the order is needed, and the tracking article rides along
+    assert (rows[3]["decision"], rows[3]["reason"]) == ("handoff", "needs_order")
+    assert rows[3]["suggestions"][0]["id"] == "logistics-track"
     assert all(set(row) >= DOCUMENTED_KEYS for row in (rows[0], rows[1], rows[3]))
 
 

@@ -25,7 +25,7 @@ from tests.fakes import FAKE_CAL
 
 DECISIONS = ("handoff", "clarify", "answer")  # in order of confidence
 RANK = {d: i for i, d in enumerate(DECISIONS)}
-HANDOFF_REASONS = {"user_requested", "sensitive", "low_confidence", "empty_query"}
+HANDOFF_REASONS = {"user_requested", "sensitive", "needs_order", "low_confidence", "empty_query"}
 CLARIFY_REASONS = {"ambiguous", "greeting"}
 
 finite = st.floats(allow_nan=False, allow_infinity=False)

@@ -1,0 +1,383 @@
+"""Order-specific requests: the detector, the needs_order handoff, and the order webhook."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from indexer.index import Index
+from indexer.normalize import normalize
+from kb.errors import ConfigError
+from kb.settings import Settings
+from service.answerer import Answerer
+from service.detect import is_order_request, match_order_request
+from service.runtime import Runtime, options_from
+from service.webhook import OrderEvent, OrderWebhook
+from tests.fakes import FAKE_CAL
+from tests.service.test_answerer import assert_shape
+
+# --- the detector ------------------------------------------------------------------------------
+NEEDS_ORDER = [
+    # an order card or number
+    "[订单编号:[订单x]，订单金额:[金额x]，下单时间:[日期x] [时间x]]",
+    "订单号：123456789012",
+    "[订单x]",
+    "【订单x】",
+    "订单123456789012帮我退款",
+    "运单号SF1234567890",
+    "1234567890123456 这个怎么样了",
+    # my parcel / this order, where it is or that it is late
+    "我的快递到哪了",
+    "我的快递三天没动了",
+    "我的包裹怎么还没到",
+    "我的订单还没发货",
+    "这个订单什么时候到",
+    "这单到哪了",
+    "我买的东西什么时候发货",
+    "我的快递显示签收了但是我没收到",
+    "我的快递三天没动了怎么办",  # 怎么办 is not a how-to verb
+    "我的訂單怎麼還沒發貨",  # Traditional, after normalisation
+    # acting on a placed order
+    "帮我退款",
+    "给我退款",
+    "我不要了，帮我退款",
+    "催单",
+    "催一下发货",
+    "帮我催一下发货",
+    "拦截快递",
+    "把快递拦下来",
+    "帮我把快递拦下来",
+    "帮我把这个订单的地址改一下",
+    "帮我改一下收货地址",
+    "已经下单了，地址写错了",
+    "取消这个订单",
+    "帮我取消订单",
+    "我刚下的单能取消吗",
+    "帮我查一下物流",
+    "帮我查一下我的订单",
+]
+HOW_TO = [
+    # help-center questions: an article answers them
+    "退款多久到账",
+    "怎么修改收货地址",
+    "怎么取消订单",
+    "快递一般几天到",
+    "七天无理由退货需要什么条件",
+    "七天无理由退货需要满足什么条件？",
+    "怎么查物流",
+    "我的订单怎么取消",  # the order is theirs, the question is how
+    "已经下单了怎么改地址",
+    "订单号在哪里看",
+    "订单号是多少",
+    "怎么催单",
+    "催单有用吗",
+    "拦截快递要钱吗",
+    "怎么拦截快递",
+    "请问怎么退款",
+    "我要退款怎么操作",
+    "麻烦问一下退款多久到账",  # 麻烦 asks a question here, not for an act
+    "如果我的快递丢了怎么赔",  # hypothetical
+    # someone else acts, or says so (scam calls quote exactly these phrases)
+    "卖家不给我退款怎么办",
+    "商家说给我退款",
+    "对方说我的快递丢了，按运费三倍赔我",
+    "有人打电话说给我退钱 这是啥情况 真的假的",
+    "智能助手能帮我查快递吗",
+    # not orders
+    "13812345678收不到验证码",  # a mobile number is not an order number
+    "客服电话4008123123是真的吗",
+    "邮件拦截",
+    "点【订单】按钮没反应",  # a page name in brackets, not an order card
+    "在我的订单里找不到退款按钮",
+    "我的订单在哪里",  # the 我的订单 page
+    "这个快递公司靠谱吗",
+    "退货运费谁出",
+    "我想问问快递",
+    "人工客服几点下班",
+]
+
+
+@pytest.mark.parametrize("query", NEEDS_ORDER)
+def test_order_requests_are_detected(query: str) -> None:
+    assert is_order_request(normalize(query)), match_order_request(normalize(query))
+
+
+@pytest.mark.parametrize("query", HOW_TO)
+def test_how_to_and_other_questions_are_not(query: str) -> None:
+    assert match_order_request(normalize(query)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "rule", "text"),
+    [
+        ("订单号：123456789012", "order_id", "单号:123456789012"),
+        ("我的快递三天没动了", "own_order_status", "我的快递三天没动"),
+        ("帮我把这个订单的地址改一下", "own_order_edit", "这个订单的地址改"),
+        ("给我退款", "act_on_order", "给我退款"),
+        ("催一下发货", "imperative", "催一下发货"),
+    ],
+)
+def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> None:
+    m = match_order_request(normalize(query))
+    assert m is not None and (m.rule, m.text) == (rule, text)
+
+
+def test_the_detector_is_fast_on_the_longest_message() -> None:
+    text = normalize("我的东西" + "好" * 480 + "什么")  # no match: every rule scans the whole text
+    t0 = time.perf_counter()
+    for _ in range(20):
+        assert not is_order_request(text)
+    assert (time.perf_counter() - t0) / 20 < 0.005
+
+
+# --- the answerer --------------------------------------------------------------------------------
+@pytest.fixture
+def answerer(tiny_answerer: Answerer) -> Answerer:
+    tiny_answerer.calibration = FAKE_CAL
+    return tiny_answerer
+
+
+@pytest.mark.parametrize(
+    ("query", "article"),
+    [("我的快递到哪了", "logistics-track"), ("订单123456789012帮我退款", None), ("帮我查一下物流", "logistics-track")],
+)
+def test_order_request_is_handed_off_with_the_article_as_a_suggestion(
+    answerer: Answerer, query: str, article: str | None
+) -> None:
+    a = answerer.answer(query, session_id="S-order")
+    assert_shape(a)  # suggestions are the three best candidates, in ranking order
+    assert (a.decision, a.reason) == ("handoff", "needs_order")
+    assert a.answers == []  # never a bare answer
+    assert len(a.suggestions) == 3
+    if article is not None:
+        assert a.suggestions[0].id == article
+    assert a.trace["fired"] == "needs_order" and a.trace["order_rule"]
+    assert a.trace["candidates"]  # it still retrieved
+    assert a.handoff is not None and answerer.tickets is not None
+    [ticket] = answerer.tickets.list(reason="needs_order")
+    assert (ticket.id, ticket.session_id) == (a.handoff.ticket_id, "S-order")
+    assert ticket.candidates[0]["id"] == a.suggestions[0].id
+
+
+@pytest.mark.parametrize(
+    ("query", "expected_id"),
+    [("怎么查物流", "logistics-track"), ("七天无理由退货需要满足什么条件？", "refund-seven-day")],
+)
+def test_how_to_questions_are_still_answered(answerer: Answerer, query: str, expected_id: str) -> None:
+    a = answerer.answer(query)
+    assert (a.decision, a.answers[0].id) == ("answer", expected_id)
+
+
+@pytest.mark.parametrize("query", ["退款多久到账", "怎么修改收货地址", "怎么取消订单", "快递一般几天到"])
+def test_general_questions_go_through_the_confidence_decision(answerer: Answerer, query: str) -> None:
+    a = answerer.answer(query)
+    assert a.reason != "needs_order"
+    assert a.trace["fired"].startswith("confidence→")
+
+
+def test_a_request_for_a_person_and_a_sensitive_message_come_first(answerer: Answerer) -> None:
+    assert answerer.answer("我的快递到哪了，转人工").reason == "user_requested"
+    assert answerer.answer("我的快递三天没动了，再不到我就报警").reason == "sensitive"
+
+
+def test_order_detection_can_be_switched_off(answerer: Answerer, monkeypatch: pytest.MonkeyPatch) -> None:
+    off = answerer.variant(order_detection=False)
+    a = off.answer("我的快递到哪了")
+    assert (a.decision, a.answers[0].id) == ("answer", "logistics-track")
+    assert options_from(Settings()).order_detection is True
+    monkeypatch.setenv("KEFU_ORDER_DETECTION", "false")
+    assert options_from(Settings()).order_detection is False
+
+
+# --- the webhook ---------------------------------------------------------------------------------
+@dataclass
+class Hook:
+    """A local order system: records each POST, replies ``status`` after ``delay`` seconds."""
+
+    url: str = ""
+    status: int = 200
+    delay: float = 0.0
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def hook() -> Iterator[Hook]:
+    state = Hook()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.bodies.append(json.loads(body))
+            state.headers.append(self.headers["Content-Type"])
+            state.release.wait(state.delay)  # set at teardown: a sleeping handler ends at once
+            self.send_response(state.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    class Server(ThreadingHTTPServer):
+        def handle_error(self, *args: Any) -> None:  # the client gave up first: expected here
+            pass
+
+    server = Server(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/orders?token=s3cret"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    state.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _answerer(tiny_settings: Settings, tiny_index: Index, fake_encoder: Any, **overrides: Any) -> Answerer:
+    """Built by the runtime from settings, as the service builds it; warmed up."""
+    rt = Runtime.create(tiny_settings.with_overrides(**overrides), encoder=fake_encoder)
+    a = rt.answerer(index=tiny_index)
+    a.calibration = FAKE_CAL
+    a.answer("退货运费谁出")  # first-use index work stays out of the timings
+    return a
+
+
+def test_needs_order_posts_the_payload(hook: Hook, tiny_settings: Settings, tiny_index: Index, fake_encoder: Any):
+    answerer = _answerer(tiny_settings, tiny_index, fake_encoder, order_webhook=hook.url)
+    assert answerer.webhook is not None
+    a = answerer.answer("我的快递到哪了", session_id="S-hook")
+    assert (a.decision, a.reason) == ("handoff", "needs_order") and a.handoff is not None
+    assert hook.bodies == [
+        {
+            "query": "我的快递到哪了",
+            "normalized_query": a.normalized_query,
+            "session_id": "S-hook",
+            "intent": "needs_order",
+            "ticket_id": a.handoff.ticket_id,
+            "suggestions": [s.id for s in a.suggestions],
+        }
+    ]
+    assert hook.bodies[0]["suggestions"][0] == "logistics-track"
+    assert hook.headers == ["application/json; charset=utf-8"]
+    assert a.trace["webhook"] == "delivered (200)"
+
+
+def test_other_decisions_post_nothing(hook: Hook, tiny_settings: Settings, tiny_index: Index, fake_encoder: Any):
+    answerer = _answerer(tiny_settings, tiny_index, fake_encoder, order_webhook=hook.url)
+    for query in ("怎么查物流", "转人工", "今天天气怎么样"):
+        assert answerer.answer(query).reason != "needs_order"
+    assert hook.bodies == []
+
+
+def _assert_failure_is_harmless(answerer: Answerer, caplog: pytest.LogCaptureFixture, limit_s: float) -> str:
+    """The answer is the one without a webhook, within ``limit_s``; the failure is one warning."""
+    with caplog.at_level(logging.WARNING, logger="kefu.webhook"):
+        t0 = time.perf_counter()
+        a = answerer.answer("我的快递到哪了")
+        took = time.perf_counter() - t0
+    assert took < limit_s, took
+    assert (a.decision, a.reason) == ("handoff", "needs_order")
+    assert a.suggestions and a.suggestions[0].id == "logistics-track" and a.handoff is not None
+    [record] = [r for r in caplog.records if r.name == "kefu.webhook"]
+    assert record.levelno == logging.WARNING and a.handoff.ticket_id in record.getMessage()
+    assert "s3cret" not in record.getMessage()  # the URL's query string stays out of the log
+    assert a.trace["webhook"].startswith("failed: ")
+    return record.getMessage()
+
+
+MARGIN_S = 0.5  # answering itself on the fake encoder takes a few milliseconds
+
+
+def test_a_slow_webhook_costs_at_most_its_timeout(
+    hook: Hook, tiny_settings: Settings, tiny_index: Index, fake_encoder: Any, caplog: pytest.LogCaptureFixture
+):
+    hook.delay = 5.0
+    answerer = _answerer(tiny_settings, tiny_index, fake_encoder, order_webhook=hook.url, order_webhook_timeout_s=0.3)
+    t0 = time.perf_counter()
+    message = _assert_failure_is_harmless(answerer, caplog, 0.3 + MARGIN_S)
+    assert time.perf_counter() - t0 >= 0.3  # it did wait for the reply, up to the timeout
+    assert "no reply within 0.3 s" in message
+    assert len(hook.bodies) == 1  # it was sent
+
+
+def test_a_refused_connection_is_logged(
+    tiny_settings: Settings, tiny_index: Index, fake_encoder: Any, caplog: pytest.LogCaptureFixture
+):
+    with socket.socket() as s:  # a port nobody listens on once the socket is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/orders?token=s3cret"
+    answerer = _answerer(tiny_settings, tiny_index, fake_encoder, order_webhook=url, order_webhook_timeout_s=1.0)
+    message = _assert_failure_is_harmless(answerer, caplog, 1.0 + MARGIN_S)
+    assert "Refused" in message or "refused" in message
+
+
+@pytest.mark.parametrize("status", [500, 404, 302])
+def test_a_non_2xx_reply_is_logged(
+    hook: Hook,
+    tiny_settings: Settings,
+    tiny_index: Index,
+    fake_encoder: Any,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+):
+    hook.status = status
+    answerer = _answerer(tiny_settings, tiny_index, fake_encoder, order_webhook=hook.url)
+    assert f"HTTP {status}" in _assert_failure_is_harmless(answerer, caplog, 1.0 + MARGIN_S)
+
+
+def test_no_webhook_by_default(tiny_answerer: Answerer) -> None:
+    assert Settings().order_webhook is None and tiny_answerer.webhook is None
+    assert Settings().order_webhook_timeout_s == 1.0
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"KEFU_ORDER_WEBHOOK": "ftp://orders.example/hook"},
+        {"KEFU_ORDER_WEBHOOK": "file:///etc/passwd"},
+        {"KEFU_ORDER_WEBHOOK": "http://"},
+        {"KEFU_ORDER_WEBHOOK_TIMEOUT_S": "0"},
+        {"KEFU_ORDER_WEBHOOK_TIMEOUT_S": "30"},
+    ],
+)
+def test_bad_webhook_settings_are_refused(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match="order_webhook"):
+        Settings()
+
+
+def test_webhook_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEFU_ORDER_WEBHOOK", " https://orders.internal/kefu ")
+    monkeypatch.setenv("KEFU_ORDER_WEBHOOK_TIMEOUT_S", "0.5")
+    s = Settings()
+    assert (s.order_webhook, s.order_webhook_timeout_s) == ("https://orders.internal/kefu", 0.5)
+
+
+@pytest.mark.parametrize(("url", "timeout"), [("file:///tmp/x", 1.0), ("http://h/x", 0.0), ("http://h/x", 60.0)])
+def test_webhook_refuses_bad_arguments(url: str, timeout: float) -> None:
+    with pytest.raises(ConfigError, match="KEFU_ORDER_WEBHOOK"):
+        OrderWebhook(url, timeout)
+
+
+def test_event_json_is_the_documented_payload() -> None:
+    body = json.loads(OrderEvent("订单号:1", "订单号:1", "S1", "T1", ("a", "b")).to_json())
+    assert body == {
+        "query": "订单号:1",
+        "normalized_query": "订单号:1",
+        "session_id": "S1",
+        "intent": "needs_order",
+        "ticket_id": "T1",
+        "suggestions": ["a", "b"],
+    }
