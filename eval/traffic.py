@@ -19,7 +19,7 @@ from typing import Any
 from eval.dataset import DATA_DIR
 from kb.errors import KBError
 from service.answerer import Answerer
-from service.sessions import SessionStore
+from service.schemas import MAX_HISTORY_TURNS, MAX_TURN_CHARS, HistoryTurn
 
 LABELS = DATA_DIR / "traffic_labels.jsonl"
 SESSIONS = Path(__file__).resolve().parents[2] / "shared" / "traffic" / "jddc_sessions.tsv"
@@ -111,21 +111,27 @@ def run_traffic(
     history: bool,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[TrafficOutcome]:
-    """Ask every labelled customer turn. With ``history``, the session's earlier customer turns are
-    asked first in the same kefu session, as a platform's chat would have sent them."""
+    """Ask every labelled customer turn. With ``history``, the conversation before it (customer
+    and agent turns, the most recent MAX_HISTORY_TURNS) goes along as the API's ``history``, as a
+    platform that holds the chat would send it."""
     by_session: dict[str, list[TrafficLabel]] = {}
     for lab in labels:
         by_session.setdefault(lab.session, []).append(lab)
     out: list[TrafficOutcome] = []
     done = 0
     for sid, labs in by_session.items():
-        turns = {t: (speaker, text) for t, speaker, text in sessions.get(sid, [])}
-        kefu_sid = SessionStore.new_id()
+        ordered = sessions.get(sid, [])
+        turns = {t: (speaker, text) for t, speaker, text in ordered}
         for lab in sorted(labs, key=lambda x: x.turn):
             speaker, text = turns.get(lab.turn, ("", ""))
             if speaker != "customer":
                 raise KBError(f"traffic label {sid}:{lab.turn} is not a customer turn in the sessions file")
-            a = answerer.answer(text[: answerer.options.max_query_chars], session_id=kefu_sid if history else None)
+            before = [
+                HistoryTurn(role="customer" if who == "customer" else "agent", text=said[:MAX_TURN_CHARS])
+                for t, who, said in ordered
+                if t < lab.turn and said.strip()
+            ][-MAX_HISTORY_TURNS:]
+            a = answerer.answer(text[: answerer.options.max_query_chars], history=before if history else None)
             out.append(
                 TrafficOutcome(
                     lab,

@@ -25,7 +25,7 @@ from service.detect import (
 )
 from service.policy import Calibration, Features, decide
 from service.ranker import Ranker
-from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
+from service.schemas import MAX_HISTORY_TURNS, Answer, AnswerItem, HandoffInfo, HistoryTurn, SourceRef
 from service.sessions import SessionStore, Turn
 from service.speller import Spelled, Speller
 from service.synonyms import SynonymExpander
@@ -237,6 +237,23 @@ class Answerer:
         rank_prob = reranked.probs[0] if reranked.probs else 0.0
         return self._scored(text, vec, reranked.units[:CANDIDATE_UNITS], rank_prob, lexical)
 
+    def _context_readings(self, text: str, sid: str, history: Sequence[HistoryTurn] | None) -> list[str]:
+        """The message read with what came before: the caller's history when given (the previous
+        customer turn, and the agent's reply after it, where there is one), else the session's
+        previous question."""
+        if history:
+            last = max((i for i, t in enumerate(history) if t.role == "customer"), default=-1)
+            customer = history[last] if last >= 0 else None
+            agent = next((t for t in reversed(history[last + 1 :]) if t.role == "agent"), None)
+            readings = []
+            if customer is not None:
+                readings.append(f"{self._strip(self._normalize(customer.text))} {text}")
+            if agent is not None:  # 「那几点能到?」 after 「预计明天送达」: the agent named the topic
+                readings.append(f"{self._strip(self._normalize(agent.text))} {text}")
+            return readings
+        prev = self.sessions.last(sid)
+        return [f"{prev.query} {text}"] if prev is not None else []
+
     def _use_context(self, plain: Retrieval, contextual: Retrieval) -> bool:
         """Whether the message read with the previous one should replace the message alone: only
         when the message alone is not confident enough to answer, the context raises confidence,
@@ -299,7 +316,15 @@ class Answerer:
         )
 
     # --- the one verb ------------------------------------------------------------------------------
-    def answer(self, query: str, session_id: str | None = None, top_k: int | None = None) -> Answer:
+    def answer(
+        self,
+        query: str,
+        session_id: str | None = None,
+        top_k: int | None = None,
+        history: Sequence[HistoryTurn] | None = None,
+    ) -> Answer:
+        """One decision for ``query``. ``history`` (the platform's record of the conversation,
+        oldest first) stands in for kefu's own session memory when reading a follow-up."""
         t0 = time.perf_counter()
         if not isinstance(query, str):
             raise InputError(f"query must be a string, got {type(query).__name__}")
@@ -314,6 +339,7 @@ class Answerer:
         k = self.options.top_k if top_k is None else top_k
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
+        check_history(history)
         sid = session_id or SessionStore.new_id()
         norm = self._normalize(query)
         trace: dict[str, Any] = {"calibration": self.calibration.source, "build": self.index.manifest.build_id}
@@ -365,12 +391,12 @@ class Answerer:
             trace["spelling"] = [f"{c.typed}→{c.corrected} ({c.word})" for c in spelled.corrections]
 
         variants = [text]
-        prev = self.sessions.last(sid) if self.options.use_context else None
-        if prev is not None and is_followup(text):
-            variants.append(f"{prev.query} {text}")
+        if self.options.use_context and is_followup(text):
+            variants += self._context_readings(text, sid, history)
         results = self.retrieve(variants)
         best = results[0]
-        other: Retrieval | None = results[1] if len(results) > 1 else None
+        # of the readings with context, the most confident one competes with the message alone
+        other: Retrieval | None = max(results[1:], key=lambda r: r.confidence) if len(results) > 1 else None
         if other is not None and self._use_context(results[0], other):
             best, other = dataclasses.replace(other, used_context=True), results[0]
         if other is not None and self.options.blend_context and best.units and other.units:
@@ -416,6 +442,17 @@ class Answerer:
         if decision == "clarify":
             return finish("clarify", "ambiguous", best.units, CLARIFY_PROMPT, show=CLARIFY_CHOICES)
         return finish("handoff", "low_confidence", best.units)
+
+
+def check_history(history: Sequence[HistoryTurn] | None) -> None:
+    """The API validates history with its schema; a library or CLI caller gets the same limits."""
+    if history is None:
+        return
+    if len(history) > MAX_HISTORY_TURNS:
+        raise InputError(f"history has {len(history)} turns; send at most the last {MAX_HISTORY_TURNS}")
+    for i, turn in enumerate(history):
+        if not isinstance(turn, HistoryTurn):
+            raise InputError(f"history[{i}] must be a turn with role (customer|agent) and text, got {turn!r}")
 
 
 def blend(first: list[UnitHit], second: list[UnitHit]) -> list[UnitHit]:

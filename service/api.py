@@ -331,7 +331,9 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         # second trip through the pool to validate the returned model, which the Answer (built
         # by us, already valid) does not need; pydantic's own JSON writer is the fast path.
         t0 = time.perf_counter()
-        result = await run_in_threadpool(answerer.answer, req.query, session_id=req.session_id, top_k=req.top_k)
+        result = await run_in_threadpool(
+            answerer.answer, req.query, session_id=req.session_id, top_k=req.top_k, history=req.history
+        )
         state.metrics.latency.observe(time.perf_counter() - t0)
         state.metrics.decisions.labels(result.decision, result.reason or "none").inc()
         if result.decision == "handoff":

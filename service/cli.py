@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from kb.clikit import console, edge, err_console, settings_of
 from kb.errors import InputError
-from service.schemas import Answer
+from service.schemas import Answer, AnswerRequest, HistoryTurn
 
 handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_is_help=True)
 
@@ -74,8 +75,13 @@ def ask(
     top_k: int | None = typer.Option(None, "--top-k", min=1, max=20),
     session: str | None = typer.Option(None, "--session", help="session id, for follow-up questions"),
     trace: bool = typer.Option(False, "--trace", help="show the signals and thresholds behind the decision"),
+    history: Path | None = typer.Option(
+        None, "--history", help="JSON file: the conversation so far, [{role: customer|agent, text}, …] oldest first"
+    ),
 ) -> None:
-    """Answer one question (or a stream of them with `-`)."""
+    """Answer one question (or a stream of them with `-`: one query per line, or one JSON request
+    per line as the API takes it, history included)."""
+    turns = read_history(history) if history is not None else None
     answerer = _answerer(ctx)
     if query == "-":
         for line in sys.stdin:
@@ -83,18 +89,46 @@ def ask(
             if not q.strip():
                 continue
             try:
-                a = answerer.answer(q, session_id=session, top_k=top_k)
-                print(a.model_dump_json() if as_json else f"{a.decision}\t{a.reason or ''}\t{q}", flush=True)
+                req = parse_line(q, session, top_k, turns)
+                a = answerer.answer(req.query, session_id=req.session_id, top_k=req.top_k, history=req.history)
+                print(a.model_dump_json() if as_json else f"{a.decision}\t{a.reason or ''}\t{req.query}", flush=True)
             except InputError as exc:  # one bad line must not stop the stream
                 print(json.dumps({"query": q, "error": str(exc)}, ensure_ascii=False), flush=True)
         return
-    a = answerer.answer(query, session_id=session, top_k=top_k)
+    a = answerer.answer(query, session_id=session, top_k=top_k, history=turns)
     if as_json:
         print(a.model_dump_json(indent=None))
         return
     render(a)
     if trace:
         console.print_json(json.dumps(a.trace, ensure_ascii=False))
+
+
+def read_history(path: Path) -> list[HistoryTurn]:
+    """A conversation from a JSON file (a list of turns) with a clear error for each problem."""
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except OSError as exc:
+        raise InputError(f"cannot read --history {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise InputError(f"--history {path} is not valid JSON ({exc}); expected [{{role, text}}, …]") from exc
+    try:
+        return AnswerRequest.model_validate({"query": "-", "history": data}).history or []
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(x) for x in first["loc"])
+        raise InputError(f"--history {path}: {where}: {first['msg']}") from exc
+
+
+def parse_line(line: str, session: str | None, top_k: int | None, history: list[HistoryTurn] | None) -> AnswerRequest:
+    """One line of `kefu ask -`: a plain query, or a JSON request as POST /v1/answer takes it."""
+    if line.lstrip().startswith("{"):
+        try:
+            return AnswerRequest.model_validate_json(line)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InputError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from exc
+    return AnswerRequest.model_construct(query=line, session_id=session, top_k=top_k, history=history)
 
 
 @edge

@@ -58,6 +58,19 @@ class Answer(BaseModel):
     trace: dict[str, Any] = Field(default_factory=dict, description="signals and thresholds behind the decision")
 
 
+MAX_HISTORY_TURNS = 10  # recent turns a caller may send; older ones do not help a follow-up
+MAX_TURN_CHARS = 300  # per turn: 10 × 300 characters stay well inside KEFU_MAX_BODY_BYTES
+
+
+class HistoryTurn(BaseModel):
+    """One earlier turn of the conversation, as the platform holds it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role: Literal["customer", "agent"] = Field(description="who said it: the shopper or a human/bot agent")
+    text: str = Field(min_length=1, max_length=MAX_TURN_CHARS)
+
+
 class AnswerRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -65,6 +78,13 @@ class AnswerRequest(BaseModel):
             "examples": [
                 {"query": "买的衣服不合适，七天内能退吗？", "top_k": 3},
                 {"query": "那运费谁出", "session_id": "S1a2b3c4d5e6f7a8b"},
+                {
+                    "query": "那几点能到?",
+                    "history": [
+                        {"role": "customer", "text": "我买的冰箱什么时候送货上门"},
+                        {"role": "agent", "text": "大件商品一般在发货后3到5天送达，送货前会电话联系您"},
+                    ],
+                },
                 {"query": "转人工"},
             ]
         },
@@ -73,6 +93,13 @@ class AnswerRequest(BaseModel):
     query: str = Field(description="the shopper's message (Simplified or Traditional Chinese, English)")
     top_k: int | None = Field(None, ge=1, le=20, description="answers to return (default KEFU_TOP_K)")
     session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    history: list[HistoryTurn] | None = Field(
+        None,
+        max_length=MAX_HISTORY_TURNS,
+        description="the conversation so far, oldest first (customer and agent turns): a follow-up such as "
+        "「那几点能到?」 is read with the previous customer turn and the agent's reply; replaces kefu's own "
+        "session memory for this request",
+    )
 
 
 class ErrorBody(BaseModel):
