@@ -52,7 +52,7 @@ def test_admin_token_is_checked_with_a_constant_time_comparison(client: TestClie
 def test_unhandled_error_is_a_json_500_without_a_trace(
     client: TestClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
-    def boom(self, query, session_id=None, top_k=None):
+    def boom(self, query, session_id=None, top_k=None, history=None):
         raise RuntimeError("secret internal detail at /srv/kefu/secret.py")
 
     monkeypatch.setattr(service.answerer.Answerer, "answer", boom)
