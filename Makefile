@@ -31,7 +31,7 @@ model: setup ## convert the built-in model into the cache (first time only)
 index: model ## build the index of the knowledge base (incremental; no-op when unchanged)
 	$(KEFU) build
 
-serve: index ## serve the assistant on http://$(HOST):$(PORT)
+serve: index ## serve the assistant (HOST=127.0.0.1 PORT=8000 by default)
 	$(KEFU) serve --host $(HOST) --port $(PORT)
 
 lint: setup ## ruff
