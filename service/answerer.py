@@ -352,7 +352,7 @@ class Answerer:
             suggestions: list[AnswerItem] = []
             if decision == "handoff":
                 ticket_id = "-"
-                if self.tickets is not None:
+                if self.tickets is not None and reason != "empty_query":  # nothing for an agent to pick up
                     cands = [{"id": u.unit_id, "score": round(u.score, 4)} for u in units[:5]]
                     ticket_id = self.tickets.create(query, reason or "low_confidence", sid, cands).id
                 handoff = HandoffInfo(ticket_id=ticket_id, message=message or self.options.handoff_message)

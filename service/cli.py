@@ -61,10 +61,15 @@ def render(a: Answer) -> None:
             console.print(f"[dim]  {i}. {item.title} ({item.id} · score {item.score:.3f})[/]", highlight=False)
 
 
-def _answerer(ctx: typer.Context):  # type: ignore[no-untyped-def]
+def _answerer(ctx: typer.Context, record: bool = True):  # type: ignore[no-untyped-def]
+    """The answerer of the current build; with ``record`` False its handoffs open no ticket (a
+    question tried from the command line is not a shopper waiting for an agent)."""
     from service.runtime import Runtime
 
-    return Runtime.create(settings_of(ctx)).answerer()
+    answerer = Runtime.create(settings_of(ctx)).answerer()
+    if not record:
+        answerer.tickets = None
+    return answerer
 
 
 @edge
@@ -78,11 +83,12 @@ def ask(
     history: Path | None = typer.Option(
         None, "--history", help="JSON file: the conversation so far, [{role: customer|agent, text}, …] oldest first"
     ),
+    record: bool = typer.Option(False, "--record", help="open a handoff ticket as the server would (off: try only)"),
 ) -> None:
     """Answer one question (or a stream of them with `-`: one query per line, or one JSON request
     per line as the API takes it, history included)."""
     turns = read_history(history) if history is not None else None
-    answerer = _answerer(ctx)
+    answerer = _answerer(ctx, record)
     if query == "-":
         for line in sys.stdin:
             q = line.rstrip("\n")

@@ -54,15 +54,18 @@ def test_ask_card_shows_the_decision(runner: CliRunner, env):
     assert r.exit_code == 0, r.output
     assert "answer" in r.stdout and "回答" in r.stdout
     assert "七天无理由退货需要满足什么条件" in r.stdout
-    h = runner.invoke(app, ["ask", "转人工"])
+    h = runner.invoke(app, ["ask", "--record", "转人工"])
     assert h.exit_code == 0
     assert "handoff" in h.stdout and "user_requested" in h.stdout and "ticket T" in h.stdout
+    tried = runner.invoke(app, ["ask", "转人工"])  # without --record: no ticket for an agent
+    assert tried.exit_code == 0 and "ticket -" in tried.stdout
 
 
 def test_handoffs_list_shows_a_ticket_after_a_handoff(runner: CliRunner, env):
     empty = runner.invoke(app, ["handoffs", "list", "--json"])
     assert empty.exit_code == 0 and empty.stdout.strip() == ""
-    a = json.loads(runner.invoke(app, ["ask", "--json", "转人工"]).stdout)
+    assert json.loads(runner.invoke(app, ["ask", "--json", "转人工"]).stdout)["handoff"]["ticket_id"] == "-"
+    a = json.loads(runner.invoke(app, ["ask", "--json", "--record", "转人工"]).stdout)
     ticket_id = a["handoff"]["ticket_id"]
     listed = runner.invoke(app, ["handoffs", "list", "--json"])
     assert listed.exit_code == 0
