@@ -10,12 +10,15 @@ A KB brings questions and answers but no shoppers' queries, so it is asked its o
   left out). That is exactly an in-domain question the KB has no answer for: what must be
   handed off rather than answered with the nearest neighbour.
 
-From them: the ranker (the shipped KB-agnostic one, dense question matching, or one fitted on
-the KB's alternatives, whichever ranks the answerable ones best), the confidence model (logistic
-over the decision evidence, right top answer vs. not), a scope model (answerable vs.
-unanswerable) for the clarify band, and thresholds meeting a precision target on a mixture with
-``oos_share`` unanswerable questions. The precision and coverage that mixture predicts are
-stored with the calibration and printed by ``kefu build``.
+The ranker and the confidence model are the ones shipped in ``service/models/`` (fitted by
+``python -m eval.train_ranker`` on shoppers' real questions to other KBs: the KB's own questions
+are easier than shoppers' paraphrases, so a confidence fitted on them alone answers too much);
+without them, dense question matching and a confidence fitted on the pseudo-queries. The
+pseudo-queries set what is the KB's own: the answer threshold (a precision target on a mixture
+with ``oos_share`` unanswerable questions, judged by the calibrated confidence; a floor on how
+many unanswerable ones are handed off) and a scope model (answerable vs. unanswerable) for the
+clarify band. The precision and coverage that mixture predicts are stored with the calibration
+and printed by ``kefu build``.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ OOS_SHARE = 0.3  # assumed share of incoming questions the KB has no answer for 
 OOS_RECALL = 0.6
 CLARIFY_OOS_RECALL = 0.75  # below the answer threshold, unanswerable ones handed off rather than clarified
 MAX_QUERIES = 1500  # pseudo-queries of each kind: enough for stable thresholds, bounded build time
-MIN_QUERIES = 40  # fewer answerable or unanswerable pseudo-queries than this: no self-calibration
+MIN_QUERIES = 40  # fewer answerable or unanswerable pseudo-queries than this: the shipped prior alone
 FOLDS = 5
 L2 = 1.0
 SEED = 20261206
@@ -197,23 +200,10 @@ def self_calibrate(
     small = len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES
     if small and ranker is not None and prior is not None:
         # too few questions to measure anything on: the shipped prior as it is, said as such
-        cal = Calibration(
-            answer_at=float(prior["answer_at"]),
-            clarify_at=float(prior["answer_at"]),
-            weights=[float(v) for v in prior["weights"]],
-            bias=float(prior["bias"]),
-            mean=[float(v) for v in prior["mean"]],
-            scale=[float(v) for v in prior["scale"]],
-            source="self",
-            origin="self",
-            kb_hash=index.manifest.kb_hash,
-            metrics={
-                "confidence": "general",
-                "note": f"prior only: {len(index.entries)} entries are too few to measure",
-            },
-            features=list(RANKER_FEATURES),
-            ranker=ranker.to_json(),
-        )
+        w, b, mean, scale = _prior_model(prior)
+        note = f"prior only: {len(index.entries)} entries are too few to measure"
+        cal = _calibration(w, b, mean, scale, float(prior["answer_at"]), ranker, index.manifest.kb_hash)
+        cal = replace(cal, metrics={"confidence": "general", "note": note})
         return SelfCalibration(cal, len(answerable), len(unanswerable), "general", None, None, time.perf_counter() - t0)
     if small:
         raise ConfigError(
@@ -264,12 +254,7 @@ def self_calibrate(
     prior = prior if kind == "general" else None
     folds = np.arange(len(queries)) % FOLDS
     if prior is not None:
-        w, b, mean, scale = (
-            np.asarray(prior["weights"]),
-            float(prior["bias"]),
-            np.asarray(prior["mean"]),
-            np.asarray(prior["scale"]),
-        )
+        w, b, mean, scale = _prior_model(prior)
         p = 1.0 / (1.0 + np.exp(-np.clip(((x - mean) / scale) @ w + b, -50, 50)))
         floor = float(prior["answer_at"])
     else:
@@ -294,7 +279,31 @@ def self_calibrate(
     scope_at = _scope_threshold(p, s, is_in, weight, answer_at, CLARIFY_OOS_RECALL)
     sw, sb, _, _ = fit_logistic(x, is_in.astype(float), L2, sample_weight=weight, mean=mean, scale=scale)
     predicted = {"answered_precision": round(pred_prec, 4), "coverage": round(pred_cov, 4), "oos_share": oos_share}
-    cal = Calibration(
+    cal = replace(
+        _calibration(w, b, mean, scale, answer_at, ranker, index.manifest.kb_hash),
+        predicted=predicted,
+        metrics={
+            "precision_target": precision,
+            "oos_recall_target": oos_recall,
+            "confidence": "general" if prior else "kb",
+        },
+        scope_weights=[float(v) for v in sw],
+        scope_bias=sb,
+        scope_at=scope_at,
+    )
+    return SelfCalibration(cal, len(answerable), len(unanswerable), kind, pred_prec, pred_cov, time.perf_counter() - t0)
+
+
+def _prior_model(prior: dict[str, Any]) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """(weights, bias, mean, scale) of the shipped confidence prior, as ``fit_logistic`` returns them."""
+    return (np.asarray(prior["weights"]), float(prior["bias"]), np.asarray(prior["mean"]), np.asarray(prior["scale"]))
+
+
+def _calibration(
+    w: np.ndarray, b: float, mean: np.ndarray, scale: np.ndarray, answer_at: float, ranker: Ranker, kb_hash: str
+) -> Calibration:
+    """A self-calibration of one KB: the confidence model over RANKER_FEATURES and its ranker."""
+    return Calibration(
         answer_at=answer_at,
         clarify_at=answer_at,
         weights=[float(v) for v in w],
@@ -303,20 +312,10 @@ def self_calibrate(
         scale=[float(v) for v in scale],
         source="self",
         origin="self",
-        kb_hash=index.manifest.kb_hash,
-        predicted=predicted,
-        metrics={
-            "precision_target": precision,
-            "oos_recall_target": oos_recall,
-            "confidence": "general" if prior else "kb",
-        },
-        features=list(names),
+        kb_hash=kb_hash,
+        features=list(RANKER_FEATURES),
         ranker=ranker.to_json(),
-        scope_weights=[float(v) for v in sw],
-        scope_bias=sb,
-        scope_at=scope_at,
     )
-    return SelfCalibration(cal, len(answerable), len(unanswerable), kind, pred_prec, pred_cov, time.perf_counter() - t0)
 
 
 def _cross_val(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folds: np.ndarray) -> np.ndarray:
