@@ -399,9 +399,12 @@ def suite_cmd(
         from eval.suite import SUITES_FILE
 
         REPORTS.mkdir(parents=True, exist_ok=True)
-        (REPORTS / SUITES_FILE).write_text(
-            json.dumps([r.to_json() for r in results], ensure_ascii=False, indent=1), "utf-8"
-        )
+        path = REPORTS / SUITES_FILE
+        # rows of suites not run this time are kept: the report shows every suite measured last
+        kept = json.loads(path.read_text("utf-8")) if path.is_file() else []
+        ran = {r.name for r in results}
+        rows = [row for row in kept if row.get("suite") not in ran] + [r.to_json() for r in results]
+        path.write_text(json.dumps(sorted(rows, key=lambda row: row["suite"]), ensure_ascii=False, indent=1), "utf-8")
         say(f"results kept in {REPORTS / SUITES_FILE} for the eval report (kefu eval report)")
 
 
