@@ -270,9 +270,19 @@ def _build_and_swap(
 SHIPPED_CALIBRATION = "calibration.json"
 
 
+def calibration_origin(cal: dict[str, Any] | None) -> str:
+    """``default``, ``self``, ``labelled`` or ``shipped``; manifests written before provenance was
+    recorded say it through ``inherited_from`` (shipped) or not at all (a labelled fit)."""
+    if not cal:
+        return "default"
+    if cal.get("origin"):
+        return str(cal["origin"])
+    return "shipped" if str(cal.get("inherited_from", "")).startswith("shipped") else "labelled"
+
+
 def describe_calibration(cal: dict[str, Any]) -> str:
     """One line: where a build's calibration came from and what it predicts."""
-    origin = cal.get("origin") or ("default" if not cal else "labelled")
+    origin = calibration_origin(cal)
     if origin == "default":
         return "calibration: none (default thresholds on the raw cosine; answers are not calibrated for this KB)"
     line = f"calibration: {origin}"

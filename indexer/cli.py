@@ -91,6 +91,8 @@ def _store(ctx: typer.Context):  # type: ignore[no-untyped-def]
 @edge
 def index_list(ctx: typer.Context) -> None:
     """List the kept builds; the current one is marked."""
+    from indexer.build import calibration_origin
+
     builds = _store(ctx).list()
     if not builds:
         console.print("no builds yet; run `kefu build`")
@@ -110,7 +112,7 @@ def index_list(ctx: typer.Context) -> None:
             str(m.counts.get("entries")),
             str(m.counts.get("vectors")),
             m.built_at,
-            (m.calibration or {}).get("origin") or ("labelled" if m.calibration else "none"),
+            calibration_origin(m.calibration),
         )
     console.print(table)
 

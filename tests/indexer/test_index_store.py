@@ -957,3 +957,20 @@ def test_candidate_pool_reuses_lexical_evidence_and_refuses_evidence_for_another
         index.candidate_pool(q, normalize("发票怎么开"), 10, exclude_row=exclude, lexical=evidence)
     with pytest.raises(ValueError, match="exclude_row"):
         index.candidate_pool(q, text, 10, exclude_row=3, lexical=evidence)
+
+
+@pytest.mark.parametrize(
+    ("cal", "origin"),
+    [
+        (None, "default"),
+        ({}, "default"),
+        ({"origin": "self", "answer_at": 0.5}, "self"),
+        ({"answer_at": 0.7, "inherited_from": "shipped calibration.json"}, "shipped"),  # before provenance
+        ({"answer_at": 0.7, "inherited_from": "20260101T000000000000Z-deadbeef"}, "labelled"),
+    ],
+)
+def test_calibration_origin_reads_old_manifests_too(cal, origin):
+    from indexer.build import calibration_origin, describe_calibration
+
+    assert calibration_origin(cal) == origin
+    assert describe_calibration(cal or {}).startswith(f"calibration: {'none' if origin == 'default' else origin}")
