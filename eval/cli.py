@@ -438,7 +438,7 @@ def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Ta
             f"{b.oracle_coverage[0.8]:.3f}/{b.oracle_coverage[0.9]:.3f}",
             f"{k['answered_precision']:.3f}",
             f"{k['coverage']:.3f}",
-            f"{k['oos_handoff_recall']:.3f}",
+            f"{k['oos_handoff_recall']:.3f}" if r.n_out else "–",
             f"{r.predicted.get('answered_precision', 0):.2f}/{r.predicted.get('coverage', 0):.2f}"
             if r.predicted
             else r.calibration,

@@ -213,10 +213,11 @@ def suites_markdown(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         b, k, p = r["bare"], r["kefu"], r.get("predicted") or {}
         pred = f"{p['answered_precision']:.2f} / {p['coverage']:.2f}" if p else r.get("calibration", "")
+        oos = f"{k['oos_handoff_recall']:.3f}" if r["test_out"] else "– (none asked)"
         out.append(
             f"| {r['suite']} | {r['test_in']}/{r['test_out']} | {b['hit@1']:.3f} → {k['hit@1']:.3f} "
             f"| {b['mrr@10']:.3f} → {k['mrr@10']:.3f} | {b['recall@5']:.3f} → {k['recall@5']:.3f} "
             f"| {b['oracle_coverage@0.8']:.3f} / {b['oracle_coverage@0.9']:.3f} | {k['answered_precision']:.3f} "
-            f"| {k['coverage']:.3f} | {k['oos_handoff_recall']:.3f} | {pred} |"
+            f"| {k['coverage']:.3f} | {oos} | {pred} |"
         )
     return out

@@ -81,3 +81,20 @@ def test_run_suite_builds_zero_label_and_measures_the_bare_model(tmp_path):
     assert 0.0 <= r.bare.hit1 <= 1.0 and set(r.bare.oracle_coverage) == {0.8, 0.9}
     assert set(r.predicted) == {"answered_precision", "coverage"}
     assert not (tmp_path / "data" / "index" / "builds").exists()  # the user's index home is left alone
+
+
+def test_a_suite_without_out_of_scope_questions_shows_no_handoff_rate():
+    from eval.suite import suites_markdown
+
+    row = {
+        "suite": "articles",
+        "test_in": 5,
+        "test_out": 0,
+        "bare": {"hit@1": 0.8, "mrr@10": 0.9, "recall@5": 1.0, "oracle_coverage@0.8": 1.0, "oracle_coverage@0.9": 0.5},
+        "kefu": dict.fromkeys(
+            ("hit@1", "mrr@10", "recall@5", "answered_precision", "coverage", "oos_handoff_recall"), 0.0
+        ),
+        "calibration": "self",
+    }
+    [_, _, line] = suites_markdown([row])
+    assert "– (none asked)" in line and line.startswith("| articles | 5/0 | 0.800 → 0.000 |")
