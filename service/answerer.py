@@ -20,9 +20,9 @@ from service.detect import (
     is_followup,
     is_greeting,
     is_user_request,
-    match_order_request,
     strip_greeting,
 )
+from service.orders import match_order_request
 from service.policy import Calibration, Features, decide
 from service.ranker import Ranker
 from service.schemas import MAX_HISTORY_TURNS, Answer, AnswerItem, HandoffInfo, HistoryTurn, SourceRef

@@ -20,7 +20,7 @@ from indexer.normalize import normalize
 from kb.errors import ConfigError
 from kb.settings import Settings
 from service.answerer import Answerer
-from service.detect import is_order_request, match_order_request
+from service.orders import is_order_request, match_order_request
 from service.runtime import Runtime, options_from
 from service.webhook import OrderEvent, OrderWebhook
 from tests.fakes import FAKE_CAL

@@ -1,0 +1,222 @@
+"""Messages that need the shopper's own order or account (``needs_order``): a rule stage that
+runs on normalised text, after the request-for-a-person and sensitive checks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from service.detect import strip_greeting
+
+# An article can say how to track a parcel or change an address; only someone who can open the
+# order can say where *this* parcel is or change *its* address. Precision comes first: a false
+# alarm hands off a shopper who could have read an article, so a how-to question (怎么取消订单)
+# never fires, and a request needs an order number, a possessive or demonstrative ("my parcel",
+# 这单) or a verb aimed at us (帮我退款), not just a topic word.
+
+# A value the platform masked before the chat reached us: [数字x], [金额x], [组织机构x].
+_MASKED = r"[\[【][^\[\]【】\s]{1,12}[\]】]"
+# An order identifier. The chat card pastes placeholders ([订单x]) or real numbers; 单号 covers
+# 订单号, 运单号, 快递单号. At least 6 digits after a label: "订单号是多少" is a how-to question.
+_ORDER_ID = re.compile(
+    r"[\[【]订单[0-9a-z]{1,24}[\]】]"  # [订单x], 【订单123】 (not 【订单】, a page name)
+    # 订单号:123456, 运单号 sf1234567, 订单号:[数字x]
+    rf"|(?:单号码?|订单编号|订单id)\s*[:：是为]?\s*(?:[a-z]{{0,4}}\d{{6,}}|{_MASKED})"
+    # The label of a pasted order card ([订单编号:[数字x],订单金额:…]) whatever the masking left
+    # after it, even 订单编号:nan: a shopper asking types 订单编号在哪看, not a colon.
+    r"|订单编号\s*[:：]"
+    r"|订单\s*[:：]?\s*\d{10,}"  # 订单123456789012
+)
+# Any run of 10+ digits is an order or waybill number, except the numbers shoppers quote that
+# are not orders: an 11-digit mobile number and a 400/800 hotline ("4008123123是你们的电话吗").
+_LONG_NUMBER = re.compile(r"(?<![\d.])(?!(?:86)?1[3-9]\d{9}(?![\d.]))(?![48]00\d{7}(?![\d.]))\d{10,}(?![\d.])")
+
+# The shopper's own placed order, parcel or goods: 我的快递, 我买的东西, 这个订单, 这单.
+# Bare 快递 is not enough: 快递一般几天到 asks about delivery in general.
+_OWN = (
+    r"(?:我(?:的|家的?)(?:快递|包裹|订单|单子|货|东西|宝贝|件|商品)"
+    r"|我(?:刚才?|昨天|前天|上周)?(?:买|下|拍|订|网购)的(?:东西|商品|宝贝|货|单子?|订单|快递|包裹)?"
+    r"|(?:这|那)(?:个|笔)?(?:订单|单子|快递|包裹)"
+    r"|(?:这|那)一?单(?!品|位|元|价|独|身|调|纯|据|词|车))"  # 这单 / 那单, not 单品 / 单价
+)
+# Where it is, or that it is late: a question only the order's tracking answers.
+_STATUS = (
+    r"(?:到哪(?:了|里|儿|啦)|在哪(?:儿|里)?(?:了|啦)"  # 到哪了; 在哪里 alone may ask for the page
+    r"|(?:还|一直|迟迟|都|怎么还?|咋还?|为什么还?|为啥还?)(?:没有?|不|未)"
+    r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流|退款|退钱)"
+    r"|(?:没有?|未)(?:发货|收到|到货)|不发货"
+    r"|什么时候(?:能|可以|才能|会|才)?(?:到|发货|发|送到|送达|寄出|派送)|几时(?:能)?(?:到|发)|多久(?:能|才能|可以)?(?:到|发)"
+    r"|(?:\d+|[一二两三四五六七八九十几]+|好几|半)个?(?:天|日|星期|周|礼拜|小时)了?(?:都|还|也)?(?:没有?|不)"
+    r"(?:动|更新|到|发|送|变)"
+    r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|没拿到|(?<!会)被(?:退回|拒收)|显示(?:已)?签收)"
+)
+_OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}")
+# An order already placed and paid: changing its address is then an act on that order.
+_PLACED = r"(?:(?:已经|已|刚|刚刚|才)(?:下单|下了单|付款|付了款|支付了?|买了)|下完单|付完款)"
+_ADDRESS_EDIT = (
+    r"(?:地址(?:填|写|选)?错|(?:改|修改|更改|换)(?:一下|下)?(?:收货|收件)?地址"
+    r"|地址.{0,4}(?:改|修改|更改|换))"  # 地址写错了, 改一下收货地址, 地址帮我改
+)
+# Cancelling a membership, an authorisation or 免密支付 is an account setting an article explains.
+_CANCEL = r"取消(?!会员|自动|扣费|授权|订阅|关注|收藏|绑定|免密|实名|预约)"
+# Intercepting a parcel, not a scammer or a spam call (平台怎么帮我拦截骗子).
+_INTERCEPT = r"拦(?:截|下|住|回)(?!.{0,2}(?:骗|诈|广告|电话|短信|垃圾|骚扰))"
+_OWN_EDIT = re.compile(
+    rf"{_OWN}.{{0,10}}?(?:{_CANCEL}|{_INTERCEPT}|{_ADDRESS_EDIT})"
+    rf"|{_PLACED}.{{0,10}}?{_ADDRESS_EDIT}"
+    r"|(?:取消|拦截|退掉)(?:一下|掉)?(?:这个|这笔|那个|我的|刚下的|刚买的)(?:订单|单子?|快递|包裹)"
+)
+# A verb aimed at us: 帮我 / 给我 / 麻烦你 … then an act on the order. What may stand between them
+# is an object (把这个订单的), never another verb: 麻烦问一下退款多久到账 asks, it does not request.
+# Chat drops the 我 after 帮 (帮催促下, 帮看下物流, 麻烦给开张发票): 帮 right before the act is
+# still aimed at us, while 帮朋友查快递 keeps someone else between them and does not match.
+_ACTOR = (
+    r"(?:帮(?:我|忙)?|给我|替我|麻烦(?:你们?|您)?(?:帮(?:我|忙)?|给我?)?"
+    r"|请(?:你们?|您)(?:帮我|给我)?|请帮我|请给我)"
+)
+_OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|刚下的|刚买的)?(?:订单|单子|钱|款|快递|包裹|货)?的?"
+_ACT = (
+    r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
+    rf"|{_CANCEL}|催|{_INTERCEPT}|{_ADDRESS_EDIT}"
+    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个)?(?:物流|快递|订单|包裹|单号|到哪))"
+)
+_ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
+# Said by someone else (对方说我的快递丢了, 短信说…被退回, 客服说给我退款): scam calls and
+# messages quote exactly these phrases, and the security articles answer them.
+_REPORTED = r"(?:说|称|告诉我)(?:要|会)?"
+_REPORTED_BEFORE = re.compile(rf"{_REPORTED}$")
+# …and the actor is not us when someone else is the subject or it is negated: 卖家不给我退款,
+# 卖家会不会直接给我退款, 智能助手能帮我查快递吗 describe what others do or can do.
+_NOT_OURS = re.compile(
+    r"(?:(?:卖家|商家|店家|店铺|老板|对方|快递员|他们|她们|平台|智能助手|智能客服|助手|机器人|小秘|小蜜|阿里小秘)"
+    r"(?:说|答应|同意|承诺|不肯?|没有?|不愿意?|一直|还是|就是|都|也|已经|会不会|会|可能|能不能|能|可以|直接|主动|要|怎么)*"
+    rf"|[不没]|不肯|不愿意?|电话|{_REPORTED})$"
+)
+# Bare imperatives (催单, 催一下发货, 拦截快递, 把快递拦下来) count only when they are not a
+# question about the service (催单有用吗, 拦截快递要钱吗, 催发货按钮) and not a report of what the
+# shopper already did (我去催卖家他不理我). After 帮 the actor rule judges it: 帮催单 asks us,
+# 卖家不帮催单 does not.
+_IMPERATIVE = re.compile(
+    r"(?<![我去也都经帮])(?:催(?:一下|下|一哈)(?:单|发货|快递|物流|卖家|商家)?|催(?:单|发货|快递|物流|卖家|商家))"
+    r"|拦截(?:一下|下)?(?:快递|包裹|物流|订单)|(?:快递|包裹)拦(?:截|下来|住|回来)"  # not 邮件拦截
+)
+_QUESTION = re.compile(
+    r"多久|多长时间|几天|多少钱|要钱|收费|费用|有用|管用|有效|怎么|怎样|如何|能不能|可不可以|可以|能否|是不是|什么|哪|规则|条件"
+    r"|有没有|办法|按钮|功能|入口|[吗么嘛][?？]?$|[?？]$"
+)
+# Asking *about* something, which an article answers even when the order is the shopper's own:
+# how or where to do it (我的订单怎么取消, 从哪个菜单点进去), whether a call or message is genuine
+# (有人说给我退钱，真的假的), or a case that has not happened. 怎么还没到 / 怎么办 are not how-to: no such verb follows.
+_ASKS_ABOUT = re.compile(
+    r"(?:怎么|怎样|如何|咋|在哪里?|去哪里?|哪里|哪儿)(?:才能|才可以|可以|能|样|去|才)?"
+    r"(?:查|看|查看|查询|找|修改|改|更改|取消|申请|操作|设置|联系|催|拦截|退|填|帮)"
+    r"|(?:哪个|什么)(?:菜单|页面|入口|按钮)|从哪"
+    r"|真的假的|是真的吗|是不是真的|骗子|诈骗|上当"
+    r"|如果|假如|假设|要是|万一|一般"  # a hypothetical or general case: 如果我的快递丢了怎么赔
+)
+
+# --- invoices for a placed order ----------------------------------------------------------------
+# Issuing one, asked of us (麻烦开个票, 帮我开张增值税发票, 给我重开一张发票). Whether or how
+# invoices are issued (能开发票吗, 怎么开发票, 我要开发票) names no actor: an article answers it.
+_INVOICE_ACT = r"(?:补|重新?|换)?开(?:一下|下|一?个|一?张)?(?:增值税)?(?:电子|纸质|专用|普通|专|普)?(?:发票|票)"
+_INVOICE_REQUEST = re.compile(rf"{_ACTOR}{_OBJECT}{_INVOICE_ACT}")
+# The buyer's invoice details handed over for the order: a tax number under its label (税号:9131…,
+# masked 税号:[数字x]) or the buyer's name after a colon (单位全称:[组织机构x], 抬头:某某科技有限公司).
+# Like an order number they count even beside a question. The label alone asks about the field
+# (税号是什么, 单位抬头必须填税号吗, 抬头写公司还是个人), and a real tax number has 15–20 letters
+# and digits, at least 6 of them digits.
+_INVOICE_DETAILS = re.compile(
+    rf"(?:税号|纳税人识别号|信用代码)\s*[:：是为]?\s*(?:(?=(?:[a-z]*\d){{6}})[0-9a-z]{{15,20}}(?![0-9a-z])|{_MASKED})"
+    r"|(?:(?:单位|公司|企业|购买方|购方)(?:全称|名称)|(?:发票)?抬头)\s*[:：]\s*"
+    rf"(?:{_MASKED}|(?:(?!还是)[\u4e00-\u9fff()]){{2,30}}?(?:公司|厂|店|中心|学校|医院|研究院|研究所|事务所|协会|银行|局))"
+)
+
+# --- details of a placed order entered wrong, to be changed -------------------------------------
+# What the shopper fills in when ordering: the address, the phone, the recipient (a bare 名字 may
+# be an account's or a review's). The seller's return address (退货地址) is another matter.
+_DETAIL = (
+    r"(?:(?:收货|收件)(?:人(?:的)?(?:名字|姓名|电话|手机号?)?|地址|电话|信息)"
+    r"|(?<!退货)(?<!退回)(?<!寄回)地址|电话(?:号码?)?|手机号码?|联系(?:电话|方式)|门牌号?)"
+)
+# Entered wrong: 填错, 写错了, 留错, 搞错; not 电话打错了 (a wrong number dialled).
+_WRONG = r"(?:(?:填|写|留|输|选|搞|弄|(?<!电话)打)错|(?<!打)错了)"
+# A change asked of us or meant to be made: 帮忙改, 麻烦改, 要改, 想修改; or the act itself,
+# 改一下, 能不能改下, 改成…. 能改吗 / 可以更改吗 ask whether it can be done: an article answers.
+_CHANGE_ASKED = (
+    r"(?:(?:帮(?:我|忙)?|麻烦(?:你们?|您)?(?:帮(?:我|忙)?)?|给我|替我)(?:改|修改|更改|换)"
+    r"|(?:要|想|得|需要)(?:改|修改|更改)(?![吗么])|(?:改|修改|更改)(?:一下|下|过来))"
+)
+# …and after a detail said to be wrong, the new value too (地址写错了，改成朝阳路12号). Without
+# that, 我把地址换成和田以后运费变了 only tells what the shopper did.
+_CHANGE = rf"(?:{_CHANGE_ASKED}|(?:改|修改|更改|换)(?:成|为))"
+# The shopper's own order's details wrong: with 我 / 这个 pointing at them (我这个地址搞错了,
+# 我下单时电话留错了, 我填错地址了), or wrong and to be changed (电话留错了要改, 收货人写错了麻烦改一下).
+# 地址填错了还没发货 says neither and reads as the help center's question; see _BARE_REPORT.
+_BETWEEN = r"(?:的|这边|这个|那个|这单|订单|下单(?:时|的时候)?|刚才?|之前|把|填的|写的|留的){0,3}"
+_DETAILS_WRONG = re.compile(
+    rf"(?<![给发跟和])(?:我|这个){_BETWEEN}{_DETAIL}[^,.!?;]{{0,4}}?(?:{_WRONG}|{_CHANGE_ASKED})"
+    rf"|(?<![给发跟和])我[^,.!?;]{{0,2}}?{_WRONG}了?{_DETAIL}"
+    rf"|{_DETAIL}.{{0,6}}?{_WRONG}.{{0,8}}?{_CHANGE}"
+)
+# The whole message is the report (收货人名字写错了, 电话留错了!): in a chat, that is how a shopper
+# asks us to fix it. Once it describes the case (地址填错了还没发货, …货已经发了), as the help
+# center's questions do, it needs 我 / 这个 or a change asked for, as above.
+_BARE_REPORT = re.compile(rf"^{_DETAIL}{_WRONG}[了啦呀啊哦~～!！。.,，…\s]*$")
+# How to fix it: 地址写错了怎么办, 我的地址填错了咋整, 收货人写错了有什么办法. After a late parcel
+# 怎么办 asks us to look at it; after a wrong detail it asks how to change it, which the shopper
+# does in the order page until it ships and the article explains, even for "my" address. So a
+# how-to word anywhere keeps these two rules quiet (an address asked to be changed for the
+# shopper, 地址写错了怎么办，帮我改一下, is still act_on_order).
+_ASKS_HOW = re.compile(r"怎|如何|咋|办法|流程|步骤|入口|在哪|哪里|哪儿|什么|啥|多久|要钱|收费|费用|万一|是不是|还是")
+# The account's phone number, not an order's: 注册时手机号填错了, 绑定的手机号要改一下.
+_ACCOUNT = re.compile(r"注册|绑定|换绑|改绑|登录|登陆|账号|账户|帐号|实名|验证码|身份证|密码|支付宝|银行卡")
+
+
+@dataclass(frozen=True)
+class OrderMatch:
+    """Why a message needs the shopper's order: the rule and the text it matched."""
+
+    # order_id | invoice_details | own_order_status | own_order_edit | act_on_order | invoice
+    # | order_details | imperative
+    rule: str
+    text: str
+
+
+def _first(pattern: re.Pattern[str], norm: str, unless: re.Pattern[str]) -> re.Match[str] | None:
+    """The first match of ``pattern`` whose preceding text does not end in ``unless``."""
+    return next((m for m in pattern.finditer(norm) if not unless.search(norm, 0, m.start())), None)
+
+
+def match_order_request(norm: str) -> OrderMatch | None:
+    """The first rule by which ``norm`` (normalised) needs the shopper's own order or account,
+    or None. An order number, a pasted order card or invoice details always count; the wording
+    rules are skipped for questions about how to do something or whether a message is genuine."""
+    for rule, pattern in (("order_id", _ORDER_ID), ("order_id", _LONG_NUMBER), ("invoice_details", _INVOICE_DETAILS)):
+        m = pattern.search(norm)
+        if m is not None:
+            return OrderMatch(rule, m.group())
+    if _ASKS_ABOUT.search(norm):
+        return None
+    for rule, pattern, unless in (
+        ("own_order_status", _OWN_STATUS, _REPORTED_BEFORE),
+        ("own_order_edit", _OWN_EDIT, _REPORTED_BEFORE),
+        ("act_on_order", _ACTOR_ACT, _NOT_OURS),
+        ("invoice", _INVOICE_REQUEST, _NOT_OURS),
+    ):
+        m = _first(pattern, norm, unless)
+        if m is not None:
+            return OrderMatch(rule, m.group())
+    if not _ASKS_HOW.search(norm) and not _ACCOUNT.search(norm):
+        m = _first(_DETAILS_WRONG, norm, _REPORTED_BEFORE) or _BARE_REPORT.match(strip_greeting(norm))
+        if m is not None:
+            return OrderMatch("order_details", m.group())
+    m = _IMPERATIVE.search(norm)
+    if m is not None and not _QUESTION.search(norm):
+        return OrderMatch("imperative", m.group())
+    return None
+
+
+def is_order_request(norm: str) -> bool:
+    """Does the message need the shopper's own order (an order number, "my parcel … 到哪了",
+    帮我退款)? ``norm`` must already be normalised. See :func:`match_order_request`."""
+    return match_order_request(norm) is not None
