@@ -4,6 +4,8 @@ Accepted inside the folder (recursively):
 - ``*.yaml``/``*.yml`` with ``entries:`` — FAQ entries in kefu's format (strict checks);
 - ``*.md`` with YAML front matter (``id``, ``title``, ``category``, ``effective``) — rules documents;
   ``*.md`` without front matter and ``*.txt`` — plain help documents;
+- ``*.html``/``*.htm`` — help-center pages, read as plain documents (kb/html.py): headings,
+  lists, tables and paragraphs kept; scripts, navigation, headers/footers and hidden parts dropped;
 - ``*.csv``, ``*.tsv``, ``*.jsonl``, ``*.xlsx`` — FAQ tables with columns ``question``, ``answer``
   and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``;
   exports from other systems are taken as they are unless ``strict``: any id string (a
@@ -34,6 +36,7 @@ import yaml
 from pydantic import ValidationError
 
 from kb.errors import KBError
+from kb.html import PageError, decode_page, parse_page
 from kb.schema import (
     MIN_ANSWER,
     MIN_RULES_BODY,
@@ -53,6 +56,7 @@ from kb.schema import (
 from kb.settings import BUNDLED_KB
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".xlsx"}
+HTML_SUFFIXES = {".html", ".htm"}
 MIN_DOC_BODY = 20  # a document shorter than this is almost certainly an export mistake
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
@@ -218,15 +222,33 @@ class _Loader:
         )
         self.doc_placed.append((next(self.seq), meta.id, src))
 
-    def add_plain_doc(self, path: Path, text: str, src: Source) -> None:
+    def add_plain_doc(self, path: Path, text: str, src: Source, title: str = "") -> None:
         if len(text.strip()) < MIN_DOC_BODY:
             self.problem(src, f"document is empty or shorter than {MIN_DOC_BODY} characters")
             return
         heading = re.search(r"^#\s+(.+)$", text, re.M)
-        title = heading.group(1).strip() if heading else path.stem
+        title = title or (heading.group(1).strip() if heading else path.stem)
         doc_id = _slugify(path.stem, fallback=f"doc-{hashlib.sha1(self.rel(path).encode()).hexdigest()[:8]}")
         self.documents.append(Document(doc_id, title, "文档", text, src, "doc"))
         self.doc_placed.append((next(self.seq), doc_id, src))
+
+    def load_html(self, path: Path) -> None:
+        src = Source(self.rel(path))
+        try:
+            page = parse_page(decode_page(path.read_bytes()))
+        except PageError as exc:
+            self.problem(Source(src.path, exc.line), str(exc))
+            return
+        if page.size < MIN_DOC_BODY:
+            where = f" inside {page.region}" if page.region else ""
+            self.problem(
+                Source(src.path, page.line),
+                f"page has {page.size} characters of text{where} once scripts, navigation and hidden parts are "
+                f"dropped; at least {MIN_DOC_BODY} required. If a browser shows more, the page is filled in by "
+                "JavaScript: save the page as the browser shows it, or copy its text into a .md file",
+            )
+            return
+        self.add_plain_doc(path, page.body, src, page.title)
 
     def read_text(self, path: Path, src: Source) -> str | None:
         try:
@@ -560,6 +582,8 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
             text = loader.read_text(p, src)
             if text is not None:
                 loader.add_plain_doc(p, text, src)
+        elif suffix in HTML_SUFFIXES:
+            loader.load_html(p)
         elif suffix in TABLE_SUFFIXES:
             loader.load_table(p)
     if not loader.strict:  # even with problems elsewhere, so rows are not also reported as duplicates
@@ -575,7 +599,7 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
         # When every row was skipped, say why per row rather than only "empty".
         raise KBError(
             f"knowledge base {root} is empty: no FAQ entries or documents found "
-            "(expected *.yaml FAQ files, *.md/*.txt documents or CSV/TSV/JSONL/XLSX tables)",
+            "(expected *.yaml FAQ files, *.md/*.txt/*.html documents or CSV/TSV/JSONL/XLSX tables)",
             [str(n) for n in report.notes],
         )
     if log_changes and (report.notes or report.ids_mapped):
