@@ -29,25 +29,34 @@ def test_oracle_never_cuts_between_equal_scores():
     assert oracle_coverage(top1, right, ins, 0.5) == pytest.approx(1.0)
 
 
+KEFU_KEYS = ("hit@1", "mrr@10", "recall@5", "answered_precision", "coverage", "oos_handoff_recall")
+
+
+def _row(suite: str, test_in: int, test_out: int, bare: tuple[float, ...], kefu: tuple[float, ...], **more):
+    """A SuiteResult.to_json row: bare hit@1, MRR, recall@5, oracle @0.8, @0.9; kefu by KEFU_KEYS."""
+    keys = ("hit@1", "mrr@10", "recall@5", "oracle_coverage@0.8", "oracle_coverage@0.9")
+    return {
+        "suite": suite,
+        "test_in": test_in,
+        "test_out": test_out,
+        "bare": dict(zip(keys, bare, strict=True)),
+        "kefu": dict(zip(KEFU_KEYS, kefu, strict=True)),
+        "calibration": "self",
+        **more,
+    }
+
+
 def test_suites_markdown_row():
     from eval.suite import suites_markdown
 
-    row = {
-        "suite": "shop",
-        "test_in": 3,
-        "test_out": 1,
-        "bare": {"hit@1": 0.5, "mrr@10": 0.6, "recall@5": 0.7, "oracle_coverage@0.8": 0.25, "oracle_coverage@0.9": 0.0},
-        "kefu": {
-            "hit@1": 0.75,
-            "mrr@10": 0.8,
-            "recall@5": 0.9,
-            "answered_precision": 1.0,
-            "coverage": 0.5,
-            "oos_handoff_recall": 1.0,
-        },
-        "predicted": {"answered_precision": 0.9, "coverage": 0.6},
-        "calibration": "self",
-    }
+    row = _row(
+        "shop",
+        3,
+        1,
+        (0.5, 0.6, 0.7, 0.25, 0.0),
+        (0.75, 0.8, 0.9, 1.0, 0.5, 1.0),
+        predicted={"answered_precision": 0.9, "coverage": 0.6},
+    )
     lines = suites_markdown([row])
     assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 11
     assert "0.500 → 0.750" in lines[2] and "0.90 / 0.60" in lines[2]
@@ -77,7 +86,7 @@ def test_run_suite_builds_zero_label_and_measures_the_bare_model(tmp_path):
     enc = FakeEncoder(dim=128)
     r = run_suite(suite, settings, lambda s: Runtime.create(s, encoder=enc), build_hook=build_calibrator(settings, enc))
     assert (r.name, r.n_in, r.n_out, r.calibration) == ("tea", 2, 1, "self")
-    assert set(r.kefu) == {"hit@1", "mrr@10", "recall@5", "answered_precision", "coverage", "oos_handoff_recall"}
+    assert set(r.kefu) == set(KEFU_KEYS)
     assert 0.0 <= r.bare.hit1 <= 1.0 and set(r.bare.oracle_coverage) == {0.8, 0.9}
     assert set(r.predicted) == {"answered_precision", "coverage"}
     assert not (tmp_path / "data" / "index" / "builds").exists()  # the user's index home is left alone
@@ -86,15 +95,5 @@ def test_run_suite_builds_zero_label_and_measures_the_bare_model(tmp_path):
 def test_a_suite_without_out_of_scope_questions_shows_no_handoff_rate():
     from eval.suite import suites_markdown
 
-    row = {
-        "suite": "articles",
-        "test_in": 5,
-        "test_out": 0,
-        "bare": {"hit@1": 0.8, "mrr@10": 0.9, "recall@5": 1.0, "oracle_coverage@0.8": 1.0, "oracle_coverage@0.9": 0.5},
-        "kefu": dict.fromkeys(
-            ("hit@1", "mrr@10", "recall@5", "answered_precision", "coverage", "oos_handoff_recall"), 0.0
-        ),
-        "calibration": "self",
-    }
-    [_, _, line] = suites_markdown([row])
+    [_, _, line] = suites_markdown([_row("articles", 5, 0, (0.8, 0.9, 1.0, 1.0, 0.5), (0.0,) * 6)])
     assert "– (none asked)" in line and line.startswith("| articles | 5/0 | 0.800 → 0.000 |")
