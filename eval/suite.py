@@ -22,7 +22,7 @@ import numpy as np
 from eval.dataset import EvalItem, load_split, resolve_labels
 from eval.metrics import Ranked, hit_at, mrr_at, recall_at
 from eval.runner import evaluate
-from indexer.build import build_and_swap
+from indexer.build import build_and_swap, calibration_origin
 from indexer.encoder import Encoder
 from indexer.index import Index
 from indexer.store import IndexStore
@@ -54,7 +54,7 @@ class SuiteResult:
     bare: BareFigures
     kefu: dict[str, float]  # KEFU_COLUMNS, zero labels
     predicted: dict[str, float]  # what the build's calibration predicted (precision, coverage)
-    calibration: str  # where the zero-label calibration came from (manifest calibration source)
+    calibration: str  # where the zero-label calibration came from (``calibration_origin``)
     calibrated: dict[str, float] | None  # KEFU_COLUMNS after calibrating on dev, when asked
     seconds: float
 
@@ -187,7 +187,7 @@ def run_suite(
         bare=bare,
         kefu=_columns(zero),
         predicted={k: float(v) for k, v in predicted.items() if k in ("answered_precision", "coverage")},
-        calibration=str(manifest_cal.get("source", "default")),
+        calibration=calibration_origin(manifest_cal),
         calibrated=calibrated,
         seconds=time.perf_counter() - t0,
     )

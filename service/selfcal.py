@@ -214,7 +214,7 @@ def self_calibrate(
     to_encode = [q.text for q in queries if q.row is None]
     encoded = iter(np.vstack([encode([t]) for t in to_encode]) if to_encode else [])
     vecs = [index.vectors[q.row] if q.row is not None else next(encoded) for q in queries]
-    total, done = 2 * len(queries), 0
+    total, done = len(queries), 0  # one step per pseudo-query's evidence
 
     def step() -> None:
         nonlocal done
@@ -267,7 +267,7 @@ def self_calibrate(
     # precision as the confidence (calibrated on shoppers' questions) expects it: the pseudo-queries'
     # own right/wrong would be too kind (they are easy) and too harsh (a left-out entry's sibling
     # may well answer its question)
-    prec_at, _, _ = _answer_threshold(p, p if prior is not None else right, is_in, weight, precision)
+    prec_at = _answer_threshold(p, p if prior is not None else right, weight, precision)
     answer_at = min(1.0, max(floor, oos_at, prec_at))
     answered = p >= answer_at
     # predicted precision from the confidence itself (calibrated on shoppers' questions), not from
@@ -327,23 +327,15 @@ def _cross_val(x: np.ndarray, y: np.ndarray, weight: np.ndarray, folds: np.ndarr
     return p
 
 
-def _answer_threshold(
-    p: np.ndarray, right: np.ndarray, is_in: np.ndarray, weight: np.ndarray, precision: float
-) -> tuple[float, float, float]:
-    """(threshold, predicted precision, predicted coverage): the lowest confidence threshold whose
-    weighted answered precision meets ``precision``; 1.0 (never answer) when none does. ``right``
-    is 0/1, or each query's probability of being right."""
+def _answer_threshold(p: np.ndarray, right: np.ndarray, weight: np.ndarray, precision: float) -> float:
+    """The lowest confidence threshold whose weighted answered precision meets ``precision``; 1.0
+    (never answer) when none does. ``right`` is 0/1, or each query's probability of being right."""
     order = np.argsort(-p, kind="stable")
     w_ans = np.cumsum(weight[order])
     w_right = np.cumsum((weight * right)[order])
-    w_in = np.cumsum((weight * is_in)[order])
-    in_total = float((weight * is_in).sum())
     last_of_tie = np.append(p[order][1:] != p[order][:-1], True)
     ok = (w_right / w_ans >= precision) & last_of_tie
-    if not ok.any():
-        return 1.0, 1.0, 0.0
-    i = int(np.flatnonzero(ok).max())
-    return float(p[order][i]), float(w_right[i] / w_ans[i]), float(w_in[i] / in_total)
+    return float(p[order][int(np.flatnonzero(ok).max())]) if ok.any() else 1.0
 
 
 def _scope_threshold(
