@@ -9,7 +9,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 .DEFAULT_GOAL := help
-.PHONY: help setup model index serve test lint typecheck unit eval calibrate bench soak clean
+.PHONY: help setup browser model index serve test lint typecheck unit eval calibrate bench soak clean
 
 help: ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,10 +20,17 @@ $(BIN)/python:
 # torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev,milvus]'
 	@touch $(STAMP)
 
 setup: $(STAMP) ## create .venv and install kefu with dev extras (quick when done)
+
+# Browser tests use Debian's chromium: Playwright's own browser download cannot work offline.
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser: ## install Debian's chromium for the browser tests (once)
+	@command -v $(CHROMIUM) >/dev/null || { $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+	@$(CHROMIUM) --version 2>/dev/null
 
 model: setup ## convert the built-in model into the cache (first time only)
 	$(KEFU) model prepare
@@ -41,10 +48,10 @@ lint: setup ## ruff
 typecheck: setup ## mypy
 	$(BIN)/mypy kb indexer service eval kefu_cli.py tests
 
-unit: setup ## pytest (the real-model tests included)
+unit: setup browser ## pytest (the real-model tests included)
 	$(BIN)/pytest
 
-test: setup lint typecheck unit ## everything CI runs
+test: setup browser lint typecheck unit ## everything CI runs
 
 eval: index ## evaluate on the labelled set; writes eval/reports/latest.{md,json}
 	$(KEFU) eval report
