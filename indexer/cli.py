@@ -8,7 +8,7 @@ import time
 import typer
 from rich.table import Table
 
-from kb.clikit import console, edge, err_console, settings_of
+from kb.clikit import console, edge, settings_of
 
 model_app = typer.Typer(help="Prepare and inspect the embedding model.", no_args_is_help=True)
 
@@ -119,14 +119,32 @@ def index_list(ctx: typer.Context) -> None:
 
 @index_app.command("info")
 @edge
-def index_info(ctx: typer.Context) -> None:
-    """Print the manifest of the current build (JSON); its calibration line goes to stderr."""
+def index_info(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="the whole manifest, as JSON"),
+) -> None:
+    """A short summary of the current build (``--json``: the whole manifest)."""
     from indexer.build import describe_calibration
     from indexer.index import Index
 
-    manifest = Index.read_manifest(_store(ctx).current_path())
-    err_console.print(describe_calibration(manifest.calibration or {}), highlight=False, soft_wrap=True)
-    print(manifest.model_dump_json(indent=2))
+    path = _store(ctx).current_path()
+    manifest = Index.read_manifest(path)
+    if as_json:
+        print(manifest.model_dump_json(indent=2))
+        return
+    counts = ", ".join(f"{v} {k}" for k, v in manifest.counts.items())
+    rows = [
+        ("build", f"{manifest.build_id} (built {manifest.built_at} in {manifest.build_seconds:.0f} s)"),
+        ("folder", str(path)),
+        ("model", f"{manifest.model_id}, dim {manifest.dim}"),
+        ("knowledge base", f"{manifest.kb_root} (hash {manifest.kb_hash[:12]})"),
+        ("contents", counts),
+        ("index", f"{manifest.index_kind}, chunks of {manifest.chunk_chars} characters"),
+        ("calibration", describe_calibration(manifest.calibration or {}).removeprefix("calibration: ")),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        console.print(f"{key:<{width}}  {value}", highlight=False, soft_wrap=True)
 
 
 @index_app.command("rollback")

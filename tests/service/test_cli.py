@@ -201,3 +201,14 @@ def test_card_says_what_was_searched_after_a_typo_fix(tiny_answerer, monkeypatch
     monkeypatch.setattr(service.cli, "console", out)
     service.cli.render(tiny_answerer.answer("发票怎么开"))
     assert "搜索（" not in out.export_text()
+
+
+def test_index_info_is_a_short_summary_and_json_gives_the_manifest(runner: CliRunner, env):
+    short = runner.invoke(app, ["index", "info"])
+    assert short.exit_code == 0, short.output
+    lines = short.stdout.strip().splitlines()
+    assert len(lines) <= 10
+    assert lines[0].startswith("build ") and any(line.startswith("calibration ") for line in lines)
+    full = runner.invoke(app, ["index", "info", "--json"])
+    manifest = json.loads(full.stdout)
+    assert manifest["build_id"] in lines[0] and manifest["counts"]["entries"] > 0
