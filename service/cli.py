@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from kb.clikit import console, edge, err_console, settings_of
-from kb.errors import InputError
+from kb.errors import ConfigError, InputError
 from service.schemas import Answer, AnswerRequest, HistoryTurn
 
 handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_is_help=True)
@@ -177,6 +177,7 @@ def serve(
     # Compute threads per worker (torch's pool, or ONNX calls at once): the cores shared out, so
     # workers do not oversubscribe the CPU.
     threads = s.torch_threads or max(1, cores // s.workers)
+    check_port_free(s.host, s.port)
     console.print(
         f"kefu serving on http://{s.host}:{s.port} (docs: /docs) — {s.workers} worker(s), "
         f"{threads} compute thread(s) each"
@@ -194,6 +195,26 @@ def serve(
     uvicorn.run(
         "service.api:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning"
     )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a busy port before announcing the server (uvicorn would log the error and exit 0)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot resolve host {host!r}: {exc}; pass --host with an address of this machine") from exc
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR as uvicorn sets it, so a port in TIME_WAIT after a restart is not called busy.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}; stop the program using it or pass --port"
+            ) from exc
 
 
 @handoffs_app.command("list")

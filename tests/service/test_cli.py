@@ -212,3 +212,16 @@ def test_index_info_is_a_short_summary_and_json_gives_the_manifest(runner: CliRu
     full = runner.invoke(app, ["index", "info", "--json"])
     manifest = json.loads(full.stdout)
     assert manifest["build_id"] in lines[0] and manifest["counts"]["entries"] > 0
+
+
+def test_serve_on_a_busy_port_exits_2_before_announcing(runner: CliRunner, env):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = runner.invoke(app, ["serve", "--port", str(port)])
+    assert r.exit_code == 2
+    assert "serving on" not in r.stdout
+    assert f"127.0.0.1:{port}" in r.output and "--port" in r.output
