@@ -8,33 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from eval.calibrate import PRECISION_SE_MARGIN
 from eval.dataset import EvalItem, load_split
 from eval.runner import RunResult, evaluate
-from kb.clikit import console, edge, err_console, settings_of
+from kb.clikit import console, edge, err_console, progress_display, settings_of
 from kb.errors import ConfigError, KBError
 
 eval_app = typer.Typer(help="Offline evaluation, calibration and reports.", no_args_is_help=True)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 def _evaluate(answerer: Any, items: list[EvalItem], label: str, quiet: bool) -> RunResult:
     if quiet:
         return evaluate(answerer, items)
-    with _progress() as bar:
+    with progress_display() as bar:
         task = bar.add_task(label, total=len(items))
         return evaluate(answerer, items, lambda d, t: bar.update(task, completed=d))
 
@@ -89,7 +77,7 @@ def _fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool):  # type: ign
 
     if quiet:
         return cross_fit_ranker(answerer, items, kb_groups(answerer.index))
-    with _progress() as bar:
+    with progress_display() as bar:
         t_kb = bar.add_task("ranker: KB alternatives", total=None)
         kb = kb_groups(answerer.index, progress=lambda d, t: bar.update(t_kb, completed=d, total=t))
         t_dev = bar.add_task("ranker: dev, cross-fitted", total=len(items))
@@ -229,7 +217,7 @@ def confusions_cmd(
     if as_json:
         rep = kb_confusions(answerer)
     else:
-        with _progress() as bar:
+        with progress_display() as bar:
             task = bar.add_task("alternatives", total=None)
             rep = kb_confusions(answerer, lambda d, t: bar.update(task, completed=d, total=t))
     pairs = rep.pairs()[:top]

@@ -14,7 +14,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from kb.clikit import console, edge, err_console, settings_of
+from kb.clikit import console, edge, err_console, progress_display, settings_of
 from kb.errors import ConfigError, InputError
 from service.schemas import Answer, AnswerRequest, HistoryTurn
 
@@ -252,8 +252,6 @@ def build(
 ) -> None:
     """Build the index of a knowledge base and calibrate it for that KB (from the KB itself when
     no calibration was fitted for it); the serving index is replaced only after verification."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from indexer.build import build_and_swap
     from indexer.encoder import load_encoder
     from indexer.store import IndexStore
@@ -266,9 +264,7 @@ def build(
     t0 = time.perf_counter()
     knowledge = load_kb(kb or s.kb_dir)
     encoder = load_encoder(s)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
-    ) as bar:
+    with progress_display() as bar:
         embed = bar.add_task("embedding texts", total=None)
         fit = bar.add_task("self-calibration: pseudo-queries", total=None, visible=False)
 
