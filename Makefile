@@ -59,7 +59,8 @@ eval: index ## evaluate on the labelled set; writes eval/reports/latest.{md,json
 calibrate: index ## fit decision thresholds on the dev split into the index manifest
 	$(KEFU) eval calibrate
 
-bench: index ## benchmarks; writes docs/benchmarks.md
+bench: index ## benchmarks; writes docs/benchmarks.md (installs Debian's wrk for the HTTP part)
+	@command -v wrk >/dev/null || $(SUDO) apt-get install -y -q wrk >/dev/null || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q wrk >/dev/null; }
 	$(BIN)/python -m eval.bench
 
 soak: index ## bounded soak + burst on loopback; writes docs/reliability.json
