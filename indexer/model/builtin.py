@@ -12,7 +12,11 @@ import hashlib
 import json
 import os
 import shutil
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,6 +138,30 @@ def prepare_builtin(model: str, cache_root: Path, force: bool = False) -> Prepar
     return _convert_into(weights, sha, target)
 
 
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Hold back what libraries write to stderr during the block (absl's "before InitializeLog"
+    warning and sentencepiece's builder lines from C++, transformers' weight bars): it is replayed
+    only if the block fails, where it may explain the failure. Works on the file descriptor, as the
+    C++ writers bypass ``sys.stderr``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode("utf-8", errors="replace")[-4000:])
+            raise
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _convert_into(weights: Path, sha: str, target: Path) -> PreparedModel:
     from indexer.model.convert import convert
 
@@ -142,8 +170,9 @@ def _convert_into(weights: Path, sha: str, target: Path) -> PreparedModel:
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         tmp.mkdir()
-        convert(weights, tmp)
-        cosines = parity_cosines(tmp)
+        with quiet_stderr():
+            convert(weights, tmp)
+            cosines = parity_cosines(tmp)
         worst = float(cosines.min())
         if worst < PARITY_MIN_COSINE:
             bad = PARITY_TEXTS[int(cosines.argmin())]

@@ -252,3 +252,17 @@ def test_a_changed_model_folder_is_exported_again(tmp_path):
     assert enc.model_loaded
     (after,) = _graphs(tmp_path)  # the new graph replaced the old one
     assert after != before
+
+
+def test_quiet_stderr_holds_back_native_writes_and_replays_them_on_failure(capfd: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    from indexer.model.builtin import quiet_stderr
+
+    with quiet_stderr():
+        os.write(2, b"I0000 builder.cc:183] Loading CharsMap\n")
+    assert capfd.readouterr().err == ""
+    with pytest.raises(RuntimeError), quiet_stderr():
+        os.write(2, b"the reason it broke\n")
+        raise RuntimeError("conversion failed")
+    assert "the reason it broke" in capfd.readouterr().err
