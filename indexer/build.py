@@ -88,6 +88,13 @@ def question_path(encoder: Encoder) -> str:
     return encoder.query_path if encoder.batch_invariant else f"{encoder.query_path}, one per call"
 
 
+def questions_match(built: str | None, encoder: Encoder) -> bool:
+    """Whether stored questions encoded as ``built`` are what ``encoder`` gives a shopper typing
+    them: the same path, or that path one per call when the encoder is batch-invariant anyway."""
+    now = question_path(encoder)
+    return built == now or (encoder.batch_invariant and built == f"{now}, one per call")
+
+
 def _encode_alone(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     """``encode_queries`` one text per call, as queries arrive, on ``parallelism`` threads (an
     ONNX call is single-threaded and releases the interpreter lock)."""
@@ -218,7 +225,7 @@ def _build_and_swap(
             current is not None
             and current.kb_hash == kb.content_hash
             and current.model_id == encoder.model_id
-            and current.question_path == question_path(encoder)
+            and questions_match(current.question_path, encoder)
             and current.index_kind == index_kind
             and current.chunk_chars == chunk_chars
         ):

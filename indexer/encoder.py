@@ -234,7 +234,8 @@ class SentenceTransformerEncoder:
 
     @property
     def batch_invariant(self) -> bool:
-        return not self.query_int8
+        """ONNX runs one text at a time; torch's int8 layers share one activation scale per batch."""
+        return self._onnx is not None or not self.query_int8
 
     @property
     def parallelism(self) -> int:
@@ -273,16 +274,23 @@ class SentenceTransformerEncoder:
         return onnx
 
     def _onnx_forward(self, onnx: OnnxQueryEncoder, texts: list[str], prompt: str) -> np.ndarray:
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # less padding per sub-batch
+        """One graph run per text, on its own tokens: an int8 graph quantises activations with one
+        scale per run, so a text run beside others (or padded to their length) would get another
+        vector. One row per run is also faster here than padded batches (docs/speed.md)."""
         out = np.empty((len(texts), self._dim), dtype=np.float32)
-        for start in range(0, len(order), self._batch_size):
-            rows = order[start : start + self._batch_size]
-            with self._tokenizer_lock:
+        for start in range(0, len(texts), self._batch_size):
+            rows = list(range(start, min(start + self._batch_size, len(texts))))
+            with self._tokenizer_lock:  # one tokenizer call per sub-batch; runs are cut to each row's tokens
                 if self._tokenize is not None:
                     features: dict[str, Any] = self._tokenize([prompt + texts[i] for i in rows])
                 else:
                     features = self._st.preprocess([texts[i] for i in rows], prompt=prompt or None)
-            out[rows] = onnx.run(features)
+            arrays = {name: np.asarray(features[name]) for name in onnx.input_names}
+            mask = arrays.get("attention_mask")
+            for j, i in enumerate(rows):
+                # The row's own tokens wherever the padding is (left or right padded tokenizers).
+                keep = slice(None) if mask is None else mask[j].astype(bool)
+                out[i] = onnx.run({name: a[j : j + 1][:, keep] for name, a in arrays.items()})[0]
         return out
 
     def _library_encode(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:

@@ -7,7 +7,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.build import describe_calibration, question_path
+from indexer.build import describe_calibration, question_path, questions_match
 from indexer.encoder import Encoder, load_encoder
 from indexer.index import Index
 from indexer.store import IndexStore
@@ -82,7 +82,7 @@ class Runtime:
         index = index or self.store.load_current(self.encoder.model_id)
         index.set_dense_int8(self.settings.dense_int8)
         built, now = index.manifest.question_path, question_path(self.encoder)
-        if built != now:  # it still answers, but a stored question no longer matches itself typed
+        if not questions_match(built, self.encoder):  # it answers, but a stored question no longer matches itself typed
             log.warning(
                 "index %s encoded its questions as %s, and queries are now encoded as %s: run "
                 "`kefu build` to re-encode them (answers and documents come from the cache)",

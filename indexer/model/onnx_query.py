@@ -240,6 +240,7 @@ class OnnxQueryEncoder:
         except Exception as exc:  # a corrupt cache file: the caller exports again
             raise ModelError(f"cannot load the ONNX query graph {path}: {exc}") from exc
         self._names = list(input_names)
+        self.input_names = tuple(self._names)
         self.path = path
         self.variant = variant
 

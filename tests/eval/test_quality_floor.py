@@ -41,7 +41,7 @@ FLOORS = {
 
 
 @pytest.fixture(scope="module")
-def real_answerer(tmp_path_factory, builtin_model):
+def real_runtime(tmp_path_factory, builtin_model):
     """The bundled KB indexed with the real model, calibrated as shipped."""
     from indexer.build import build_and_swap
     from indexer.encoder import load_encoder
@@ -54,7 +54,12 @@ def real_answerer(tmp_path_factory, builtin_model):
     encoder = load_encoder(settings)
     store = IndexStore(settings.index_home)
     build_and_swap(load_kb(settings.kb_dir), encoder, store, settings.chunk_chars)
-    return Runtime.create(settings, encoder=encoder).answerer()
+    return Runtime.create(settings, encoder=encoder)
+
+
+@pytest.fixture(scope="module")
+def real_answerer(real_runtime):
+    return real_runtime.answerer()
 
 
 def test_shipped_calibration_is_used(real_answerer):
@@ -65,3 +70,30 @@ def test_test_split_meets_the_floors(real_answerer):
     h = evaluate(real_answerer, load_split("test")).metrics["headline"]
     below = {k: (h[k], floor) for k, floor in FLOORS.items() if h[k] < floor}
     assert not below, f"below the regression floor (value, floor): {below}"
+
+
+def test_answers_do_not_depend_on_what_a_query_is_batched_with(real_runtime, real_answerer):
+    """Under load the micro-batcher encodes queries together (HTTP at 32 clients); each labelled
+    query must get the answer, scores and decision it gets alone."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from service.batcher import MicroBatcher
+
+    queries = [it.query for it in load_split("dev") + load_split("test")]
+    random.Random(7).shuffle(queries)
+
+    def seen(answer) -> tuple:
+        return answer.decision, answer.reason, [(a.id, a.score) for a in answer.answers]
+
+    alone = [seen(real_answerer.answer(q)) for q in queries]
+    batcher = MicroBatcher(real_runtime.encoder.encode_queries, wait_ms=5.0, max_batch=4, workers=2)
+    try:
+        loaded = real_runtime.answerer(encode=batcher.encode)
+        with ThreadPoolExecutor(8) as pool:
+            together = list(pool.map(lambda q: seen(loaded.answer(q)), queries))
+    finally:
+        batcher.close()
+    assert batcher.batches < len(queries)  # queries really shared encoder calls
+    changed = [q for q, a, b in zip(queries, alone, together, strict=True) if a != b]
+    assert not changed, f"{len(changed)} of {len(queries)} answers changed when batched"

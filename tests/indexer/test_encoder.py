@@ -138,13 +138,25 @@ def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path, runtim
     np.testing.assert_array_equal(enc.encode_docs(TEXTS), docs_before)
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnx"])
-def test_int8_vectors_depend_on_the_batch_and_say_so(tmp_path, runtime):
-    """Why the build encodes stored questions one per call on an int8 path (indexer.build)."""
-    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime=runtime))
-    assert not enc.batch_invariant and enc.query_path == f"{runtime}-int8"
+def test_torch_int8_vectors_depend_on_the_batch_and_say_so(tmp_path):
+    """Why the build encodes stored questions one per call on torch's int8 path (indexer.build)."""
+    enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime="torch"))
+    assert not enc.batch_invariant and enc.query_path == "torch-int8"
     alone = np.vstack([enc.encode_queries([t]) for t in TEXTS])
     assert not np.allclose(enc.encode_queries(TEXTS), alone, atol=1e-6)
+
+
+@pytest.mark.parametrize("int8", [True, False])
+def test_onnx_vectors_do_not_depend_on_the_batch(tmp_path, int8):
+    """A query's vector is the same alone, in any batch and at any position: answers do not
+    change under load (the int8 graph would otherwise share one activation scale per run)."""
+    s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime="onnx", query_int8=int8)
+    enc = load_encoder(s)
+    assert enc.batch_invariant and enc.query_path == f"onnx-{'int8' if int8 else 'fp32'}"
+    texts = [*TEXTS, "退款", "我要人工客服今天明天的物流查询怎么申请了吗"]  # lengths that pad the others
+    alone = np.vstack([enc.encode_queries([t]) for t in texts])
+    np.testing.assert_array_equal(enc.encode_queries(texts), alone)
+    np.testing.assert_array_equal(enc.encode_queries(texts[::-1]), alone[::-1])
 
 
 @pytest.mark.parametrize("runtime", ["torch", "onnx"])
