@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -256,6 +258,7 @@ def _build_and_swap(
     index.manifest.calibration = calibration
     tmp = store.new_tmp(index.manifest.build_id)
     index.save(tmp)
+    copy_resources(kb, tmp)
     verify(Index.load(tmp, encoder.model_id))
     final = store.commit(tmp, index.manifest.build_id)
     m = index.manifest
@@ -275,6 +278,15 @@ def _build_and_swap(
 
 
 SHIPPED_CALIBRATION = "calibration.json"
+
+
+def copy_resources(kb: KnowledgeBase, folder: Path) -> None:
+    """The resource files the KB was built with (its own or the bundled ones) into the build
+    folder, which the service reads them from: the build serves as built, wherever the KB went."""
+    target = folder / "resources"
+    target.mkdir(parents=True, exist_ok=True)
+    for name, path in kb.resources.files:
+        shutil.copyfile(path, target / name)
 
 
 def calibration_origin(cal: dict[str, Any] | None) -> str:

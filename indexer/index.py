@@ -9,6 +9,8 @@ Layout of one build folder::
     chunks.jsonl    one Chunk per line (text, unit id, document id, heading path …)
     anchors.npy     out-of-scope example vectors (negative anchors) + anchors.json labels
     entries.json    the FAQ entries (id → question, answer, category) for answers
+    resources/      the KB's resource files as built (greetings, synonyms, out-of-scope, sensitive
+                    terms, jieba userdict): the service reads them here, not from the KB's path
 """
 
 from __future__ import annotations

@@ -517,17 +517,25 @@ def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
         wb.close()
 
 
+RESOURCE_FILES = ("greetings.yaml", "synonyms.yaml", "out_of_scope.yaml", "sensitive.yaml", "userdict.txt")
+
+
+def resource_file(root: Path, name: str) -> Path | None:
+    """``root/resources/name``, else the bundled file of that name, else None."""
+    for folder in (root / "resources", BUNDLED_KB / "resources"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def load_resources(root: Path) -> Resources:
-    """Domain resources from ``root/resources``; the bundled ones where that folder has none."""
-    folder = root / "resources"
-    if not folder.is_dir():
-        folder = BUNDLED_KB / "resources"
+    """Domain resources from ``root/resources`` (a KB or a build folder), file by file; the
+    bundled file where that folder has none."""
+    files = {name: path for name in RESOURCE_FILES if (path := resource_file(root, name)) is not None}
 
     def read_yaml(name: str) -> dict[str, Any]:
-        p = folder / name
-        if not p.is_file():
-            p = BUNDLED_KB / "resources" / name
-        if not p.is_file():
+        p = files.get(name)
+        if p is None:
             return {}
         try:
             data = yaml.safe_load(p.read_text("utf-8")) or {}
@@ -541,15 +549,13 @@ def load_resources(root: Path) -> Resources:
         return {str(k): tuple(str(x) for x in (v or [])) for k, v in data.items()}
 
     greet = lists(read_yaml("greetings.yaml"))
-    userdict = folder / "userdict.txt"
-    if not userdict.is_file():
-        userdict = BUNDLED_KB / "resources" / "userdict.txt"
     return Resources(
-        userdict=userdict if userdict.is_file() else None,
+        userdict=files.get("userdict.txt"),
         synonyms=lists(read_yaml("synonyms.yaml")),
         out_of_scope=lists(read_yaml("out_of_scope.yaml")),
         greetings=greet.get("greetings", ()),
         thanks=greet.get("thanks", ()),
+        files=tuple(files.items()),
     )
 
 
@@ -643,5 +649,7 @@ def _content_hash(entries: list[FAQEntry], documents: list[Document], resources:
         h.update(e.model_dump_json(exclude=unset or None).encode())
     for d in sorted(documents, key=lambda d: d.id):
         h.update(json.dumps([d.id, d.title, d.category, d.body, d.kind], ensure_ascii=False).encode())
-    h.update(json.dumps([sorted(resources.out_of_scope.items())], ensure_ascii=False).encode())
+    for name, path in resources.files:  # what the service reads from the build: a change is a new KB
+        h.update(name.encode())
+        h.update(path.read_bytes())
     return h.hexdigest()

@@ -152,6 +152,9 @@ class Resources:
     out_of_scope: dict[str, tuple[str, ...]] = field(default_factory=dict)
     greetings: tuple[str, ...] = ()
     thanks: tuple[str, ...] = ()
+    # The files these came from (the KB's own, else the bundled one), by file name: a build copies
+    # them into its folder and hashes them into the KB hash, so it serves without the KB's path.
+    files: tuple[tuple[str, Path], ...] = ()
 
 
 NoteKind = Literal["id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped"]

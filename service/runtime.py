@@ -34,6 +34,20 @@ def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> Sensi
     return SensitiveDetector.from_file(BUNDLED_KB / "resources" / "sensitive.yaml")
 
 
+def resources_root(index: Index) -> Path:
+    """Where a build's resources are read from: its own folder (builds carry them), else, for a
+    build made before they did, the KB it was built from, else the bundled KB."""
+    if index.folder is not None and (index.folder / "resources").is_dir():
+        return index.folder
+    kb_root = Path(index.manifest.kb_root)
+    log.warning(
+        "build %s carries no resources/ (an older kefu built it): reading them from %s; run `kefu build --force`",
+        index.manifest.build_id,
+        kb_root if kb_root.is_dir() else "the bundled KB",
+    )
+    return kb_root if kb_root.is_dir() else BUNDLED_KB
+
+
 def options_from(settings: Settings) -> AnswererOptions:
     return AnswererOptions(
         top_k=settings.top_k,
@@ -99,12 +113,12 @@ class Runtime:
                 m.build_id,
                 fitted_for[:8],
             )
-        kb_root = Path(index.manifest.kb_root)
-        resources = load_resources(kb_root if kb_root.is_dir() else BUNDLED_KB)
+        root = resources_root(index)
+        resources = load_resources(root)
         return Answerer(
             index=index,
             encode=encode or self.encoder.encode_queries,
-            sensitive=sensitive_detector(self.settings, kb_root if kb_root.is_dir() else None),
+            sensitive=sensitive_detector(self.settings, root),
             options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,

@@ -24,7 +24,16 @@ from kb.errors import BuildInProgressError, IndexMismatchError, IndexMissingErro
 from kb.loader import load_kb
 
 CHUNK = 60
-FILES = {"manifest.json", "vectors.npy", "index.faiss", "chunks.jsonl", "anchors.npy", "anchors.json", "entries.json"}
+FILES = {
+    "manifest.json",
+    "vectors.npy",
+    "index.faiss",
+    "chunks.jsonl",
+    "anchors.npy",
+    "anchors.json",
+    "entries.json",
+    "resources",
+}
 
 EXTRA_FAQ = """
 category: 售后服务
@@ -86,7 +95,7 @@ def _build(kb_dir: Path, encoder, store: IndexStore, **kw):
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 # --- build and manifest ------------------------------------------------------------------------

@@ -56,6 +56,20 @@ def test_content_hash_is_stable_and_content_sensitive(tmp_path: Path):
     assert load_kb(tmp_path).content_hash != h1
 
 
+def test_resources_are_the_kbs_own_else_bundled_and_part_of_the_hash(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    bundled = load_kb(tmp_path)
+    assert dict(bundled.resources.files) == {
+        name: BUNDLED_KB / "resources" / name
+        for name in ("greetings.yaml", "synonyms.yaml", "out_of_scope.yaml", "sensitive.yaml", "userdict.txt")
+    }
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
+    own = load_kb(tmp_path)
+    assert dict(own.resources.files)["sensitive.yaml"] == tmp_path / "resources" / "sensitive.yaml"
+    assert own.content_hash != bundled.content_hash  # the service reads these: a change is a new build
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -20,3 +20,29 @@ def test_questions_encoded_another_way_are_flagged(tiny_settings, tiny_index, fa
     message = record.getMessage()
     assert "as fake" in message and "fake-int8, one per call" in message and "kefu build" in message
     assert answerer.answer("七天无理由退货需要满足什么条件？").decision  # it still serves
+
+
+def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_encoder):
+    """Greetings and sensitive terms come from the build folder: the KB may move or change."""
+    import shutil
+
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from kb.settings import Settings
+    from tests.conftest import TINY_FAQ
+
+    kb = tmp_path / "kb"
+    (kb / "faq").mkdir(parents=True)
+    (kb / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
+    (kb / "resources").mkdir()
+    (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
+    (kb / "resources" / "greetings.yaml").write_text("greetings: [掌柜在吗]\nthanks: []\n", "utf-8")
+    settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128", chunk_chars=60)
+    store = IndexStore(settings.index_home)
+    build_and_swap(load_kb(kb, strict=False), fake_encoder, store, settings.chunk_chars)
+    shutil.rmtree(kb)
+
+    answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+    assert answerer.answer("让店长亲自来跟我说").reason == "sensitive"
+    assert answerer.answer("掌柜在吗").reason == "greeting"
