@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from eval.cli import eval_app
+from eval.learn_cli import learn_app
 from indexer.cli import index_app, model_app
 from kb.cli import kb_app
 from kb.settings import Settings
@@ -47,6 +48,7 @@ app.command("chat")(chat)
 app.command("serve")(serve)
 app.add_typer(handoffs_app, name="handoffs")
 app.add_typer(eval_app, name="eval")
+app.add_typer(learn_app, name="learn")
 
 if __name__ == "__main__":  # pragma: no cover
     app()

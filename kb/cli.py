@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from kb.clikit import console, edge, settings_of
+from kb.learned import list_drafts
 from kb.loader import REPORT_LABELS, load_kb
 from kb.schema import ImportReport
 
@@ -51,6 +53,7 @@ def check(
             c: {"entries": cats.get(c, 0), "documents": doc_cats.get(c, 0)} for c in sorted(set(cats) | set(doc_cats))
         },
         "import": kb.report.to_json(),
+        "drafts": [dataclasses.asdict(d) for d in list_drafts(kb.root)],
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -69,6 +72,16 @@ def check(
     )
     if kb.report.rows_read:
         _print_report(kb.report)
+    _print_drafts(summary["drafts"])  # type: ignore[arg-type]
+
+
+def _print_drafts(drafts: list[dict[str, object]]) -> None:
+    """Draft entries (`kefu learn new-entry`): not built until filled in and moved out of drafts/."""
+    if not drafts:
+        return
+    console.print(f"{len(drafts)} draft entries in drafts/ (not built; fill in and move into the KB):", highlight=False)
+    for d in drafts:
+        console.print(f"  {d['path']}: {d['question']} ({d['messages']} messages)", highlight=False, markup=False)
 
 
 def _print_report(report: ImportReport) -> None:

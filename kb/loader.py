@@ -13,7 +13,10 @@ Accepted inside the folder (recursively):
   duplicate ids made unique, rows that repeat a question merged into the first, rows without
   a question or answer skipped — each change counted in ``KnowledgeBase.report``;
 - ``resources/`` — jieba ``userdict.txt``, ``synonyms.yaml``, ``out_of_scope.yaml``,
-  ``greetings.yaml``; where a folder has none, the bundled ones are used.
+  ``greetings.yaml``; where a folder has none, the bundled ones are used;
+- what ``kefu learn`` keeps (kb/learned.py): ``alternatives.yaml`` (learned alternative questions
+  by entry id, added to the entries here, so an imported table is never rewritten); its
+  ``learned.jsonl`` and ``learn-journal.jsonl``, and ``drafts/``, are not content and are skipped.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ HTML_SUFFIXES = {".html", ".htm"}
 MIN_DOC_BODY = 20  # a document shorter than this is almost certainly an export mistake
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+# Files of the learning loop (kb/learned.py) at the top of a KB folder: not FAQ content.
+SIDECAR = "alternatives.yaml"
+LEARNED = "learned.jsonl"
+JOURNAL = "learn-journal.jsonl"
+DRAFTS = "drafts"
+LEARNING_FILES = frozenset({SIDECAR, LEARNED, JOURNAL})
 
 log = logging.getLogger("kefu.kb")
 
@@ -429,6 +438,44 @@ class _Loader:
             f"alternative question {alt!r} already belongs to {o.entry.id!r} ({o.src}); dropped it here",
         )
 
+    # --- learned alternatives (kefu learn) ----------------------------------------------------------
+    def load_sidecar(self, path: Path) -> None:
+        """Add ``alternatives.yaml``'s questions to the entries it names (after ids are settled, so
+        a key is the id kefu shows). An id no longer in the KB is skipped with a warning: deleting
+        a row from a table must not make the KB unloadable."""
+        src = Source(self.rel(path))
+        try:
+            data = yaml.safe_load(path.read_text("utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            self.problem(src, f"invalid {SIDECAR}: {exc}")
+            return
+        alts = data.get("alternatives") if isinstance(data, dict) else None
+        if not isinstance(alts, dict) or not all(isinstance(v, list) for v in alts.values()):
+            self.problem(src, "expected `alternatives:` mapping entry ids to lists of questions")
+            return
+        where = {x.entry.id: i for i, x in enumerate(self.loaded)}
+        for i, x in enumerate(self.loaded):  # an imported row's original id names it too
+            if x.entry.source_id is not None:
+                where.setdefault(x.entry.source_id, i)
+        for entry_id, texts in alts.items():
+            at = where.get(str(entry_id))
+            if at is None:
+                log.warning(
+                    "%s: entry %r is not in the knowledge base; its learned questions are skipped", src, entry_id
+                )
+                continue
+            x = self.loaded[at]
+            have = {question_key(q) for q in (x.entry.question, *x.entry.alt_questions)}
+            new = [str(t).strip() for t in texts if question_key(str(t)) not in have]
+            if new:
+                raw = {**x.entry.model_dump(), "alt_questions": (*x.entry.alt_questions, *dict.fromkeys(new))}
+                try:
+                    entry = type(x.entry).model_validate(raw)
+                except ValidationError as exc:
+                    self.problem(src, f"entry {entry_id!r}: {_fmt_validation(exc)}")
+                    continue
+                self.loaded[at] = dataclasses.replace(x, entry=entry)
+
     # --- whole-KB checks --------------------------------------------------------------------------
     def cross_check(self) -> None:
         placed = sorted([(x.seq, x.entry.id, x.src) for x in self.loaded] + self.doc_placed)
@@ -465,6 +512,11 @@ class _Loader:
                     self.problem(src, f"entry {e.id!r}: question {q!r} duplicates one of {owner!r}")
                 elif owner is None:
                     questions[key] = e.id
+
+
+def _learning_file(rel: Path) -> bool:
+    """The learning loop's own files, and draft entries (``drafts/``, loaded once promoted)."""
+    return (len(rel.parts) == 1 and rel.name in LEARNING_FILES) or rel.parts[0] == DRAFTS
 
 
 def _cell(value: Any) -> str:
@@ -576,7 +628,8 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
     loader = _Loader(root if root.is_dir() else root.parent, strict)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     for p in files:
-        if "resources" in p.relative_to(loader.root).parts or p.name.startswith("."):
+        rel = p.relative_to(loader.root)
+        if "resources" in rel.parts or p.name.startswith(".") or _learning_file(rel):
             continue
         suffix = p.suffix.lower()
         if suffix in {".yaml", ".yml"}:
@@ -594,6 +647,8 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
             loader.load_table(p)
     if not loader.strict:  # even with problems elsewhere, so rows are not also reported as duplicates
         loader.settle_imports()
+    if (loader.root / SIDECAR).is_file():
+        loader.load_sidecar(loader.root / SIDECAR)
     loader.cross_check()
     if loader.problems:
         raise KBError(

@@ -1,0 +1,309 @@
+"""``kefu learn``: resolve unserved messages and tickets, then apply the decisions (kb/learned.py,
+eval/learn.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from eval.learn import DEFAULT_TOLERANCE, Comparison, Figures, LearnResult, kb_folder
+from kb.clikit import console, edge, err_console, settings_of
+from kb.errors import ConfigError
+from kb.learned import Action, Decision, decide, states, ticket_messages, undo
+from kb.settings import BUNDLED_KB, Settings
+
+learn_app = typer.Typer(
+    help="Learn from handoffs: attach messages to entries, mark them out of scope, draft new entries; "
+    "`kefu learn` alone applies the decisions, rebuilds, recalibrates and ships only if nothing got worse.",
+    invoke_without_command=True,
+)
+
+MESSAGE = typer.Option(None, "--message", "-m", help="a shopper's message (repeat for several)")
+TICKET = typer.Option(None, "--ticket", help="a handoff ticket id (its masked message)")
+FILE = typer.Option(None, "--file", help="a text file of messages, one a line")
+WHO = typer.Option(None, "--who", help="who decides (default: the user name)")
+
+
+@learn_app.callback()
+@edge
+def learn_cmd(
+    ctx: typer.Context,
+    tolerance: float = typer.Option(
+        DEFAULT_TOLERANCE, "--tolerance", help="largest loss of hit@1, precision or out-of-scope recall allowed"
+    ),
+    force: bool = typer.Option(False, "--force", help="ship even if the checks lose more than the tolerance"),
+    precision: float = typer.Option(0.95, "--precision", help="answered-precision target of the recalibration"),
+    oos_recall: float = typer.Option(0.95, "--oos-recall", help="out-of-scope handoff-recall target"),
+    data: Path | None = typer.Option(
+        None,
+        "--data",
+        help="labelled set (dev.jsonl, test.jsonl) checked too; default KEFU_EVAL_DIR, or the "
+        "bundled set for the bundled KB",
+    ),
+    who: str | None = WHO,
+    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+) -> None:
+    """Apply the pending decisions: rebuild (incremental), recalibrate, compare before/after on the
+    learned test examples and the labelled test set, and ship only if neither lost more than the
+    tolerance. A running server picks the new build up with POST /admin/reload."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from eval.dataset import load_split
+    from eval.learn import learn
+    from indexer.encoder import load_encoder
+
+    s = settings_of(ctx)
+    folder = _labelled_folder(s, data)
+    dev = load_split("dev", folder) if folder is not None else []
+    test = load_split("test", folder) if folder is not None else []
+
+    def say(msg: str) -> None:
+        if not as_json:
+            err_console.print(msg, highlight=False, soft_wrap=True)
+
+    result = learn(
+        s,
+        load_encoder(s),
+        tolerance=tolerance,
+        force=force,
+        precision=precision,
+        oos_recall=oos_recall,
+        labelled_dev=dev,
+        labelled_test=test,
+        who=who,
+        say=say,
+    )
+    if as_json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        _print_result(result, tolerance)
+    if result.refused:
+        raise typer.Exit(1)
+
+
+def _labelled_folder(s: Settings, data: Path | None) -> Path | None:
+    if data is not None:
+        return data
+    if s.eval_dir is not None:
+        return s.eval_dir
+    if kb_folder(Path(s.kb_dir)).resolve() == BUNDLED_KB.resolve():
+        from eval.dataset import DATA_DIR
+
+        return DATA_DIR
+    return None
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3f}"
+
+
+def _row(label: str, f: Figures | None) -> list[str]:
+    if f is None:
+        return [label, "–", "–", "–", "–", "–"]
+    return [label, f"{f.n_in}/{f.n_out}", _fmt(f.hit1), _fmt(f.precision), _fmt(f.coverage), _fmt(f.oos_recall)]
+
+
+def _print_result(r: LearnResult, tolerance: float) -> None:
+    if r.nothing_to_do:
+        console.print("nothing to learn: no pending decisions, and the served build is of this KB")
+        return
+    p = r.plan
+    skipped = sum(len(c.skipped) for c in p.changes)
+    console.print(
+        f"{len(p.changes)} decisions: {p.alternatives} alternative questions, {p.examples} labelled examples, "
+        f"{p.drafts} drafts ({skipped} messages not added as alternatives; `kefu learn status` says why)",
+        highlight=False,
+    )
+    console.print(r.calibration, highlight=False, soft_wrap=True)
+    if r.comparisons:
+        table = Table(title=f"before → after (build {r.build_id})")
+        for col in ("set", "in/out", "hit@1", "answered precision", "coverage", "out-of-scope handoff"):
+            table.add_column(col, justify="left" if col == "set" else "right")
+        c: Comparison
+        for c in r.comparisons:
+            table.add_row(*_row(f"{c.name}, before", c.before))
+            table.add_row(*_row(f"{c.name}, after", c.after))
+        console.print(table)
+    if r.refused and not r.shipped:
+        console.print(
+            f"[bold red]refused:[/] lost more than {tolerance} on {'; '.join(r.refused)}. The KB files and the served "
+            "index are unchanged and the decisions still pending: undo the decision that hurts "
+            "(`kefu learn status`), or ship anyway with --force.",
+            highlight=False,
+        )
+    elif r.shipped:
+        forced = f" (forced past: {'; '.join(r.refused)})" if r.refused else ""
+        console.print(
+            f"shipped build {r.build_id}{forced} in {r.seconds:.1f} s; "
+            "a running server takes it with POST /admin/reload",
+            highlight=False,
+        )
+
+
+def _messages(message: list[str] | None, file: Path | None, ticket: str | None, s: Settings) -> list[str]:
+    out = list(message or [])
+    if file is not None:
+        out += [ln.strip() for ln in file.read_text("utf-8").splitlines() if ln.strip()]
+    if ticket is not None:
+        if out:
+            raise ConfigError("give either --ticket or messages (--message/--file), not both")
+        out = list(ticket_messages(s.tickets_path, ticket))
+    return out
+
+
+def _decide(
+    ctx: typer.Context,
+    action: Action,
+    entry: str | None,
+    message: list[str] | None,
+    file: Path | None,
+    ticket: str | None,
+    who: str | None,
+    category: str | None = None,
+) -> None:
+    from kb.loader import load_kb
+
+    s = settings_of(ctx)
+    kb = load_kb(s.kb_dir, log_changes=False)
+    d = decide(kb, action, _messages(message, file, ticket, s), entry=entry, ticket=ticket, category=category, who=who)
+    _print_decision(d)
+
+
+def _print_decision(d: Decision) -> None:
+    target = f" → {d.entry}" if d.entry else ""
+    console.print(
+        f"decision {d.id}: {d.action}{target}, {len(d.messages)} messages ({d.who}, {d.at}); "
+        "pending until `kefu learn`",
+        highlight=False,
+    )
+
+
+@learn_app.command("attach")
+@edge
+def attach_cmd(
+    ctx: typer.Context,
+    entry: str = typer.Argument(..., help="the entry that answers the messages (its id)"),
+    message: list[str] | None = MESSAGE,
+    file: Path | None = FILE,
+    ticket: str | None = TICKET,
+    who: str | None = WHO,
+) -> None:
+    """The entry answers these messages: they become its alternative questions and labelled examples."""
+    _decide(ctx, "attach", entry, message, file, ticket, who)
+
+
+@learn_app.command("confirm")
+@edge
+def confirm_cmd(
+    ctx: typer.Context,
+    entry: str = typer.Argument(..., help="the entry kefu answered these messages with, rightly (its id)"),
+    message: list[str] | None = MESSAGE,
+    file: Path | None = FILE,
+    who: str | None = WHO,
+) -> None:
+    """Kefu answered these rightly: labelled examples only (no alternatives), so the checks and the
+    recalibration also see the traffic kefu already serves."""
+    _decide(ctx, "confirm", entry, message, file, None, who)
+
+
+@learn_app.command("out-of-scope")
+@edge
+def out_of_scope_cmd(
+    ctx: typer.Context,
+    message: list[str] | None = MESSAGE,
+    file: Path | None = FILE,
+    ticket: str | None = TICKET,
+    who: str | None = WHO,
+) -> None:
+    """The KB should not answer these: they become labelled handoff examples."""
+    _decide(ctx, "out_of_scope", None, message, file, ticket, who)
+
+
+@learn_app.command("new-entry")
+@edge
+def new_entry_cmd(
+    ctx: typer.Context,
+    message: list[str] | None = MESSAGE,
+    file: Path | None = FILE,
+    ticket: str | None = TICKET,
+    category: str | None = typer.Option(None, "--category", help="category of the draft entry"),
+    who: str | None = WHO,
+) -> None:
+    """The KB needs an entry for these: a draft stub in drafts/ (listed by `kefu kb check`, not built)."""
+    _decide(ctx, "new_entry", None, message, file, ticket, who, category)
+
+
+@learn_app.command("dismiss")
+@edge
+def dismiss_cmd(
+    ctx: typer.Context,
+    message: list[str] | None = MESSAGE,
+    file: Path | None = FILE,
+    ticket: str | None = TICKET,
+    who: str | None = WHO,
+) -> None:
+    """Nothing to learn from these (recorded, so the item is not shown again)."""
+    _decide(ctx, "dismiss", None, message, file, ticket, who)
+
+
+@learn_app.command("undo")
+@edge
+def undo_cmd(
+    ctx: typer.Context,
+    decision: str = typer.Argument(..., help="decision id (kefu learn status)"),
+    who: str | None = WHO,
+) -> None:
+    """Revert a decision: withdrawn if pending; if applied, its alternatives, examples and draft are
+    removed from the KB files (run `kefu learn` to rebuild)."""
+    from kb.loader import load_kb
+
+    s = settings_of(ctx)
+    state = undo(load_kb(s.kb_dir, log_changes=False), decision, who)
+    if state.change is None:
+        console.print(f"decision {decision} withdrawn (it was not applied yet)")
+        return
+    c = state.change
+    console.print(
+        f"decision {decision} undone: removed {len(c.alternatives)} alternative questions, {len(c.examples)} "
+        f"examples{', its draft' if c.draft else ''}; run `kefu learn` to rebuild",
+        highlight=False,
+    )
+
+
+@learn_app.command("status")
+@edge
+def status_cmd(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json"),
+    limit: int = typer.Option(30, "--limit", min=1, help="most recent decisions shown"),
+) -> None:
+    """Every decision with its status (pending, applied, undone), who made it and when."""
+    s = settings_of(ctx)
+    rows = sorted(states(kb_folder(Path(s.kb_dir))).values(), key=lambda x: x.decision.at, reverse=True)[:limit]
+    if as_json:
+        out = [
+            {**x.decision.to_json(), "status": x.status, "change": x.change.to_json() if x.change else None}
+            for x in rows
+        ]
+        print(json.dumps(out, ensure_ascii=False))
+        return
+    table = Table(title=f"decisions ({len(rows)} most recent)")
+    for col in ("id", "status", "action", "entry", "messages", "who", "at", "not added as alternatives"):
+        table.add_column(col)
+    for x in rows:
+        d = x.decision
+        skipped = "; ".join(f"{m[:20]}: {why}" for m, why in (x.change.skipped if x.change else ())[:3])
+        table.add_row(
+            d.id,
+            x.status,
+            d.action,
+            d.entry or "",
+            d.messages[0][:30] + (f" (+{len(d.messages) - 1})" if len(d.messages) > 1 else ""),
+            d.who,
+            d.at,
+            skipped,
+        )
+    console.print(table)
