@@ -16,7 +16,7 @@ import numpy as np
 
 from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb
 from indexer.embcache import EmbeddingCache
-from indexer.encoder import Encoder
+from indexer.encoder import Encoder, policy_of
 from indexer.index import EntryInfo, Index, Manifest, now_iso
 from indexer.normalize import normalize
 from indexer.store import IndexStore
@@ -63,8 +63,9 @@ def _encode_all(
         # A stored question must get the vector a shopper typing it would get: queries are encoded
         # one per call, and an int8 path's vectors depend on the rest of the batch. The path is
         # in the cache key: vectors of another runtime or precision are not these.
-        key_id = f"{encoder.model_id}\x1f{encoder.query_path}"
-        if not encoder.batch_invariant:
+        policy = policy_of(encoder)
+        key_id = f"{encoder.model_id}\x1f{policy.path}"
+        if not policy.batch_invariant:
             fn = partial(_encode_alone, encoder)
     parts: list[np.ndarray] = []
     hits = 0
@@ -87,14 +88,15 @@ def _encode_all(
 def question_path(encoder: Encoder) -> str:
     """How ``build_index`` encodes stored questions with ``encoder``: its query path, and whether
     one text per call. An index whose questions were encoded otherwise is rebuilt."""
-    return encoder.query_path if encoder.batch_invariant else f"{encoder.query_path}, one per call"
+    policy = policy_of(encoder)
+    return policy.path if policy.batch_invariant else f"{policy.path}, one per call"
 
 
 def questions_match(built: str | None, encoder: Encoder) -> bool:
     """Whether stored questions encoded as ``built`` are what ``encoder`` gives a shopper typing
     them: the same path, or that path one per call when the encoder is batch-invariant anyway."""
     now = question_path(encoder)
-    return built == now or (encoder.batch_invariant and built == f"{now}, one per call")
+    return built == now or (policy_of(encoder).batch_invariant and built == f"{now}, one per call")
 
 
 def _encode_alone(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
@@ -102,7 +104,7 @@ def _encode_alone(encoder: Encoder, texts: Sequence[str]) -> np.ndarray:
     ONNX call is single-threaded and releases the interpreter lock)."""
     if not texts:
         return encoder.encode_queries([])
-    with ThreadPoolExecutor(max(1, encoder.parallelism)) as pool:
+    with ThreadPoolExecutor(policy_of(encoder).parallelism) as pool:
         return np.vstack(list(pool.map(lambda t: encoder.encode_queries([t]), texts)))
 
 

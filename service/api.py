@@ -110,12 +110,8 @@ class ServiceState:
             self.not_ready = f"model not loaded: {exc}"
             return
         s = self.settings
-        self.batcher = MicroBatcher(
-            self.runtime.encoder.encode_queries,
-            s.microbatch_wait_ms,
-            s.microbatch_max or self.runtime.encoder.query_batch,
-            self.metrics.encoder_batch,
-            workers=self.runtime.encoder.parallelism,
+        self.batcher = MicroBatcher.for_encoder(
+            self.runtime.encoder, s.microbatch_wait_ms, s.microbatch_max, self.metrics.encoder_batch
         )
         self.reload()
 

@@ -3,9 +3,9 @@
 A request thread submits its text and waits; a worker thread takes everything queued within
 a short window (``wait_ms``) up to ``max_batch`` texts, encodes them in one forward pass and
 hands each caller its row. Batching raises torch's throughput several-fold on this CPU
-(shared/notes/default-model.md: 420 short texts/s in batches vs ~80/s one at a time). With an
-encoder that runs calls in parallel (ONNX, one thread per call) there is one worker per core,
-and small batches serve best (see ``SentenceTransformerEncoder.query_batch``).
+(420 short texts/s in batches vs ~80/s one at a time). With an encoder that runs calls in
+parallel (ONNX, one thread per call) there is one worker per core, and small batches serve best.
+``MicroBatcher.for_encoder`` reads both from the encoder's ``QueryPolicy``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from concurrent.futures import Future
 
 import numpy as np
 
+from indexer.encoder import Encoder, policy_of
 from kb.errors import ConfigError, ModelError
 
 
@@ -51,6 +52,26 @@ class MicroBatcher:
         ]
         for w in self._workers:
             w.start()
+
+    @classmethod
+    def for_encoder(
+        cls,
+        encoder: Encoder,
+        wait_ms: float,
+        max_batch: int | None = None,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> MicroBatcher:
+        """A batcher in front of ``encoder.encode_queries``, shaped by its query policy: batches of
+        ``max_batch`` texts when set, else the size the encoder's runtime serves best, and as many
+        workers as calls the encoder can run at once."""
+        policy = policy_of(encoder)
+        return cls(
+            encoder.encode_queries,
+            wait_ms,
+            max_batch or policy.max_batch,
+            on_batch,
+            workers=policy.parallelism,
+        )
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Blocking: returns this caller's rows once its batch has been encoded."""

@@ -11,7 +11,7 @@ The graph is the whole sentence-transformers module chain (transformer, pooling,
 traced with the model's own tokenizer outputs as inputs, so any exportable model works. For a
 BERT-family model, ONNX Runtime's optimiser then fuses attention, GELU and layer norms. Every
 matrix product with a weight operand is quantised to int8 per output channel: unlike torch's
-int8 layers (see ``indexer.encoder.INT8_KEEP_LAST``), all 12 layers in int8 stay as close to
+int8 layers (see ``indexer.encoders.torch_direct.INT8_KEEP_LAST``), all 12 layers in int8 stay as close to
 float32 (dev queries: cosine min 0.989, mean 0.997) as torch's 10 do. Documents never go
 through it: indexes stay float32 and unchanged whatever the query settings.
 
@@ -222,7 +222,7 @@ def _quantise(source: Path, target: Path) -> None:
         root.setLevel(level)
 
 
-class OnnxQueryEncoder:
+class OnnxQueryGraph:
     """Runs the exported graph. Thread-safe: ``run`` may be called from several threads at once."""
 
     def __init__(self, path: Path, input_names: Sequence[str], variant: str) -> None:
@@ -263,7 +263,7 @@ def _graph_path(cache_root: Path, model_id: str, variant: str, key: str) -> Path
     return cache_root / "onnx" / f"{_stem(model_id, variant)}-{key}.onnx"
 
 
-def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, int8: bool) -> OnnxQueryEncoder:
+def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, int8: bool) -> OnnxQueryGraph:
     """The cached graph for this model, exporting it first if there is none (or it is unreadable)."""
     variant = "int8" if int8 else "fp32"
     stem = _stem(model_id, variant)
@@ -272,7 +272,7 @@ def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, in
     with _export_lock:
         if path.is_file():
             try:
-                return OnnxQueryEncoder(path, names, variant)
+                return OnnxQueryGraph(path, names, variant)
             except ModelError as exc:
                 log.warning("%s; exporting it again", exc)
                 path.unlink(missing_ok=True)
@@ -281,7 +281,7 @@ def load_or_export(st: Any, model_path: str, model_id: str, cache_root: Path, in
         for old in path.parent.glob(f"{stem}-*"):  # this model's graphs from older versions
             if old.stem != path.stem:
                 old.unlink(missing_ok=True)
-        return OnnxQueryEncoder(path, names, variant)
+        return OnnxQueryGraph(path, names, variant)
 
 
 # --- serving without torch --------------------------------------------------------------------
@@ -328,7 +328,7 @@ def _tokenizer_spec(st: Any) -> dict[str, Any] | None:
     }
 
 
-def write_sidecar(st: Any, onnx: OnnxQueryEncoder, prompt: str, dim: int, reference: np.ndarray) -> bool:
+def write_sidecar(st: Any, onnx: OnnxQueryGraph, prompt: str, dim: int, reference: np.ndarray) -> bool:
     """Write the sidecar if a standalone tokenizer gives sentence-transformers' own inputs."""
     spec = _tokenizer_spec(st)
     if spec is None:
@@ -358,7 +358,7 @@ def write_sidecar(st: Any, onnx: OnnxQueryEncoder, prompt: str, dim: int, refere
 
 @dataclass(frozen=True)
 class Standalone:
-    session: OnnxQueryEncoder
+    graph: OnnxQueryGraph
     tokenize: StandaloneTokenizer
     dim: int
 
@@ -382,7 +382,7 @@ def load_standalone(model_path: str, model_id: str, cache_root: Path, int8: bool
         spec = json.loads(sidecar.read_text("utf-8"))
         if spec.get("format") != SIDECAR_FORMAT or spec.get("prompt") != prompt or spec.get("graph") != graph.name:
             return None
-        session = OnnxQueryEncoder(graph, spec["input_names"], variant)
+        session = OnnxQueryGraph(graph, spec["input_names"], variant)
         tokenize = StandaloneTokenizer(spec)
         texts = [prompt + t for t in spec["probe"]["texts"]]
         got = session.run(tokenize(texts))

@@ -141,7 +141,7 @@ def test_int8_query_layers_stay_close_and_leave_documents_alone(tmp_path, runtim
 def test_torch_int8_vectors_depend_on_the_batch_and_say_so(tmp_path):
     """Why the build encodes stored questions one per call on torch's int8 path (indexer.build)."""
     enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime="torch"))
-    assert not enc.batch_invariant and enc.query_path == "torch-int8"
+    assert not enc.query_policy.batch_invariant and enc.query_policy.path == "torch-int8"
     alone = np.vstack([enc.encode_queries([t]) for t in TEXTS])
     assert not np.allclose(enc.encode_queries(TEXTS), alone, atol=1e-6)
 
@@ -152,7 +152,7 @@ def test_onnx_vectors_do_not_depend_on_the_batch(tmp_path, int8):
     change under load (the int8 graph would otherwise share one activation scale per run)."""
     s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4), batch_size=8, query_runtime="onnx", query_int8=int8)
     enc = load_encoder(s)
-    assert enc.batch_invariant and enc.query_path == f"onnx-{'int8' if int8 else 'fp32'}"
+    assert enc.query_policy.batch_invariant and enc.query_policy.path == f"onnx-{'int8' if int8 else 'fp32'}"
     texts = [*TEXTS, "退款", "我要人工客服今天明天的物流查询怎么申请了吗"]  # lengths that pad the others
     alone = np.vstack([enc.encode_queries([t]) for t in texts])
     np.testing.assert_array_equal(enc.encode_queries(texts), alone)
@@ -164,7 +164,7 @@ def test_int8_can_be_switched_off(tmp_path, runtime):
     s = _settings(tmp_path, _tiny_st_model(tmp_path, layers=4), query_int8=False, query_runtime=runtime)
     enc = load_encoder(s)
     assert not enc.query_int8
-    assert enc.batch_invariant and enc.query_path == f"{runtime}-fp32"
+    assert enc.query_policy.batch_invariant and enc.query_policy.path == f"{runtime}-fp32"
     assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
 
 
@@ -194,7 +194,7 @@ def test_a_model_that_cannot_be_exported_falls_back_to_torch(tmp_path, monkeypat
 
     monkeypatch.setattr(onnx_query, "export", refuse)
     enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), query_int8=False))
-    assert enc.query_runtime == "torch" and enc.parallelism == 1
+    assert enc.query_runtime == "torch" and enc.query_policy.parallelism == 1
     assert "unsupported operator" in caplog.text
     assert _cos_rows(enc.encode_queries(TEXTS), enc.encode_queries_reference(TEXTS)).min() > 0.9999
     assert _graphs(tmp_path) == []
@@ -213,7 +213,7 @@ def test_onnx_queries_from_many_threads_equal_one_at_a_time(tmp_path):
     from concurrent.futures import ThreadPoolExecutor
 
     enc = load_encoder(_settings(tmp_path, _tiny_st_model(tmp_path, layers=4), torch_threads=2))
-    assert enc.parallelism == 2
+    assert enc.query_policy.parallelism == 2
     alone = [enc.encode_queries([t]) for t in TEXTS * 8]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(lambda t: enc.encode_queries([t]), TEXTS * 8))
@@ -223,10 +223,10 @@ def test_onnx_queries_from_many_threads_equal_one_at_a_time(tmp_path):
 
 def test_unknown_query_runtime_names_the_allowed_ones(tmp_path):
     from indexer.encoder import PROFILES as P
-    from indexer.encoder import SentenceTransformerEncoder
+    from indexer.encoder import build_encoder
 
     with pytest.raises(ConfigError, match="onnx, torch"):
-        SentenceTransformerEncoder(str(_tiny_st_model(tmp_path)), "tiny", P["plain"], query_runtime="tensorrt")
+        build_encoder(str(_tiny_st_model(tmp_path)), "tiny", P["plain"], query_runtime="tensorrt")
 
 
 def test_a_prepared_model_serves_queries_without_loading_torch_or_the_model(tmp_path):

@@ -195,3 +195,25 @@ def test_every_encoder_call_is_reported():
         b.close()
     assert [n for n, _ in seen] == [2, 1]
     assert all(secs >= 0 for _, secs in seen)
+
+
+def test_for_encoder_takes_batch_size_and_workers_from_the_query_policy():
+    from indexer.encoder import FakeEncoder, QueryPolicy
+
+    class Parallel(FakeEncoder):
+        @property
+        def query_policy(self) -> QueryPolicy:
+            return QueryPolicy("fake-onnx", batch_invariant=True, parallelism=3, max_batch=4)
+
+    enc = Parallel(dim=16)
+    b = MicroBatcher.for_encoder(enc, wait_ms=0)
+    try:
+        assert len(b._workers) == 3 and b._max == 4
+        np.testing.assert_array_equal(b.encode(["退款"]), enc.encode_queries(["退款"]))
+    finally:
+        b.close()
+    b = MicroBatcher.for_encoder(FakeEncoder(dim=16), wait_ms=0, max_batch=7)  # a setting wins over the policy
+    try:
+        assert len(b._workers) == 1 and b._max == 7
+    finally:
+        b.close()
