@@ -11,6 +11,7 @@ from typing import Any
 from eval.dataset import EvalItem, resolve_labels, stable_hash
 from eval.metrics import Ranked, auc, hit_at, mrr_at, ndcg_at, percentile, prf, recall_at
 from service.answerer import Answerer
+from service.policy import Features
 from service.sessions import SessionStore
 
 HANDOFF_REASONS = ("user_requested", "sensitive", "needs_order", "low_confidence", "empty_query")
@@ -18,14 +19,16 @@ HANDOFF_REASONS = ("user_requested", "sensitive", "needs_order", "low_confidence
 
 @dataclass
 class ItemResult:
+    """One labelled item asked: its ``Decision`` as the metrics and the calibration read it."""
+
     item: EvalItem
     decision: str
     reason: str | None
     ranking: list[Ranked]
     answered_id: str | None
-    confidence: float | None
-    features: dict[str, float] | None
-    fired: str
+    confidence: float | None  # None: decided by a rule before any search
+    features: Features | None
+    rule: str | None  # the rule that decided (its reason); None: the calibrated confidence did
     elapsed_ms: float
     used_context: bool = False
 
@@ -42,19 +45,22 @@ class RunResult:
 
 
 def _ask(answerer: Answerer, item: EvalItem, session_id: str) -> ItemResult:
-    a = answerer.answer(item.query, session_id=session_id, top_k=10)
-    cands = a.trace.get("candidates") or []
+    """The item's decision (``Answerer.explain``: typed, unrounded, no ticket) and its latency."""
+    started = time.perf_counter()
+    d = answerer.explain(item.query, session_id=session_id)
+    elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+    cands = d.candidates
     return ItemResult(
         item=item,
-        decision=a.decision,
-        reason=a.reason,
-        ranking=[Ranked(c["id"], c.get("doc_id", c["id"])) for c in cands],
-        answered_id=a.answers[0].id if a.decision == "answer" and a.answers else None,
-        confidence=a.trace.get("confidence"),
-        features=a.trace.get("features"),
-        fired=str(a.trace.get("fired", "")),
-        elapsed_ms=a.elapsed_ms,
-        used_context=bool(a.trace.get("used_context")),
+        decision=d.outcome,
+        reason=d.reason,
+        ranking=[Ranked(c.id, c.doc_id) for c in cands],
+        answered_id=cands[0].id if d.outcome == "answer" and cands else None,
+        confidence=d.confidence,
+        features=d.features,
+        rule=d.rule.reason if d.rule is not None else None,
+        elapsed_ms=elapsed_ms,
+        used_context=d.used_context,
     )
 
 
@@ -225,7 +231,9 @@ def _brief(rs: list[ItemResult]) -> dict[str, Any]:
     }
 
 
-def evaluate(answerer: Answerer, items: Sequence[EvalItem], progress=None) -> RunResult:  # type: ignore[no-untyped-def]
+def evaluate(
+    answerer: Answerer, items: Sequence[EvalItem], progress: Callable[[int, int], None] | None = None
+) -> RunResult:
     t0 = time.perf_counter()
     results = run(answerer, items, progress)
     seconds = time.perf_counter() - t0

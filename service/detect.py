@@ -1,5 +1,6 @@
-"""Rule detectors run on normalised text before retrieval: human requests, sensitive topics,
-greetings, and short follow-ups that need the session's previous question."""
+"""Rule detectors read normalised text before retrieval (the route stage, ``service/pipeline/route.py``):
+human requests, sensitive topics, greetings; and the gate for short follow-ups that need the
+session's previous question (the prepare stage)."""
 
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ FOLLOWUP_MAX_CHARS = 20
 def is_user_request(norm: str) -> bool:
     """Does the shopper ask for a human agent? ``norm`` must already be normalised.
 
-    A greeting in front is looked past (你好人工, 在吗 人工): the answerer asks before stripping it."""
+    A greeting in front is looked past (你好人工, 在吗 人工): the route stage asks before stripping it."""
     return bool(_REQUEST.search(norm) or _REQUEST.search(strip_greeting(norm)))
 
 
@@ -114,7 +115,7 @@ def strip_greeting(norm: str) -> str:
 def is_followup(norm: str) -> bool:
     """A message that may continue the previous question: very short ('运费呢'), or short and
     opening like a follow-up ('那运费呢') or pointing back ('这样改的话要另外掏钱吗'). Only a gate:
-    the answerer still checks that the context helps (``Answerer._use_context``)."""
+    retrieval still checks that the context helps (``service.pipeline.retrieve.prefers_context``)."""
     if len(norm) <= 6:
         return True
     return len(norm) <= FOLLOWUP_MAX_CHARS and bool(_FOLLOWUP.match(norm) or _ANAPHORA.search(norm))

@@ -1,5 +1,6 @@
-"""Messages that need the shopper's own order or account (``needs_order``): a rule stage that
-runs on normalised text, after the request-for-a-person and sensitive checks."""
+"""Messages that need the shopper's own order or account (``needs_order``): a rule of the route
+stage (``service/pipeline/route.py``), read on normalised text after the request-for-a-person and
+sensitive checks."""
 
 from __future__ import annotations
 
@@ -214,9 +215,3 @@ def match_order_request(norm: str) -> OrderMatch | None:
     if m is not None and not _QUESTION.search(norm):
         return OrderMatch("imperative", m.group())
     return None
-
-
-def is_order_request(norm: str) -> bool:
-    """Does the message need the shopper's own order (an order number, "my parcel … 到哪了",
-    帮我退款)? ``norm`` must already be normalised. See :func:`match_order_request`."""
-    return match_order_request(norm) is not None

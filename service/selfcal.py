@@ -40,7 +40,8 @@ from indexer.index import Index
 from indexer.normalize import normalize
 from kb.errors import ConfigError
 from kb.settings import Settings
-from service.answerer import Answerer, Retrieval
+from service.answerer import Answerer
+from service.pipeline.retrieve import Retrieval
 from service.policy import RANKER_FEATURES, Calibration, fit_logistic
 from service.ranker import Group, Ranker, fit_ranker
 from service.runtime import options_from, sensitive_detector

@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from kb.errors import ConfigError
 
+MAX_TURNS = 10  # turns kept per session: the last question is what a follow-up reads; ten is plenty
+
 
 @dataclass(frozen=True)
 class Turn:
     query: str  # the normalised question used for retrieval (never the answer text)
-    decision: str
 
 
 class SessionStore:
@@ -44,7 +45,7 @@ class SessionStore:
     def add(self, session_id: str, turn: Turn) -> None:
         with self._lock:
             _, turns = self._data.pop(session_id, (0.0, []))
-            turns = [*turns[-9:], turn]  # the last ten turns are plenty of context
+            turns = [*turns[-(MAX_TURNS - 1) :], turn]
             self._data[session_id] = (time.monotonic(), turns)
             while len(self._data) > self.max_sessions:
                 self._data.popitem(last=False)

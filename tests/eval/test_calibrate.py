@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -25,7 +27,7 @@ from service.policy import FEATURES, Calibration, Features, decide
 from service.ranker import Group, Ranker
 
 
-def _result(i: int, kind: str, top1: float, rng: np.random.Generator, fired: str = "confidence→answer") -> ItemResult:
+def _result(i: int, kind: str, top1: float, rng: np.random.Generator, rule: str | None = None) -> ItemResult:
     """kind: 'correct' (in scope, top-1 right), 'wrong' (in scope, top-1 wrong) or 'oos'."""
     if kind == "oos":
         item = EvalItem(f"oos-{i}", f"无关问题{i}", (), "handoff", "low_confidence", (), "其他")
@@ -35,7 +37,7 @@ def _result(i: int, kind: str, top1: float, rng: np.random.Generator, fired: str
         ranking = [Ranked("e1", "e1")] if kind == "correct" else [Ranked("e2", "e2"), Ranked("e1", "e1")]
     feats = {f: float(rng.normal(0.5, 0.1)) for f in FEATURES}  # noise
     feats["top1"] = top1
-    return ItemResult(item, "answer", None, ranking, None, top1, feats, fired, 1.0)
+    return ItemResult(item, "answer", None, ranking, None, top1, Features(**feats), rule, 1.0)
 
 
 def synthetic(n_correct: int = 80, n_wrong: int = 15, n_oos: int = 45, seed: int = 3) -> list[ItemResult]:
@@ -48,7 +50,7 @@ def synthetic(n_correct: int = 80, n_wrong: int = 15, n_oos: int = 45, seed: int
 
 def _features(r: ItemResult) -> Features:
     assert r.features is not None, r.item
-    return Features(**r.features)
+    return r.features
 
 
 def _apply(cal: Calibration, results: list[ItemResult]) -> tuple[float, float, float]:
@@ -95,7 +97,7 @@ def test_fewer_than_20_items_is_a_config_error():
 def test_only_confidence_stage_items_count():
     rng = np.random.default_rng(0)
     results = synthetic(10, 4, 5)
-    results += [_result(100 + i, "correct", 0.9, rng, fired="user_requested") for i in range(10)]
+    results += [_result(100 + i, "correct", 0.9, rng, rule="user_requested") for i in range(10)]
     with pytest.raises(ConfigError, match="19"):
         calibrate(results)
 
@@ -188,6 +190,7 @@ def test_kb_groups_are_alternatives_searched_without_themselves(tiny_answerer):
 
 def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answerer, monkeypatch):
     import eval.calibrate as cal_module
+    from service.answerer import Answerer
 
     fits: list[list[Group]] = []
 
@@ -196,19 +199,21 @@ def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answer
         return Ranker(("dense",), (float(len(fits)),), (0.0,), (1.0,))
 
     monkeypatch.setattr(cal_module, "fit_ranker", fake_fit)
+    before = tiny_answerer.ranker
     seen: dict[str, float] = {}
-    original = tiny_answerer.answer
+    original = Answerer.explain
 
-    def spy(query, session_id=None, top_k=None):
-        seen[query] = tiny_answerer.ranker.weights[0] if tiny_answerer.ranker else 0.0
-        return original(query, session_id=session_id, top_k=top_k)
+    def spy(self, query, session_id=None, history=None):
+        # a variant ranks each fold; the live answerer's ranker is never swapped
+        assert self is not tiny_answerer and tiny_answerer.ranker is before
+        seen[query] = self.ranker.weights[0] if self.ranker else 0.0
+        return original(self, query, session_id=session_id, history=history)
 
-    monkeypatch.setattr(tiny_answerer, "answer", spy)
+    monkeypatch.setattr(Answerer, "explain", spy)
     items = _dev_items()
     kb = kb_groups(tiny_answerer.index, size=5)
-    before = tiny_answerer.ranker
     final, results, summary = cross_fit_ranker(tiny_answerer, items, kb)
-    assert tiny_answerer.ranker is before  # restored
+    assert tiny_answerer.ranker is before
     assert [r.item.id for r in results] == [it.id for it in items]
     dev = dev_groups(tiny_answerer, items)
     assert set(dev) == {it.id for it in items if it.in_scope and not it.context}
@@ -230,7 +235,7 @@ def test_calibration_with_a_ranker_names_rank_prob_and_carries_it():
     results = synthetic()
     for r in results:
         assert r.features is not None
-        r.features["rank_prob"] = 0.9 if r.top1_correct else 0.3
+        r.features = dataclasses.replace(r.features, rank_prob=0.9 if r.top1_correct else 0.3)
     ranker = Ranker(("dense",), (1.0,), (0.0,), (1.0,))
     cal, _ = calibrate(results, 0.95, 0.95, ranker=ranker)
     assert cal.names == (*FEATURES, "rank_prob")
@@ -245,7 +250,7 @@ def test_scope_model_clarifies_in_scope_queries_it_would_have_handed_off():
     results = synthetic(n_correct=80, n_wrong=40, n_oos=60)
     for r in results:
         assert r.features is not None
-        r.features["length"] = float(rng.normal(1.0 if r.item.in_scope else -1.0, 0.3))
+        r.features = dataclasses.replace(r.features, length=float(rng.normal(1.0 if r.item.in_scope else -1.0, 0.3)))
     plain, rp = calibrate(results, 0.9, 0.95)
     scoped, rs = calibrate(results, 0.9, 0.95, scope=True)
     assert plain.scope_at is None and scoped.scope_at is not None and scoped.scope_weights is not None

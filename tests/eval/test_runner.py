@@ -11,6 +11,8 @@ from eval.dataset import EvalItem
 from eval.metrics import Ranked
 from eval.runner import ItemResult, evaluate, run, summarize, switch_pairs, topic_switches
 
+RULES = ("user_requested", "sensitive", "needs_order", "empty_query", "greeting")
+
 
 def R(*ids: str) -> list[Ranked]:
     return [Ranked(i, i) for i in ids]
@@ -31,7 +33,8 @@ def res(
 ) -> ItemResult:
     item = EvalItem(iid, f"q-{iid}", relevant, expect, reason, tags, category)
     answered = ranking[0].id if decision == "answer" and ranking else None
-    return ItemResult(item, decision, got_reason, ranking, answered, confidence, None, "x", ms)
+    rule = got_reason if got_reason in RULES else None
+    return ItemResult(item, decision, got_reason, ranking, answered, confidence, None, rule, ms)
 
 
 @pytest.fixture
@@ -150,8 +153,10 @@ def test_run_on_the_tiny_answerer(tiny_answerer):
     assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert out[0].ranking[0].id == "refund-seven-day" and out[0].top1_correct
     assert out[3].item.relevant == ("refund-seven-day",) and out[3].top1_correct
-    assert (out[1].decision, out[1].reason, out[1].fired) == ("handoff", "user_requested", "user_requested")
-    assert out[2].features is not None and set(out[2].features) >= {"top1", "margin"}
+    assert (out[1].decision, out[1].reason, out[1].rule) == ("handoff", "user_requested", "user_requested")
+    assert (out[1].confidence, out[1].ranking) == (None, [])  # decided before any search
+    assert out[0].rule is None and out[0].confidence is not None
+    assert out[2].features is not None and out[2].features.top1 > 0
     rr = evaluate(tiny_answerer, items)
     assert rr.metrics["retrieval"]["n"] == 3
     assert rr.metrics["decisions"]["per_reason"]["user_requested"]["recall"] == 1.0
@@ -169,6 +174,10 @@ class _SessionFake:
         self.index = SimpleNamespace(aliases={})  # no merged entries
 
     def answer(self, query: str, session_id: str | None = None, top_k: int | None = None) -> Any:
+        self.last[session_id] = query  # what a session remembers (the context message)
+        return None
+
+    def explain(self, query: str, session_id: str | None = None, history: Any = None) -> Any:
         from types import SimpleNamespace
 
         top, decision = self.table[query]
@@ -176,10 +185,10 @@ class _SessionFake:
         used = prev is not None and query in self.sticky
         if prev is not None and used:
             top, decision = self.table[prev][0], "answer"
-        self.last[session_id] = query
-        answers = [SimpleNamespace(id=top)]
-        trace = {"candidates": [{"id": top}], "used_context": used, "confidence": 0.5, "fired": "x"}
-        return SimpleNamespace(decision=decision, reason=None, answers=answers, trace=trace, elapsed_ms=1.0)
+        cands = (SimpleNamespace(id=top, doc_id=top),)
+        return SimpleNamespace(
+            outcome=decision, reason=None, candidates=cands, confidence=0.5, features=None, rule=None, used_context=used
+        )
 
 
 def _items() -> list[EvalItem]:

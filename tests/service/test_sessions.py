@@ -29,17 +29,17 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
 def test_last_turn_is_the_most_recent():
     s = SessionStore()
     assert s.last("S1") is None
-    s.add("S1", Turn("退货运费谁出", "answer"))
-    s.add("S1", Turn("那运费呢", "clarify"))
-    assert s.last("S1") == Turn("那运费呢", "clarify")
+    s.add("S1", Turn("退货运费谁出"))
+    s.add("S1", Turn("那运费呢"))
+    assert s.last("S1") == Turn("那运费呢")
     assert s.last("S2") is None
     assert len(s) == 1
 
 
 def test_sessions_are_independent():
     s = SessionStore()
-    s.add("A", Turn("a", "answer"))
-    s.add("B", Turn("b", "handoff"))
+    s.add("A", Turn("a"))
+    s.add("B", Turn("b"))
     last_a, last_b = s.last("A"), s.last("B")
     assert last_a is not None and last_a.query == "a"
     assert last_b is not None and last_b.query == "b"
@@ -47,9 +47,9 @@ def test_sessions_are_independent():
 
 def test_ttl_expiry(clock: Clock):
     s = SessionStore(ttl_s=60)
-    s.add("S1", Turn("q", "answer"))
+    s.add("S1", Turn("q"))
     clock.t += 60  # exactly at the TTL: still alive
-    assert s.last("S1") == Turn("q", "answer")
+    assert s.last("S1") == Turn("q")
     clock.t += 0.001
     assert s.last("S1") is None
     assert len(s) == 0  # the expired session is dropped
@@ -57,29 +57,29 @@ def test_ttl_expiry(clock: Clock):
 
 def test_adding_a_turn_refreshes_the_ttl(clock: Clock):
     s = SessionStore(ttl_s=60)
-    s.add("S1", Turn("q1", "answer"))
+    s.add("S1", Turn("q1"))
     clock.t += 50
-    s.add("S1", Turn("q2", "answer"))
+    s.add("S1", Turn("q2"))
     clock.t += 50  # 100 s after the first turn, 50 after the second
-    assert s.last("S1") == Turn("q2", "answer")
+    assert s.last("S1") == Turn("q2")
 
 
 def test_lru_eviction_at_max_size():
     s = SessionStore(max_sessions=2)
-    s.add("A", Turn("a", "answer"))
-    s.add("B", Turn("b", "answer"))
-    s.add("A", Turn("a2", "answer"))  # A is now the most recently used
-    s.add("C", Turn("c", "answer"))
+    s.add("A", Turn("a"))
+    s.add("B", Turn("b"))
+    s.add("A", Turn("a2"))  # A is now the most recently used
+    s.add("C", Turn("c"))
     assert len(s) == 2
     assert s.last("B") is None
-    assert s.last("A") == Turn("a2", "answer")
-    assert s.last("C") == Turn("c", "answer")
+    assert s.last("A") == Turn("a2")
+    assert s.last("C") == Turn("c")
 
 
 def test_many_sessions_stay_bounded():
     s = SessionStore(max_sessions=5)
     for i in range(50):
-        s.add(f"S{i}", Turn(str(i), "answer"))
+        s.add(f"S{i}", Turn(str(i)))
     assert len(s) == 5
     assert [s.last(f"S{i}") is not None for i in range(45, 50)] == [True] * 5
     assert s.last("S44") is None

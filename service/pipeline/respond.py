@@ -1,0 +1,114 @@
+"""Respond: the ``Answer`` for a decision, and its effects. The session remembers the question,
+a handoff opens a ticket, and a needs_order handoff tells the order webhook."""
+
+from __future__ import annotations
+
+import time
+
+from indexer.index import Index
+from service.pipeline.decide import TRACE_DECIMALS, Decision
+from service.pipeline.retrieve import Candidate
+from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
+from service.sessions import SessionStore, Turn
+from service.tickets import TicketStore
+from service.webhook import OrderEvent, OrderWebhook
+
+GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
+CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
+EMPTY_REPLY = "没有收到有效的问题内容，已为您转接人工客服。"
+DEFAULT_HANDOFF_MESSAGE = "已为您转接人工客服，请稍候。"
+CLARIFY_CHOICES = 3
+SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
+# Handoffs whose candidates are worth the shopper's look while they wait: not sure enough to
+# answer, or the article is right but only someone with the order can finish the job.
+SUGGESTING_REASONS = ("low_confidence", "needs_order")
+# Handoffs that show their candidates (when searched) as answers: context for the human agent.
+AGENT_CONTEXT_REASONS = ("user_requested", "sensitive")
+AGENT_CONTEXT = 3  # at most this many (and at most top_k)
+TICKET_CANDIDATES = 5  # candidates a ticket records for the agent who picks it up
+
+
+class Responder:
+    """Render a ``Decision`` as the API's ``Answer``; record the session turn, ticket and webhook."""
+
+    def __init__(
+        self,
+        *,
+        index: Index,
+        sessions: SessionStore,
+        tickets: TicketStore | None = None,
+        webhook: OrderWebhook | None = None,
+        handoff_message: str = DEFAULT_HANDOFF_MESSAGE,
+    ) -> None:
+        self.index = index
+        self.sessions = sessions
+        self.tickets = tickets
+        self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
+        self.handoff_message = handoff_message
+
+    def run(self, d: Decision, top_k: int, started: float) -> Answer:
+        """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``."""
+        if d.remembered is not None:
+            self.sessions.add(d.session_id, Turn(d.remembered))
+        cands = d.candidates
+        trace = d.trace()
+        items: list[AnswerItem] = []
+        suggestions: list[AnswerItem] = []
+        message: str | None = None
+        handoff = None
+        if d.outcome == "answer":
+            items = [self.item(c) for c in cands[:top_k]]
+        elif d.outcome == "clarify" and d.reason == "greeting":
+            message = GREETING_REPLY
+        elif d.outcome == "clarify":
+            items = [self.item(c) for c in cands[:CLARIFY_CHOICES]]
+            message = CLARIFY_PROMPT
+        else:
+            ticket_id = "-"
+            if self.tickets is not None and d.reason != "empty_query":  # nothing for an agent to pick up
+                ranked = [{"id": c.id, "score": round(c.score, TRACE_DECIMALS)} for c in cands[:TICKET_CANDIDATES]]
+                ticket_id = self.tickets.create(d.query, d.reason or "low_confidence", d.session_id, ranked).id
+            said = EMPTY_REPLY if d.reason == "empty_query" and d.prepared.norm else self.handoff_message
+            handoff = HandoffInfo(ticket_id=ticket_id, message=said)
+            if d.reason in AGENT_CONTEXT_REASONS:
+                items = [self.item(c) for c in cands[: min(AGENT_CONTEXT, top_k)]]
+            if d.reason in SUGGESTING_REASONS:  # not the answer, still worth a look
+                suggestions = [self.item(c) for c in cands[:SUGGESTIONS]]
+            if d.reason == "needs_order" and self.webhook is not None:
+                event = OrderEvent(d.query, d.prepared.norm, d.session_id, ticket_id, tuple(i.id for i in suggestions))
+                trace["webhook"] = self.webhook.send(event).describe()
+        return Answer(
+            query=d.query,
+            normalized_query=d.prepared.norm,
+            decision=d.outcome,
+            reason=d.reason,
+            answers=items,
+            handoff=handoff,
+            suggestions=suggestions,
+            message=message,
+            session_id=d.session_id,
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+            trace=trace,
+        )
+
+    def item(self, c: Candidate) -> AnswerItem:
+        """A candidate as shown: an FAQ entry, or the document chunk that matched best."""
+        entry = self.index.entries.get(c.id)
+        score = round(float(c.score), TRACE_DECIMALS)
+        if entry is not None:
+            return AnswerItem(
+                id=entry.id,
+                title=entry.question,
+                text=entry.answer,
+                score=score,
+                source=SourceRef(doc_id=entry.id, section=entry.category, kind="faq"),
+            )
+        chunk = self.index.chunks[c.row]
+        kind = "rules" if chunk.kind == "rules" else "doc"
+        return AnswerItem(
+            id=chunk.unit_id,
+            title=chunk.title,
+            text=chunk.text,
+            score=score,
+            source=SourceRef(doc_id=chunk.doc_id, section=chunk.section, kind=kind),
+        )

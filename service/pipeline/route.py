@@ -1,0 +1,63 @@
+"""Route: the rules that decide before any encoding. An empty message, a greeting, a request for
+a person, a sensitive message and one that needs the shopper's own order never reach the
+confidence model, and only a rule whose handoff shows candidates has the message searched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from service.detect import SensitiveDetector, is_greeting, is_user_request
+from service.orders import OrderMatch, match_order_request
+from service.pipeline.prepare import Prepared
+from service.schemas import Decision as Outcome
+from service.schemas import Reason
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The rule that decided a message, and what its decision needs of the later stages."""
+
+    reason: Reason  # empty_query | greeting | user_requested | sensitive | needs_order
+    decision: Outcome  # handoff | clarify
+    fired: str  # as the trace names it: the reason, or "sensitive:<group>"
+    search: bool  # the message is still searched: its candidates go with the handoff
+    remember: bool  # the message is the session's last question (not for an empty one or a greeting)
+    order: OrderMatch | None = None  # needs_order: the wording that matched
+
+
+class Router:
+    """The rules in order of precedence; ``run`` returns the first that fires, or None."""
+
+    def __init__(
+        self,
+        *,
+        sensitive: SensitiveDetector,
+        greetings: Sequence[str] = (),
+        order_detection: bool = True,
+        handoff_candidates: bool = False,
+    ) -> None:
+        self.sensitive = sensitive
+        self.greetings = tuple(greetings)
+        self.order_detection = order_detection
+        # A request for a person or a sensitive message is handed off whatever the KB holds; its
+        # candidates would only be context for the agent, at the price of an encoding.
+        self.handoff_candidates = handoff_candidates
+
+    def run(self, p: Prepared) -> Rule | None:
+        norm = p.norm
+        if not any(ch.isalnum() for ch in norm):
+            return Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
+        if is_greeting(norm, self.greetings):
+            return Rule("greeting", "clarify", "greeting", search=False, remember=False)
+        if is_user_request(norm):
+            return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)
+        hit = self.sensitive.match(norm)
+        if hit is not None:
+            return Rule("sensitive", "handoff", f"sensitive:{hit.group}", self.handoff_candidates, remember=True)
+        # Where is *my* parcel, refund *this* order: an article can explain, only the order can
+        # answer. Still searched, so the article rides along as a suggestion.
+        order = match_order_request(norm) if self.order_detection else None
+        if order is not None:
+            return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order)
+        return None

@@ -1,0 +1,131 @@
+"""The respond stage alone: a Decision rendered as the API's Answer, with its session turn, ticket
+and webhook."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from service.orders import OrderMatch
+from service.pipeline.decide import Decision, Thresholds
+from service.pipeline.prepare import Prepared
+from service.pipeline.respond import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Responder
+from service.pipeline.retrieve import Candidate, Searched
+from service.pipeline.route import Rule
+from service.schemas import Decision as Outcome
+from service.schemas import Reason
+from service.sessions import SessionStore, Turn
+from service.tickets import TicketStore
+from service.webhook import Delivery, OrderEvent, OrderWebhook
+
+ENTRIES = ("refund-shipping-fee", "refund-seven-day", "logistics-track")
+
+
+class RecordingWebhook(OrderWebhook):
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9/hook")
+        self.events: list[OrderEvent] = []
+
+    def send(self, event: OrderEvent) -> Delivery:
+        self.events.append(event)
+        return Delivery(True, 204, None, 0.1)
+
+
+@pytest.fixture
+def responder(tiny_index, tmp_path: Path) -> Responder:
+    return Responder(
+        index=tiny_index,
+        sessions=SessionStore(),
+        tickets=TicketStore(tmp_path / "tickets.db"),
+        webhook=RecordingWebhook(),
+        handoff_message="请稍候",
+    )
+
+
+def _candidates(index) -> tuple[Candidate, ...]:
+    """The three FAQ entries, then a rules-document chunk."""
+    rules = next(r for r, c in enumerate(index.chunks) if c.kind == "rules")
+    out = [Candidate(e, e, 0.9 - 0.1 * i + 1e-5, index.units[e][0]) for i, e in enumerate(ENTRIES)]
+    return (*out, Candidate(index.chunks[rules].unit_id, index.chunks[rules].doc_id, 0.5, rules))
+
+
+def _decision(
+    index,
+    outcome: Outcome,
+    reason: Reason | None,
+    rule: Rule | None = None,
+    searched: bool = True,
+    norm: str = "退货运费谁出",
+) -> Decision:
+    p = Prepared(norm, norm, norm, (), (), "S1")
+    s = Searched(norm, False, (), _candidates(index), None, 0.5) if searched else None
+    return Decision(p, outcome, reason, rule, s, None, Thresholds(0.42, 0.25), "test", "B1")
+
+
+def test_an_answer_shows_top_k_candidates_and_remembers_the_question(responder: Responder):
+    started = time.perf_counter()
+    a = responder.run(_decision(responder.index, "answer", None), 2, started)
+    assert [i.id for i in a.answers] == list(ENTRIES[:2])
+    assert a.answers[0].text == responder.index.entries[ENTRIES[0]].answer and a.answers[0].score == 0.9
+    assert (a.handoff, a.message, a.suggestions, a.session_id) == (None, None, [], "S1")
+    assert responder.sessions.last("S1") == Turn("退货运费谁出")
+    assert 0 <= a.elapsed_ms <= (time.perf_counter() - started) * 1000 + 0.01
+    assert a.trace["fired"] == "confidence→answer"
+
+
+def test_a_document_chunk_is_shown_with_its_document(responder: Responder):
+    a = responder.run(_decision(responder.index, "answer", None), 4, time.perf_counter())
+    rules = a.answers[3]
+    assert (rules.source.kind, rules.source.doc_id, rules.title) == ("rules", "rules-return", "退货规范")
+
+
+def test_a_clarify_offers_three_choices(responder: Responder):
+    a = responder.run(_decision(responder.index, "clarify", "ambiguous"), 10, time.perf_counter())
+    assert (len(a.answers), a.message) == (3, CLARIFY_PROMPT)
+
+
+def test_a_greeting_is_answered_and_not_remembered(responder: Responder):
+    rule = Rule("greeting", "clarify", "greeting", search=False, remember=False)
+    a = responder.run(_decision(responder.index, "clarify", "greeting", rule, searched=False), 3, time.perf_counter())
+    assert (a.answers, a.message, a.handoff) == ([], GREETING_REPLY, None)
+    assert responder.sessions.last("S1") is None
+
+
+@pytest.mark.parametrize(("norm", "message"), [("?", EMPTY_REPLY), ("", "请稍候")])
+def test_an_empty_message_is_handed_off_without_a_ticket(responder: Responder, norm: str, message: str):
+    rule = Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
+    d = _decision(responder.index, "handoff", "empty_query", rule, searched=False, norm=norm)
+    a = responder.run(d, 3, time.perf_counter())
+    assert a.handoff is not None and (a.handoff.ticket_id, a.handoff.message) == ("-", message)
+    assert responder.tickets is not None and responder.tickets.count() == 0
+
+
+def test_a_low_confidence_handoff_suggests_and_records_the_candidates(responder: Responder):
+    a = responder.run(_decision(responder.index, "handoff", "low_confidence"), 3, time.perf_counter())
+    assert a.answers == [] and [i.id for i in a.suggestions] == list(ENTRIES)
+    assert a.handoff is not None and a.handoff.message == "请稍候"
+    assert responder.tickets is not None
+    [ticket] = responder.tickets.list()
+    assert ticket.id == a.handoff.ticket_id and ticket.reason == "low_confidence" and ticket.session_id == "S1"
+    assert ticket.candidates[0] == {"id": ENTRIES[0], "score": 0.9} and len(ticket.candidates) == 4
+
+
+def test_a_person_requested_shows_its_candidates_only_when_searched(responder: Responder):
+    rule = Rule("user_requested", "handoff", "user_requested", search=True, remember=True)
+    a = responder.run(_decision(responder.index, "handoff", "user_requested", rule), 2, time.perf_counter())
+    assert [i.id for i in a.answers] == list(ENTRIES[:2]) and a.suggestions == []  # at most top_k
+    unsearched = _decision(responder.index, "handoff", "user_requested", rule, searched=False)
+    b = responder.run(unsearched, 3, time.perf_counter())
+    assert b.answers == [] and responder.sessions.last("S1") == Turn("退货运费谁出")
+
+
+def test_a_needs_order_handoff_tells_the_webhook(responder: Responder):
+    rule = Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=OrderMatch("order_id", "x"))
+    a = responder.run(_decision(responder.index, "handoff", "needs_order", rule), 3, time.perf_counter())
+    assert isinstance(responder.webhook, RecordingWebhook)
+    [event] = responder.webhook.events
+    assert a.handoff is not None and event.ticket_id == a.handoff.ticket_id
+    assert event.suggestions == tuple(ENTRIES) == tuple(i.id for i in a.suggestions)
+    assert a.trace["webhook"] == "delivered (204)" and list(a.trace)[-1] == "webhook"
