@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb
+from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb, units_of
 from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder, policy_of
 from indexer.index import EntryInfo, Index, Manifest, now_iso
@@ -149,7 +149,8 @@ def build_index(
     anchors, h3 = _encode_all(encoder, cache, a_texts, True, progress, done, total)
     vindex = VectorIndex.build(vectors, index_kind)
     entries = {
-        e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related), tuple(e.replaces)) for e in kb.entries
+        e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related), tuple(e.replaces), tuple(e.rules))
+        for e in kb.entries
     }
     bid = build_id or new_build_id(kb.content_hash)
     manifest = Manifest(
@@ -174,7 +175,7 @@ def build_index(
         build_seconds=round(time.perf_counter() - t0, 3),
         cache_hits=h1 + h2 + h3,
     )
-    return Index(manifest, vectors, vindex, chunks, anchors, a_labels, entries)
+    return Index(manifest, vectors, vindex, chunks, anchors, a_labels, entries, doc_units=units_of(kb))
 
 
 def new_build_id(kb_hash: str) -> str:

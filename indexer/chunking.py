@@ -1,28 +1,26 @@
-"""Chunking: FAQ entries into question/alternative/answer vectors, documents into clause chunks.
+"""Chunking: FAQ entries into question/alternative/answer vectors, documents into unit rows.
 
 An FAQ entry is one answer unit reached through several vectors (question, each alternative,
-the answer), all carrying the entry id. Rules documents are split along headings and clauses
-(第X条), then sentences (。！？；), into chunks near a target size with one sentence of overlap,
-never mid-sentence; each chunk carries its document id, title and heading path.
+the answer), all carrying the entry id. A document's answer units are its clauses (第X条, id
+``doc-id.5``) and the text of its heading sections outside clauses (``doc-id.s1``; kb/clauses.py).
+A unit's text is split into sentences (。！？；) and packed into rows near a target size with one
+sentence of overlap, never mid-sentence; every row carries the unit id, the document id, title
+and heading path. A long clause is one unit of several rows, as an FAQ entry is.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from indexer.normalize import normalize
+from kb.clauses import PATH_SEP, clause_label, document_parts, unit_id
 from kb.errors import ConfigError
 from kb.schema import Document, FAQEntry, KnowledgeBase
 
 ChunkKind = Literal["question", "alt", "answer", "rules", "doc"]
 QUESTION_KINDS: frozenset[str] = frozenset({"question", "alt"})
-PATH_SEP = " › "
-
-_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$")
-_CLAUSE = re.compile(r"^(第[一二三四五六七八九十百零〇两\d]+条)[\s　]*")
 _SENTENCE_END = re.compile(r"(?<=[。！？；!?;])")
 
 
@@ -97,65 +95,70 @@ def pack_sentences(sentences: list[str], target: int) -> list[str]:
     return ["".join(p) for p in pieces]
 
 
-def _blocks(doc: Document) -> Iterable[tuple[list[str], str]]:
-    """Yield (heading path, text) blocks: one per clause, or per paragraph group under a heading."""
-    headings: list[tuple[int, str]] = []
-    clause: str | None = None
-    buf: list[str] = []
-
-    def path() -> list[str]:
-        p = [h for _, h in headings]
-        if p and p[0] == doc.title:
-            p = p[1:]
-        return [doc.title, *p, *([clause] if clause else [])]
-
-    def flush() -> Iterable[tuple[list[str], str]]:
-        text = "\n".join(buf).strip()
-        if text:
-            yield path(), text
-
-    for raw in doc.body.splitlines():
-        line = raw.strip()
-        m = _HEADING.match(line)
-        if m:
-            yield from flush()
-            buf, clause = [], None
-            level = len(m.group(1))
-            headings = [(lv, h) for lv, h in headings if lv < level] + [(level, m.group(2))]
-            continue
-        c = _CLAUSE.match(line)
-        if c:
-            yield from flush()
-            buf, clause = [line], c.group(1)
-            continue
-        if not line and clause is None:
-            yield from flush()
-            buf = []
-            continue
-        if line:
-            buf.append(line)
-    yield from flush()
-
-
 def document_chunks(doc: Document, target: int) -> list[Chunk]:
+    """The rows of ``doc``: each unit's paragraph groups packed into pieces near ``target``
+    characters; every piece of a unit carries the unit's id (``doc-id.5``, ``doc-id.s1``)."""
     out: list[Chunk] = []
-    for path, text in _blocks(doc):
-        for piece in pack_sentences(split_sentences(text), target):
-            n = len(out) + 1
-            cid = f"{doc.id}#{n}"
-            out.append(
-                Chunk(
-                    chunk_id=cid,
-                    unit_id=cid,
-                    doc_id=doc.id,
-                    kind="rules" if doc.kind == "rules" else "doc",
-                    text=piece,
-                    title=doc.title,
-                    section=PATH_SEP.join(path),
-                    category=doc.category,
+    for part in document_parts(doc):
+        uid = unit_id(doc.id, part.key)
+        for block in part.blocks:
+            for piece in pack_sentences(split_sentences(block), target):
+                out.append(
+                    Chunk(
+                        chunk_id=f"{doc.id}#{len(out) + 1}",  # a row's id; ``#`` never reaches a URL
+                        unit_id=uid,
+                        doc_id=doc.id,
+                        kind="rules" if doc.kind == "rules" else "doc",
+                        text=piece,
+                        title=doc.title,
+                        section=part.section,
+                        category=doc.category,
+                    )
                 )
-            )
     return out
+
+
+@dataclass(frozen=True)
+class DocUnit:
+    """A document's answer unit as served: the whole clause or section, and where it stands."""
+
+    id: str
+    doc_id: str
+    kind: Literal["rules", "doc"]
+    title: str  # the document's title
+    category: str
+    section: str  # heading path, ending in the clause label for a clause
+    clause: int | None  # 5 for 第五条; None for a section
+    text: str  # the whole unit (a clause's every paragraph and item)
+
+    @property
+    def label(self) -> str:
+        """How an answer names it: 《七天无理由退货规范》第五条, or 《title》 and its heading."""
+        if self.clause is not None:
+            return f"《{self.title}》{clause_label(self.clause)}"
+        heading = self.section.split(PATH_SEP)[-1]
+        return f"《{self.title}》" + (heading if heading != self.title else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DocUnit:
+        return cls(**data)
+
+
+def document_units(doc: Document) -> list[DocUnit]:
+    """The answer units of ``doc`` (``document_chunks`` gives their rows)."""
+    kind: Literal["rules", "doc"] = "rules" if doc.kind == "rules" else "doc"
+    return [
+        DocUnit(unit_id(doc.id, p.key), doc.id, kind, doc.title, doc.category, p.section, p.clause, p.text)
+        for p in document_parts(doc)
+    ]
+
+
+def units_of(kb: KnowledgeBase) -> dict[str, DocUnit]:
+    """Every document unit of ``kb`` by id."""
+    return {u.id: u for d in kb.documents for u in document_units(d)}
 
 
 def chunk_kb(kb: KnowledgeBase, target: int) -> list[Chunk]:

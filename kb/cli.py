@@ -10,6 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from kb.cites import NumberMismatch, number_mismatches
 from kb.clikit import console, edge, settings_of
 from kb.learned import list_drafts
 from kb.loader import REPORT_LABELS, load_kb
@@ -42,6 +43,7 @@ def check(
         doc_cats[d.category] = doc_cats.get(d.category, 0) + 1
     chars = sum(len(e.question) + sum(map(len, e.alt_questions)) + len(e.answer) for e in kb.entries)
     chars += sum(len(re.sub(r"\s", "", d.body)) for d in kb.documents)
+    mismatches = number_mismatches(kb)
     summary = {
         "entries": len(kb.entries),
         "documents": len(kb.documents),
@@ -52,6 +54,9 @@ def check(
         "by_category": {
             c: {"entries": cats.get(c, 0), "documents": doc_cats.get(c, 0)} for c in sorted(set(cats) | set(doc_cats))
         },
+        "cites": sum(len(e.rules) for e in kb.entries),
+        "entries_citing": sum(1 for e in kb.entries if e.rules),
+        "number_mismatches": [m.to_json() for m in mismatches],
         "import": kb.report.to_json(),
         "drafts": [dataclasses.asdict(d) for d in list_drafts(kb.root)],
     }
@@ -70,9 +75,23 @@ def check(
         f"OK: {len(kb.entries)} entries, {summary['alt_questions']} alternative questions, "
         f"{len(kb.documents)} documents, {chars:,} characters, {len(cats)} categories; hash {summary['content_hash']}"
     )
+    if summary["cites"]:
+        console.print(f"{summary['entries_citing']} entries cite {summary['cites']} rules clauses", highlight=False)
+    _print_mismatches(mismatches)
     if kb.report.rows_read:
         _print_report(kb.report)
     _print_drafts(summary["drafts"])  # type: ignore[arg-type]
+
+
+def _print_mismatches(mismatches: list[NumberMismatch]) -> None:
+    """Answers whose numbers differ from the clause they cite: a heuristic, so warnings."""
+    if not mismatches:
+        return
+    console.print(f"{len(mismatches)} answers state numbers their cited clause does not:", highlight=False)
+    for m in mismatches[:SHOWN_WARNINGS]:
+        console.print(f"warning: {m}", highlight=False, soft_wrap=True, markup=False)
+    if len(mismatches) > SHOWN_WARNINGS:
+        console.print(f"… and {len(mismatches) - SHOWN_WARNINGS} more (all of them with --json)")
 
 
 def _print_drafts(drafts: list[dict[str, object]]) -> None:

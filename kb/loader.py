@@ -7,7 +7,8 @@ Accepted inside the folder (recursively):
 - ``*.html``/``*.htm`` — help-center pages, read as plain documents (kb/html.py): headings,
   lists, tables and paragraphs kept; scripts, navigation, headers/footers and hidden parts dropped;
 - ``*.csv``, ``*.tsv``, ``*.jsonl``, ``*.xlsx`` — FAQ tables with columns ``question``, ``answer``
-  and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``;
+  and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``, ``rules``
+  (cited clauses such as ``rules-coupons#5``, separated by ``|``);
   exports from other systems are taken as they are unless ``strict``: any id string (a
   non-slug id becomes a derived slug, the original kept as ``source_id``), short answers,
   duplicate ids made unique, rows that repeat a question merged into the first, rows without
@@ -38,6 +39,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from kb.cites import cite_problem, clause_index
+from kb.clauses import duplicate_clauses, parse_cite
 from kb.errors import KBError
 from kb.html import PageError, decode_page, parse_page
 from kb.schema import (
@@ -62,6 +65,7 @@ TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".xlsx"}
 HTML_SUFFIXES = {".html", ".htm"}
 MIN_DOC_BODY = 20  # a document shorter than this is almost certainly an export mistake
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
+CITE_SPLIT = re.compile(r"\s*(?:\||\n|；|;|,|，|、)\s*")
 FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
 # Files of the learning loop (kb/learned.py) at the top of a KB folder: not FAQ content.
 SIDECAR = "alternatives.yaml"
@@ -189,7 +193,7 @@ class _Loader:
 
     def add_entry(self, raw: dict[str, Any], src: Source, model: type[FAQEntry]) -> None:
         raw = {k: v for k, v in raw.items() if v is not None and k != "__line__"}
-        for key in ("alt_questions", "tags", "related", "replaces"):
+        for key in ("alt_questions", "tags", "related", "replaces", "rules"):
             if isinstance(raw.get(key), list):
                 raw[key] = tuple(str(x) for x in raw[key])
         try:
@@ -226,9 +230,16 @@ class _Loader:
         if size < minimum:
             self.problem(Source(src.path, body_line), f"rules body has {size} characters; at least {minimum} required")
             return
-        self.documents.append(
-            Document(meta.id, meta.title, meta.category, body, src, "rules", meta.effective, meta.supersedes)
-        )
+        doc = Document(meta.id, meta.title, meta.category, body, src, "rules", meta.effective, meta.supersedes)
+        twice = duplicate_clauses(doc)
+        if twice:
+            # a clause is cited and served by its number, which must name one clause
+            why = f"clause number(s) used more than once: {', '.join(twice)}; cites reach the first"
+            if self.strict:
+                self.problem(Source(src.path, body_line), why)
+            else:
+                log.warning("%s: %s", src, why)
+        self.documents.append(doc)
         self.doc_placed.append((next(self.seq), meta.id, src))
 
     def add_plain_doc(self, path: Path, text: str, src: Source, title: str = "") -> None:
@@ -303,12 +314,14 @@ class _Loader:
             elif not isinstance(alts, list | tuple):
                 alts = (_cell(alts),)
             original = _cell(row.get("id"))
+            cites = self.table_cites(row.get("rules"), here)
             raw = {
                 "id": original or f"{_slugify(path.stem, 'faq')}-{path.suffix[1:].lower()}-{line}",
                 "category": _cell(row.get("category")) or path.stem,
                 "question": _cell(row["question"]),
                 "answer": _cell(row["answer"]),
                 "alt_questions": tuple(_cell(a) for a in alts),
+                "rules": cites,
             }
             if original and not SLUG.match(original):
                 slug = entry_slug(original)
@@ -322,6 +335,21 @@ class _Loader:
                 raw["id"], raw["source_id"] = slug, original
                 self.ids_mapped += 1
             self.add_entry(raw, here, ImportedEntry)
+
+    def table_cites(self, cell: Any, src: Source) -> tuple[str, ...]:
+        """A table's ``rules`` cell (``|``-separated, or a JSONL list) as cites; outside strict mode a
+        malformed one is dropped with a warning instead of refusing the row."""
+        texts = [_cell(x) for x in cell] if isinstance(cell, list | tuple) else CITE_SPLIT.split(_cell(cell))
+        out = []
+        for text in filter(None, texts):
+            try:
+                out.append(str(parse_cite(text)))
+            except ValueError as exc:
+                if self.strict:
+                    self.problem(src, str(exc))
+                else:
+                    self.note("cite_dropped", src, f"{exc}; dropped", "malformed")
+        return tuple(out)
 
     # --- lenient settling of imported rows -------------------------------------------------------
     def settle_imports(self) -> None:
@@ -512,6 +540,24 @@ class _Loader:
                     self.problem(src, f"entry {e.id!r}: question {q!r} duplicates one of {owner!r}")
                 elif owner is None:
                     questions[key] = e.id
+        self.check_cites()
+
+    def check_cites(self) -> None:
+        """Each cite names a clause that exists: a problem in curated entries (and in strict mode),
+        else a warning and the cite dropped, so an imported table never serves a broken link."""
+        if not any(x.entry.rules for x in self.loaded):
+            return
+        docs = clause_index(self.documents)
+        for i, x in enumerate(self.loaded):
+            bad = {c: why for c in x.entry.rules if (why := cite_problem(c, docs)) is not None}
+            for why in bad.values():
+                if x.imported and not self.strict:
+                    self.note("cite_dropped", x.src, f"entry {x.entry.id!r} {why}; dropped", "unknown")
+                else:
+                    self.problem(x.src, f"entry {x.entry.id!r} {why}")
+            if bad and x.imported and not self.strict:
+                kept = tuple(c for c in x.entry.rules if c not in bad)
+                self.loaded[i] = dataclasses.replace(x, entry=x.entry.model_copy(update={"rules": kept}))
 
 
 def _learning_file(rel: Path) -> bool:
@@ -685,6 +731,7 @@ REPORT_LABELS = {
     "answers_differing": "merged rows with a different answer (first kept)",
     "alternatives_dropped": "alternative questions dropped (another entry has them)",
     "short_answers_accepted": f"short answers accepted (under {MIN_ANSWER} characters)",
+    "cites_dropped": "rules cites dropped (malformed, or no such clause)",
     "rows_skipped": "rows skipped",
 }
 
@@ -698,9 +745,9 @@ def summary_line(report: ImportReport) -> str:
 def _content_hash(entries: list[FAQEntry], documents: list[Document], resources: Resources) -> str:
     h = hashlib.sha256()
     for e in sorted(entries, key=lambda e: e.id):
-        # An empty ``replaces`` and a missing ``source_id`` are left out, so a KB that uses
-        # neither keeps the hash it had before the fields existed (and its index stays current).
-        unset = {k for k in ("replaces", "source_id") if not getattr(e, k)}
+        # An empty ``replaces`` or ``rules`` and a missing ``source_id`` are left out, so a KB that
+        # uses none of them keeps the hash it had before the fields existed (and its index stays current).
+        unset = {k for k in ("replaces", "source_id", "rules") if not getattr(e, k)}
         h.update(e.model_dump_json(exclude=unset or None).encode())
     for d in sorted(documents, key=lambda d: d.id):
         h.update(json.dumps([d.id, d.title, d.category, d.body, d.kind], ensure_ascii=False).encode())

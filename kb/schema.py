@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from kb.clauses import parse_cite
+
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
 MIN_QUESTION = 6  # characters: shorter titles are too vague to retrieve on
 MIN_ALT = 4
@@ -68,6 +70,9 @@ class FAQEntry(BaseModel):
     # The id the row had in an imported table when kefu had to change it (not a slug, or not
     # unique); ``id`` is then the slug derived from it. Both names reach the entry.
     source_id: str | None = None
+    # Clauses of rules documents the answer rests on, as ``doc-id#5`` (``doc-id#第五条`` is read as
+    # that); the loader checks that each exists, and answers show them as citations.
+    rules: tuple[str, ...] = ()
     updated: dt.date | None = None
 
     _slug = field_validator("id")(classmethod(lambda cls, v: check_slug(v)))
@@ -76,6 +81,11 @@ class FAQEntry(BaseModel):
     @classmethod
     def _replaced_slugs(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(check_slug(x) for x in v)
+
+    @field_validator("rules")
+    @classmethod
+    def _cites(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(str(parse_cite(x)) for x in v))
 
     @field_validator("alt_questions")
     @classmethod
@@ -157,7 +167,7 @@ class Resources:
     files: tuple[tuple[str, Path], ...] = ()
 
 
-NoteKind = Literal["id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped"]
+NoteKind = Literal["id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped", "cite_dropped"]
 
 
 @dataclass(frozen=True)
@@ -203,6 +213,7 @@ class ImportReport:
             "alternatives_dropped": self.count("alt_dropped"),
             "short_answers_accepted": self.short_answers,
             "rows_skipped": self.count("skipped"),
+            "cites_dropped": self.count("cite_dropped"),
         }
 
     def to_json(self) -> dict[str, object]:

@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from indexer.build import describe_calibration
 from indexer.encoder import Encoder
 from kb.errors import IndexMissingError, IndexStateError, KefuError, ModelError, NotFoundError
-from kb.schema import entry_slug
 from kb.settings import Settings
 from service.answerer import Answerer
 from service.batcher import MicroBatcher
+from service.documents import entry_json
 from service.pii import mask_pii
 from service.runtime import Runtime
 from service.schemas import Answer, AnswerRequest, ErrorBody
@@ -339,34 +339,14 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     # ``:path`` so an imported id with a slash (URL-encoded as %2F) still reaches the route.
     @app.get("/v1/entries/{entry_id:path}", summary="one FAQ entry or document chunk")
     def entry(entry_id: str, answerer: Answerer = Depends(ready_answerer)) -> dict[str, Any]:
-        # The slug, an id merged away, or an imported table's original id ("退货-01", "1024"):
-        # the slug kefu derives from an original id is deterministic, so no table is needed.
-        index = answerer.index
-        e = index.entries.get(index.resolve(entry_id)) or index.entries.get(index.resolve(entry_slug(entry_id)))
-        if e is not None:
-            return {
-                "id": e.id,
-                "kind": "faq",
-                "question": e.question,
-                "answer": e.answer,
-                "category": e.category,
-                "related": list(e.related),
-                "replaces": list(e.replaces),
-            }
-        rows = answerer.index.units.get(entry_id)
-        if rows:
-            c = answerer.index.chunks[rows[0]]
-            return {
-                "id": c.unit_id,
-                "kind": c.kind,
-                "title": c.title,
-                "section": c.section,
-                "text": c.text,
-                "doc_id": c.doc_id,
-                "category": c.category,
-            }
+        # The slug, an id merged away, an imported table's original id ("退货-01", "1024"), a
+        # document unit's id (rules-return.5) or a cite as FAQ entries write it (rules-return#5).
+        found = entry_json(answerer.index, entry_id)
+        if found is not None:
+            return found
         raise NotFoundError(
-            f"no entry {entry_id!r}; use an id from an answer (like 'refund-seven-day-conditions') "
+            f"no entry {entry_id!r}; use an id from an answer (like 'refund-seven-day-conditions' or "
+            "'rules-seven-day-return.5') "
             "or the id the entry had in its imported table"
         )
 

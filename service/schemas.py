@@ -16,6 +16,19 @@ class SourceRef(BaseModel):
     doc_id: str
     section: str
     kind: Literal["faq", "rules", "doc"]
+    clause: int | None = Field(None, description="clause number (第五条 → 5) when the answer is a rules clause")
+
+
+class Cite(BaseModel):
+    """A rules clause an FAQ answer rests on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str = Field(description="the clause's id for GET /v1/entries/{id}, e.g. rules-seven-day-return.5")
+    doc_id: str
+    title: str = Field(description="the rules document's title")
+    clause: int
+    label: str = Field(description="e.g. 《七天无理由退货规范》第五条")
 
 
 class AnswerItem(BaseModel):
@@ -26,6 +39,7 @@ class AnswerItem(BaseModel):
     text: str
     score: float = Field(description="cosine similarity of the best-matching vector of this answer")
     source: SourceRef
+    cites: list[Cite] = Field(default_factory=list, description="the rules clauses an FAQ answer rests on")
 
 
 class HandoffInfo(BaseModel):

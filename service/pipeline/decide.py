@@ -86,6 +86,11 @@ class Decision:
             return None
         return self.searched.text if self.searched is not None else self.prepared.text
 
+    @property
+    def search_text(self) -> str:
+        """The text the answer was searched with (a follow-up read with its context), else the message."""
+        return self.searched.text if self.searched is not None else self.prepared.text
+
     def trace(self) -> dict[str, Any]:
         """The response's ``trace``: the signals and thresholds behind the decision, rounded."""
         t: dict[str, Any] = {"calibration": self.calibration, "build": self.build}

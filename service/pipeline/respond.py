@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 
 from indexer.index import Index
+from service.documents import view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
 from service.pipeline.retrieve import Candidate
-from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
+from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, SourceRef
 from service.sessions import SessionStore, Turn
 from service.tickets import TicketStore
 from service.webhook import OrderEvent, OrderWebhook
@@ -57,11 +58,11 @@ class Responder:
         message: str | None = None
         handoff = None
         if d.outcome == "answer":
-            items = [self.item(c) for c in cands[:top_k]]
+            items = [self.item(c, d.search_text) for c in cands[:top_k]]
         elif d.outcome == "clarify" and d.reason == "greeting":
             message = GREETING_REPLY
         elif d.outcome == "clarify":
-            items = [self.item(c) for c in cands[:CLARIFY_CHOICES]]
+            items = [self.item(c, d.search_text) for c in cands[:CLARIFY_CHOICES]]
             message = CLARIFY_PROMPT
         else:
             ticket_id = "-"
@@ -71,9 +72,9 @@ class Responder:
             said = EMPTY_REPLY if d.reason == "empty_query" and d.prepared.norm else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.reason in AGENT_CONTEXT_REASONS:
-                items = [self.item(c) for c in cands[: min(AGENT_CONTEXT, top_k)]]
+                items = [self.item(c, d.search_text) for c in cands[: min(AGENT_CONTEXT, top_k)]]
             if d.reason in SUGGESTING_REASONS:  # not the answer, still worth a look
-                suggestions = [self.item(c) for c in cands[:SUGGESTIONS]]
+                suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]
             if d.reason == "needs_order" and self.webhook is not None:
                 event = OrderEvent(d.query, d.prepared.norm, d.session_id, ticket_id, tuple(i.id for i in suggestions))
                 trace["webhook"] = self.webhook.send(event).describe()
@@ -91,24 +92,15 @@ class Responder:
             trace=trace,
         )
 
-    def item(self, c: Candidate) -> AnswerItem:
-        """A candidate as shown: an FAQ entry, or the document chunk that matched best."""
-        entry = self.index.entries.get(c.id)
-        score = round(float(c.score), TRACE_DECIMALS)
-        if entry is not None:
-            return AnswerItem(
-                id=entry.id,
-                title=entry.question,
-                text=entry.answer,
-                score=score,
-                source=SourceRef(doc_id=entry.id, section=entry.category, kind="faq"),
-            )
-        chunk = self.index.chunks[c.row]
-        kind = "rules" if chunk.kind == "rules" else "doc"
+    def item(self, c: Candidate, query: str) -> AnswerItem:
+        """A candidate as shown: an FAQ entry with the clauses it cites, a whole rules clause, or
+        the passage of an article section that answers ``query``."""
+        v = view(self.index, c.id, c.row, query)
         return AnswerItem(
-            id=chunk.unit_id,
-            title=chunk.title,
-            text=chunk.text,
-            score=score,
-            source=SourceRef(doc_id=chunk.doc_id, section=chunk.section, kind=kind),
+            id=v.id,
+            title=v.title,
+            text=v.text,
+            score=round(float(c.score), TRACE_DECIMALS),
+            source=SourceRef(doc_id=v.doc_id, section=v.section, kind=v.kind, clause=v.clause),
+            cites=[Cite(**vars(x)) for x in v.cites],
         )

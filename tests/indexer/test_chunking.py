@@ -9,8 +9,10 @@ from hypothesis import strategies as st
 from indexer.chunking import (
     PATH_SEP,
     Chunk,
+    DocUnit,
     chunk_kb,
     document_chunks,
+    document_units,
     faq_chunks,
     pack_sentences,
     split_sentences,
@@ -250,8 +252,15 @@ def test_heading_equal_to_title_is_not_repeated_and_missing_title_heading_is_add
 def test_document_chunk_fields_and_unique_ids():
     chunks = document_chunks(_doc(BODY), target=20)
     assert len({c.chunk_id for c in chunks}) == len(chunks)
+    assert [c.unit_id for c in chunks] == [
+        "rules-demo.1",
+        "rules-demo.2",
+        "rules-demo.2",  # 第二条 does not fit in 20 characters: two rows, one unit
+        "rules-demo.s1",  # 第二章's two paragraphs outside clauses: one section
+        "rules-demo.s1",
+    ]
     for c in chunks:
-        assert c.unit_id == c.chunk_id
+        assert "#" not in c.unit_id  # a unit id goes into GET /v1/entries/{id} unescaped
         assert c.doc_id == "rules-demo"
         assert c.kind == "rules"
         assert c.title == "标题"
@@ -284,9 +293,58 @@ def test_chunk_kb_on_tiny_kb(tiny_kb_dir):
     assert {c.unit_id for c in faq} == {e.id for e in kb.entries}
     assert len(faq) == sum(2 + len(e.alt_questions) for e in kb.entries)
     rules = [c for c in chunks if c.kind == "rules"]
+    assert [c.unit_id for c in rules] == ["rules-return.1", "rules-return.2", "rules-return.3"]
     assert [c.section for c in rules] == [
         "退货规范 › 第一章 总则 › 第一条",
         "退货规范 › 第一章 总则 › 第二条",
         "退货规范 › 第二章 运费 › 第三条",
     ]
     assert all(c.embed_text.startswith(normalize(c.section)) for c in rules)
+
+
+# --- document units ----------------------------------------------------------------------------
+def test_document_units_are_clauses_whole_and_sections():
+    units = document_units(_doc(BODY))
+    assert [(u.id, u.clause, u.label) for u in units] == [
+        ("rules-demo.1", 1, "《标题》第一条"),
+        ("rules-demo.2", 2, "《标题》第二条"),
+        ("rules-demo.s1", None, "《标题》第二章 其他"),
+    ]
+    assert units[1].text == "第二条 本规范所称卖家，是指在平台出售商品的用户。卖家应当如实描述商品。"
+    assert units[1].section == "标题 › 第一章 总则 › 第一节 定义 › 第二条"
+    assert units[2].text == "第一段说明。\n第二段说明！"
+    assert all(DocUnit.from_json(u.to_json()) == u for u in units)
+
+
+def test_every_row_belongs_to_a_unit_and_a_long_clause_keeps_its_items():
+    body = "第十二条 下列情形不予支持：\n（一）超过期限的；\n（二）商品已损坏的。\n第一百零五条 附则。"
+    units = {u.id: u for u in document_units(_doc(body))}
+    assert set(units) == {"rules-demo.12", "rules-demo.105"}
+    assert units["rules-demo.12"].text == "第十二条 下列情形不予支持：\n（一）超过期限的；\n（二）商品已损坏的。"
+    rows = document_chunks(_doc(body), target=12)
+    assert {c.unit_id for c in rows} == set(units)
+    assert [c.unit_id for c in rows].count("rules-demo.12") == 3
+
+
+def test_article_without_clauses_is_one_unit_per_heading_section():
+    body = "开头的话。\n\n# 退款\n退款说明。\n\n更多退款说明。\n## 到账\n到账说明。"
+    units = document_units(_doc(body, title="帮助", kind="doc"))
+    assert [(u.id, u.section, u.label, u.kind) for u in units] == [
+        ("rules-demo.s1", "帮助", "《帮助》", "doc"),
+        ("rules-demo.s2", "帮助 › 退款", "《帮助》退款", "doc"),
+        ("rules-demo.s3", "帮助 › 退款 › 到账", "《帮助》到账", "doc"),
+    ]
+    assert units[1].text == "退款说明。\n更多退款说明。"
+
+
+def test_a_repeated_clause_number_becomes_a_section_so_ids_stay_unique():
+    body = "## 第一章\n第一条 甲。\n## 第二章\n第一条 乙。"
+    units = document_units(_doc(body))
+    assert [u.id for u in units] == ["rules-demo.1", "rules-demo.s1"]
+    assert units[1].clause is None and units[1].text == "第一条 乙。"
+
+
+def test_rows_are_unchanged_by_units():
+    """Units group rows; the rows (and so their vectors and the embedding cache) stay as before."""
+    chunks = document_chunks(_doc(BODY), target=200)
+    assert [c.chunk_id for c in chunks] == [f"rules-demo#{i}" for i in range(1, 5)]

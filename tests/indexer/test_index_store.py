@@ -32,6 +32,7 @@ FILES = {
     "anchors.npy",
     "anchors.json",
     "entries.json",
+    "units.json",
     "resources",
 }
 
@@ -757,7 +758,7 @@ def test_search_units_finds_a_rules_clause(tiny_index):
     rows = [i for i, c in enumerate(tiny_index.chunks) if c.kind == "rules"]
     row = rows[-1]
     top = tiny_index.search_units(tiny_index.vectors[row], k_units=1)[0]
-    assert top.unit_id == tiny_index.chunks[row].unit_id == tiny_index.chunks[row].chunk_id
+    assert top.unit_id == tiny_index.chunks[row].unit_id == "rules-return.3"
     assert top.best_chunk == row
     assert top.score == pytest.approx(1.0, abs=1e-5) and top.question_score == top.score
     assert top.votes == 1

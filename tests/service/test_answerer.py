@@ -30,7 +30,7 @@ TOP_KEYS = {
     "trace",
 }
 DOCUMENTED_KEYS = {"query", "normalized_query", "decision", "reason", "answers", "handoff", "session_id", "elapsed_ms"}
-ITEM_KEYS = {"id", "title", "text", "score", "source"}
+ITEM_KEYS = {"id", "title", "text", "score", "source", "cites"}
 # The documented defaults (0.90 / 0.865) are cut-offs for the real model's cosines. The fake encoder
 # scores an exact question match ≈ 0.72–0.85, a partial one ≈ 0.6 and an unrelated one < 0.3, so the
 # decision tests run with thresholds placed for it.
@@ -42,7 +42,7 @@ def answerer(tiny_answerer: Answerer) -> Answerer:
     return tiny_answerer
 
 
-SOURCE_KEYS = {"doc_id", "section", "kind"}
+SOURCE_KEYS = {"doc_id", "section", "kind", "clause"}
 
 
 def assert_shape(a: Answer) -> dict:
@@ -106,8 +106,11 @@ def test_rules_chunks_are_answer_items_with_their_document(answerer: Answerer):
     a = answerer.answer("退货运费谁出", top_k=5)
     rules = [i for i in a.answers if i.source.kind == "rules"]
     assert rules, a.answers
-    assert all(i.source.doc_id == "rules-return" and i.id.startswith("rules-return#") for i in rules)
-    assert all(i.title == "退货规范" for i in rules)
+    assert all(i.source.doc_id == "rules-return" and i.id.startswith("rules-return.") for i in rules)
+    for i in rules:  # a clause answers whole, named by its document and number
+        assert i.source.clause == int(i.id.rsplit(".", 1)[1])
+        assert i.title.startswith("《退货规范》第") and i.title.endswith("条")
+        assert i.text.startswith("第") and i.cites == []
 
 
 def test_user_requested_handoff_is_decided_before_any_search_and_opens_a_ticket(answerer: Answerer):
