@@ -14,6 +14,8 @@ from indexer.cli import index_app, model_app
 from kb.cli import kb_app
 from kb.settings import Settings
 from service.cli import ask, build, chat, handoffs_app, serve
+from service.ops_cli import gaps_app, stats
+from service.shops_cli import shops_app
 
 # Library chatter (weight-loading bars, deprecation notices) is noise in a CLI.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -47,8 +49,11 @@ app.command("ask")(ask)
 app.command("chat")(chat)
 app.command("serve")(serve)
 app.add_typer(handoffs_app, name="handoffs")
+app.add_typer(shops_app, name="shops")
 app.add_typer(eval_app, name="eval")
 app.add_typer(learn_app, name="learn")
+app.add_typer(gaps_app, name="gaps")
+app.command("stats")(stats)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

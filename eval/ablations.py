@@ -29,6 +29,7 @@ def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
         index.anchor_labels,
         index.entries,
         index.folder,
+        index.doc_units,
     )
     sub.set_dense_int8(index.dense_int8)  # the same dense pass as the default row
     return sub

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from eval import bench_shops
 from eval.dataset import load_split
 from eval.metrics import percentile
 from kb.settings import Settings
@@ -414,8 +415,29 @@ def write_markdown(data: dict[str, Any]) -> Path:
             )
     DOCS.mkdir(exist_ok=True)
     path = DOCS / "benchmarks.md"
+    lines += bench_shops.markdown(data.get("shops")) or _kept_section(path)
     path.write_text("\n".join(lines) + "\n", "utf-8")
     (DOCS / "benchmarks.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
+    return path
+
+
+def _kept_section(path: Path) -> list[str]:
+    """The many-shops section of an existing docs/benchmarks.md (it is measured on its own)."""
+    if not path.is_file():
+        return []
+    text = path.read_text("utf-8")
+    start = text.find(bench_shops.SECTION)
+    return [*text[start:].rstrip("\n").split("\n"), ""] if start >= 0 else []
+
+
+def write_section(lines: list[str], data: dict[str, Any]) -> Path:
+    """Replace (or append) the many-shops section of docs/benchmarks.md; its data beside it."""
+    path = DOCS / "benchmarks.md"
+    text = path.read_text("utf-8") if path.is_file() else "# kefu benchmarks\n"
+    start = text.find(bench_shops.SECTION)
+    head = text[:start] if start >= 0 else text.rstrip("\n") + "\n\n"
+    path.write_text(head + "\n".join(lines) + "\n", "utf-8")
+    (DOCS / "benchmarks_shops.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
     return path
 
 
@@ -425,8 +447,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m eval.bench", description="kefu benchmarks (docs/benchmarks.md)")
     parser.add_argument(
         "--only",
-        choices=("in_process", "http", "http_2_workers", "builds", "scale"),
-        help="run one part; print it, write nothing",
+        choices=("in_process", "http", "http_2_workers", "builds", "scale", "shops"),
+        help="run one part; print it, write nothing (shops: also writes its section of docs/benchmarks.md)",
     )
     args = parser.parse_args(argv)
     settings = Settings()
@@ -447,12 +469,15 @@ def main(argv: list[str] | None = None) -> None:
         ("http_2_workers", lambda: http_load(settings, workers=2, levels=(32,))),
         ("builds", lambda: builds(settings)),
         ("scale", scale),
+        ("shops", lambda: bench_shops.run()),
     )
     for name, fn in steps:
         if args.only and name != args.only:
             continue
         print(f"bench: {name} …", flush=True)
         data[name] = fn()
+    if args.only == "shops":  # hours of work: its section is kept, not redone by the next full run
+        print(write_section(bench_shops.markdown(data["shops"]), data["shops"]))
     if args.only:
         print(json.dumps(data, ensure_ascii=False, indent=1))
         return

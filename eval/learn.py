@@ -239,6 +239,7 @@ def without_rows(index: Index, rows: set[int]) -> Index:
         index.anchor_labels,
         index.entries,
         index.folder,
+        index.doc_units,
     )
     sub.set_dense_int8(index.dense_int8)
     return sub

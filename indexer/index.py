@@ -141,6 +141,36 @@ class LexicalEvidence:
     exclude_unit: str | None = None
 
 
+@dataclass(frozen=True)
+class BuildParts:
+    """What a build folder holds besides its vectors (a vector store may hold those)."""
+
+    chunks: list[Chunk]
+    anchors: np.ndarray
+    anchor_labels: list[str]
+    entries: dict[str, EntryInfo]
+    units: dict[str, DocUnit]
+
+
+def read_parts(folder: Path) -> BuildParts:
+    """Chunks, anchors, entries and document units of a build folder; IndexStateError if damaged."""
+    try:
+        chunks = [
+            Chunk.from_json(json.loads(line))
+            for line in (folder / "chunks.jsonl").read_text("utf-8").splitlines()
+            if line.strip()
+        ]
+        anchors = np.load(folder / "anchors.npy", allow_pickle=False)
+        labels = json.loads((folder / "anchors.json").read_text("utf-8"))
+        entries = {
+            k: EntryInfo.from_json(v) for k, v in json.loads((folder / "entries.json").read_text("utf-8")).items()
+        }
+        units = {k: DocUnit.from_json(v) for k, v in json.loads((folder / "units.json").read_text("utf-8")).items()}
+    except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:
+        raise IndexStateError(f"index at {folder} is truncated or corrupt ({exc}); run `kefu build`") from exc
+    return BuildParts(chunks, anchors, labels, entries, units)
+
+
 class Index:
     """A loaded (or freshly built) index: search by vectors, aggregate per answer unit."""
 
@@ -268,20 +298,10 @@ class Index:
         """Load a build folder; refuse loudly if it does not match the configured model/normaliser."""
         manifest = cls.read_manifest(folder)
         check_compatible(manifest, model_id, normalizer_version, folder)
+        parts = read_parts(folder)
         try:
             vectors = np.load(folder / "vectors.npy", allow_pickle=False)
             vindex = VectorIndex.load(folder / "index.faiss")
-            chunks = [
-                Chunk.from_json(json.loads(line))
-                for line in (folder / "chunks.jsonl").read_text("utf-8").splitlines()
-                if line.strip()
-            ]
-            anchors = np.load(folder / "anchors.npy", allow_pickle=False)
-            labels = json.loads((folder / "anchors.json").read_text("utf-8"))
-            entries = {
-                k: EntryInfo.from_json(v) for k, v in json.loads((folder / "entries.json").read_text("utf-8")).items()
-            }
-            units = {k: DocUnit.from_json(v) for k, v in json.loads((folder / "units.json").read_text("utf-8")).items()}
         except (OSError, EOFError, ValueError, TypeError, KeyError) as exc:
             raise IndexStateError(f"index at {folder} is truncated or corrupt ({exc}); run `kefu build`") from exc
         if vectors.ndim != 2 or vectors.shape[1] != manifest.dim or vectors.shape[0] != manifest.counts.get("vectors"):
@@ -289,7 +309,17 @@ class Index:
                 f"index at {folder} has vectors of shape {vectors.shape}, manifest says "
                 f"{manifest.counts.get('vectors')}×{manifest.dim}; run `kefu build`"
             )
-        return cls(manifest, vectors, vindex, chunks, anchors, labels, entries, folder, units)
+        return cls(
+            manifest,
+            vectors,
+            vindex,
+            parts.chunks,
+            parts.anchors,
+            parts.anchor_labels,
+            parts.entries,
+            folder,
+            parts.units,
+        )
 
     # --- search --------------------------------------------------------------------------------------
     def search(self, qvecs: np.ndarray, k: int) -> list[list[Hit]]:

@@ -70,3 +70,10 @@ class InputError(KefuError):
 
     exit_code = 2
     http_status = 422
+
+
+class ForbiddenError(KefuError):
+    """The caller is known but may not do this (a shop's admin token outside its shop)."""
+
+    exit_code = 2
+    http_status = 403

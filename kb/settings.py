@@ -7,6 +7,7 @@ Precedence, highest first: CLI flag > environment variable > ``.env`` > default.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 BUNDLED_KB = Path(__file__).resolve().parent / "content"
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
+# A CSP source expression as frame-ancestors takes it: a keyword, a scheme, or an origin
+# (a host may start with a *. wildcard, a port may be *), without a path.
+_CSP_SOURCE = re.compile(
+    r"'self'|'none'|[a-z][a-z0-9+.-]*:|(?:[a-z][a-z0-9+.-]*://)?(?:\*\.)?[A-Za-z0-9.-]+(?::(?:\d{1,5}|\*))?"
+)
 
 
 def _default_cache() -> Path:
@@ -71,6 +77,14 @@ class Settings(BaseSettings):
     index_dir: Path | None = Field(None, description="index home; default <data_dir>/index")
     index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
     keep_builds: int = Field(3, ge=1, le=50, description="verified builds kept for rollback")
+    # --- shops (service/shops.py) ------------------------------------------------------------
+    vector_store: Literal["faiss", "milvus"] = Field(
+        "faiss", description="where shops' vectors live: faiss (files in the index home) or milvus"
+    )
+    milvus_uri: str | None = Field(
+        None, description="a local file (Milvus Lite, embedded) or http://host:19530; default <index home>/milvus.db"
+    )
+    shop_cache: int = Field(256, ge=1, le=100_000, description="shops kept loaded (LRU) by a serving process")
     chunk_chars: int = Field(220, ge=40, le=4000, description="target size of a rules chunk")
     retrieval: Literal["dense", "lexical", "rrf", "weighted"] = Field(
         "rrf", description="dense only, lexical (BM25) only, or a fusion; rrf won on the dev split"
@@ -136,6 +150,11 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     admin_token: SecretStr | None = None
     cors_origins: list[str] = Field(default_factory=list)
+    frame_ancestors: list[str] = Field(
+        default_factory=lambda: ["'self'"],
+        description="CSP frame-ancestors of the chat page (JSON list): every site that embeds widget.js "
+        "must be listed by origin (https://shop.example.com) next to 'self'",
+    )
     max_body_bytes: int = Field(16_384, ge=256)
     rate_limit_per_minute: int = Field(600, ge=0, description="per client IP; 0 disables")
     # Requests admitted at once; the rest get 503 at once. One worker answers about 235/s on 2
@@ -158,6 +177,21 @@ class Settings(BaseSettings):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("KEFU_ORDER_WEBHOOK must be an http:// or https:// URL with a host")
         return v.strip()
+
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _ancestors_are_sources(cls, v: list[str]) -> list[str]:
+        # Each item goes into a response header: anything but a CSP source expression could end
+        # the directive (;) or inject another header.
+        for item in v:
+            if not _CSP_SOURCE.fullmatch(item):
+                raise ValueError(
+                    f"KEFU_FRAME_ANCESTORS item {item!r} is not a CSP source: use 'self', 'none', "
+                    "an origin like https://shop.example.com, or a scheme like https:"
+                )
+        if "'none'" in v and len(v) > 1:
+            raise ValueError("KEFU_FRAME_ANCESTORS: 'none' cannot be combined with other sources")
+        return v
 
     @property
     def index_home(self) -> Path:

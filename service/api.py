@@ -3,8 +3,8 @@ through dependencies; errors are JSON with a clear message and the right status,
 
 from __future__ import annotations
 
-import hmac
 import logging
+import sqlite3
 import threading
 import time
 from collections import defaultdict, deque
@@ -31,7 +31,11 @@ from service.batcher import MicroBatcher
 from service.documents import entry_json
 from service.pii import mask_pii
 from service.runtime import Runtime
-from service.schemas import Answer, AnswerRequest, ErrorBody
+from service.schemas import Answer, AnswerRequest, ErrorBody, FeedbackRequest, FeedbackResult
+from service.shops_api import ShopsState
+from service.tickets import AnswerLog, FeedbackStore
+from service.web import WEB_PATHS
+from service.web import install as install_web
 
 log = logging.getLogger("kefu.api")
 
@@ -78,6 +82,14 @@ class Metrics:
             registry=self.registry,
             buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0),
         )
+        # A shopper may change a vote: the first vote on an answer counts in feedback, a change only in
+        # feedback_changed (so the first counter never counts one answer twice).
+        self.feedback = Counter(
+            "kefu_feedback_total", "first vote on each answer (👍 up / 👎 down)", ["vote"], registry=self.registry
+        )
+        self.feedback_changed = Counter(
+            "kefu_feedback_changed_total", "votes changed, by the new vote", ["vote"], registry=self.registry
+        )
 
     def encoder_batch(self, texts: int, seconds: float) -> None:
         self.batch_size.observe(texts)
@@ -95,6 +107,9 @@ class ServiceState:
         self.runtime: Runtime | None = None
         self.batcher: MicroBatcher | None = None
         self.answerer: Answerer | None = None
+        self.answer_log: AnswerLog | None = None
+        self.feedback: FeedbackStore | None = None
+        self.shops = ShopsState(settings)  # POST /v1/answer with a shop; per-shop admin tokens
         self.not_ready: str | None = "starting"
         self.metrics = Metrics()
         self.reload_lock = threading.Lock()
@@ -104,6 +119,9 @@ class ServiceState:
         self.rate_lock = threading.Lock()
 
     def start(self, encoder: Encoder | None = None) -> None:
+        # Next to the tickets: the answer log (what a vote names) and the votes.
+        self.answer_log = AnswerLog(self.settings.tickets_path)
+        self.feedback = FeedbackStore(self.settings.tickets_path)
         try:
             self.runtime = Runtime.create(self.settings, encoder)
         except ModelError as exc:
@@ -113,6 +131,7 @@ class ServiceState:
         self.batcher = MicroBatcher.for_encoder(
             self.runtime.encoder, s.microbatch_wait_ms, s.microbatch_max, self.metrics.encoder_batch
         )
+        self.shops.start(self.runtime, self.batcher)
         self.reload()
 
     def reload(self) -> str:
@@ -140,6 +159,15 @@ class ServiceState:
         if self.batcher is not None:
             self.batcher.close()
 
+    def log_answer(self, answer: Answer) -> None:
+        """Record a served answer; a failing write is logged and the answer still goes out."""
+        if self.answer_log is None:
+            return
+        try:
+            self.answer_log.record(answer)
+        except sqlite3.Error as exc:
+            log.warning("answer %s not logged (its 👍/👎 will get 404): %s", answer.answer_id, exc)
+
 
 # The dependencies are async: they only look things up, and a sync dependency costs a trip
 # through the thread pool per request.
@@ -155,14 +183,9 @@ async def ready_answerer(state: ServiceState = Depends(get_state)) -> Answerer:
     return state.answerer
 
 
-async def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> None:
-    token = state.settings.admin_token
-    if token is None:
-        raise NotFoundError("admin endpoints are disabled; set KEFU_ADMIN_TOKEN to enable them")
-    given = request.headers.get("authorization", "")
-    expected = f"Bearer {token.get_secret_value()}"
-    if not hmac.compare_digest(given.encode(), expected.encode()):  # constant-time comparison
-        raise PermissionError("missing or wrong bearer token")
+async def require_admin(request: Request, state: ServiceState = Depends(get_state)) -> str | None:
+    """None for KEFU_ADMIN_TOKEN (everything), a shop's id for that shop's token (its own only)."""
+    return state.shops.admin_scope(request.headers.get("authorization", ""))
 
 
 class Guard:
@@ -283,6 +306,8 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         ),
         lifespan=lifespan,
         default_response_class=SafeJSONResponse,
+        docs_url=None,  # /docs and /redoc come from service.web, with their assets served here (no CDN)
+        redoc_url=None,
         responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
     )
     app.state.kefu = state
@@ -327,14 +352,33 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         # second trip through the pool to validate the returned model, which the Answer (built
         # by us, already valid) does not need; pydantic's own JSON writer is the fast path.
         t0 = time.perf_counter()
-        result = await run_in_threadpool(
-            answerer.answer, req.query, session_id=req.session_id, top_k=req.top_k, history=req.history
-        )
+
+        def answer_and_log() -> Answer:  # one trip through the pool for both
+            if req.shop is not None:  # the shop's KB and the platform's, each with its calibration
+                a = state.shops.answer(answerer, req)
+            else:
+                a = answerer.answer(req.query, session_id=req.session_id, top_k=req.top_k, history=req.history)
+            state.log_answer(a)
+            return a
+
+        result = await run_in_threadpool(answer_and_log)
         state.metrics.latency.observe(time.perf_counter() - t0)
         state.metrics.decisions.labels(result.decision, result.reason or "none").inc()
         if result.decision == "handoff":
             log.info("handoff %s: %s", result.reason, mask_pii(req.query)[:200])
         return Response(safe_json(result.model_dump_json().encode()), media_type="application/json")
+
+    @app.post("/v1/feedback", response_model=FeedbackResult, summary="反馈 👍/👎 on one answer")
+    def feedback(req: FeedbackRequest, st: ServiceState = Depends(get_state)) -> FeedbackResult:
+        """Store the shopper's vote on an answer of their session; voting again replaces the vote."""
+        if st.feedback is None:
+            raise ModelError(st.not_ready or "not started")
+        result = st.feedback.vote(req.answer_id, req.session_id, req.vote, req.comment)
+        if result.previous is None:
+            st.metrics.feedback.labels(req.vote).inc()
+        elif result.previous != req.vote:
+            st.metrics.feedback_changed.labels(req.vote).inc()
+        return FeedbackResult(answer_id=req.answer_id, vote=req.vote, replaced=result.previous)
 
     # ``:path`` so an imported id with a slash (URL-encoded as %2F) still reaches the route.
     @app.get("/v1/entries/{entry_id:path}", summary="one FAQ entry or document chunk")
@@ -374,21 +418,40 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     def metrics(st: ServiceState = Depends(get_state)) -> Response:
         return Response(generate_latest(st.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/admin/reload", summary="swap in the newest verified index", dependencies=[Depends(require_admin)])
-    def reload(st: ServiceState = Depends(get_state)) -> dict[str, str]:
+    @app.post("/admin/reload", summary="swap in the newest verified index")
+    def reload(st: ServiceState = Depends(get_state), scope: str | None = Depends(require_admin)) -> dict[str, str]:
+        st.shops.require_global(scope, "reload the platform index")
         return {"status": "reloaded", "build": st.reload()}
 
-    @app.get("/admin/handoffs", summary="recent handoff tickets", dependencies=[Depends(require_admin)])
-    def handoffs(limit: int = 50, reason: str | None = None, st: ServiceState = Depends(get_state)) -> dict[str, Any]:
+    @app.get("/admin/handoffs", summary="recent handoff tickets (a shop's token: that shop's only)")
+    def handoffs(
+        limit: int = 50,
+        reason: str | None = None,
+        shop: str | None = None,
+        st: ServiceState = Depends(get_state),
+        scope: str | None = Depends(require_admin),
+    ) -> dict[str, Any]:
         if st.runtime is None:
             raise ModelError(st.not_ready or "not started")
-        tickets = st.runtime.tickets.list(min(max(limit, 1), 500), reason)
-        return {"tickets": [t.to_json() for t in tickets]}
+        return {"tickets": [t.to_json() for t in st.shops.handoffs(scope, limit, reason, shop)]}
 
+    install_web(app, settings)
+    from service.console import install as install_console  # imports this module, so not at the top
+
+    install_console(app)  # /console's admin API (gaps, stats, resolutions) and the stats gauges (#24)
     return app
 
 
-KNOWN_PATHS = {"/v1/answer", "/healthz", "/readyz", "/metrics", "/admin/reload", "/admin/handoffs"}
+KNOWN_PATHS = {
+    "/v1/answer",
+    "/v1/feedback",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/admin/reload",
+    "/admin/handoffs",
+    *WEB_PATHS,
+}
 RATE_WINDOW_S = 60.0
 
 

@@ -223,23 +223,25 @@ def handoffs_list(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
     reason: str | None = typer.Option(None, "--reason"),
+    shop: str | None = typer.Option(None, "--shop", help="only this shop's tickets"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Recent handoff tickets, newest first (personal data masked)."""
-    from service.tickets import TicketStore
+    """Recent handoff tickets, newest first (personal data masked), with their shop and route."""
+    from service.shops_tickets import ShopTickets
 
-    tickets = TicketStore(settings_of(ctx).tickets_path).list(limit, reason)
+    tickets = ShopTickets.at(settings_of(ctx).tickets_path).list(limit, reason, shop)
     if as_json:
         for t in tickets:
             print(json.dumps(t.to_json(), ensure_ascii=False))
         return
     table = Table(title=f"handoffs ({len(tickets)})")
-    for col in ("ticket", "time", "reason", "query", "top candidate"):
+    for col in ("ticket", "time", "reason", "shop", "route", "query", "top candidate"):
         table.add_column(col)
-    for t in tickets:
-        j = t.to_json()
-        top = f"{t.candidates[0]['id']} {t.candidates[0]['score']:.3f}" if t.candidates else ""
-        table.add_row(t.id, j["created"], t.reason, t.query[:60], top)
+    for routed in tickets:
+        tk = routed.ticket
+        j = tk.to_json()
+        top = f"{tk.candidates[0]['id']} {tk.candidates[0]['score']:.3f}" if tk.candidates else ""
+        table.add_row(tk.id, j["created"], tk.reason, routed.shop or "", routed.route, tk.query[:60], top)
     console.print(table)
 
 

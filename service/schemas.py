@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Decision = Literal["answer", "clarify", "handoff"]
 Reason = Literal["user_requested", "sensitive", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"]
+Vote = Literal["up", "down"]
+ANSWER_ID_PATTERN = r"^A[0-9a-f]{16}$"
+MAX_COMMENT_CHARS = 500
+
+
+def new_answer_id() -> str:
+    return "A" + uuid.uuid4().hex[:16]
 
 
 class SourceRef(BaseModel):
@@ -16,6 +24,9 @@ class SourceRef(BaseModel):
     doc_id: str
     section: str
     kind: Literal["faq", "rules", "doc"]
+    owner: Literal["platform", "shop"] = Field(
+        "platform", description="whose KB the answer is from: the platform help center or the asked shop's"
+    )
     clause: int | None = Field(None, description="clause number (第五条 → 5) when the answer is a rules clause")
 
 
@@ -47,6 +58,9 @@ class HandoffInfo(BaseModel):
 
     ticket_id: str
     message: str
+    route: Literal["shop", "platform"] = Field(
+        "platform", description="who takes it: the shop's agents, or 官方客服 (every handoff without a shop)"
+    )
 
 
 class Answer(BaseModel):
@@ -70,6 +84,8 @@ class Answer(BaseModel):
     session_id: str
     elapsed_ms: float
     trace: dict[str, Any] = Field(default_factory=dict, description="signals and thresholds behind the decision")
+    # A default factory: every Answer gets its own id wherever it is built (the answerer, the CLI).
+    answer_id: str = Field(default_factory=new_answer_id, description="this answer's id, for POST /v1/feedback (👍/👎)")
 
 
 MAX_HISTORY_TURNS = 10  # recent turns a caller may send; older ones do not help a follow-up
@@ -107,6 +123,12 @@ class AnswerRequest(BaseModel):
     query: str = Field(description="the shopper's message (Simplified or Traditional Chinese, English)")
     top_k: int | None = Field(None, ge=1, le=20, description="answers to return (default KEFU_TOP_K)")
     session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    shop: str | None = Field(
+        None,
+        max_length=64,
+        pattern=r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
+        description="the shop whose KB is searched together with the platform help center (`kefu shops list`)",
+    )
     history: list[HistoryTurn] | None = Field(
         None,
         max_length=MAX_HISTORY_TURNS,
@@ -114,6 +136,52 @@ class AnswerRequest(BaseModel):
         "「那几点能到?」 is read with the previous customer turn and the agent's reply; replaces kefu's own "
         "session memory for this request",
     )
+
+
+class FeedbackRequest(BaseModel):
+    """A shopper's 👍/👎 on one answer; voting again on the same answer replaces the vote."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "answer_id": "A0123456789abcdef",
+                    "session_id": "S1a2b3c4d5e6f7a8b",
+                    "vote": "down",
+                    "comment": "没说清楚",
+                }
+            ]
+        },
+    )
+
+    answer_id: str = Field(pattern=ANSWER_ID_PATTERN, description="answer_id of a response from POST /v1/answer")
+    session_id: str = Field(
+        max_length=64, pattern=r"^[A-Za-z0-9_-]+$", description="session_id of that response (the voter's session)"
+    )
+    vote: Vote
+    comment: str | None = Field(
+        None, max_length=MAX_COMMENT_CHARS, description="optional remark (personal data masked)"
+    )
+
+    @field_validator("comment")
+    @classmethod
+    def _comment_is_text(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        try:
+            v.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape cannot be stored
+            raise ValueError("comment is not valid Unicode text; send UTF-8 text") from exc
+        return v.strip() or None
+
+
+class FeedbackResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    answer_id: str
+    vote: Vote
+    replaced: Vote | None = Field(description="the earlier vote this one replaced, if any")
 
 
 class ErrorBody(BaseModel):

@@ -1,18 +1,22 @@
-"""Handoff tickets in an embedded SQLite database (WAL: survives restarts and crashes mid-write)."""
+"""Handoff tickets, the answer log and shoppers' feedback in one embedded SQLite database
+(WAL: survives restarts and crashes mid-write; several processes may share the file)."""
 
 from __future__ import annotations
 
+import builtins
 import json
 import sqlite3
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kb.errors import ConfigError
+from kb.errors import ConfigError, NotFoundError
 from service.pii import mask_pii
+from service.schemas import Answer, Vote
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (
@@ -24,6 +28,28 @@ CREATE TABLE IF NOT EXISTS tickets (
     candidates TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS tickets_created ON tickets (created);
+CREATE TABLE IF NOT EXISTS answers (
+    answer_id TEXT PRIMARY KEY,
+    created REAL NOT NULL,
+    session_id TEXT,
+    query TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    top_id TEXT,
+    confidence REAL,
+    elapsed_ms REAL NOT NULL,
+    ticket_id TEXT
+);
+CREATE INDEX IF NOT EXISTS answers_created ON answers (created);
+CREATE TABLE IF NOT EXISTS feedback (
+    answer_id TEXT PRIMARY KEY REFERENCES answers (answer_id),
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    session_id TEXT NOT NULL,
+    vote TEXT NOT NULL CHECK (vote IN ('up', 'down')),
+    comment TEXT
+);
+CREATE INDEX IF NOT EXISTS feedback_updated ON feedback (updated);
 """
 
 
@@ -47,8 +73,9 @@ class Ticket:
         }
 
 
-class TicketStore:
-    """Thread-safe; several processes may share one file (SQLite locking, busy timeout)."""
+class _Database:
+    """One connection per thread to the shared file; the schema of all three tables is created
+    by whichever store opens the file first."""
 
     def __init__(self, path: Path) -> None:
         path = Path(path).expanduser()
@@ -69,6 +96,18 @@ class TicketStore:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             self._local.conn = conn
         return conn
+
+
+def _window(since: float | None, limit: int, column: str) -> tuple[str, tuple[Any, ...]]:
+    """The WHERE/ORDER/LIMIT tail shared by the list methods: newest first, ``since`` inclusive."""
+    if limit < 1:
+        raise ConfigError(f"limit={limit} must be ≥ 1")
+    where, args = ("", ()) if since is None else (f" WHERE {column} >= ?", (since,))
+    return f"{where} ORDER BY {column} DESC LIMIT ?", (*args, limit)
+
+
+class TicketStore(_Database):
+    """Thread-safe; several processes may share one file (SQLite locking, busy timeout)."""
 
     def create(self, query: str, reason: str, session_id: str | None, candidates: list[dict[str, Any]]) -> Ticket:
         t = Ticket(
@@ -99,3 +138,207 @@ class TicketStore:
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
+
+
+@dataclass(frozen=True)
+class LoggedAnswer:
+    """One answer the API served, as the answer log keeps it."""
+
+    answer_id: str
+    created: float  # unix time
+    session_id: str | None
+    query: str  # personal data masked
+    decision: str
+    reason: str | None
+    top_id: str | None  # the first answer (or, on a handoff, the first suggestion)
+    confidence: float | None  # absent when a rule decided before the confidence model
+    elapsed_ms: float
+    ticket_id: str | None
+
+
+_ANSWER_COLUMNS = "answer_id, created, session_id, query, decision, reason, top_id, confidence, elapsed_ms, ticket_id"
+
+
+class AnswerLog(_Database):
+    """Every answer served, so a vote can name it and `kefu stats`/`kefu gaps` can read them."""
+
+    def record(self, answer: Answer) -> LoggedAnswer:
+        top = answer.answers or answer.suggestions
+        confidence = answer.trace.get("confidence")
+        ticket = answer.handoff.ticket_id if answer.handoff is not None and answer.handoff.ticket_id != "-" else None
+        row = LoggedAnswer(
+            answer_id=answer.answer_id,
+            created=time.time(),
+            session_id=answer.session_id,
+            query=mask_pii(answer.query),
+            decision=answer.decision,
+            reason=answer.reason,
+            top_id=top[0].id if top else None,
+            confidence=float(confidence) if isinstance(confidence, int | float) else None,
+            elapsed_ms=answer.elapsed_ms,
+            ticket_id=ticket,
+        )
+        self._conn().execute(
+            f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.answer_id,
+                row.created,
+                row.session_id,
+                row.query,
+                row.decision,
+                row.reason,
+                row.top_id,
+                row.confidence,
+                row.elapsed_ms,
+                row.ticket_id,
+            ),
+        )
+        return row
+
+    def get(self, answer_id: str) -> LoggedAnswer | None:
+        r = self._conn().execute(f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
+        return LoggedAnswer(*r) if r else None
+
+    def list(self, since: float | None = None, limit: int = 1000) -> list[LoggedAnswer]:
+        """Answers served at or after ``since`` (unix time), newest first."""
+        tail, args = _window(since, limit, "created")
+        rows = self._conn().execute(f"SELECT {_ANSWER_COLUMNS} FROM answers{tail}", args).fetchall()
+        return [LoggedAnswer(*r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0])
+
+    # --- read by `kefu gaps` and `kefu stats` (service/gaps.py, service/stats.py) ---------------------------------
+    def gap_candidates(self, since: float | None, until: float, limit: int) -> builtins.list[LoggedAnswer]:
+        """Answers that may have left the shopper unserved, oldest first: low-confidence handoffs,
+        clarifies, and answers whose current vote is 👎 (service/gaps.py decides which count)."""
+        rows = (
+            self._conn()
+            .execute(
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE created >= ? AND created < ? AND ("
+                "(decision = 'handoff' AND reason = 'low_confidence') OR decision = 'clarify' "
+                "OR answer_id IN (SELECT answer_id FROM feedback WHERE vote = 'down')) ORDER BY created LIMIT ?",
+                (since if since is not None else float("-inf"), until, limit),
+            )
+            .fetchall()
+        )
+        return [LoggedAnswer(*r) for r in rows]
+
+    def in_sessions(
+        self, session_ids: Sequence[str], since: float | None, decision: str
+    ) -> builtins.list[LoggedAnswer]:
+        """The answers of one ``decision`` served at or after ``since`` in these sessions, oldest first."""
+        out: builtins.list[LoggedAnswer] = []
+        ids = sorted(set(session_ids))
+        for i in range(0, len(ids), 500):  # SQLite's limit on bound parameters
+            batch = ids[i : i + 500]
+            out += [
+                LoggedAnswer(*r)
+                for r in self._conn().execute(
+                    f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE created >= ? AND decision = ? "
+                    f"AND session_id IN ({','.join('?' * len(batch))}) ORDER BY created",
+                    (since if since is not None else float("-inf"), decision, *batch),
+                )
+            ]
+        return sorted(out, key=lambda a: a.created)
+
+    def daily(self, since: float | None, until: float) -> builtins.list[tuple[str, str, str | None, int]]:
+        """(local day YYYY-MM-DD, decision, reason, answers) for the answers served in [since, until)."""
+        rows = self._conn().execute(
+            "SELECT date(created, 'unixepoch', 'localtime') AS day, decision, reason, COUNT(*) FROM answers "
+            "WHERE created >= ? AND created < ? GROUP BY day, decision, reason ORDER BY day",
+            (since if since is not None else float("-inf"), until),
+        )
+        return [(str(d), str(dec), r, int(n)) for d, dec, r, n in rows]
+
+
+@dataclass(frozen=True)
+class Feedback:
+    """A shopper's current vote on one answer (a later vote replaced any earlier one)."""
+
+    answer_id: str
+    created: float  # first vote
+    updated: float  # latest vote
+    session_id: str
+    vote: Vote
+    comment: str | None  # personal data masked
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    feedback: Feedback
+    previous: Vote | None  # the vote this one replaced; None for a first vote
+
+
+_FEEDBACK_COLUMNS = "answer_id, created, updated, session_id, vote, comment"
+
+
+class FeedbackStore(_Database):
+    """👍/👎 per answer: one row per answer, so voting again replaces the vote instead of adding one."""
+
+    def vote(self, answer_id: str, session_id: str, vote: Vote, comment: str | None = None) -> VoteResult:
+        """Store ``vote`` on a logged answer of ``session_id``; NotFoundError for any other id (an answer
+        of another session is reported the same way, so ids cannot be probed)."""
+        now = time.time()
+        masked = mask_pii(comment) if comment else None
+        conn = self._conn()
+        # IMMEDIATE: the read and the write below are one step even with several processes.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            owner = conn.execute("SELECT session_id FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()
+            if owner is None or owner[0] != session_id:
+                raise NotFoundError(
+                    f"no answer {answer_id!r} in session {session_id!r}; vote with the answer_id and session_id "
+                    "of an answer from POST /v1/answer"
+                )
+            old = conn.execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE answer_id = ?", (answer_id,)).fetchone()
+            created = old[1] if old else now
+            conn.execute(
+                f"INSERT OR REPLACE INTO feedback ({_FEEDBACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (answer_id, created, now, session_id, vote, masked),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return VoteResult(Feedback(answer_id, created, now, session_id, vote, masked), old[4] if old else None)
+
+    def get(self, answer_id: str) -> Feedback | None:
+        r = (
+            self._conn()
+            .execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback WHERE answer_id = ?", (answer_id,))
+            .fetchone()
+        )
+        return Feedback(*r) if r else None
+
+    def list(self, since: float | None = None, limit: int = 1000) -> list[Feedback]:
+        """Votes cast or changed at or after ``since`` (unix time), latest first."""
+        tail, args = _window(since, limit, "updated")
+        rows = self._conn().execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback{tail}", args).fetchall()
+        return [Feedback(*r) for r in rows]
+
+    def counts(self) -> dict[Vote, int]:
+        """Current votes by kind (each answer counted once)."""
+        got = dict(self._conn().execute("SELECT vote, COUNT(*) FROM feedback GROUP BY vote").fetchall())
+        return {"up": int(got.get("up", 0)), "down": int(got.get("down", 0))}
+
+    def votes_on(self, answer_ids: Sequence[str]) -> dict[str, Vote]:
+        """The current vote of each of these answers that has one."""
+        out: dict[str, Vote] = {}
+        ids = sorted(set(answer_ids))
+        for i in range(0, len(ids), 500):
+            batch = ids[i : i + 500]
+            q = f"SELECT answer_id, vote FROM feedback WHERE answer_id IN ({','.join('?' * len(batch))})"
+            out.update({str(a): v for a, v in self._conn().execute(q, batch)})
+        return out
+
+    def daily(self, since: float | None, until: float) -> builtins.list[tuple[str, Vote, int]]:
+        """(local day the answer was served, vote, answers) for the answers served in [since, until):
+        each answer's current vote, counted on the day of the answer (a rate per day of traffic)."""
+        rows = self._conn().execute(
+            "SELECT date(a.created, 'unixepoch', 'localtime') AS day, f.vote, COUNT(*) FROM feedback f "
+            "JOIN answers a ON a.answer_id = f.answer_id WHERE a.created >= ? AND a.created < ? "
+            "GROUP BY day, f.vote ORDER BY day",
+            (since if since is not None else float("-inf"), until),
+        )
+        return [(str(d), v, int(n)) for d, v, n in rows]

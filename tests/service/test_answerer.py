@@ -42,7 +42,7 @@ def answerer(tiny_answerer: Answerer) -> Answerer:
     return tiny_answerer
 
 
-SOURCE_KEYS = {"doc_id", "section", "kind", "clause"}
+SOURCE_KEYS = {"doc_id", "section", "kind", "owner", "clause"}  # owner: platform, or shop for a shop KB
 
 
 def assert_shape(a: Answer) -> dict:
@@ -58,7 +58,7 @@ def assert_shape(a: Answer) -> dict:
         assert item["source"]["kind"] in {"faq", "rules", "doc"}
         assert isinstance(item["score"], float)
     if data["decision"] == "handoff":
-        assert set(data["handoff"]) == {"ticket_id", "message"} and data["handoff"]["message"]
+        assert set(data["handoff"]) == {"ticket_id", "message", "route"} and data["handoff"]["message"]
     else:
         assert data["handoff"] is None
     if data["reason"] in ("low_confidence", "needs_order"):  # the best candidates, best first, ride along

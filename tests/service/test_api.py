@@ -88,7 +88,7 @@ def test_answer_happy_path(client: TestClient):
     assert data["decision"] == "answer" and data["reason"] is None and data["handoff"] is None
     top = data["answers"][0]
     assert set(top) == {"id", "title", "text", "score", "source", "cites"}
-    assert set(top["source"]) == {"doc_id", "section", "kind", "clause"}
+    assert set(top["source"]) == {"doc_id", "section", "kind", "owner", "clause"}  # owner: platform or shop
     assert top["id"] == "refund-seven-day" and top["source"]["kind"] == "faq"
     assert len(data["answers"]) == 3  # KEFU_TOP_K default
     assert r.headers["x-content-type-options"] == "nosniff"

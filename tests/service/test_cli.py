@@ -25,7 +25,7 @@ def test_ask_json_prints_one_object(runner: CliRunner, env):
     assert set(data) >= DOCUMENTED_KEYS
     assert data["decision"] == "answer"
     assert data["answers"][0]["id"] == "refund-seven-day"
-    assert set(data["answers"][0]["source"]) == {"doc_id", "section", "kind", "clause"}
+    assert set(data["answers"][0]["source"]) == {"doc_id", "section", "kind", "owner", "clause"}
 
 
 def test_ask_json_top_k(runner: CliRunner, env):

@@ -33,15 +33,29 @@ from tests.fakes import FAKE_CAL
 TOKEN = "fuzz-admin-token"
 OPERATIONS = [
     ("POST", "/v1/answer"),
+    ("POST", "/v1/feedback"),
     ("GET", "/v1/entries/{entry_id}"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("POST", "/admin/reload"),
     ("GET", "/admin/handoffs"),
+    ("GET", "/admin/gaps"),
+    ("POST", "/admin/gaps/{gap_id}/resolve"),
+    ("POST", "/admin/handoffs/{ticket_id}/resolve"),
+    ("GET", "/admin/decisions"),
+    ("GET", "/admin/stats"),
 ]
 # Negative generation needs something to break: a body or a typed parameter (a path string cannot be).
-WITH_INPUT = [("POST", "/v1/answer"), ("GET", "/admin/handoffs")]
+WITH_INPUT = [
+    ("POST", "/v1/answer"),
+    ("POST", "/v1/feedback"),
+    ("GET", "/admin/handoffs"),
+    ("GET", "/admin/gaps"),
+    ("POST", "/admin/gaps/{gap_id}/resolve"),
+    ("POST", "/admin/handoffs/{ticket_id}/resolve"),
+    ("GET", "/admin/stats"),
+]
 CASES = [(m, p, "positive") for m, p in OPERATIONS] + [(m, p, "negative") for m, p in WITH_INPUT]
 ADMIN_CASES = [c for c in CASES if c[1].startswith("/admin/")]
 BOUNDED = settings(

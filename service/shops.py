@@ -1,0 +1,384 @@
+"""Shops as tenants: a registry of shop knowledge bases, each built and calibrated on its own.
+
+Layout under the index home::
+
+    shops/registry.sqlite     one row per shop: its KB, the build it serves, counts, admin token hash
+    shops/<shop>/builds/…     the shop's verified builds (an ``IndexStore`` of its own, with its own
+                              ``current`` pointer and build lock; the embedding cache is shared)
+    vectors/<shop>/<build>.faiss   the FAISS backend's vectors (``indexer.vectorstore``)
+    milvus.db                 the Milvus Lite backend's collection (unless KEFU_MILVUS_URI says otherwise)
+
+A (re)build writes a new build folder (chunks, entries, anchors, calibration fitted from the
+shop's KB alone, as ``kefu build`` does) and its vectors into the store, and only then points the
+registry at it: until that one write, the shop's last good build keeps serving. Builds the shop's
+index store pruned are then dropped from the vector store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from indexer.build import ProgressFn, build_and_swap
+from indexer.encoder import Encoder
+from indexer.store import IndexStore
+from indexer.vectorstore import (
+    MAX_SHOP_ROWS,
+    VectorStore,
+    VectorStoreKind,
+    check_shop_id,
+    open_vector_store,
+)
+from kb.errors import ConfigError, IndexStateError, KBError, NotFoundError
+from kb.loader import load_kb
+from kb.settings import Settings
+
+SHOP_KEEP_BUILDS = 2  # the serving build and the one before it (rollback); shops are many and small
+TOKEN_PREFIX = "kshop_"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS shops (
+    id TEXT PRIMARY KEY,
+    kb_root TEXT NOT NULL,
+    build_id TEXT NOT NULL,
+    store TEXT NOT NULL,
+    dim INTEGER NOT NULL,
+    entries INTEGER NOT NULL,
+    vectors INTEGER NOT NULL,
+    calibration TEXT NOT NULL,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    token_sha256 TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS shops_token ON shops (token_sha256);
+"""
+
+
+@dataclass(frozen=True)
+class ShopRecord:
+    """One registered shop and the build it serves."""
+
+    id: str
+    kb_root: str
+    build_id: str
+    store: str  # the vector store kind its vectors were written to
+    dim: int
+    entries: int
+    vectors: int
+    calibration: str  # one line: where its calibration came from
+    created: float
+    updated: float
+    has_token: bool
+
+
+@dataclass(frozen=True)
+class ShopBuild:
+    """What ``Shops.add`` / ``Shops.rebuild`` did."""
+
+    shop: str
+    build_id: str
+    entries: int
+    vectors: int
+    seconds: float
+    unchanged: bool
+    calibration: str
+    store: str
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+class ShopRegistry:
+    """The shops table (SQLite, WAL): thread-safe, shared by CLI and server processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).expanduser()
+        self._local = threading.local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the shops folder {self.path.parent}: {exc}") from exc
+        self._conn().executescript(_SCHEMA)
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    _COLUMNS = "id, kb_root, build_id, store, dim, entries, vectors, calibration, created, updated, token_sha256"
+
+    @staticmethod
+    def _record(row: tuple[object, ...]) -> ShopRecord:
+        values = list(row)
+        values[-1] = values[-1] is not None
+        return ShopRecord(*values)  # type: ignore[arg-type]
+
+    def get(self, shop: str) -> ShopRecord | None:
+        row = self._conn().execute(f"SELECT {self._COLUMNS} FROM shops WHERE id = ?", (shop,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def require(self, shop: str) -> ShopRecord:
+        """The shop's record, or a NotFoundError (404) saying how to add it."""
+        check_shop_id(shop)
+        rec = self.get(shop)
+        if rec is None:
+            raise NotFoundError(
+                f"no shop {shop!r}; add it with `kefu shops add {shop} --kb PATH` (see `kefu shops list`)"
+            )
+        return rec
+
+    def list(self) -> list[ShopRecord]:
+        rows = self._conn().execute(f"SELECT {self._COLUMNS} FROM shops ORDER BY id").fetchall()
+        return [self._record(r) for r in rows]
+
+    def count(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM shops").fetchone()[0])
+
+    def put(self, rec: ShopRecord) -> None:
+        """Insert or point the shop at a new build (one atomic write; the token is kept)."""
+        self._conn().execute(
+            "INSERT INTO shops (id, kb_root, build_id, store, dim, entries, vectors, calibration, created, updated) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET kb_root=excluded.kb_root, "
+            "build_id=excluded.build_id, store=excluded.store, dim=excluded.dim, entries=excluded.entries, "
+            "vectors=excluded.vectors, calibration=excluded.calibration, updated=excluded.updated",
+            (
+                rec.id,
+                rec.kb_root,
+                rec.build_id,
+                rec.store,
+                rec.dim,
+                rec.entries,
+                rec.vectors,
+                rec.calibration,
+                rec.created,
+                rec.updated,
+            ),
+        )
+
+    def delete(self, shop: str) -> None:
+        self._conn().execute("DELETE FROM shops WHERE id = ?", (shop,))
+
+    def new_token(self, shop: str) -> str:
+        """A new admin token for ``shop`` (replacing its previous one); only its hash is stored."""
+        self.require(shop)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(24)
+        self._conn().execute("UPDATE shops SET token_sha256 = ? WHERE id = ?", (_token_hash(token), shop))
+        return token
+
+    def shop_of_token(self, token: str) -> str | None:
+        """The shop whose admin token this is, or None. The lookup is by hash, so its timing says
+        nothing about the token; the hashes are compared in constant time once more anyway."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        digest = _token_hash(token)
+        row = self._conn().execute("SELECT id, token_sha256 FROM shops WHERE token_sha256 = ?", (digest,)).fetchone()
+        if row is None or not hmac.compare_digest(str(row[1]), digest):
+            return None
+        return str(row[0])
+
+
+def load_shop_kb(shop: str, path: Path):  # type: ignore[no-untyped-def]
+    """The shop's KB as ``kefu kb check`` reads it; one KBError naming the shop when it fails."""
+    try:
+        return load_kb(path)
+    except KBError as exc:
+        raise KBError(
+            f"shop {shop}: the knowledge base {path} fails `kefu kb check` ({exc}); fix it and run "
+            f"`kefu kb check {path}`; nothing was changed",
+            exc.problems,
+        ) from exc
+
+
+class Shops:
+    """Add, rebuild, roll back and remove shops (``kefu shops``). Cheap to construct; the vector
+    store connects in ``warm_up`` and the encoder is needed only to build."""
+
+    def __init__(self, settings: Settings, encoder: Encoder | None = None, store: VectorStore | None = None) -> None:
+        self.settings = settings
+        self.encoder = encoder
+        self._store = store
+        self.home = settings.index_home / "shops"
+        self.cache_path = settings.index_home / "embcache.sqlite"  # shared with `kefu build`: the same texts
+        self.registry = ShopRegistry(self.home / "registry.sqlite")
+
+    @property
+    def kind(self) -> VectorStoreKind:
+        return VectorStoreKind(self.settings.vector_store)
+
+    def store(self, dim: int) -> VectorStore:
+        """The configured vector store, connected (one per ``Shops``)."""
+        if self._store is None:
+            store = open_vector_store(
+                self.kind,
+                dim,
+                root=self.settings.index_home / "vectors",
+                milvus_uri=self.settings.milvus_uri or str(self.settings.index_home / "milvus.db"),
+                cache=self.settings.shop_cache,
+            )
+            store.warm_up()
+            self._store = store
+        return self._store
+
+    def index_store(self, shop: str) -> IndexStore:
+        return IndexStore(self.home / check_shop_id(shop), SHOP_KEEP_BUILDS, cache_path=self.cache_path)
+
+    def add(
+        self,
+        shop: str,
+        kb_path: Path,
+        progress: ProgressFn | None = None,
+        fitting: ProgressFn | None = None,
+        force: bool = False,
+    ) -> ShopBuild:
+        """Register ``shop`` with the KB at ``kb_path`` and build it; an existing shop is refused."""
+        check_shop_id(shop)
+        if self.registry.get(shop) is not None:
+            raise ConfigError(f"shop {shop!r} exists; `kefu shops rebuild {shop} [--kb PATH]` rebuilds it")
+        return self._build(shop, kb_path, progress, fitting, force)
+
+    def rebuild(
+        self,
+        shop: str,
+        kb_path: Path | None = None,
+        progress: ProgressFn | None = None,
+        fitting: ProgressFn | None = None,
+        force: bool = False,
+    ) -> ShopBuild:
+        """Build the shop again from its KB (or a new ``kb_path``); its last good build serves
+        until the new one is verified and stored."""
+        rec = self.registry.require(shop)
+        return self._build(shop, kb_path or Path(rec.kb_root), progress, fitting, force, rec)
+
+    def _build(
+        self,
+        shop: str,
+        kb_path: Path,
+        progress: ProgressFn | None,
+        fitting: ProgressFn | None,
+        force: bool,
+        previous: ShopRecord | None = None,
+    ) -> ShopBuild:
+        from service.selfcal import build_calibrator
+
+        t0 = time.perf_counter()
+        kb = load_shop_kb(shop, kb_path)
+        encoder = self._encoder()
+        istore = self.index_store(shop)
+        summary = build_and_swap(
+            kb,
+            encoder,
+            istore,
+            self.settings.chunk_chars,
+            "flat",  # a shop is small: exact search, the same on every vector store
+            progress,
+            force,
+            calibrate=build_calibrator(self.settings, encoder, fitting),
+        )
+        if summary.vectors > MAX_SHOP_ROWS:
+            raise ConfigError(
+                f"shop {shop}: {summary.vectors} vectors, a shop may hold {MAX_SHOP_ROWS}; split its KB or serve it "
+                "as the platform KB (`kefu build`)"
+            )
+        store = self.store(encoder.dim)
+        if store.count(shop, summary.build_id) != summary.vectors:  # unchanged builds are already stored
+            vectors = np.load(Path(summary.path) / "vectors.npy", allow_pickle=False)
+            store.upsert(shop, summary.build_id, range(vectors.shape[0]), vectors)
+            store.flush()
+        now = time.time()
+        self.registry.put(
+            ShopRecord(
+                shop,
+                str(kb.root),
+                summary.build_id,
+                self.kind.value,
+                encoder.dim,
+                summary.entries,
+                summary.vectors,
+                summary.calibration,
+                previous.created if previous else now,
+                now,
+                previous.has_token if previous else False,
+            )
+        )
+        # only now that the registry serves the new build: drop vectors of builds no longer kept
+        store.delete(shop, keep=[b.build_id for b in istore.list()])
+        return ShopBuild(
+            shop,
+            summary.build_id,
+            summary.entries,
+            summary.vectors,
+            time.perf_counter() - t0,
+            summary.unchanged and previous is not None and previous.build_id == summary.build_id,
+            summary.calibration,
+            self.kind.value,
+        )
+
+    def rollback(self, shop: str, build_id: str | None = None) -> str:
+        """Serve the shop's previous kept build (or ``build_id``) again."""
+        rec = self.registry.require(shop)
+        istore = self.index_store(shop)
+        kept = [b for b in istore.list() if b.manifest is not None]
+        if build_id is None:
+            older = [b for b in kept if b.build_id < rec.build_id]
+            if not older:
+                raise NotFoundError(f"shop {shop} has no earlier build to roll back to")
+            build_id = older[0].build_id
+        target = next((b for b in kept if b.build_id == build_id), None)
+        if target is None or target.manifest is None:
+            raise NotFoundError(f"shop {shop} has no build {build_id!r}; kept: {', '.join(b.build_id for b in kept)}")
+        if self.store(rec.dim).count(shop, build_id) != target.manifest.counts.get("vectors"):
+            raise IndexStateError(f"shop {shop}: build {build_id} has no vectors in the {self.kind} store; rebuild it")
+        istore.set_current(build_id)
+        m = target.manifest
+        self.registry.put(
+            ShopRecord(
+                shop,
+                m.kb_root,
+                build_id,
+                rec.store,
+                m.dim,
+                m.counts.get("entries", 0),
+                m.counts.get("vectors", 0),
+                rec.calibration,
+                rec.created,
+                time.time(),
+                rec.has_token,
+            )
+        )
+        return build_id
+
+    def remove(self, shop: str) -> None:
+        """Stop serving the shop (registry first), then drop its vectors and builds."""
+        rec = self.registry.require(shop)
+        self.registry.delete(shop)
+        self.store(rec.dim).delete(shop)
+        shutil.rmtree(self.home / shop, ignore_errors=True)
+
+    def folder(self, rec: ShopRecord) -> Path:
+        return self.home / rec.id / "builds" / rec.build_id
+
+    def _encoder(self) -> Encoder:
+        if self.encoder is None:
+            from indexer.encoder import load_encoder
+
+            self.encoder = load_encoder(self.settings)
+        return self.encoder
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

@@ -1,0 +1,132 @@
+"""``kefu shops add|list|rebuild|rollback|remove|token``: shop knowledge bases served beside the platform's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from kb.clikit import console, edge, settings_of
+from service.shops import ShopBuild, Shops
+
+shops_app = typer.Typer(
+    help="Shops: knowledge bases of their own, searched together with the platform help center.",
+    no_args_is_help=True,
+)
+
+
+def _shops(ctx: typer.Context) -> Shops:
+    return Shops(settings_of(ctx))
+
+
+def _built(shops: Shops, verb: str, run) -> ShopBuild:  # type: ignore[no-untyped-def]
+    """Run a build with progress bars for embedding and self-calibration."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True
+    ) as bar:
+        embed = bar.add_task(f"{verb}: embedding texts", total=None)
+        fit = bar.add_task("self-calibration: pseudo-queries", total=None, visible=False)
+        result: ShopBuild = run(
+            lambda done, total: bar.update(embed, completed=done, total=total),
+            lambda done, total: bar.update(fit, completed=done, total=total, visible=True),
+        )
+    return result
+
+
+def _report(b: ShopBuild) -> None:
+    state = "unchanged" if b.unchanged else f"build {b.build_id}"
+    console.print(
+        f"shop {b.shop}: {state}, {b.entries} entries, {b.vectors} vectors in the {b.store} store, {b.seconds:.1f} s",
+        highlight=False,
+    )
+    console.print(b.calibration, highlight=False, soft_wrap=True)
+
+
+@shops_app.command("add")
+@edge
+def add(
+    ctx: typer.Context,
+    shop: str = typer.Argument(..., help="shop id: a slug such as acme-shoes"),
+    kb: Path = typer.Option(..., "--kb", help="the shop's KB folder or file (see `kefu kb check`)"),
+) -> None:
+    """Add a shop: check its KB, build its index, calibrate it from its KB alone, start serving it."""
+    shops = _shops(ctx)
+    try:
+        _report(_built(shops, f"shop {shop}", lambda p, f: shops.add(shop, kb, p, f)))
+    finally:
+        shops.close()
+
+
+@shops_app.command("rebuild")
+@edge
+def rebuild(
+    ctx: typer.Context,
+    shop: str = typer.Argument(...),
+    kb: Path | None = typer.Option(None, "--kb", help="a new KB for the shop (default: the one it was added with)"),
+    force: bool = typer.Option(False, "--force", help="rebuild even if nothing changed"),
+) -> None:
+    """Rebuild a shop; its last good build serves until the new one is verified and stored."""
+    shops = _shops(ctx)
+    try:
+        _report(_built(shops, f"shop {shop}", lambda p, f: shops.rebuild(shop, kb, p, f, force)))
+    finally:
+        shops.close()
+
+
+@shops_app.command("rollback")
+@edge
+def rollback(ctx: typer.Context, shop: str = typer.Argument(...), build: str | None = typer.Argument(None)) -> None:
+    """Serve the shop's previous build again (or BUILD)."""
+    shops = _shops(ctx)
+    try:
+        console.print(f"shop {shop} now serves build {shops.rollback(shop, build)}", highlight=False)
+    finally:
+        shops.close()
+
+
+@shops_app.command("remove")
+@edge
+def remove(ctx: typer.Context, shop: str = typer.Argument(...)) -> None:
+    """Stop serving a shop and delete its builds and vectors (its tickets are kept)."""
+    shops = _shops(ctx)
+    try:
+        shops.remove(shop)
+    finally:
+        shops.close()
+    console.print(f"shop {shop} removed", highlight=False)
+
+
+@shops_app.command("list")
+@edge
+def list_shops(
+    ctx: typer.Context, as_json: bool = typer.Option(False, "--json", help="one JSON object per shop")
+) -> None:
+    """The registered shops and the build each serves."""
+    records = _shops(ctx).registry.list()
+    if as_json:
+        for r in records:
+            print(json.dumps({**vars(r)}, ensure_ascii=False))
+        return
+    if not records:
+        console.print("no shops yet; add one with `kefu shops add SHOP --kb PATH`")
+        return
+    table = Table(title=f"shops ({len(records)})")
+    for col in ("shop", "build", "entries", "vectors", "store", "token", "knowledge base"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r.id, r.build_id, str(r.entries), str(r.vectors), r.store, "yes" if r.has_token else "", r.kb_root
+        )
+    console.print(table)
+
+
+@shops_app.command("token")
+@edge
+def token(ctx: typer.Context, shop: str = typer.Argument(...)) -> None:
+    """Issue a new admin token for one shop (it replaces the previous one; printed once, stored hashed).
+    With it, /admin/* sees only that shop."""
+    print(_shops(ctx).registry.new_token(shop))

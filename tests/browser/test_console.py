@@ -1,0 +1,232 @@
+"""The operators' console in headless Chromium against a real `kefu serve` with an admin token: log
+in (the token stays in the tab's sessionStorage and travels only as a header), the handoff queue, a
+gap attached to an entry leaving the list, a ticket resolved, and the dashboard's plots."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, Request, expect
+
+from kb.learned import states
+from service.tickets import AnswerLog, FeedbackStore
+from tests.browser.conftest import LOOPBACK, REPO, _build_index, _wait_ready, free_port, screenshot
+
+pytestmark = pytest.mark.browser
+
+TOKEN = "browser-console-token"
+PHONE = "13812345678"
+# Low-confidence handoffs on the browser KB with the fake encoder (asserted when seeding): the 专票
+# question three times (once with a phone number), the 数字人民币 one twice.
+GAP_QUERIES = [
+    "能开增值税专票吗",
+    "能开增值税专票吗？",
+    f"能开增值税专票吗 我的手机{PHONE}",
+    "数字人民币能付款吗",
+    "数字人民币能付款吗?",
+]
+
+
+@dataclass(frozen=True)
+class Console:
+    url: str
+    kb: Path
+    tickets_db: Path
+
+
+def _post(url: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _history(db: Path) -> None:
+    """Six earlier days of traffic, written as the service logs it, so the dashboard has a time axis."""
+    AnswerLog(db), FeedbackStore(db)
+    now = time.time()
+    with sqlite3.connect(db) as c:
+        for day in range(1, 7):
+            for i in range(8 + 3 * day):
+                decision, reason = ("answer", None) if i % 5 else ("handoff", "needs_order")
+                if i % 7 == 3:
+                    decision, reason = "clarify", "ambiguous"
+                aid = f"A{day:02d}{i:014d}"
+                t, session = now - day * 86400 - i * 60, f"H{day}{i}"
+                c.execute(
+                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (aid, t, session, "退款多久到账", decision, reason, None, 0.9, 5.0, None),
+                )
+                if i % 3 == 0:
+                    vote = "down" if i % 2 else "up"
+                    c.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", (aid, now, now, session, vote, None))
+
+
+@pytest.fixture(scope="module")
+def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console]:
+    """`kefu serve` (fake encoder) with an admin token and seeded traffic; its own KB folder, since
+    resolutions write the KB's journal."""
+    root = tmp_path_factory.mktemp("kefu-console")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEFU_")}
+    env.update(_build_index(root))
+    env["KEFU_ADMIN_TOKEN"] = TOKEN
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    port = free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    log = root / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.browser.fake_serve", "serve", "--host", LOOPBACK, "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_ready(url, proc, log)
+        for i, q in enumerate(GAP_QUERIES):
+            a = _post(f"{url}/v1/answer", {"query": q, "session_id": f"G{i}"})
+            assert (a["decision"], a["reason"]) == ("handoff", "low_confidence"), (q, a["decision"], a["reason"])
+        a = _post(f"{url}/v1/answer", {"query": "退款多久能到账？", "session_id": "V1"})
+        _post(f"{url}/v1/feedback", {"answer_id": a["answer_id"], "session_id": "V1", "vote": "up"})
+        _history(root / "data" / "tickets.db")
+        yield Console(url, root / "kb", root / "data" / "tickets.db")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def login(page: Page, server: Console) -> list[Request]:
+    """Open the console and log in; returns the list the page's requests are recorded into."""
+    seen: list[Request] = []
+    page.on("request", lambda r: seen.append(r))
+    page.goto(f"{server.url}/console")
+    expect(page).to_have_title("kefu 运营台")
+    page.get_by_label("管理令牌").fill(TOKEN)
+    page.get_by_label("您的名字").fill("小王")
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#queue-view")).to_be_visible()
+    return seen
+
+
+def assert_token_only_in_headers(page: Page, seen: list[Request]) -> None:
+    admin = [r for r in seen if "/admin/" in r.url]
+    assert admin, "no admin call was made"
+    for r in admin:
+        assert r.headers.get("authorization") == f"Bearer {TOKEN}", r.url
+    assert all(TOKEN not in r.url for r in seen)
+    assert TOKEN not in page.url
+    assert page.evaluate("() => sessionStorage.getItem('kefu.console.token')") == TOKEN
+    assert page.evaluate("() => localStorage.length") == 0
+
+
+def test_login_keeps_the_token_in_the_session_and_shows_the_queue(open_tab, console_server: Console):
+    tab = open_tab()
+    page = tab.page
+    page.goto(f"{console_server.url}/console")
+    expect(page.locator("#login")).to_be_visible()
+    expect(page.locator("#queue-view")).to_be_hidden()
+
+    page.get_by_label("管理令牌").fill("wrong-token")
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#login-error")).to_have_text("令牌不对")
+    assert page.evaluate("() => sessionStorage.getItem('kefu.console.token')") is None
+    tab.expected_console = ("401",)  # Chromium logs the refused call
+    assert all(f.startswith("401 ") for f in tab.failed)
+    tab.failed.clear()
+
+    seen = login(page, console_server)
+    rows = page.locator("#queue tr.ticket")
+    expect(rows.first).to_be_visible()
+    masked = rows.filter(has_text="能开增值税专票吗 我的手机[手机号]")
+    expect(masked).to_have_count(1)
+    expect(masked.locator(".badge")).to_have_text("置信度低")
+    expect(masked.locator(".cands code").first).not_to_be_empty()
+    assert PHONE not in page.content()
+    assert_token_only_in_headers(page, seen)
+
+    page.reload()  # the tab's session logs straight back in
+    expect(page.locator("#queue-view")).to_be_visible()
+    page.get_by_role("button", name="退出").click()
+    expect(page.locator("#login")).to_be_visible()
+    assert page.evaluate("() => sessionStorage.getItem('kefu.console.token')") is None
+
+
+def test_a_gap_attached_to_an_entry_leaves_the_list(open_tab, console_server: Console):
+    page = open_tab(width=1280, height=660).page  # the three gaps, for docs/screenshots/console.png
+    seen = login(page, console_server)
+    page.get_by_role("button", name="未解决问题").click()
+    gap = page.locator("#gaps li.gap").filter(has_text="能开增值税专票吗")
+    expect(gap).to_have_count(1)
+    expect(gap.locator(".size")).to_have_text("3 条")
+    expect(gap.locator(".examples li")).to_have_count(2)  # 3 messages, 2 distinct texts
+    expect(gap.locator(".nearest code")).not_to_have_count(0)
+    assert PHONE not in page.content()
+    # with 数字人民币's, and the history's 👎 answers and abandoned clarifies
+    expect(page.locator("#gaps li.gap")).to_have_count(3)
+    screenshot(page, "console")
+
+    gap_id = gap.get_attribute("data-gap")
+    gap.get_by_label("条目 id").fill("refund-shipping-fee")
+    gap.get_by_role("button", name="归入条目").click()
+    expect(page.locator("#status")).to_contain_text("已记录决定")
+    expect(page.locator("#status")).to_contain_text("refund-shipping-fee")
+    expect(page.locator(f'#gaps li.gap[data-gap="{gap_id}"]')).to_have_count(0)
+    (s,) = [x for x in states(console_server.kb).values() if x.decision.action == "attach"]
+    assert (s.decision.entry, s.decision.who, s.status) == ("refund-shipping-fee", "小王", "pending")
+    assert all(PHONE not in m for m in s.decision.messages)
+
+    page.get_by_role("button", name="刷新").click()  # from the server again: still gone
+    expect(page.locator("#gaps li.gap")).to_have_count(2)
+    expect(page.locator(f'#gaps li.gap[data-gap="{gap_id}"]')).to_have_count(0)
+    assert_token_only_in_headers(page, seen)
+
+
+def test_a_ticket_is_resolved_from_the_queue(open_tab, console_server: Console):
+    page = open_tab().page
+    login(page, console_server)
+    row = page.locator("#queue tr.ticket").filter(has_text="数字人民币能付款吗?")
+    expect(row).to_have_count(1)
+    row.get_by_role("button", name="超出范围").click()
+    expect(row.locator(".done")).to_contain_text("已处理：超出范围（小王）")
+    page.reload()
+    row = page.locator("#queue tr.ticket").filter(has_text="数字人民币能付款吗?")
+    expect(row.locator(".done")).to_contain_text("超出范围")
+    expect(row.get_by_role("button", name="超出范围")).to_have_count(0)
+
+
+def test_dashboard_draws_the_days(open_tab, console_server: Console):
+    page = open_tab(width=1280, height=740).page
+    login(page, console_server)
+    page.get_by_role("button", name="数据").click()
+    expect(page.locator("#tiles .tile")).to_have_count(6)
+    expect(page.locator("#calibration")).to_contain_text("calibration")
+    bars = page.locator("#chart-decisions svg rect")
+    expect(bars.first).to_be_visible()
+    assert bars.count() >= 7 * 2  # seven days, most with more than one decision
+    expect(page.locator("#chart-decisions svg text").filter(has_text="-")).not_to_have_count(0)  # day labels
+    expect(page.locator("#chart-votes svg rect")).not_to_have_count(0)
+    expect(page.locator("#reasons tbody tr").filter(has_text="需查订单")).to_have_count(1)
+    expect(page.locator("#top-gaps li")).not_to_have_count(0)
+    screenshot(page, "console-dashboard")
+    page.get_by_label("时间范围").select_option("30d")  # a longer axis, the same bars
+    # 31 days, labelled every 4th counted back from today: today - 28 days is on the axis
+    label = (dt.date.today() - dt.timedelta(days=28)).strftime("%m-%d")
+    expect(page.locator("#chart-decisions svg text").filter(has_text=label)).to_have_count(1)
+    assert page.locator("#chart-decisions svg rect").count() == bars.count()

@@ -1,0 +1,451 @@
+"""kefu gaps: which messages count as unserved, the leader clustering (against a brute-force oracle),
+the report (batching, caching, masking, stable ids, nearest entries) and resolutions through
+kb/learned.py on a YAML KB and a CSV KB."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from indexer.build import build_and_swap
+from indexer.encoder import FakeEncoder
+from indexer.index import Index
+from indexer.store import IndexStore
+from kb.errors import ConfigError, NotFoundError
+from kb.learned import plan_apply, states, write_plan
+from kb.loader import SIDECAR, load_kb
+from kb.settings import Settings
+from service import gaps as gaps_mod
+from service.gaps import (
+    FALLBACK_THRESHOLD,
+    AlreadyResolvedError,
+    GapFinder,
+    GapMessage,
+    decided_keys,
+    find,
+    leader_clusters,
+    merge_threshold,
+    read_unserved,
+    resolve,
+    resolve_ticket,
+    select_unserved,
+    served_kb,
+)
+from service.tickets import AnswerLog, FeedbackStore, LoggedAnswer, TicketStore
+
+NOW = 1_800_000_000.0
+PHONE = "13812345678"
+
+
+def row(
+    aid: str,
+    t: float,
+    decision: str,
+    reason: str | None = None,
+    query: str = "发票怎么开",
+    session: str | None = "S1",
+) -> LoggedAnswer:
+    return LoggedAnswer(aid, t, session, query, decision, reason, None, 0.3, 5.0, None)
+
+
+def insert(db: Path, rows: list[LoggedAnswer], votes: dict[str, str] | None = None) -> None:
+    """Write answer-log rows (and votes) with chosen times, as the service would have over days."""
+    AnswerLog(db), FeedbackStore(db)  # the schema
+    with sqlite3.connect(db) as c:
+        for r in rows:
+            c.execute(
+                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (r.answer_id, r.created, r.session_id, r.query, r.decision, r.reason, r.top_id, r.confidence, 5, None),
+            )
+        for aid, vote in (votes or {}).items():
+            c.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", (aid, NOW, NOW, "S1", vote, None))
+
+
+# --- which messages count -----------------------------------------------------------------------------------------
+def test_low_confidence_handoffs_count_and_rule_handoffs_do_not():
+    rows = [
+        row("A1", NOW - 100, "handoff", "low_confidence", "这个能用花呗吗"),
+        row("A2", NOW - 100, "handoff", "needs_order", "我的快递三天没动了"),
+        row("A3", NOW - 100, "handoff", "user_requested", "转人工"),
+        row("A4", NOW - 100, "handoff", "sensitive", "我要投诉你们"),
+        row("A5", NOW - 100, "handoff", "empty_query", "？"),
+        row("A6", NOW - 100, "answer", None, "退款多久到账"),
+    ]
+    got = select_unserved(rows, {}, NOW)
+    assert [(m.answer_id, m.kind) for m in got] == [("A1", "low_confidence")]
+
+
+def test_a_clarify_counts_only_when_abandoned():
+    t = NOW - 3600
+    rows = [
+        # answered 2 minutes later in the same session: served
+        row("C1", t, "clarify", "ambiguous", session="S1"),
+        row("A1", t + 120, "answer", session="S1"),
+        # answered, but 11 minutes later: abandoned
+        row("C2", t, "clarify", "ambiguous", session="S2"),
+        row("A2", t + 660, "answer", session="S2"),
+        # only another session answered: abandoned
+        row("C3", t, "clarify", "ambiguous", session="S3"),
+        row("A3", t + 60, "answer", session="S4"),
+        # followed by another clarify and a handoff, never an answer: abandoned
+        row("C4", t, "clarify", "ambiguous", session="S5"),
+        row("C5", t + 30, "clarify", "ambiguous", session="S5", query="还是不明白"),
+        row("H5", t + 60, "handoff", "user_requested", session="S5"),
+        # an answer before the clarify does not serve it
+        row("A6", t - 60, "answer", session="S6"),
+        row("C6", t, "clarify", "ambiguous", session="S6"),
+        # a greeting is a rule, not a gap
+        row("C7", t, "clarify", "greeting", query="你好", session="S7"),
+        # too recent to judge (5 minutes old)
+        row("C8", NOW - 300, "clarify", "ambiguous", session="S8"),
+    ]
+    got = {m.answer_id: m.kind for m in select_unserved(rows, {}, NOW)}
+    assert got == {
+        "C2": "abandoned_clarify",
+        "C3": "abandoned_clarify",
+        "C4": "abandoned_clarify",
+        "C5": "abandoned_clarify",
+        "C6": "abandoned_clarify",
+    }
+    # the window is a parameter: with 15 minutes, C2's answer after 11 minutes served it
+    assert "C2" not in {m.answer_id for m in select_unserved(rows, {}, NOW, abandon_s=900)}
+
+
+def test_voted_down_answers_count_but_not_a_rule_handoff_voted_down():
+    rows = [
+        row("A1", NOW - 100, "answer", query="运费险怎么赔"),
+        row("A2", NOW - 100, "answer", query="退款多久到账"),
+        row("A3", NOW - 100, "handoff", "needs_order", "帮我查订单"),
+        row("A4", NOW - 100, "handoff", "low_confidence", "能开专票吗"),
+    ]
+    votes = {"A1": "down", "A2": "up", "A3": "down", "A4": "down"}
+    got = {m.answer_id: m.kind for m in select_unserved(rows, votes, NOW)}
+    assert got == {"A1": "voted_down", "A4": "voted_down"}
+
+
+def test_selected_messages_are_masked_even_if_the_log_was_not():
+    rows = [row("A1", NOW - 100, "handoff", "low_confidence", f"手机{PHONE}收不到验证码")]
+    (m,) = select_unserved(rows, {}, NOW)
+    assert PHONE not in m.text and "[手机号]" in m.text
+
+
+def test_read_unserved_reads_the_stores(tmp_path: Path):
+    db = tmp_path / "tickets.db"
+    t = NOW - 7200
+    insert(
+        db,
+        [
+            row("H1", t, "handoff", "low_confidence", "能开专票吗", session="S1"),
+            row("C1", t, "clarify", "ambiguous", "退款", session="S2"),
+            row("A1", t + 60, "answer", query="退款多久到账", session="S2"),
+            row("C2", t, "clarify", "ambiguous", "运费", session="S3"),
+            row("A2", t, "answer", query="运费险怎么赔", session="S4"),
+            row("N1", t, "handoff", "needs_order", "我的快递到哪了", session="S5"),
+            row("OLD", NOW - 30 * 86400, "handoff", "low_confidence", "很久以前的问题", session="S6"),
+        ],
+        votes={"A2": "down", "A1": "up"},
+    )
+    got = read_unserved(AnswerLog(db), FeedbackStore(db), NOW - 86400, NOW)
+    assert {m.answer_id: m.kind for m in got} == {
+        "H1": "low_confidence",
+        "C2": "abandoned_clarify",
+        "A2": "voted_down",
+    }
+
+
+# --- clustering: the oracle -----------------------------------------------------------------------------------------
+def oracle(vecs: list[list[float]], grams: list[frozenset[str]], t: float) -> list[int]:
+    """Leader clustering written out by hand: each item joins the most similar earlier leader (ties
+    to the earliest) among those at similarity ≥ t sharing a bigram, else leads its own cluster."""
+    leaders: list[int] = []
+    out = []
+    for i, v in enumerate(vecs):
+        best, best_sim = -1, None
+        for leader in leaders:
+            sim = sum(a * b for a, b in zip(v, vecs[leader], strict=True))
+            if sim >= t and grams[i] & grams[leader] and (best_sim is None or sim > best_sim):
+                best, best_sim = leader, sim
+        if best < 0:
+            leaders.append(i)
+            best = i
+        out.append(best)
+    return out
+
+
+# Quarter steps in three dimensions: every dot product is exact in float32, so the oracle's sums and
+# numpy's agree to the bit and a threshold comparison cannot flip on rounding.
+VECS = st.lists(st.lists(st.integers(-2, 2).map(lambda k: k / 4), min_size=3, max_size=3), max_size=12)
+GRAMS = st.frozensets(st.sampled_from(["发票", "票怎", "退款", "款多", "运费"]), max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(vecs=VECS, data=st.data(), t=st.sampled_from([-0.25, 0.0, 0.125, 0.25, 0.5]))
+def test_leader_clusters_match_the_oracle(vecs, data, t):
+    grams = data.draw(st.lists(GRAMS, min_size=len(vecs), max_size=len(vecs)))
+    got = leader_clusters(np.array(vecs, dtype=np.float32).reshape(len(vecs), 3), grams, t)
+    assert got == oracle(vecs, grams, t)
+
+
+def test_messages_with_nothing_in_common_are_never_merged():
+    v = np.tile(np.array([[1.0, 0.0, 0.0]], dtype=np.float32), (3, 1))  # the encoder calls them identical
+    grams = [frozenset({"发票"}), frozenset({"退款"}), frozenset({"发票", "开票"})]
+    assert leader_clusters(v, grams, 0.9) == [0, 1, 0]
+
+
+def test_a_member_joins_the_most_similar_leader():
+    v = np.array([[1, 0], [0, 1], [0.6, 0.8], [0.8, 0.6]], dtype=np.float32)
+    g = [frozenset({"ab"})] * 4
+    # 0 and 1 lead (orthogonal); 2 is closer to 1, 3 closer to 0
+    assert leader_clusters(v, g, 0.5) == [0, 1, 1, 0]
+
+
+def test_merge_threshold_is_the_quantile_of_different_entries_questions(
+    tiny_index: Index, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(gaps_mod, "MIN_PAIRS", 40)  # the tiny KB has 48 such pairs
+    rows = [i for i, c in enumerate(tiny_index.chunks) if c.kind in ("question", "alt")]
+    v = tiny_index.vectors[rows]
+    units = [tiny_index.chunks[i].unit_id for i in rows]
+    sims = [float(v[i] @ v[j]) for i in range(len(rows)) for j in range(i + 1, len(rows)) if units[i] != units[j]]
+    assert len(sims) >= gaps_mod.MIN_PAIRS
+    assert merge_threshold(tiny_index) == pytest.approx(float(np.quantile(sims, gaps_mod.PAIR_QUANTILE)), abs=1e-6)
+
+
+def test_merge_threshold_falls_back_when_the_kb_is_too_small(tiny_index: Index, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(gaps_mod, "MIN_PAIRS", 10**6)
+    assert merge_threshold(tiny_index) == FALLBACK_THRESHOLD
+
+
+# --- the report -----------------------------------------------------------------------------------------------------
+def msg(aid: str, t: float, text: str, kind: str = "low_confidence", session: str = "S1") -> GapMessage:
+    return GapMessage(aid, t, session, text, kind, None, 0.2)  # type: ignore[arg-type]
+
+
+INVOICE = ["发票怎么开", "发票怎么开？", "怎么开发票", "发票怎么开具", "发票怎么开呢"]
+OTHER = ["花呗分期手续费多少", "能用花呗分期吗"]
+
+
+def test_report_clusters_largest_first_with_examples_and_nearest_entries(tiny_index: Index):
+    finder = GapFinder(FakeEncoder(dim=128))
+    messages = [msg(f"A{i}", NOW - 1000 + i, text, session=f"S{i}") for i, text in enumerate(INVOICE * 2 + OTHER)]
+    r = finder.report(tiny_index, messages, threshold=0.5, until=NOW)
+    assert r.messages == 12 and r.decided == 0
+    assert [g.size for g in r.gaps] == sorted((g.size for g in r.gaps), reverse=True)
+    top = r.gaps[0]
+    assert set(top.messages) <= set(INVOICE) and top.size >= 6
+    assert len(top.examples) == 3 and len(set(top.examples)) == 3
+    assert top.first_seen == NOW - 1000 and top.sessions == top.size
+    assert sum(g.size for g in r.gaps) == 12
+    assert not any(set(g.messages) & set(INVOICE) and set(g.messages) & set(OTHER) for g in r.gaps)
+    for g in r.gaps:
+        assert 1 <= len(g.nearest) <= 3
+        assert all(n.id in tiny_index.entries for n in g.nearest)
+        assert [n.score for n in g.nearest] == sorted((n.score for n in g.nearest), reverse=True)
+
+
+def test_report_encodes_in_batches_and_caches_vectors(tiny_index: Index):
+    enc = FakeEncoder(dim=128)
+    finder = GapFinder(enc)
+    messages = [msg(f"A{i}", NOW - 1000 + i, f"{t}{i}") for i, t in enumerate(INVOICE * 30)]  # 150 distinct texts
+    finder.report(tiny_index, messages, threshold=0.5)
+    assert enc.calls == 3  # 64 + 64 + 22, not 150 calls
+    finder.report(tiny_index, messages, threshold=0.5)
+    assert enc.calls == 3  # all cached
+
+
+def test_report_ids_are_stable_as_traffic_grows_and_decided_messages_leave(tiny_index: Index):
+    finder = GapFinder(FakeEncoder(dim=128))
+    first = [msg(f"A{i}", NOW - 1000 + i, t) for i, t in enumerate(INVOICE[:3] + OTHER)]
+    r1 = finder.report(tiny_index, first, threshold=0.5)
+    later = [*first, msg("B1", NOW, INVOICE[3]), msg("B2", NOW, "完全无关的新问题")]
+    r2 = finder.report(tiny_index, later, threshold=0.5)
+    ids1 = {g.id: g.size for g in r1.gaps}
+    ids2 = {g.id: g.size for g in r2.gaps}
+    assert set(ids1) <= set(ids2)
+    inv = next(g for g in r1.gaps if INVOICE[0] in g.messages)
+    assert ids2[inv.id] == ids1[inv.id] + 1  # the new message joined without renaming the cluster
+    r3 = finder.report(tiny_index, later, threshold=0.5, decided={"发票怎么开", "怎么开发票", "发票怎么开具"})
+    assert inv.id not in {g.id for g in r3.gaps} and r3.decided == 4
+
+
+def test_report_masks_examples(tiny_index: Index):
+    finder = GapFinder(FakeEncoder(dim=128))
+    r = finder.report(tiny_index, [msg("A1", NOW, f"我手机{PHONE}的订单发票怎么开")], threshold=0.5)
+    blob = repr(r.to_json()) + repr(r.gaps[0].messages)
+    assert PHONE not in blob and "[手机号]" in blob
+
+
+def test_find_names_a_missing_gap(tiny_index: Index):
+    r = GapFinder(FakeEncoder(dim=128)).report(tiny_index, [], threshold=0.5)
+    with pytest.raises(NotFoundError, match="no open gap"):
+        find(r, "Gdeadbeef00")
+
+
+# --- resolving: a YAML KB -------------------------------------------------------------------------------------------
+@pytest.fixture
+def block_yaml_kb(tiny_kb_dir: Path) -> Path:
+    """The tiny KB with its alternatives as block lists (kefu's own format; flow lists go to the sidecar)."""
+    path = tiny_kb_dir / "faq" / "tiny.yaml"
+    data = yaml.safe_load(path.read_text("utf-8"))
+    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False, default_flow_style=False), "utf-8")
+    return tiny_kb_dir
+
+
+def test_attach_on_a_yaml_kb_writes_alternatives_into_the_entrys_file(block_yaml_kb: Path):
+    tiny_kb_dir = block_yaml_kb
+    kb = load_kb(tiny_kb_dir, strict=False)
+    texts = [f"七天无理由退货的条件是什么{i}号" for i in range(12)]
+    d = resolve(kb, "attach", texts, entry="refund-seven-day", who="小王")
+    assert (d.action, d.entry, d.who) == ("attach", "refund-seven-day", "小王")
+    assert states(tiny_kb_dir)[d.id].status == "pending"
+    assert decided_keys(tiny_kb_dir) >= {"七天无理由退货的条件是什么0号"}
+    plan = plan_apply(kb)  # what `kefu learn` would write (kb/learned.py, not reimplemented here)
+    write_plan(tiny_kb_dir, plan)
+    faq = (tiny_kb_dir / "faq" / "tiny.yaml").read_text("utf-8")
+    added = [a for _, a, path in plan.changes[0].alternatives]
+    assert added and all(a in faq for a in added)
+    assert {p for _, _, p in plan.changes[0].alternatives} == {"faq/tiny.yaml"}
+    assert not (tiny_kb_dir / SIDECAR).exists()
+
+
+@pytest.mark.parametrize("action", ["out_of_scope", "new_entry", "dismiss"])
+def test_other_actions_are_recorded(tiny_kb_dir: Path, action: str):
+    kb = load_kb(tiny_kb_dir, strict=False)
+    d = resolve(kb, action, ["能用数字人民币付款吗", "数字人民币可以用吗"], who="ops")  # type: ignore[arg-type]
+    assert d.action == action and states(tiny_kb_dir)[d.id].status == "pending"
+    plan = plan_apply(kb)
+    assert (plan.drafts == 1) is (action == "new_entry")
+    assert (plan.examples == 2) is (action == "out_of_scope")
+
+
+def test_a_second_decision_on_the_same_item_is_a_conflict(tiny_kb_dir: Path):
+    kb = load_kb(tiny_kb_dir, strict=False)
+    resolve(kb, "dismiss", ["a 的问题", "b 的问题"])
+    with pytest.raises(AlreadyResolvedError, match="already resolved") as exc:
+        resolve(kb, "out_of_scope", ["b 的问题", "a 的问题"])
+    assert exc.value.http_status == 409
+
+
+def test_concurrent_operators_cannot_decide_one_item_twice(tiny_kb_dir: Path):
+    kb = load_kb(tiny_kb_dir, strict=False)
+    start = threading.Barrier(4)
+    results: list[str] = []
+
+    def operator(n: int) -> None:
+        start.wait()
+        try:
+            resolve(kb, "dismiss", ["同一组问题", "同一组问题吗"], who=f"op{n}")
+            results.append("ok")
+        except AlreadyResolvedError:
+            results.append("conflict")
+
+    threads = [threading.Thread(target=operator, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == ["conflict"] * 3 + ["ok"]
+    assert len([s for s in states(tiny_kb_dir).values() if s.status == "pending"]) == 1
+
+
+def test_attach_needs_a_known_entry(tiny_kb_dir: Path):
+    kb = load_kb(tiny_kb_dir, strict=False)
+    with pytest.raises(NotFoundError, match="no FAQ entry"):
+        resolve(kb, "attach", ["什么问题"], entry="no-such-entry")
+    with pytest.raises(ConfigError, match="unknown"):
+        resolve(kb, "confirm", ["什么问题"], entry="refund-seven-day")  # not an action for a gap
+
+
+def test_a_kb_this_process_cannot_write_is_refused_before_anything_is_recorded(
+    tiny_kb_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    kb = load_kb(tiny_kb_dir, strict=False)
+    real = gaps_mod.os.access
+    # chmod would not stop root (the tests may run as root): the check itself is what is tested
+    monkeypatch.setattr(gaps_mod.os, "access", lambda p, mode: False if Path(p) == tiny_kb_dir else real(p, mode))
+    with pytest.raises(ConfigError, match="not writable"):
+        resolve(kb, "dismiss", ["什么问题"])
+    assert states(tiny_kb_dir) == {}
+
+
+def test_resolve_a_ticket(tiny_kb_dir: Path, tmp_path: Path):
+    db = tmp_path / "tickets.db"
+    t = TicketStore(db).create(f"手机{PHONE}能开专票吗", "low_confidence", "S1", [])
+    kb = load_kb(tiny_kb_dir, strict=False)
+    d = resolve_ticket(kb, db, t.id, "out_of_scope")
+    assert d.item == f"ticket:{t.id}" and PHONE not in d.messages[0]
+    with pytest.raises(AlreadyResolvedError):
+        resolve_ticket(kb, db, t.id, "dismiss")
+    with pytest.raises(NotFoundError):
+        resolve_ticket(kb, db, "Tnope", "dismiss")
+
+
+# --- resolving: a CSV KB --------------------------------------------------------------------------------------------
+CSV_ROWS = [
+    ("q1", "发票怎么开？", "在订单详情页点击「申请开票」，填写抬头后提交。", "开发票|怎么申请发票|发票在哪开"),
+    ("q2", "退款多久到账？", "原路退回，一般一到七个工作日到账。", "退款什么时候到|钱多久退回来|退款到账时间"),
+    ("q3", "运费险怎么理赔？", "退货签收后运费险自动理赔，赔付到支付账户。", "运费险赔多少|退货运费险|运费险怎么赔"),
+]
+
+
+def _csv_kb(root: Path) -> Path:
+    root.mkdir()
+    path = root / "faq.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "question", "answer", "alt_questions"])
+        w.writerows(CSV_ROWS)
+    return path
+
+
+def test_attach_on_a_csv_kb_goes_to_the_sidecar_and_never_rewrites_the_table(tmp_path: Path):
+    table = _csv_kb(tmp_path / "shop")
+    before = table.read_bytes()
+    kb = load_kb(table)
+    entry = kb.entries[0].id
+    texts = [f"我想开个发票第{i}次" for i in range(12)]
+    d = resolve(kb, "attach", texts, entry=entry)
+    write_plan(kb.root, plan_apply(kb))
+    assert table.read_bytes() == before
+    sidecar = (tmp_path / "shop" / SIDECAR).read_text("utf-8")
+    assert entry in sidecar and any(t in sidecar for t in texts)
+    assert states(kb.root)[d.id].decision.entry == entry
+
+
+def test_served_kb_is_the_builds_kb(tmp_path: Path, fake_encoder: FakeEncoder):
+    table = _csv_kb(tmp_path / "shop")
+    s = Settings(kb_dir=table, data_dir=tmp_path / "data", model=fake_encoder.model_id)
+    store = IndexStore(s.index_home, 3)
+    build_and_swap(load_kb(table), fake_encoder, store, 60)
+    manifest = Index.read_manifest(store.current_path())
+    assert served_kb(s, manifest).root == table.parent
+    other = Settings(data_dir=tmp_path / "data", model=fake_encoder.model_id)  # configured for the bundled KB
+    assert served_kb(other, manifest).root == table.parent
+
+
+def test_a_shops_ticket_is_not_the_platforms_to_resolve(tiny_kb_dir: Path, tmp_path: Path):
+    from service.shops_tickets import ShopTickets
+
+    db = tmp_path / "tickets.db"
+    t = ShopTickets.at(db).create("这件衣服有XL吗", "low_confidence", "S1", [], shop="shop-a", route="shop")
+    with pytest.raises(ConfigError, match="shop 'shop-a'"):
+        resolve_ticket(load_kb(tiny_kb_dir, strict=False), db, t.id, "dismiss")
+    assert states(tiny_kb_dir) == {}
+
+
+def test_a_ticket_whose_message_was_resolved_with_its_gap_is_already_decided(tiny_kb_dir: Path, tmp_path: Path):
+    db = tmp_path / "tickets.db"
+    t = TicketStore(db).create("能开专票吗", "low_confidence", "S1", [])
+    kb = load_kb(tiny_kb_dir, strict=False)
+    gap = resolve(kb, "out_of_scope", ["能开专票吗？", "专票能开吗"])
+    with pytest.raises(AlreadyResolvedError, match=gap.id):
+        resolve_ticket(kb, db, t.id, "attach", entry="refund-seven-day")
+    assert list(states(tiny_kb_dir)) == [gap.id]
