@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     )
     handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
+    handoff_candidates: bool = Field(
+        False,
+        description="also search a request for a person or a sensitive message, so its ticket and answers carry "
+        "the best candidates for the agent (costs an encoder call; off: decided by the rules alone)",
+    )
     order_detection: bool = Field(
         True,
         description="hand off messages that need the shopper's own order (an order number, 我的快递到哪了, "

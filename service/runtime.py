@@ -58,6 +58,7 @@ def options_from(settings: Settings) -> AnswererOptions:
         see_also=settings.see_also,
         correct_typos=settings.correct_typos,
         order_detection=settings.order_detection,
+        handoff_candidates=settings.handoff_candidates,
     )
 
 

@@ -46,3 +46,11 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
     assert answerer.answer("让店长亲自来跟我说").reason == "sensitive"
     assert answerer.answer("掌柜在吗").reason == "greeting"
+
+
+def test_handoff_candidates_is_a_setting(tiny_settings, tiny_index, fake_encoder):
+    quiet = Runtime.create(tiny_settings, encoder=fake_encoder).answerer(index=tiny_index)
+    assert quiet.answer("七天无理由退货怎么弄？转人工").answers == []  # decided by the rule alone
+    searched = Runtime.create(tiny_settings.with_overrides(handoff_candidates=True), encoder=fake_encoder)
+    a = searched.answerer(index=tiny_index).answer("七天无理由退货怎么弄？转人工")
+    assert a.reason == "user_requested" and a.answers  # context for the agent
