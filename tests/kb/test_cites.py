@@ -260,3 +260,16 @@ def test_kb_check_prints_and_lists_mismatches(tmp_path: Path):
             "clause_numbers": ["48小时"],
         }
     ]
+
+
+def test_the_bundled_faq_cites_its_rules_and_agrees_with_them() -> None:
+    """Every cite of the bundled KB names a clause that exists (the loader refuses others in
+    curated YAML), and no answer states a number its clause contradicts."""
+    from kb.cites import number_mismatches
+    from kb.loader import load_kb
+    from kb.settings import BUNDLED_KB
+
+    kb = load_kb(BUNDLED_KB, log_changes=False)
+    citing = [e for e in kb.entries if e.rules]
+    assert len(citing) >= 160
+    assert number_mismatches(kb) == []
