@@ -28,11 +28,12 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from indexer.chunking import QUESTION_KINDS, Chunk, DocUnit
-from indexer.dense import Int8Scorer, int8_scorer
+from indexer.dense import DenseScorer, Int8Scorer, dense_scorer
 from indexer.lexical import BigramPostings, LexicalIndex, char_bigrams
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.vectors import Hit, VectorIndex
 from kb.errors import IndexMismatchError, IndexMissingError, IndexStateError
+from kb.modes import RetrievalMode
 
 # 2: documents answer by clause or section (units ``doc-id.5`` / ``doc-id.s1`` of several rows,
 # units.json), not row by row (``doc-id#3``); FAQ entries carry their cited clauses.
@@ -41,7 +42,6 @@ RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009); damps 
 ANSWER_WEIGHT = 0.5  # weight of the answer-text cosine in an FAQ entry's score; best on dev (hit@1 0.59 → 0.66)
 QUESTION_TOPN = 2  # question-side matches averaged per entry; dev hit@1 0.723 (best one) → 0.744
 LEXICAL_WEIGHT = 0.1  # weighted fusion: 0.9·dense + 0.1·lexical was the best mix in shared/notes
-FUSION_MODES = ("lexical", "rrf", "weighted")
 # Votes count a unit's vectors among the k nearest. The fused search of CANDIDATE_UNITS = 10 units
 # uses k = max(64, 10·12) = 120; a candidate pool uses the same k, so a reranked top unit carries the
 # votes the confidence model was fitted on.
@@ -193,12 +193,9 @@ class Index:
             )
         self.manifest = manifest
         self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # float32 rows, as saved and as faiss takes them
-        # The same rows as columns, for the dense pass. After an encode the vectors are out of
-        # cache, and BLAS streams a column-major matrix·vector product from memory about twice as
-        # fast: 0.26 ms against 0.48 ms for the bundled 4,083 × 384 (the cosines differ ≤ 3e-7).
-        # Made on the first float32 pass: with the int8 pass (the default) it is never needed.
-        self._vectors_t: np.ndarray | None = None
-        self._int8: Int8Scorer | None = None  # set_dense_int8: the pass on an int8 copy instead
+        # The dense pass (indexer.dense): chosen by set_dense_int8 / set_scorer, else on the first
+        # search (a float32 full scan, or the FAISS index when it is approximate).
+        self._scorer: DenseScorer | None = None
         self.vindex = vindex
         self.chunks = chunks
         self.anchors = anchors
@@ -220,17 +217,29 @@ class Index:
         self._bigram_sizes: np.ndarray | None = None
 
     def set_dense_int8(self, on: bool) -> bool:
-        """Score the dense pass on an int8 copy of the vectors (``indexer.dense``) or on the
-        float32 rows; returns whether int8 is on (it needs ONNX Runtime)."""
-        if not on:
-            self._int8 = None
-        elif self._int8 is None:
-            self._int8 = int8_scorer(self.vectors)
-        return self._int8 is not None
+        """The served dense pass (``indexer.dense.dense_scorer``): for a flat index a full scan on
+        an int8 copy of the vectors or on the float32 rows; for an hnsw or ivf index its FAISS
+        search whatever ``on`` says. Returns whether the int8 pass is on (it needs ONNX Runtime)."""
+        if on != self.dense_int8 or self._scorer is None:
+            self._scorer = dense_scorer(self.vectors, self.vindex, int8=on)
+        return self.dense_int8
+
+    def set_scorer(self, scorer: DenseScorer) -> None:
+        """Score the dense pass with ``scorer`` (one cosine per row; tests and measurements)."""
+        if scorer.rows != len(self.chunks):
+            raise IndexStateError(f"the scorer covers {scorer.rows} rows, the index has {len(self.chunks)}")
+        self._scorer = scorer
+
+    @property
+    def scorer(self) -> DenseScorer:
+        """The dense pass every search reads its cosines from."""
+        if self._scorer is None:
+            self._scorer = dense_scorer(self.vectors, self.vindex, int8=False)
+        return self._scorer
 
     @property
     def dense_int8(self) -> bool:
-        return self._int8 is not None
+        return isinstance(self._scorer, Int8Scorer)
 
     @cached_property
     def aliases(self) -> dict[str, str]:
@@ -328,7 +337,8 @@ class Index:
     def search_units(
         self, qvec: np.ndarray, k_units: int, k_vectors: int | None = None, answer_weight: float | None = None
     ) -> list[UnitHit]:
-        """Answer units found among the nearest vectors, scored on all their vectors, best first.
+        """Answer units with a vector among the ``k_vectors`` nearest, scored on all their vectors
+        (``_UnitLayout.scores``), best first: the ``dense`` retrieval mode.
 
         An FAQ entry scores (mean of its best two question/alternative cosines + w · answer
         cosine) / (1 + w): the question match is the strongest evidence, agreement of two
@@ -337,35 +347,15 @@ class Index:
         own cosine. The convex combination keeps scores on the cosine scale.
         """
         w = ANSWER_WEIGHT if answer_weight is None else answer_weight
-        q = np.asarray(qvec, dtype=np.float32).reshape(-1)
-        k_vec = k_vectors or max(64, k_units * 12)
-        hits = self.vindex.search(q, k_vec)[0]
-        votes: dict[str, int] = {}
-        for h in hits:
-            unit = self.chunks[h.chunk_id].unit_id
-            votes[unit] = votes.get(unit, 0) + 1
-        scored = []
-        for unit, n in votes.items():
-            rows = self.units[unit]
-            score, q_side, best_row = self._unit_score(rows, np.dot(self.vectors[rows], q), w)
-            scored.append(UnitHit(unit, score, 0, best_row, q_side, n))
-        scored.sort(key=lambda u: -u.score)
-        return [
-            UnitHit(u.unit_id, u.score, r, u.best_chunk, u.question_score, u.votes)
-            for r, u in enumerate(scored[:k_units])
-        ]
-
-    def _unit_score(self, rows: list[int], cos: np.ndarray, w: float) -> tuple[float, float, int]:
-        """(score, best question-side cosine, best row) of one unit from its vectors' cosines."""
-        is_q = self._is_question[rows]
-        best_row = rows[int(np.argmax(cos))]
-        if is_q.any() and (~is_q).any():
-            q_cos = np.sort(cos[is_q])[::-1]
-            # Mean of the best QUESTION_TOPN question-side matches: two phrasings that agree
-            # are stronger evidence than one lucky match.
-            q_agree = float(q_cos[:QUESTION_TOPN].mean())
-            return (q_agree + w * float(cos[~is_q].max())) / (1.0 + w), float(q_cos[0]), best_row
-        return float(cos.max()), float(cos.max()), best_row
+        cos = self._cosines(qvec)
+        dense, q_best, _ = self._unit_scores(cos, w)
+        n = len(self.chunks)
+        k_vec = min(n, k_vectors or max(64, k_units * 12))
+        nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
+        best_row = self._layout.max_per_unit(cos[:n])
+        found = np.flatnonzero((best_row >= nearest_kth) & np.isfinite(best_row))
+        order = found[np.argsort(-dense[found], kind="stable")][:k_units]
+        return self._hits(order, cos, dense, q_best, k_vec)
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -378,18 +368,22 @@ class Index:
         """Each unit's best BM25 score for ``query``."""
         return self._layout.max_per_unit(self.lexical.scores(query))
 
-    def search_units_fused(self, qvec: np.ndarray, query: str, k_units: int, mode: str) -> list[UnitHit]:
-        """Units ranked by ``lexical`` BM25 alone, ``rrf`` of dense and lexical ranks, or ``weighted``
-        (cosine + LEXICAL_WEIGHT · BM25 scaled to [0, 1]). UnitHit.score stays the dense cosine so
-        the decision evidence means the same in every mode."""
-        if mode not in FUSION_MODES:
-            raise ValueError(f"unknown retrieval mode {mode!r}; allowed: dense, {', '.join(FUSION_MODES)}")
+    def search_units_fused(
+        self, qvec: np.ndarray, query: str, k_units: int, mode: RetrievalMode | str
+    ) -> list[UnitHit]:
+        """The ``k_units`` best units in any retrieval mode: ``dense`` (``search_units``), ``lexical``
+        BM25 alone, ``rrf`` of dense and lexical ranks, or ``weighted`` (cosine + LEXICAL_WEIGHT ·
+        BM25 scaled to [0, 1]). UnitHit.score stays the dense cosine so the decision evidence
+        means the same in every mode; every mode reads the same dense pass (``scorer``)."""
+        mode = RetrievalMode.parse(mode)
+        if mode is RetrievalMode.DENSE:
+            return self.search_units(qvec, k_units)
         cos = self._cosines(qvec)
-        dense, q_best, _ = self._layout.scores(cos, ANSWER_WEIGHT)
+        dense, q_best, _ = self._unit_scores(cos, ANSWER_WEIGHT)
         lex = self.lexical_unit_scores(query)
-        if mode == "lexical":
+        if mode is RetrievalMode.LEXICAL:
             key = lex
-        elif mode == "rrf":
+        elif mode is RetrievalMode.RRF:
             key = _rrf(_ranks(dense), _ranks(lex))
         else:
             key = dense + LEXICAL_WEIGHT * lex / max(float(lex.max()), 1e-9)
@@ -479,7 +473,7 @@ class Index:
             cos[exclude_row] = -np.inf
         if exclude_unit is not None:
             cos[self.units[exclude_unit]] = -np.inf
-        dense, q_best, answer = layout.scores(cos, ANSWER_WEIGHT)
+        dense, q_best, answer = self._unit_scores(cos, ANSWER_WEIGHT)
         d_rank, l_rank = _ranks(dense), lexical.rank
         key = _rrf(d_rank, l_rank)
         if exclude_unit is not None:
@@ -521,18 +515,25 @@ class Index:
         return CandidatePool(units, x)
 
     def _cosines(self, qvec: np.ndarray) -> np.ndarray:
-        """Cosine of the query with every row, plus the -inf padding slot the layout points at."""
+        """Cosine of the query with every row (``scorer``; -inf where an approximate index did
+        not reach a row), plus the -inf padding slot the layout points at. A subclass whose
+        vectors live elsewhere overrides this one hook (``StoreIndex``)."""
         n = len(self.chunks)
         cos = np.empty(n + 1, dtype=np.float32)
         cos[n] = -np.inf
-        if self._int8 is not None:
-            cos[:n] = self._int8.cosines(qvec)
-            return cos
-        if self._vectors_t is None:
-            self._vectors_t = np.ascontiguousarray(self.vectors.T)
-        # np.dot, not @: numpy's matmul path for matrix·vector skips BLAS here (8 ms vs 0.14 ms).
-        np.dot(np.asarray(qvec, dtype=np.float32).reshape(-1), self._vectors_t, out=cos[:n])
+        self.scorer.cosines(qvec, out=cos[:n])
         return cos
+
+    def _unit_scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``_UnitLayout.scores`` of the row cosines. After an approximate pass a unit the index
+        did not reach (or reached only on one side) has no finite score; it counts as the farthest
+        row that was reached, so ranks, features and confidence stay finite."""
+        scores = self._layout.scores(cos, w)
+        if self._scorer is None or self._scorer.exact:
+            return scores
+        reached = cos[:-1][np.isfinite(cos[:-1])]
+        floor = np.float32(reached.min()) if reached.size else np.float32(0.0)
+        return tuple(np.where(np.isfinite(x), x, floor) for x in scores)  # type: ignore[return-value]
 
     def _hits(
         self,
@@ -550,7 +551,7 @@ class Index:
         nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
         rows = np.take(cos, layout.all[order])  # the units' row cosines, -inf in the padding
         best = layout.all[order, rows.argmax(axis=1)].tolist()
-        votes = (rows >= nearest_kth).sum(axis=1).tolist()
+        votes = ((rows >= nearest_kth) & np.isfinite(rows)).sum(axis=1).tolist()
         return [
             UnitHit(layout.ids[i], d, r, b, qb, v)
             for r, (i, d, b, qb, v) in enumerate(
@@ -617,9 +618,10 @@ class _UnitLayout:
         return self.all_seg.max(np.asarray(values, dtype=np.float32))  # float32, as the scores are
 
     def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(unit score, best question-side cosine, best answer-side cosine) for every unit; same
-        rule as ``Index._unit_score``. ``cos`` holds one cosine per row (a trailing padding slot
-        is ignored); the third result is the unit score where a unit has no answer row."""
+        """(unit score, best question-side cosine, best answer-side cosine) for every unit: the one
+        implementation of the unit score (``Index.search_units`` documents the rule). ``cos``
+        holds one cosine per row (a trailing padding slot is ignored); the third result is the
+        unit score where a unit has no answer row."""
         q_top, q_agree = self.q_seg.top_mean(cos, self.n_top)
         other = self.other_seg.max(cos)
         overall = np.maximum(q_top, other)  # a unit's rows are its question rows and its others

@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from indexer.chunking import Chunk, DocUnit
-from indexer.index import ANSWER_WEIGHT, EntryInfo, Index, Manifest, UnitHit, check_compatible, read_parts
+from indexer.index import EntryInfo, Index, Manifest, check_compatible, read_parts
 from indexer.normalize import NORMALIZER_VERSION
 from indexer.vectors import Hit, VectorIndex
 from indexer.vectorstore import VectorStore
 from kb.errors import IndexStateError
+from kb.modes import IndexKind
 
 
 class StoreVectors(VectorIndex):
@@ -29,7 +30,7 @@ class StoreVectors(VectorIndex):
         self.store = store
         self.shop = shop
         self.build_id = build
-        self.kind = "flat"
+        self.kind = IndexKind.FLAT
         self.dim = store.dim
         self._rows = rows
 
@@ -99,26 +100,3 @@ class StoreIndex(Index):
                 (h.score for h in hits), np.float32, len(hits)
             )
         return cos
-
-    def search_units(
-        self, qvec: np.ndarray, k_units: int, k_vectors: int | None = None, answer_weight: float | None = None
-    ) -> list[UnitHit]:
-        """As ``Index.search_units``, with each unit's cosines read from the store's pass."""
-        w = ANSWER_WEIGHT if answer_weight is None else answer_weight
-        cos = self._cosines(qvec)[:-1]
-        k_vec = min(len(self.chunks), k_vectors or max(64, k_units * 12))
-        nearest = np.argsort(-cos, kind="stable")[:k_vec]
-        votes: dict[str, int] = {}
-        for row in nearest.tolist():
-            unit = self.chunks[row].unit_id
-            votes[unit] = votes.get(unit, 0) + 1
-        scored = []
-        for unit, count in votes.items():
-            rows = self.units[unit]
-            score, q_side, best_row = self._unit_score(rows, cos[rows], w)
-            scored.append(UnitHit(unit, score, 0, best_row, q_side, count))
-        scored.sort(key=lambda u: -u.score)
-        return [
-            UnitHit(u.unit_id, u.score, r, u.best_chunk, u.question_score, u.votes)
-            for r, u in enumerate(scored[:k_units])
-        ]

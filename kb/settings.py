@@ -16,8 +16,14 @@ from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from kb.modes import IndexKind, RetrievalMode
+
 BUNDLED_KB = Path(__file__).resolve().parent / "content"
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
+# Defaults that components read too (they are declared here once; a component's own keyword
+# default names the constant): what a handoff says, and how long the micro-batcher waits.
+HANDOFF_MESSAGE = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
+MICROBATCH_WAIT_MS = 0.0  # batch whatever queued while the encoder was busy; no extra wait
 # A CSP source expression as frame-ancestors takes it: a keyword, a scheme, or an origin
 # (a host may start with a *. wildcard, a port may be *), without a path.
 _CSP_SOURCE = re.compile(
@@ -75,7 +81,11 @@ class Settings(BaseSettings):
     kb_dir: Path = Field(BUNDLED_KB, description="knowledge base folder (bundled kb/content by default)")
     data_dir: Path = Field(default_factory=_default_data, description="where indexes and tickets live")
     index_dir: Path | None = Field(None, description="index home; default <data_dir>/index")
-    index_kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    index_kind: IndexKind = Field(
+        IndexKind.FLAT,
+        description="the build's FAISS index, and so the served dense pass: flat scores every row; hnsw and ivf "
+        "score the rows the approximate search finds (docs/how-it-works.md)",
+    )
     keep_builds: int = Field(3, ge=1, le=50, description="verified builds kept for rollback")
     # --- shops (service/shops.py) ------------------------------------------------------------
     vector_store: Literal["faiss", "milvus"] = Field(
@@ -86,8 +96,8 @@ class Settings(BaseSettings):
     )
     shop_cache: int = Field(256, ge=1, le=100_000, description="shops kept loaded (LRU) by a serving process")
     chunk_chars: int = Field(220, ge=40, le=4000, description="target size of a rules chunk")
-    retrieval: Literal["dense", "lexical", "rrf", "weighted"] = Field(
-        "rrf", description="dense only, lexical (BM25) only, or a fusion; rrf won on the dev split"
+    retrieval: RetrievalMode = Field(
+        RetrievalMode.RRF, description="dense only, lexical (BM25) only, or a fusion; rrf won on the dev split"
     )
 
     self_precision: float = Field(
@@ -121,7 +131,7 @@ class Settings(BaseSettings):
     eval_dir: Path | None = Field(
         None, description="labelled sets for `kefu eval` (dev.jsonl, test.jsonl); default the bundled eval/data"
     )
-    handoff_message: str = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
+    handoff_message: str = HANDOFF_MESSAGE
     sensitive_terms: list[str] | None = Field(None, description="override the sensitive-term list")
     handoff_candidates: bool = Field(
         False,
@@ -140,7 +150,7 @@ class Settings(BaseSettings):
         1.0, gt=0.0, le=10.0, description="longest an answer waits for the order webhook; failures are only logged"
     )
     microbatch_wait_ms: float = Field(
-        0.0,
+        MICROBATCH_WAIT_MS,
         ge=0,
         le=100,
         description="extra wait for more requests; 0 = batch whatever queued while the encoder was busy",

@@ -18,16 +18,21 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from indexer.encoder import Encoder, policy_of
+from indexer.encoder import Encoder, QueryPolicy, policy_of
 from kb.errors import ConfigError, ModelError
+from kb.settings import MICROBATCH_WAIT_MS
+
+# Texts per encoder call when the encoder's policy is not asked (``for_encoder`` asks it): the
+# policy's own default, so a bare MicroBatcher and an encoder that states nothing agree.
+DEFAULT_MAX_BATCH: int = QueryPolicy.max_batch
 
 
 class MicroBatcher:
     def __init__(
         self,
         encode: Callable[[Sequence[str]], np.ndarray],
-        wait_ms: float = 3.0,
-        max_batch: int = 32,
+        wait_ms: float = MICROBATCH_WAIT_MS,
+        max_batch: int = DEFAULT_MAX_BATCH,
         on_batch: Callable[[int, float], None] | None = None,
         workers: int = 1,
     ) -> None:
@@ -57,7 +62,7 @@ class MicroBatcher:
     def for_encoder(
         cls,
         encoder: Encoder,
-        wait_ms: float,
+        wait_ms: float = MICROBATCH_WAIT_MS,
         max_batch: int | None = None,
         on_batch: Callable[[int, float], None] | None = None,
     ) -> MicroBatcher:

@@ -1,9 +1,15 @@
-"""Assemble the heavy objects once: encoder, index, detectors, stores → an Answerer."""
+"""Assemble the heavy objects once: encoder, index, detectors, stores → an Answerer.
+
+This is where ``Settings`` meets the components: each takes plain keyword arguments, and the
+functions here (``options_from``, ``micro_batcher``, ``order_webhook``, ``sensitive_detector``,
+``Runtime``; ``indexer.encoder.load_encoder`` for the encoder) map the settings onto them.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +20,7 @@ from indexer.store import IndexStore
 from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
+from service.batcher import MicroBatcher
 from service.detect import SensitiveDetector
 from service.policy import Calibration
 from service.sessions import SessionStore
@@ -60,6 +67,13 @@ def options_from(settings: Settings) -> AnswererOptions:
         order_detection=settings.order_detection,
         handoff_candidates=settings.handoff_candidates,
     )
+
+
+def micro_batcher(
+    settings: Settings, encoder: Encoder, on_batch: Callable[[int, float], None] | None = None
+) -> MicroBatcher:
+    """The micro-batcher in front of ``encoder`` (KEFU_MICROBATCH_WAIT_MS, KEFU_MICROBATCH_MAX)."""
+    return MicroBatcher.for_encoder(encoder, settings.microbatch_wait_ms, settings.microbatch_max, on_batch)
 
 
 def order_webhook(settings: Settings) -> OrderWebhook | None:

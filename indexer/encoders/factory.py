@@ -67,10 +67,10 @@ def build_encoder(
     return direct
 
 
-def _set_threads(settings: Settings) -> int:
+def _set_threads(torch_threads: int) -> int:
     from threadpoolctl import threadpool_limits
 
-    threads = settings.torch_threads or (os.cpu_count() or 1)
+    threads = torch_threads or (os.cpu_count() or 1)
     # numpy's OpenBLAS keeps its own thread pool spinning after each call; next to torch's pool
     # that oversubscribes the cores (measured: answer 60 ms vs 26 ms on 2 cores). Our numpy work
     # is small matrix·vector products, so one BLAS thread is plenty.
@@ -78,28 +78,52 @@ def _set_threads(settings: Settings) -> int:
     return threads
 
 
-def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
-    """Build the configured encoder, preparing the built-in model first if needed."""
-    threads = _set_threads(settings)
-    profile = resolve_profile(settings)
-    if is_builtin(settings.model):
-        prepared = prepare_builtin(settings.model, settings.model_cache)
-        model_path, model_id = str(prepared.path), f"{settings.model}@{prepared.weights_sha256[:16]}"
+def open_encoder(
+    model: str,
+    *,
+    model_cache: Path,
+    profile: Profile,
+    batch_size: int,
+    query_int8: bool,
+    query_runtime: QueryRuntime | str,
+    torch_threads: int,
+) -> SentenceTransformerEncoder:
+    """The prepared encoder for ``model`` (``builtin:…``, a hub id or a local path), from plain
+    keyword arguments; the built-in model is converted into ``model_cache`` first if needed.
+    ``torch_threads`` 0 means one per core. No defaults here: ``Settings`` declares them, and
+    ``load_encoder`` is the one place that maps it onto these arguments."""
+    threads = _set_threads(torch_threads)
+    if is_builtin(model):
+        prepared = prepare_builtin(model, model_cache)
+        model_path, model_id = str(prepared.path), f"{model}@{prepared.weights_sha256[:16]}"
     else:
-        path = Path(settings.model).expanduser()
+        path = Path(model).expanduser()
         if path.exists():
             model_path = model_id = str(path.resolve())
-        elif settings.model.startswith((".", "/", "~")):
-            raise ModelError(f"KEFU_MODEL={settings.model!r} looks like a path but does not exist")
+        elif model.startswith((".", "/", "~")):
+            raise ModelError(f"KEFU_MODEL={model!r} looks like a path but does not exist")
         else:
-            model_path = model_id = settings.model
+            model_path = model_id = model
     return build_encoder(
         model_path,
         model_id,
         profile,
+        batch_size=batch_size,
+        query_int8=query_int8,
+        query_runtime=query_runtime,
+        onnx_cache=model_cache,
+        threads=threads,
+    )
+
+
+def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
+    """The configured encoder: ``Settings`` mapped onto ``open_encoder``."""
+    return open_encoder(
+        settings.model,
+        model_cache=settings.model_cache,
+        profile=resolve_profile(settings),
         batch_size=settings.batch_size,
         query_int8=settings.query_int8,
         query_runtime=settings.query_runtime,
-        onnx_cache=settings.model_cache,
-        threads=threads,
+        torch_threads=settings.torch_threads,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from indexer.index import Index
+from kb.settings import HANDOFF_MESSAGE
 from service.documents import view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
 from service.pipeline.retrieve import Candidate
@@ -17,7 +18,7 @@ from service.webhook import OrderEvent, OrderWebhook
 GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
 EMPTY_REPLY = "没有收到有效的问题内容，已为您转接人工客服。"
-DEFAULT_HANDOFF_MESSAGE = "已为您转接人工客服，请稍候。"
+DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
 # Handoffs whose candidates are worth the shopper's look while they wait: not sure enough to

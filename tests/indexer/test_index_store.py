@@ -16,12 +16,20 @@ import indexer.build as build_module
 import indexer.store as store_module
 from indexer.build import anchor_texts, build_and_swap
 from indexer.encoder import FakeEncoder
-from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOTE_VECTORS, QUESTION_TOPN, Index
+from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOTE_VECTORS, Index
 from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.store import IndexStore, write_calibration
-from kb.errors import BuildInProgressError, IndexMismatchError, IndexMissingError, IndexStateError, NotFoundError
+from kb.errors import (
+    BuildInProgressError,
+    ConfigError,
+    IndexMismatchError,
+    IndexMissingError,
+    IndexStateError,
+    NotFoundError,
+)
 from kb.loader import load_kb
+from tests.indexer.oracle import unit_rule
 
 CHUNK = 60
 FILES = {
@@ -688,15 +696,7 @@ def _q(encoder, text: str) -> np.ndarray:
 def _oracle_unit(index: Index, q: np.ndarray, unit: str, w: float) -> tuple[float, float, int]:
     """(score, question_score, best row) of one unit, computed by brute force over all its vectors."""
     rows = index.units[unit]
-    sims = index.vectors[rows] @ q
-    is_q = np.array([index.chunks[r].kind in ("question", "alt") for r in rows])
-    best_row = rows[int(np.argmax(sims))]
-    if is_q.any() and (~is_q).any():
-        q_sorted = sorted(sims[is_q].tolist(), reverse=True)
-        qs = q_sorted[0]
-        agree = sum(q_sorted[:QUESTION_TOPN]) / len(q_sorted[:QUESTION_TOPN])
-        return (agree + w * float(sims[~is_q].max())) / (1 + w), qs, best_row
-    return float(sims.max()), float(sims.max()), best_row
+    return unit_rule(index, rows, index.vectors[rows] @ q, w)
 
 
 def test_search_units_aggregates_per_unit(tiny_index, fake_encoder):
@@ -779,7 +779,7 @@ def test_vectorised_unit_scores_match_the_per_unit_rule(tiny_index, fake_encoder
     scores, q_best, _ = layout.scores(np.append(cos, -np.inf).astype(np.float32), ANSWER_WEIGHT)
     for i, unit in enumerate(layout.ids):
         rows = tiny_index.units[unit]
-        expected = tiny_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+        expected = unit_rule(tiny_index, rows, cos[rows], ANSWER_WEIGHT)
         assert scores[i] == pytest.approx(expected[0], abs=1e-6)
         assert q_best[i] == pytest.approx(expected[1], abs=1e-6)
         assert layout.max_per_unit(cos)[i] == pytest.approx(cos[rows].max(), abs=1e-6)
@@ -791,7 +791,7 @@ def test_fused_modes_rank_every_unit_once(tiny_index, fake_encoder):
         units = tiny_index.search_units_fused(q, "退货运费谁出", 50, mode)
         assert sorted(u.unit_id for u in units) == sorted(tiny_index.units)
         assert units[0].unit_id == "refund-shipping-fee"
-    with pytest.raises(ValueError, match="unknown retrieval mode"):
+    with pytest.raises(ConfigError, match="retrieval mode 'nope' is unknown; allowed: dense, lexical, rrf, weighted"):
         tiny_index.search_units_fused(q, "x", 5, "nope")
 
 
@@ -831,7 +831,7 @@ def test_fused_hits_carry_each_units_own_evidence(wide_index, mode, k, text):
     kth = float(np.sort(cos)[::-1][k_vec - 1])  # votes count the vectors at least this close
     for r, u in enumerate(units):
         rows = index.units[u.unit_id]
-        score, q_side, best = index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+        score, q_side, best = unit_rule(index, rows, cos[rows], ANSWER_WEIGHT)
         assert u.rank == r
         assert u.score == pytest.approx(score, abs=1e-6) and u.question_score == pytest.approx(q_side, abs=1e-6)
         assert u.best_chunk == best
@@ -848,7 +848,7 @@ def _pool_oracle(index: Index, q: np.ndarray, text: str, exclude: int | None) ->
     bm = index.lexical.scores(text)
     rows_of = {u: [r for r in rows if r != exclude] for u, rows in index.units.items()}
     rows_of = {u: rows for u, rows in rows_of.items() if rows}
-    dense = {u: index._unit_score(rows, cos[rows], ANSWER_WEIGHT)[0] for u, rows in rows_of.items()}
+    dense = {u: unit_rule(index, rows, cos[rows], ANSWER_WEIGHT)[0] for u, rows in rows_of.items()}
     lex = {u: float(bm[rows].max()) for u, rows in rows_of.items()}
     lex_max = max(max(lex.values()), 1e-9)
     grams = char_bigrams(text)

@@ -16,6 +16,7 @@ from indexer.normalize import normalize
 from indexer.store import IndexStore
 from kb.errors import IndexMismatchError
 from kb.loader import load_kb
+from tests.indexer.oracle import unit_rule
 
 CLAUSE_ONE = (
     "第一条 买家应在签收次日起七日内提出无理由退货申请。逾期提出的，平台不予支持。"
@@ -103,7 +104,7 @@ def test_a_clause_of_several_rows_scores_its_best_row_as_every_unit_does(units_i
     q = fake_encoder.encode_queries([normalize("卖家超时未处理怎么办")])[0]
     cos = units_index.vectors @ q
     rows = units_index.units["rules-long.1"]
-    score, q_side, best = units_index._unit_score(rows, cos[rows], ANSWER_WEIGHT)
+    score, q_side, best = unit_rule(units_index, rows, cos[rows], ANSWER_WEIGHT)
     assert score == pytest.approx(float(cos[rows].max()), abs=1e-6) and q_side == score
     assert best == rows[int(np.argmax(cos[rows]))]
     layout = units_index._layout

@@ -54,3 +54,40 @@ def test_handoff_candidates_is_a_setting(tiny_settings, tiny_index, fake_encoder
     searched = Runtime.create(tiny_settings.with_overrides(handoff_candidates=True), encoder=fake_encoder)
     a = searched.answerer(index=tiny_index).answer("七天无理由退货怎么弄？转人工")
     assert a.reason == "user_requested" and a.answers  # context for the agent
+
+
+def test_modes_are_enums_with_a_readable_error():
+    import pytest
+    from pydantic import ValidationError
+
+    from indexer.vectors import VectorIndex
+    from kb.errors import ConfigError
+    from kb.modes import IndexKind, RetrievalMode
+    from kb.settings import Settings
+
+    s = Settings(retrieval="dense", index_kind="hnsw")
+    assert s.retrieval is RetrievalMode.DENSE and s.index_kind is IndexKind.HNSW
+    assert Settings().retrieval == "rrf"  # a StrEnum: compares and prints as its value
+    with pytest.raises(ValidationError, match="'dense', 'lexical', 'rrf' or 'weighted'"):
+        Settings(retrieval="nope")
+    with pytest.raises(ValidationError, match="'flat', 'hnsw' or 'ivf'"):
+        Settings(index_kind="annoy")
+    with pytest.raises(ConfigError, match="index kind 'annoy' is unknown; allowed: flat, hnsw, ivf"):
+        VectorIndex.build(__import__("numpy").eye(4, dtype="float32"), "annoy")
+
+
+def test_defaults_the_components_share_with_the_settings_are_declared_once():
+    import inspect
+
+    from indexer.encoder import QueryPolicy
+    from kb.settings import Settings
+    from service.answerer import AnswererOptions
+    from service.batcher import MicroBatcher
+    from service.pipeline.respond import DEFAULT_HANDOFF_MESSAGE
+
+    s = Settings()
+    assert AnswererOptions().handoff_message == DEFAULT_HANDOFF_MESSAGE == s.handoff_message
+    init = inspect.signature(MicroBatcher.__init__).parameters
+    assert init["wait_ms"].default == s.microbatch_wait_ms
+    assert init["max_batch"].default == QueryPolicy.max_batch  # the encoder's policy decides otherwise
+    assert inspect.signature(MicroBatcher.for_encoder).parameters["wait_ms"].default == s.microbatch_wait_ms
