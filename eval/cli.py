@@ -59,7 +59,7 @@ def _print_headline(h: dict[str, Any], title: str) -> None:
 @edge
 def run_cmd(
     ctx: typer.Context,
-    split: str = typer.Option("test", "--split", help="dev, test or all"),
+    split: str = typer.Option("test", "--split", help="dev, test, all, or the rules slice: rules_dev, rules_test"),
     data: Path | None = DATA_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object of metrics"),
 ) -> None:
@@ -72,16 +72,22 @@ def run_cmd(
     _print_headline(result.metrics["headline"], f"kefu eval — {split}")
 
 
-def _fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool):  # type: ignore[no-untyped-def]
-    from eval.calibrate import cross_fit_ranker, kb_groups
+def _fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool, units: bool = True):  # type: ignore[no-untyped-def]
+    """The ranker cross-fitted on dev, the KB's alternatives and (``units``) its document units'
+    pseudo-queries (``unit_groups``; none in a KB without clauses or sections)."""
+    from eval.calibrate import cross_fit_ranker, kb_groups, unit_groups
 
     if quiet:
-        return cross_fit_ranker(answerer, items, kb_groups(answerer.index))
+        unit = unit_groups(answerer) if units else []
+        return cross_fit_ranker(answerer, items, kb_groups(answerer.index), units=unit)
     with progress_display() as bar:
         t_kb = bar.add_task("ranker: KB alternatives", total=None)
         kb = kb_groups(answerer.index, progress=lambda d, t: bar.update(t_kb, completed=d, total=t))
+        t_units = bar.add_task("ranker: document units", total=None)
+        unit = unit_groups(answerer) if units else []
+        bar.update(t_units, completed=len(unit), total=len(unit))
         t_dev = bar.add_task("ranker: dev, cross-fitted", total=len(items))
-        return cross_fit_ranker(answerer, items, kb, lambda d, t: bar.update(t_dev, completed=d))
+        return cross_fit_ranker(answerer, items, kb, lambda d, t: bar.update(t_dev, completed=d), units=unit)
 
 
 def _calibrate_dev(  # type: ignore[no-untyped-def]
@@ -93,6 +99,7 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
     oos_recall: float = 0.95,
     margin_se: float = PRECISION_SE_MARGIN,
     scope: bool = False,
+    units: bool = True,
 ):
     """(calibration, report, ranker or None): the ranker cross-fitted on dev when asked and
     possible, then the confidence model and thresholds on the dev results."""
@@ -102,7 +109,7 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
     fitted = results = None
     if ranker:
         try:
-            fitted, results, summary = _fit_ranker(answerer, items, quiet)
+            fitted, results, summary = _fit_ranker(answerer, items, quiet, units)
         except ConfigError as exc:  # a KB without alternatives and a small dev split: go on without
             err_console.print(f"[yellow]ranker not fitted:[/] {exc}; calibrating without it", highlight=False)
     if results is None:
@@ -140,6 +147,11 @@ def calibrate_cmd(
         "--scope/--no-scope",
         help="below the answer threshold, clarify queries that look in scope instead of handing them off",
     ),
+    units: bool = typer.Option(
+        True,
+        "--unit-queries/--no-unit-queries",
+        help="also fit the ranker on pseudo-queries for the KB's rules clauses and article sections",
+    ),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Fit thresholds (and the confidence model, and the ranker) on dev; store them in the
@@ -154,7 +166,7 @@ def calibrate_cmd(
     # be one this kefu cannot load), so a refit reproduces the same file.
     answerer = rt.answerer(calibration=Calibration())
     cal, report, fitted = _calibrate_dev(
-        answerer, _split(ctx, "dev", data), as_json, ranker, precision, oos_recall, margin_se, scope
+        answerer, _split(ctx, "dev", data), as_json, ranker, precision, oos_recall, margin_se, scope, units
     )
     folder = answerer.index.folder
     assert folder is not None
@@ -195,7 +207,8 @@ def calibrate_cmd(
         summary = report["ranker"]
         cv = summary["dev_cross_fitted"]
         console.print(
-            f"ranker: fitted on {summary['dev_queries']} dev queries and {summary['kb_queries']} KB alternatives; "
+            f"ranker: fitted on {summary['dev_queries']} dev queries, {summary['kb_queries']} KB alternatives and "
+            f"{summary.get('unit_queries', 0)} document-unit pseudo-queries; "
             f"dev with cross-fitted rankers: hit@1 {cv['hit@1']:.3f}, MRR@10 {cv['mrr@10']:.3f}, "
             f"recall@5 {cv['recall@5']:.3f}"
         )
@@ -256,6 +269,19 @@ def confusions_cmd(
     )
 
 
+def rules_slice(ctx: typer.Context, answerer: Any, data: Path | None, quiet: bool) -> dict[str, dict[str, Any]]:
+    """The rules slice's metrics by split (``rules_dev``, ``rules_test``), for the splits the eval
+    data folder has (a folder of your own may have none)."""
+    from eval.dataset import DATA_DIR, RULES_SPLITS
+
+    folder = data or settings_of(ctx).eval_dir or DATA_DIR
+    return {
+        name.removeprefix("rules_"): _evaluate(answerer, _split(ctx, name, data), name, quiet).metrics
+        for name in RULES_SPLITS
+        if (folder / f"{name}.jsonl").is_file()
+    }
+
+
 @eval_app.command("report")
 @edge
 def report_cmd(
@@ -295,8 +321,9 @@ def report_cmd(
         kb_texts, {"dev": [i.query for i in dev_items], "test": [i.query for i in test_items]}
     )
     switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
+    rules = rules_slice(ctx, answerer, data, as_json)
     manifest = answerer.index.manifest.model_dump()
-    path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches)
+    path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches, rules)
     if as_json:
         print(json.dumps(test.metrics["headline"] | {"split": "test", "report": str(path)}, ensure_ascii=False))
         return

@@ -15,6 +15,9 @@ from kb.schema import KnowledgeBase
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("dev", "test")
+# The rules slice (#22): shoppers' questions whose best answer is a rules clause (relevant: clause
+# unit ids, <doc-id>.<n>), kept apart from the FAQ splits: load_split("rules_dev"), ("rules_test").
+RULES_SPLITS = ("rules_dev", "rules_test")
 TAGS = ("colloquial", "typo", "traditional", "long", "english_mixed", "multi_intent", "short", "elliptical")
 EXPECTS = ("answer", "handoff", "clarify")
 
@@ -69,8 +72,8 @@ def parse_items(lines: Iterable[str], source: str) -> list[EvalItem]:
 
 
 def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
-    if name not in (*SPLITS, "all"):
-        raise KBError(f"split {name!r} is unknown; allowed: dev, test, all")
+    if name not in (*SPLITS, *RULES_SPLITS, "all"):
+        raise KBError(f"split {name!r} is unknown; allowed: {', '.join((*SPLITS, *RULES_SPLITS, 'all'))}")
     names = SPLITS if name == "all" else (name,)
     out: list[EvalItem] = []
     for n in names:

@@ -119,6 +119,27 @@ def plots(calibration_report: dict[str, Any], folder: Path) -> list[str]:
 
 
 SWITCH_KEYS = ("questions", "context_used", "top_changed", "right_to_wrong", "new_wrong_answers")
+# The rules slice's columns: (key in the retrieval or decision metrics, label), and the issue's
+# targets on its test split (#22).
+RULES_COLUMNS = (
+    ("hit@1", "clause at 1 (hit@1)"),
+    ("hit@3", "clause in top 3"),
+    ("mrr@10", "MRR@10"),
+    ("coverage", "answered"),
+    ("answered_precision", "answered precision"),
+)
+RULES_TARGETS = {"hit@1": ">= 0.80", "hit@3": ">= 0.95"}
+
+
+def rules_markdown(rules: dict[str, dict[str, Any]]) -> list[str]:
+    """The rules slice's table: one row per split measured (``summarize`` metrics), then the
+    targets. A hit is the labelled clause itself (its unit id), not another clause of its document."""
+    rows = []
+    for split, m in rules.items():
+        got = {**m.get("retrieval", {}), **m.get("decisions", {})}
+        rows.append([split, _fmt(got.get("n")), *[_fmt(got.get(k)) for k, _ in RULES_COLUMNS]])
+    rows.append(["target (test)", "", *[RULES_TARGETS.get(k, "") for k, _ in RULES_COLUMNS]])
+    return [_table(rows, ["split", "n", *[label for _, label in RULES_COLUMNS]])]
 
 
 def write_report(
@@ -130,6 +151,7 @@ def write_report(
     manifest: dict[str, Any],
     folder: Path = REPORTS,
     switches: dict[str, dict[str, float]] | None = None,
+    rules: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pngs = plots(calibration, folder)
@@ -145,6 +167,7 @@ def write_report(
         "ablations": ablations,
         "independence": independence,
         "topic_switches": switches or {},
+        "rules": rules or {},
     }
     (folder / "latest.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
     th, dh = test["headline"], dev["headline"]
@@ -177,6 +200,21 @@ def write_report(
         ]
     for p in pngs:
         lines += [f"![{p}]({p})", ""]
+    lines += ["## Rules slice: clauses as answers", ""]
+    if rules:
+        lines += [
+            "Shoppers' questions whose best answer is one rules clause (`eval/data/rules_*.jsonl`, labelled with "
+            "clause ids such as `rules-seven-day-return.5`); a hit is that clause, not another clause of its "
+            "document nor an FAQ entry on the topic. Answered: decided `answer` (with whatever came first); "
+            "answered precision: of those, the share answered with the clause. Not training data: the ranker "
+            "learns clauses from pseudo-queries made of their own text (`kefu eval calibrate`), whose kind and "
+            "weight the dev split chose (docs/experiments.md).",
+            "",
+            *rules_markdown(rules),
+            "",
+        ]
+    else:
+        lines += ["Not measured: no `rules_dev.jsonl` / `rules_test.jsonl` in the eval data folder.", ""]
     lines += ["## Handoff by reason (test)", ""]
     pr = test["decisions"]["per_reason"]
     lines += [

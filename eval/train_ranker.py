@@ -2,8 +2,10 @@
 
 ``python -m eval.train_ranker [SUITE ...]`` (default: every suite in ``../shared/foreign``): the
 bundled KB's alternative questions (each left out of the index in turn) and its labelled dev
-split, plus the ``dev`` split of every foreign suite, never a ``test`` split. Each source weighs
-the same in the fit, so a large suite does not decide for the rest. It prints the
+split, plus the ``dev`` split of every foreign suite, never a ``test`` split, and pseudo-queries
+for every source's document units (rules clauses, article sections: ``eval.calibrate.unit_groups``,
+each weighing ``UNIT_WEIGHT`` alternatives, as ``kefu eval calibrate`` weighs them). Each source
+weighs the same in the fit, so a large suite does not decide for the rest. It prints the
 leave-one-suite-out ranking beside the bare question match, which is how the features were
 chosen (docs/experiments.md). The confidence model (probability that the ranker's first answer
 is right, over the decision evidence) is then fitted on the same sources' dev queries, in scope
@@ -18,12 +20,12 @@ import json
 import sys
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from eval.calibrate import dev_groups, kb_groups
+from eval.calibrate import dev_groups, kb_groups, unit_groups
 from eval.dataset import EvalItem, load_split, resolve_labels
 from indexer.build import build_index
 from indexer.embcache import EmbeddingCache
@@ -47,10 +49,14 @@ class Source:
     answerer: Answerer
     items: list[EvalItem]
     groups: list[Group]
+    units: list[Group] = field(default_factory=list)  # its document units' pseudo-queries
 
 
-def suite_source(rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path | None, alts: bool) -> Source:
-    """Training queries of one source: its dev split's in-scope queries (and its alternatives)."""
+def suite_source(
+    rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path | None, alts: bool, units: bool = True
+) -> Source:
+    """Training queries of one source: its dev split's in-scope queries (and its alternatives,
+    and with ``units`` its document units' pseudo-queries)."""
     cache = EmbeddingCache(settings.index_home / "embcache.sqlite")
     try:
         index = build_index(load_kb(kb_path), rt.encoder, settings.chunk_chars, "flat", cache)
@@ -61,7 +67,7 @@ def suite_source(rt: Runtime, settings: Settings, kb_path: Path, dev_dir: Path |
     groups = list(dev_groups(answerer, items).values())
     if alts:
         groups += kb_groups(index)
-    return Source(answerer, items, groups)
+    return Source(answerer, items, groups, unit_groups(answerer) if units else [])
 
 
 def evidence_rows(source: Source, ranker: Ranker) -> Rows:
@@ -99,8 +105,10 @@ def _mrr_hit(ranker: Ranker, groups: Sequence[Group]) -> tuple[float, float]:
 
 
 def weighted(groups: list[Group]) -> list[Group]:
-    w = SOURCE_WEIGHT / max(1, len(groups))
-    return [replace(g, weight=w) for g in groups]
+    """``groups`` scaled to weigh SOURCE_WEIGHT together, keeping their relative weights (a
+    document unit's pseudo-query weighs UNIT_WEIGHT of its source's other queries)."""
+    total = sum(g.weight for g in groups)
+    return [replace(g, weight=SOURCE_WEIGHT * g.weight / total) for g in groups] if total > 0 else []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,6 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("suites", nargs="*", type=Path, help="suite folders (kb/, dev.jsonl)")
     ap.add_argument("--out", type=Path, default=GENERAL_RANKER)
     ap.add_argument("--confidence-out", type=Path, default=GENERAL_CONFIDENCE)
+    ap.add_argument(
+        "--no-unit-queries",
+        dest="units",
+        action="store_false",
+        help="leave out the pseudo-queries for document units (rules clauses, article sections)",
+    )
     args = ap.parse_args(argv)
     suites = args.suites or sorted(p for p in FOREIGN.glob("*") if (p / "kb").is_dir())
     if not suites:
@@ -115,17 +129,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     settings = Settings()
     rt = Runtime.create(settings.with_overrides(tickets_db=Path(tempfile.gettempdir()) / "kefu-train-tickets.db"))
-    found = {"bundled": suite_source(rt, settings, BUNDLED_KB, None, alts=True)}
+    found = {"bundled": suite_source(rt, settings, BUNDLED_KB, None, alts=True, units=args.units)}
     for folder in suites:
         print(f"pools: {folder.name}", file=sys.stderr, flush=True)
-        found[folder.name] = suite_source(rt, settings, folder / "kb", folder, alts=False)
-    sources = {name: weighted(src.groups) for name, src in found.items()}
+        found[folder.name] = suite_source(rt, settings, folder / "kb", folder, alts=False, units=args.units)
+    sources = {name: weighted(src.groups + src.units) for name, src in found.items()}
     question = fit_ranker([g for gs in sources.values() for g in gs], ("question",))
     print(f"{'left out':14s} {'question hit@1/MRR':>20s} {'ranker hit@1/MRR':>18s}")
     for name, groups in sources.items():
         rest = [g for n, gs in sources.items() if n != name for g in gs]
-        bare, loso = _mrr_hit(question, groups), _mrr_hit(fit_ranker(rest, POOL_FEATURES), groups)
-        print(f"{name:14s} {bare[0]:10.3f}/{bare[1]:.3f} {loso[0]:10.3f}/{loso[1]:.3f}")
+        loso_ranker = fit_ranker(rest, POOL_FEATURES)
+        n_units = len(found[name].units)  # the source's own queries first, then its units' (as added)
+        own, units = groups[: len(groups) - n_units], groups[len(groups) - n_units :]
+        for label, part in ((name, own), (f"{name} units", units)):
+            if part:
+                bare, loso = _mrr_hit(question, part), _mrr_hit(loso_ranker, part)
+                print(f"{label:14s} {bare[0]:10.3f}/{bare[1]:.3f} {loso[0]:10.3f}/{loso[1]:.3f}")
     ranker = fit_ranker([g for gs in sources.values() for g in gs], POOL_FEATURES)
     ranker = replace(ranker, meta={**ranker.meta, "kind": "general", "sources": sorted(sources)})
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,14 +14,26 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from kb.clauses import clause_label
 from kb.clikit import console, edge, err_console, progress_display, settings_of
 from kb.errors import ConfigError, InputError
-from service.schemas import Answer, AnswerRequest, HistoryTurn
+from service.schemas import Answer, AnswerItem, AnswerRequest, HistoryTurn
 
 handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_is_help=True)
 
 DECISION_STYLE = {"answer": "green", "clarify": "yellow", "handoff": "red"}
 DECISION_ZH = {"answer": "回答", "clarify": "澄清", "handoff": "转人工"}
+
+
+def card_heading(item: AnswerItem) -> tuple[str, str]:
+    """(title, source) of an answer's panel: a rules clause is named as it is cited,
+    《七天无理由退货规范》第五条, its source the unit id (``GET /v1/entries/{id}``); anything else
+    by its title, its source the document and section."""
+    s = item.source
+    if s.kind == "rules" and s.clause is not None:
+        label = item.title if item.title.startswith("《") else f"《{item.title}》{clause_label(s.clause)}"
+        return label, f"rules:{item.id}"
+    return item.title, f"{s.kind}:{s.doc_id} · {s.section}"
 
 
 def render(a: Answer) -> None:
@@ -43,12 +55,15 @@ def render(a: Answer) -> None:
     if a.handoff:
         console.print(f"[red]{a.handoff.message}[/] (ticket {a.handoff.ticket_id})")
     for i, item in enumerate(a.answers, 1):
-        src = f"{item.source.kind}:{item.source.doc_id} · {item.source.section}"
+        title, src = card_heading(item)
         body = item.text if a.decision == "answer" and i == 1 else item.text[:80] + ("…" if len(item.text) > 80 else "")
+        shown = Text(body)  # the KB's text as it is: brackets in an answer are not console markup
+        if item.cites:  # the clauses an FAQ answer rests on, so they can be checked
+            shown.append("\n依据：" + "、".join(c.label for c in item.cites), style="dim")
         console.print(
             Panel(
-                body,
-                title=f"{i}. {item.title}",
+                shown,
+                title=f"{i}. {title}",
                 subtitle=f"{src} · score {item.score:.3f}",
                 title_align="left",
                 subtitle_align="right",

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 
 from eval.calibrate import (
+    ASK_ENDINGS,
+    ASK_OPENINGS,
     FOLDS,
+    UNIT_WEIGHT,
     _fold,
     calibrate,
     choose_thresholds,
@@ -17,11 +20,14 @@ from eval.calibrate import (
     dev_weight,
     kb_groups,
     operating_point,
+    shopper_queries,
+    unit_groups,
 )
 from eval.dataset import EvalItem
 from eval.metrics import Ranked
 from eval.runner import ItemResult
 from indexer.index import POOL_FEATURES
+from indexer.pseudo import UnitQuery, unit_queries
 from kb.errors import ConfigError
 from service.policy import FEATURES, Calibration, Features, decide
 from service.ranker import Group, Ranker
@@ -287,3 +293,59 @@ def test_dev_weight_balances_dev_against_the_kb(n_kb: int, n_dev: int, share: fl
 def test_dev_weight_refuses_an_empty_dev_set() -> None:
     with pytest.raises(ValueError, match="n_dev"):
         dev_weight(100, 0)
+
+
+# --- document units: pseudo-queries as training signal (#22) -----------------------------------------
+@pytest.mark.parametrize("how", ["first", "fragment", "shopper"])
+def test_unit_groups_search_each_clause_pseudo_query(tiny_answerer, how):
+    index = tiny_answerer.index
+    assert set(index.doc_units) == {"rules-return.1", "rules-return.2", "rules-return.3"}
+    groups = unit_groups(tiny_answerer, how, per_unit=2, weight=7.0, size=5)
+    n = len(unit_queries(index, "first" if how == "first" else "fragment", 2))
+    assert len(groups) == n >= len(index.doc_units)
+    for g in groups:
+        assert g.x.shape[1] == len(POOL_FEATURES) and g.weight == 7.0
+        assert g.relevant.sum() <= 1  # its own clause, if the pool holds it
+    assert sum(bool(g.relevant.any()) for g in groups) >= n // 2
+    assert unit_groups(tiny_answerer, how, per_unit=2, size=5)[0].weight == UNIT_WEIGHT
+
+
+def test_unit_groups_of_a_kb_without_documents_are_none(tiny_answerer):
+    tiny_answerer.index.doc_units = {}  # this test's own build (the fixture is per test)
+    assert unit_groups(tiny_answerer) == []
+
+
+def test_shopper_queries_reword_shorten_and_ask():
+    base = [UnitQuery("运费险赔付上限按退货实际运费计算", f"d.{i}") for i in range(60)]
+    got = shopper_queries(base, {"运费险": ["退运险"], "不存在": ["别的"]})
+    assert got == shopper_queries(base, {"运费险": ["退运险"], "不存在": ["别的"]})  # deterministic
+    assert [q.unit for q in got] == [q.unit for q in base]
+    assert any("退运险" in q.text for q in got) and any("运费险" in q.text for q in got)  # 70 %, not always
+    for q in got:
+        assert any(q.text.startswith(o) for o in ASK_OPENINGS) and any(q.text.endswith(e) for e in ASK_ENDINGS)
+    # never the whole fragment: a window of it, so some of its bigrams are missing
+    assert all("运费险赔付上限按退货实际运费计算" not in q.text for q in got)
+    assert shopper_queries(base, {}, seed=1) != shopper_queries(base, {}, seed=2)
+
+
+def test_cross_fitting_adds_the_units_to_every_fit_and_leaves_the_dev_weight(tiny_answerer, monkeypatch):
+    import eval.calibrate as cal_module
+
+    fits: list[list[Group]] = []
+
+    def fake_fit(groups):
+        fits.append(list(groups))
+        return Ranker(("dense",), (1.0,), (0.0,), (1.0,))
+
+    monkeypatch.setattr(cal_module, "fit_ranker", fake_fit)
+    items = _dev_items()
+    kb = kb_groups(tiny_answerer.index, size=5)
+    units = unit_groups(tiny_answerer, "fragment", per_unit=2, weight=9.0, size=5)
+    _, _, summary = cross_fit_ranker(tiny_answerer, items, kb, units=units)
+    dev = dev_groups(tiny_answerer, items)
+    assert summary["unit_queries"] == len(units) > 0 and summary["unit_weight"] == 9.0
+    assert summary["dev_weight"] == round(dev_weight(len(kb), len(dev)), 2)  # alternatives alone set it
+    assert len(fits) == FOLDS + 1
+    for fit in fits:
+        assert sum(g.weight == 9.0 and any(g is u for u in units) for g in fit) == len(units)
+    assert len(fits[-1]) == len(kb) + len(units) + len(dev)

@@ -97,10 +97,35 @@ def test_resolve_labels_renames_merged_entries(relevant: tuple[str, ...], expect
 
 
 def test_load_split_errors(tmp_path: Path):
-    with pytest.raises(KBError, match="unknown"):
+    with pytest.raises(KBError, match=r"unknown.*rules_test"):
         load_split("train")
     with pytest.raises(KBError, match="no eval split"):
         load_split("dev", data_dir=tmp_path)
+    with pytest.raises(KBError, match=r"rules_dev\.jsonl"):
+        load_split("rules_dev", data_dir=tmp_path)
+
+
+def test_rules_splits_load_by_name_and_stay_out_of_all(tmp_path: Path):
+    (tmp_path / "rules_dev.jsonl").write_text(_line(id="R1", relevant=["rules-return.5"]) + "\n", "utf-8")
+    [it] = load_split("rules_dev", data_dir=tmp_path)
+    assert it.id == "R1" and it.relevant == ("rules-return.5",)
+    (tmp_path / "dev.jsonl").write_text(_line(id="q1") + "\n", "utf-8")
+    (tmp_path / "test.jsonl").write_text(_line(id="q2") + "\n", "utf-8")
+    assert [i.id for i in load_split("all", data_dir=tmp_path)] == ["q1", "q2"]  # the FAQ splits only
+
+
+def test_bundled_rules_slice_names_clauses_of_the_bundled_kb(bundled_kb):
+    """Counts and ids only: the test split's queries are never shown."""
+    from indexer.chunking import units_of
+
+    clauses = {u for u, unit in units_of(bundled_kb).items() if unit.clause is not None}
+    dev, test = load_split("rules_dev"), load_split("rules_test")
+    assert len(dev) + len(test) >= 120 and len(dev) > 0 and len(test) > 0
+    ids = [i.id for i in dev + test]
+    assert len(ids) == len(set(ids))
+    unknown = sum(1 for it in dev + test for r in it.relevant if r not in clauses)
+    assert unknown == 0, f"{unknown} labels name no clause of the bundled KB"
+    assert all(it.expect == "answer" and it.relevant for it in dev + test)
 
 
 def test_write_split_round_trips(tmp_path: Path):

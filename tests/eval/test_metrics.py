@@ -116,3 +116,12 @@ def test_percentile():
     assert percentile([10, 20, 30, 40, 50], 95) == pytest.approx(48.0)
     assert percentile([7], 99) == 7.0
     assert percentile([], 50) == 0.0
+
+
+def test_a_clause_label_is_hit_by_that_clause_only():
+    """Rules-slice labels name a clause unit (doc.5): another clause of the same document, or an
+    FAQ entry on the topic, is a miss; a label naming the whole document is hit by any of its clauses."""
+    ranking = [Ranked("refund-seven-day", "refund-seven-day"), Ranked("rules-return.4", "rules-return")]
+    assert hit_at(ranking, ["rules-return.5"], 3) == 0.0
+    assert mrr_at([*ranking, Ranked("rules-return.5", "rules-return")], ["rules-return.5"]) == pytest.approx(1 / 3)
+    assert hit_at(ranking, ["rules-return"], 2) == 1.0 and hit_at(ranking, ["rules-return"], 1) == 0.0

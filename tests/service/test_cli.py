@@ -225,3 +225,59 @@ def test_serve_on_a_busy_port_exits_2_before_announcing(runner: CliRunner, env):
     assert r.exit_code == 2
     assert "serving on" not in r.stdout
     assert f"127.0.0.1:{port}" in r.output and "--port" in r.output
+
+
+def _card(answer, monkeypatch: pytest.MonkeyPatch) -> str:
+    from rich.console import Console
+
+    import service.cli
+
+    out = Console(record=True, width=120)
+    monkeypatch.setattr(service.cli, "console", out)
+    service.cli.render(answer)
+    return out.export_text()
+
+
+def test_card_names_a_clause_and_the_clauses_an_faq_answer_cites(monkeypatch: pytest.MonkeyPatch):
+    from service.schemas import Answer, AnswerItem, Cite, SourceRef
+
+    clause = AnswerItem(
+        id="rules-seven-day-return.5",
+        title="《七天无理由退货规范》第五条",
+        text="第五条 买家应在签收次日起七日内提出申请。",
+        score=0.91,
+        source=SourceRef(
+            doc_id="rules-seven-day-return", section="七天无理由退货规范 > 第五条", kind="rules", clause=5
+        ),
+    )
+    cite = Cite(
+        id="rules-seven-day-return.5",
+        doc_id="rules-seven-day-return",
+        title="七天无理由退货规范",
+        clause=5,
+        label="《七天无理由退货规范》第五条",
+    )
+    faq = AnswerItem(
+        id="refund-seven-day",
+        title="七天无理由退货怎么算？",
+        text="自签收次日起算七天 [以页面为准]。" * 8,  # long: shown cut as a runner-up, the cites still shown
+        score=0.88,
+        source=SourceRef(doc_id="refund-seven-day", section="退货退款", kind="faq"),
+        cites=[
+            cite,
+            cite.model_copy(
+                update={"id": "rules-seven-day-return.8", "clause": 8, "label": "《七天无理由退货规范》第八条"}
+            ),
+        ],
+    )
+    base = {"query": "q", "normalized_query": "q", "decision": "answer", "session_id": "S1", "elapsed_ms": 1.0}
+    text = _card(Answer(**base, answers=[clause, faq]), monkeypatch)
+    assert "1. 《七天无理由退货规范》第五条" in text  # the clause named as it is cited
+    assert "rules:rules-seven-day-return.5" in text  # its id, for GET /v1/entries/{id}
+    assert "依据：《七天无理由退货规范》第五条、《七天无理由退货规范》第八条" in text
+    assert "[以页面为准]" in text  # the KB's brackets are text, not console markup
+    text = _card(Answer(**base, answers=[faq]), monkeypatch)  # the FAQ answer first, shown whole
+    assert text.count("依据：") == 1 and "2." not in text
+    # a clause whose title is the document's alone (a build without units.json) still gets its label
+    bare = clause.model_copy(update={"title": "七天无理由退货规范"})
+    assert "1. 《七天无理由退货规范》第五条" in _card(Answer(**base, answers=[bare]), monkeypatch)

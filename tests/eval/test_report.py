@@ -1,0 +1,36 @@
+"""The eval report's rules slice (#22): a table of clause hits by split."""
+
+from __future__ import annotations
+
+from eval.dataset import EvalItem
+from eval.report import rules_markdown, write_report
+from eval.runner import evaluate
+
+
+def _items(prefix: str) -> list[EvalItem]:
+    return [
+        EvalItem(f"{prefix}1", "无理由退货的运费由谁承担", ("rules-return.3",), "answer", None, (), "退货退款"),
+        EvalItem(f"{prefix}2", "签收后几天内可以申请无理由退货", ("rules-return.2",), "answer", None, (), "退货退款"),
+    ]
+
+
+def test_rules_table_has_a_row_per_split_and_the_targets():
+    m = {"retrieval": {"n": 88, "hit@1": 0.5, "hit@3": 0.75, "mrr@10": 0.6}, "decisions": {"coverage": 0.9}}
+    table = "\n".join(rules_markdown({"dev": m}))
+    assert "| dev | 88 | 0.500 | 0.750 | 0.600 | 0.900 | – |" in table
+    assert "| target (test) |  | >= 0.80 | >= 0.95 |" in table
+
+
+def test_report_shows_the_rules_slice_measured_by_the_runner(tiny_answerer, tmp_path):
+    faq = [EvalItem("q1", "七天无理由退货", ("refund-seven-day",), "answer", None, (), "退货退款")]
+    run = evaluate(tiny_answerer, faq).metrics
+    rules = {"dev": evaluate(tiny_answerer, _items("d")).metrics, "test": evaluate(tiny_answerer, _items("t")).metrics}
+    assert rules["dev"]["retrieval"]["n"] == 2
+    manifest = tiny_answerer.index.manifest.model_dump()
+    ind = {"in_scope": 1, "above_0.5": 0, "share_above_0.5": 0.0, "mean_max_jaccard": 0.1}
+    text = write_report(run, run, {}, [], ind, manifest, tmp_path, rules=rules).read_text("utf-8")
+    assert "## Rules slice: clauses as answers" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| dev | 2 |", "| test | 2 |"))]
+    assert len(rows) == 2
+    text = write_report(run, run, {}, [], ind, manifest, tmp_path).read_text("utf-8")
+    assert "Not measured: no `rules_dev.jsonl`" in text
