@@ -39,7 +39,9 @@ from kb.errors import ConfigError, IndexStateError
 SHOP_ID = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,79}$")  # indexer.build.new_build_id's shape
 MAX_SHOP_ROWS = 16_384  # Milvus's largest search limit: the dense pass asks for every row of a shop
-DEFAULT_FAISS_CACHE = 512  # (shop, build) indexes kept open by the FAISS backend
+# (shop, build) row sets kept by the FAISS backend for ``search`` and ``count``; a serving process
+# reads a shop's rows once with ``fetch`` and keeps them with the shop (service/shops_answer.py)
+DEFAULT_FAISS_CACHE = 32
 
 
 class VectorStoreKind(StrEnum):
@@ -72,6 +74,22 @@ def check_build_id(build: str) -> str:
     return build
 
 
+def in_row_order(shop: str, build: str, kind: str, ids: np.ndarray, vectors: np.ndarray, rows: int) -> np.ndarray:
+    """``vectors[i]`` (row ``ids[i]``) placed at index ``ids[i]``: every row 0..rows-1 exactly once, or an
+    IndexStateError saying to rebuild the shop."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if ids.shape != (rows,) or (rows and not np.array_equal(np.sort(ids), np.arange(rows))):
+        raise IndexStateError(
+            f"shop {shop}: the {kind} store holds {ids.size} rows of build {build}, the build has {rows}; "
+            f"run `kefu shops rebuild {shop}`"
+        )
+    if rows and np.array_equal(ids, np.arange(rows)):
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+    out = np.empty((rows, vectors.shape[1]), dtype=np.float32)
+    out[ids] = vectors
+    return out
+
+
 def as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
     """``vectors`` as a C-contiguous float32 [n, dim] matrix (one row is promoted), or a ConfigError."""
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -98,6 +116,14 @@ class VectorStore(Protocol):
     def search(self, shop: str, build: str, queries: np.ndarray, k: int) -> list[list[VectorHit]]:
         """The ``k`` nearest rows of (shop, build) to each query row, best first (only that build's rows)."""
 
+    def fetch(self, shop: str, build: str, rows: int) -> np.ndarray:
+        """Every row of (shop, build) as a float32 [rows, dim] matrix, row i at index i, in one read;
+        IndexStateError when the store does not hold exactly rows 0..rows-1 of that build."""
+
+    def holds(self, shop: str, build: str, rows: int) -> bool:
+        """Whether the store holds every row 0..rows-1 of (shop, build) (point reads on Milvus: a
+        count there is a filtered scan of the whole collection)."""
+
     def flush(self) -> None:
         """Make what was written fast to search (Milvus seals its growing segments; FAISS: nothing)."""
 
@@ -106,6 +132,10 @@ class VectorStore(Protocol):
 
     def delete(self, shop: str, keep: Sequence[str] = ()) -> None:
         """Drop the shop's rows of every build not in ``keep`` (all of them by default)."""
+
+    def drop(self, shop: str, build: str, rows: int) -> None:
+        """Drop rows 0..rows-1 of (shop, build), by key: what a rebuild does with the build it no
+        longer keeps (``delete`` filters on the shop, a scan of the whole collection on Milvus Lite)."""
 
     def close(self) -> None: ...
 
@@ -220,6 +250,22 @@ class FaissVectorStore:
             out.append([VectorHit(int(rows.ids[j]), float(row_scores[j]), r) for r, j in enumerate(top.tolist())])
         return out
 
+    def fetch(self, shop: str, build: str, rows: int) -> np.ndarray:
+        """The build's rows from the LRU or its file; a file read here is not added to the LRU (the
+        caller keeps the matrix as long as it needs it)."""
+        with self._lock:
+            cached = self._open.get((shop, build))
+        if cached is None:
+            index = self._read(shop, build)
+            cached = _Rows.of(index) if index is not None else _Rows(np.zeros(0, np.int64), np.zeros((0, self.dim)))
+        return in_row_order(shop, build, self.kind.value, cached.ids, cached.vectors, rows)
+
+    def holds(self, shop: str, build: str, rows: int) -> bool:
+        got = self._rows(shop, build)
+        if got is None:
+            return rows == 0
+        return bool(np.array_equal(np.sort(got.ids), np.arange(rows)))
+
     def flush(self) -> None:
         """Nothing to do: each upsert wrote its file."""
 
@@ -243,6 +289,11 @@ class FaissVectorStore:
         folder = self.root / shop
         if not kept and folder.is_dir():
             shutil.rmtree(folder, ignore_errors=True)
+
+    def drop(self, shop: str, build: str, rows: int) -> None:
+        self._path(shop, build).unlink(missing_ok=True)
+        with self._lock:
+            self._open.pop((shop, build), None)
 
     def close(self) -> None:
         with self._lock:

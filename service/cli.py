@@ -99,11 +99,19 @@ def ask(
         None, "--history", help="JSON file: the conversation so far, [{role: customer|agent, text}, …] oldest first"
     ),
     record: bool = typer.Option(False, "--record", help="open a handoff ticket as the server would (off: try only)"),
+    shop: str | None = typer.Option(
+        None, "--shop", help="answer in this shop's chat: its KB with the platform help center (`kefu shops list`)"
+    ),
 ) -> None:
     """Answer one question (or a stream of them with `-`: one query per line, or one JSON request
     per line as the API takes it, history included)."""
     turns = read_history(history) if history is not None else None
-    answerer = _answerer(ctx, record)
+    if shop is not None:
+        from service.shops_cli import shop_asker
+
+        answerer = shop_asker(ctx, shop, record)
+    else:
+        answerer = _answerer(ctx, record)
     if query == "-":
         for line in sys.stdin:
             q = line.rstrip("\n")

@@ -30,7 +30,8 @@ import numpy as np
 
 from indexer.build import ProgressFn, build_and_swap
 from indexer.encoder import Encoder
-from indexer.store import IndexStore
+from indexer.index import Index
+from indexer.store import BuildInfo, IndexStore
 from indexer.vectorstore import (
     MAX_SHOP_ROWS,
     VectorStore,
@@ -38,6 +39,7 @@ from indexer.vectorstore import (
     check_shop_id,
     open_vector_store,
 )
+from indexer.vectorstore_index import PACK_FILE, StoreIndex, sorted_terms, write_pack
 from kb.errors import ConfigError, IndexStateError, KBError, NotFoundError
 from kb.loader import load_kb
 from kb.settings import Settings
@@ -191,6 +193,20 @@ class ShopRegistry:
         return str(row[0])
 
 
+def _rows_of(build: BuildInfo) -> int | None:
+    """The vector count a kept build's manifest states, or None when it has no readable manifest."""
+    return None if build.manifest is None else build.manifest.counts.get("vectors")
+
+
+def write_shop_pack(index: Index, folder: Path) -> Path:
+    """The build's ``shop.pack`` (``indexer.vectorstore_index``) with the speller's character-pair
+    counts of its texts, so a serving process builds neither at load."""
+    from service.speller import Speller
+
+    pairs, counts = sorted_terms(Speller(index.norm_texts).pairs)
+    return write_pack(index, folder, {"speller_pairs": pairs, "speller_counts": counts.astype(np.int32)})
+
+
 def load_shop_kb(shop: str, path: Path):  # type: ignore[no-untyped-def]
     """The shop's KB as ``kefu kb check`` reads it; one KBError naming the shop when it fails."""
     try:
@@ -227,7 +243,6 @@ class Shops:
                 dim,
                 root=self.settings.index_home / "vectors",
                 milvus_uri=self.settings.milvus_uri or str(self.settings.index_home / "milvus.db"),
-                cache=self.settings.shop_cache,
             )
             store.warm_up()
             self._store = store
@@ -278,6 +293,7 @@ class Shops:
         kb = load_shop_kb(shop, kb_path)
         encoder = self._encoder()
         istore = self.index_store(shop)
+        kept_before = {b.build_id: _rows_of(b) for b in istore.list()}
         summary = build_and_swap(
             kb,
             encoder,
@@ -294,7 +310,10 @@ class Shops:
                 "as the platform KB (`kefu build`)"
             )
         store = self.store(encoder.dim)
-        if store.count(shop, summary.build_id) != summary.vectors:  # unchanged builds are already stored
+        folder = Path(summary.path)
+        if not summary.unchanged or not (folder / PACK_FILE).is_file():  # before the registry names the build
+            write_shop_pack(StoreIndex.open(folder, store, shop, encoder.model_id), folder)
+        if not store.holds(shop, summary.build_id, summary.vectors):  # unchanged builds are already stored
             vectors = np.load(Path(summary.path) / "vectors.npy", allow_pickle=False)
             store.upsert(shop, summary.build_id, range(vectors.shape[0]), vectors)
             store.flush()
@@ -315,7 +334,7 @@ class Shops:
             )
         )
         # only now that the registry serves the new build: drop vectors of builds no longer kept
-        store.delete(shop, keep=[b.build_id for b in istore.list()])
+        self._drop_builds(store, shop, kept_before, {b.build_id for b in istore.list()})
         return ShopBuild(
             shop,
             summary.build_id,
@@ -326,6 +345,17 @@ class Shops:
             summary.calibration,
             self.kind.value,
         )
+
+    @staticmethod
+    def _drop_builds(store: VectorStore, shop: str, before: dict[str, int | None], kept: set[str]) -> None:
+        """Drop the vectors of the builds in ``before`` that are not ``kept``: by key when their
+        row count is known (a point delete), else with a delete filtered on the shop."""
+        gone = {b: rows for b, rows in before.items() if b not in kept}
+        if any(rows is None for rows in gone.values()):
+            store.delete(shop, keep=sorted(kept))
+            return
+        for build_id, rows in gone.items():
+            store.drop(shop, build_id, rows or 0)
 
     def rollback(self, shop: str, build_id: str | None = None) -> str:
         """Serve the shop's previous kept build (or ``build_id``) again."""
@@ -340,7 +370,7 @@ class Shops:
         target = next((b for b in kept if b.build_id == build_id), None)
         if target is None or target.manifest is None:
             raise NotFoundError(f"shop {shop} has no build {build_id!r}; kept: {', '.join(b.build_id for b in kept)}")
-        if self.store(rec.dim).count(shop, build_id) != target.manifest.counts.get("vectors"):
+        if not self.store(rec.dim).holds(shop, build_id, target.manifest.counts.get("vectors", 0)):
             raise IndexStateError(f"shop {shop}: build {build_id} has no vectors in the {self.kind} store; rebuild it")
         istore.set_current(build_id)
         m = target.manifest

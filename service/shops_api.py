@@ -19,7 +19,7 @@ from service.answerer import Answerer
 from service.runtime import Runtime, order_webhook
 from service.schemas import Answer, AnswerRequest
 from service.shops import Shops
-from service.shops_answer import ShopDesk
+from service.shops_answer import ShopDesk, shop_capacity
 from service.shops_tickets import RoutedTicket, ShopTickets
 
 log = logging.getLogger("kefu.shops")
@@ -37,6 +37,7 @@ class ShopsState:
         self.tickets: ShopTickets | None = None
         self.not_ready: str | None = "starting"
         self._lock = threading.Lock()
+        self._preload: threading.Thread | None = None
 
     def start(self, runtime: Runtime, encode: Callable[[Sequence[str]], np.ndarray]) -> None:
         """Build the desk; connect the vector store now when there are shops to serve (a Milvus URI
@@ -47,7 +48,7 @@ class ShopsState:
             self.shops,
             encode,
             self.tickets,
-            capacity=self.settings.shop_cache,
+            capacity=shop_capacity(self.settings),
             webhook=order_webhook(self.settings),
             model_id=runtime.encoder.model_id,
             dim=runtime.encoder.dim,
@@ -74,9 +75,28 @@ class ShopsState:
                 except KefuError as exc:
                     self.not_ready = str(exc)
                     raise
+        if self._preload is None:
+            self._start_preload(desk, platform)
         return desk.answer(
             platform, req.query, req.shop, session_id=req.session_id, top_k=req.top_k, history=req.history
         )
+
+    def _start_preload(self, desk: ShopDesk, platform: Answerer) -> None:
+        """Load the other shops in the background (``ShopDesk.preload``, paced), from the first
+        question to a shop on: it needs the served platform answerer the shops answer beside."""
+        with self._lock:
+            if self._preload is not None:
+                return
+
+            def run() -> None:
+                try:
+                    n = desk.preload(platform)
+                    log.info("preloaded %d shops (%.0f MB)", n, desk.loaded_bytes() / 2**20)
+                except Exception as exc:  # a background warm-up never takes the server down
+                    log.warning("preloading shops stopped: %s", exc)
+
+            self._preload = threading.Thread(target=run, name="kefu-shops-preload", daemon=True)
+            self._preload.start()
 
     def admin_scope(self, authorization: str) -> str | None:
         """``GLOBAL`` (None) for the global admin token, the shop's id for a shop's token; else a

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from kb.clikit import console, edge, settings_of
+from service.schemas import Answer, HistoryTurn
 from service.shops import ShopBuild, Shops
+
+if TYPE_CHECKING:
+    from service.answerer import Answerer
+    from service.shops_answer import ShopDesk
 
 shops_app = typer.Typer(
     help="Shops: knowledge bases of their own, searched together with the platform help center.",
@@ -19,6 +26,48 @@ shops_app = typer.Typer(
 
 def _shops(ctx: typer.Context) -> Shops:
     return Shops(settings_of(ctx))
+
+
+class ShopAsker:
+    """``kefu ask --shop SHOP``: answers as the shop's chat does (its KB with the platform help
+    center, ``ShopDesk``), with the ``answer`` of an ``Answerer``."""
+
+    def __init__(self, desk: ShopDesk, platform: Answerer, shop: str) -> None:
+        self.desk, self.platform, self.shop = desk, platform, shop
+
+    def answer(
+        self,
+        query: str,
+        session_id: str | None = None,
+        top_k: int | None = None,
+        history: Sequence[HistoryTurn] | None = None,
+    ) -> Answer:
+        return self.desk.answer(self.platform, query, self.shop, session_id=session_id, top_k=top_k, history=history)
+
+
+def shop_asker(ctx: typer.Context, shop: str, record: bool) -> ShopAsker:
+    """The shop's answerer for ``kefu ask``; an unknown or unsafe shop fails here, before any
+    question. With ``record`` False its handoffs open no ticket, as for the platform."""
+    from service.runtime import Runtime, order_webhook
+    from service.shops_answer import ShopDesk
+    from service.shops_tickets import ShopTickets
+
+    settings = settings_of(ctx)
+    shops = Shops(settings)
+    shops.registry.require(shop)
+    rt = Runtime.create(settings)
+    shops.encoder = rt.encoder
+    desk = ShopDesk(
+        shops,
+        rt.encoder.encode_queries,
+        ShopTickets(rt.tickets) if record else None,
+        capacity=1,
+        webhook=order_webhook(settings) if record else None,
+        model_id=rt.encoder.model_id,
+        dim=rt.encoder.dim,
+    )
+    desk.warm_up()
+    return ShopAsker(desk, rt.answerer(), shop)
 
 
 def _built(shops: Shops, verb: str, run) -> ShopBuild:  # type: ignore[no-untyped-def]

@@ -165,3 +165,36 @@ def test_safe_slugs(shop: str) -> None:
 def test_unsafe_slugs(shop: str) -> None:
     with pytest.raises(ConfigError):
         check_shop_id(shop)
+
+
+def test_fetch_returns_every_row_in_row_order(store: VectorStore) -> None:
+    x = unit_rows(30, 9)
+    order = list(range(30))[::-1]  # written in another order than the rows
+    store.upsert("s1", "b1", order, x[order])
+    store.flush()
+    got = store.fetch("s1", "b1", 30)
+    assert got.shape == (30, DIM) and got.dtype == np.float32
+    assert np.array_equal(got, x)  # the stored float32 values, exactly
+    store.upsert("s2", "b1", list(range(5)), x[:5])
+    with pytest.raises(IndexStateError, match="kefu shops rebuild s2"):
+        store.fetch("s2", "b1", 6)  # a row missing from the store
+    with pytest.raises(IndexStateError, match="holds 0 rows"):
+        store.fetch("s3", "b1", 4)
+    assert store.fetch("s3", "b1", 0).shape[0] == 0
+
+
+def test_holds_every_row_of_a_build(store: VectorStore) -> None:
+    store.upsert("s1", "b1", list(range(8)), unit_rows(8, 10))
+    assert store.holds("s1", "b1", 8)
+    assert not store.holds("s1", "b1", 9) and not store.holds("s1", "b2", 8)
+    assert store.holds("s9", "b1", 0)
+
+
+def test_drop_one_build_by_key(store: VectorStore) -> None:
+    x = unit_rows(6, 11)
+    store.upsert("s1", "b1", list(range(6)), x)
+    store.upsert("s1", "b2", list(range(6)), x)
+    store.upsert("s2", "b1", list(range(6)), x)
+    store.drop("s1", "b1", 6)
+    assert store.count("s1", "b1") == 0 and store.holds("s1", "b2", 6) and store.holds("s2", "b1", 6)
+    store.drop("s1", "b9", 3)  # nothing there: nothing to do

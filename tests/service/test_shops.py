@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -336,5 +338,130 @@ def test_cli_add_list_token_remove(env: Settings, runner, tmp_path: Path, monkey
     assert r.exit_code == 6 and "no shop 'ghost'" in r.output
     r = runner.invoke(app, ["handoffs", "list", "--shop", "acme"])
     assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ask", "--shop", "acme", "--json", "跑鞋5号有没有赠品？"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output)
+    assert got["answers"][0]["id"] == "acme-5" and got["answers"][0]["source"]["owner"] == "shop"
+    assert got["trace"]["shop"] == "acme"
+    r = runner.invoke(app, ["ask", "--shop", "acme", "-"], input="七天无理由退货需要满足什么条件？\n转人工\n")
+    assert r.exit_code == 0 and r.output.splitlines()[1].startswith("handoff\tuser_requested"), r.output
+    r = runner.invoke(app, ["ask", "--shop", "ghost", "多久发货"])
+    assert r.exit_code == 6 and "no shop 'ghost'" in r.output
+    r = runner.invoke(app, ["ask", "--shop", "Bad Shop", "多久发货"])
+    assert r.exit_code == 2 and "safe slug" in r.output
     r = runner.invoke(app, ["shops", "remove", "acme"])
     assert r.exit_code == 0 and "removed" in r.output
+
+
+# --- loading a shop: the pack, shared anchors, the memory-bounded LRU -------------------------------------
+def test_pack_loads_the_same_index_as_the_json_files(shops: Shops, desk, tmp_path: Path) -> None:
+    from indexer.vectorstore_index import PACK_FILE, StoreIndex, read_pack
+    from service.shops_answer import PackedSpeller
+    from service.speller import Speller
+
+    d, platform = desk
+    shops.add("acme", write_shop_kb(tmp_path / "acme", "acme", "跑鞋"))
+    rec = shops.registry.require("acme")
+    folder = shops.folder(rec)
+    assert (folder / PACK_FILE).is_file()  # written with the build, before the registry named it
+    store = shops.store(rec.dim)
+    slow = StoreIndex.open(folder, store, "acme")
+    pack = read_pack(folder)
+    assert pack is not None
+    fast = StoreIndex.from_pack(pack, folder, store, "acme")
+    assert fast.chunks == slow.chunks and fast.entries == slow.entries and fast.doc_units == slow.doc_units
+    assert fast.manifest == slow.manifest and fast.anchor_labels == slow.anchor_labels
+    assert np.array_equal(fast.anchors, slow.anchors)
+    rng = np.random.default_rng(3)
+    queries = ["跑鞋5号有没有赠品", "请问跑鞋12号怎么保养呢", "多久发货", "发票", "xyz", "", "跑"]
+    for q in queries:
+        assert np.allclose(fast.lexical.scores(q), slow.lexical.scores(q), rtol=0, atol=1e-12)
+        a, b = fast.lexical_evidence(q), slow.lexical_evidence(q)
+        for field in ("bm25", "unit", "rank", "cover_rows", "cover_unit", "jaccard"):
+            assert np.allclose(getattr(a, field), getattr(b, field), rtol=0, atol=1e-12), (q, field)
+        qvec = rng.normal(size=rec.dim).astype(np.float32)
+        pa, pb = fast.candidate_pool(qvec, q, 10), slow.candidate_pool(qvec, q, 10)
+        assert [u.unit_id for u in pa.units] == [u.unit_id for u in pb.units]
+        assert np.allclose(pa.x, pb.x, rtol=0, atol=1e-6)
+    texts = slow.norm_texts
+    packed = PackedSpeller(pack.extras["speller_pairs"], pack.extras["speller_counts"], frozenset({"保养"}))
+    plain = Speller(texts, ["保养"])
+    assert packed._after == plain._after and packed._before == plain._before
+    for text in ["跑鞋5号怎么保养", "跑鞋5号怎么保痒", "多久发活", "能不能开发漂", *texts[:20]]:
+        assert packed.correct(text) == plain.correct(text), text
+    # the desk answers the same from the pack as from the JSON files
+    first = d.answer(platform, "跑鞋5号有没有赠品？", "acme")
+    whole = (folder / PACK_FILE).read_bytes()
+    (folder / PACK_FILE).write_bytes(whole[: len(whole) // 2])  # truncated: loaded the slow way, rewritten
+    assert read_pack(folder) is None
+    d._loaded.clear()
+    d.answer(platform, "跑鞋5号有没有赠品？", "acme")
+    assert (folder / PACK_FILE).read_bytes() == whole
+    (folder / PACK_FILE).write_bytes(b"not a pack")  # a foreign file: the same
+    d._loaded.clear()
+    again = d.answer(platform, "跑鞋5号有没有赠品？", "acme")
+    assert read_pack(folder) is not None
+    assert [(i.id, round(i.score, 6)) for i in again.answers] == [(i.id, round(i.score, 6)) for i in first.answers]
+    assert again.decision == first.decision and again.trace["confidence"] == first.trace["confidence"]
+
+
+def test_anchors_are_shared_and_the_lru_holds_what_its_budget_allows(shops: Shops, desk, tmp_path: Path) -> None:
+    d, platform = desk
+    ids = add_shops(shops, tmp_path, 5)
+    d.capacity = None
+    for shop in ids:
+        d.answer(platform, "多久发货", shop)
+    loaded = [d._loaded[s].answerer.index for s in ids]
+    assert all(ix.anchors is loaded[0].anchors for ix in loaded)  # one copy for every shop
+    each = max(v.nbytes for v in d._loaded.values())
+    assert d.loaded_bytes() == sum(v.nbytes for v in d._loaded.values())
+    d.budget = 2 * each + each // 2
+    d._loaded.clear()
+    d._bytes = 0
+    for shop in ids:
+        d.answer(platform, "多久发货", shop)
+    assert d.loaded() == 2 and d.loaded_bytes() <= d.budget
+    assert list(d._loaded) == ids[-2:]  # the least recently asked went first
+    d.budget = 1  # below one shop: the shop being asked still answers
+    assert d.answer(platform, "跑鞋1号多久发货？", "shop-0").decision in ("answer", "clarify", "handoff")
+    assert d.loaded() == 1
+
+
+def test_shop_capacity_is_kefu_shop_cache_only_when_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from service.shops_answer import memory_budget, shop_capacity
+
+    monkeypatch.delenv("KEFU_SHOP_CACHE", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env here
+    assert shop_capacity(Settings().with_overrides(data_dir=tmp_path)) is None
+    assert shop_capacity(Settings(shop_cache=40)) == 40
+    monkeypatch.setenv("KEFU_SHOP_CACHE", "256")
+    assert shop_capacity(Settings().with_overrides(data_dir=tmp_path)) == 256
+    assert 0 < memory_budget() <= 2 << 30
+
+
+def test_preload_fills_the_lru_up_to_its_bounds(shops: Shops, desk, tmp_path: Path) -> None:
+    d, platform = desk
+    ids = add_shops(shops, tmp_path, 5)
+    d.capacity = 3
+    assert d.preload(platform, pace=0) == 3 and d.loaded() == 3
+    d.capacity = None
+    assert d.preload(platform, pace=0) == 2 and set(d._loaded) == set(ids)
+    assert d.preload(platform, pace=0) == 0  # nothing left to load
+    shops.rebuild("shop-1", force=True)
+    assert d.preload(platform, pace=0) == 1  # the rebuilt shop's new build
+    stop = threading.Event()
+    stop.set()
+    d._loaded.clear()
+    assert d.preload(platform, stop=stop) == 0
+
+
+def test_a_rebuild_drops_only_the_build_no_longer_kept(shops: Shops, tmp_path: Path) -> None:
+    kb = write_shop_kb(tmp_path / "acme", "acme", "跑鞋")
+    first = shops.add("acme", kb).build_id
+    second = shops.rebuild("acme", force=True).build_id
+    shops.add("bobo", write_shop_kb(tmp_path / "bobo", "bobo", "茶叶"))
+    third = shops.rebuild("acme", force=True).build_id
+    store = shops.store(shops.registry.require("acme").dim)
+    assert store.count("acme", first) == 0  # two builds are kept: the serving one and the one before
+    assert store.holds("acme", second, ENTRIES * 4) and store.holds("acme", third, ENTRIES * 4)
+    assert store.count("bobo") == ENTRIES * 4
