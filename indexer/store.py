@@ -24,6 +24,7 @@ from pathlib import Path
 
 from indexer.index import Index, Manifest
 from kb.errors import BuildInProgressError, IndexMissingError, IndexStateError, NotFoundError
+from kb.locks import exclusive
 
 
 @dataclass(frozen=True)
@@ -75,33 +76,16 @@ class IndexStore:
         """Exclusive while a build runs: a second build on the same home would remove the first
         one's unfinished folder (``new_tmp`` clears leftovers). The lock is the kernel's, so it
         goes with a crashed process."""
-        try:
-            import fcntl
-        except ImportError:  # not POSIX: no lock, as before
-            yield
-            return
         self.home.mkdir(parents=True, exist_ok=True)
-        path = self.home / ".build.lock"
-        with path.open("a+", encoding="utf-8") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                f.seek(0)
-                holder = f.read().strip() or "another process"
-                raise BuildInProgressError(
-                    f"another build is running on {self.home} ({holder}); wait for it to finish, then run "
-                    "`kefu build` again if the KB changed meanwhile"
-                ) from None
-            f.seek(0)
-            f.truncate()
-            f.write(f"pid {os.getpid()}")
-            f.flush()
-            try:
-                yield
-            finally:
-                f.seek(0)
-                f.truncate()
-                fcntl.flock(f, fcntl.LOCK_UN)
+
+        def busy(holder: str) -> BuildInProgressError:
+            return BuildInProgressError(
+                f"another build is running on {self.home} ({holder}); wait for it to finish, then run "
+                "`kefu build` again if the KB changed meanwhile"
+            )
+
+        with exclusive(self.home / ".build.lock", busy):
+            yield
 
     def new_tmp(self, build_id: str) -> Path:
         self.builds.mkdir(parents=True, exist_ok=True)

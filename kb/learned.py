@@ -42,6 +42,7 @@ import yaml
 
 from kb.errors import ConfigError, KBError, NotFoundError
 from kb.loader import DRAFTS, JOURNAL, LEARNED, SIDECAR, question_key
+from kb.locks import exclusive
 from kb.schema import MIN_ALT, KnowledgeBase
 
 Action = Literal["attach", "out_of_scope", "new_entry", "dismiss", "confirm"]
@@ -203,33 +204,14 @@ def atomic_write(path: Path, text: str | None) -> None:
 @contextlib.contextmanager
 def kb_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
     """Exclusive per KB folder across processes (the kernel's lock: it goes with a crashed process)."""
-    import fcntl
 
-    path = root / LOCK
-    with path.open("a+", encoding="utf-8") as f:
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    f.seek(0)
-                    holder = f.read().strip() or "another process"
-                    raise ConfigError(
-                        f"the knowledge base {root} is busy ({holder}, e.g. `kefu learn`); try again when it is done"
-                    ) from None
-                time.sleep(0.1)
-        f.seek(0)
-        f.truncate()
-        f.write(f"pid {os.getpid()}")
-        f.flush()
-        try:
-            yield
-        finally:
-            f.seek(0)
-            f.truncate()
-            fcntl.flock(f, fcntl.LOCK_UN)
+    def busy(holder: str) -> ConfigError:
+        return ConfigError(
+            f"the knowledge base {root} is busy ({holder}, e.g. `kefu learn`); try again when it is done"
+        )
+
+    with exclusive(root / LOCK, busy, wait_s):
+        yield
 
 
 # --- the journal ---------------------------------------------------------------------------------
