@@ -9,11 +9,8 @@ Documents, and the float32 reference, still load the model on first use.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from indexer.encoders.base import Profile
-from indexer.encoders.library import SentenceTransformerModel
 from indexer.encoders.onnx_graph import OnnxEncoder
 from indexer.model.onnx_query import StandaloneTokenizer, load_standalone
 
@@ -21,18 +18,7 @@ from indexer.model.onnx_query import StandaloneTokenizer, load_standalone
 class StandaloneOnnxEncoder(OnnxEncoder):
     """``OnnxEncoder`` with its graph and tokenizer from the sidecar: the same vectors, no model."""
 
-    def __init__(
-        self,
-        model: SentenceTransformerModel,
-        model_id: str,
-        profile: Profile,
-        batch_size: int = 32,
-        *,
-        cache: Path,
-        int8: bool,
-    ) -> None:
-        super().__init__(model, model_id, profile, batch_size, cache=cache, int8=int8)
-        self._tokenizer: StandaloneTokenizer | None = None
+    _tokenizer: StandaloneTokenizer | None = None  # set by prepare()
 
     def prepare(self) -> bool:
         """Load the graph and tokenizer named by a valid sidecar and check them against its probe
