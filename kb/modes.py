@@ -56,3 +56,15 @@ class IndexKind(_Mode):
     @classmethod
     def _setting(cls) -> str:
         return "index kind"
+
+
+class QueryRuntime(_Mode):
+    """Where queries are encoded (``KEFU_QUERY_RUNTIME``): an exported ONNX Runtime graph, or the
+    model in torch; onnx falls back to torch when a model cannot be exported (``indexer.encoders``)."""
+
+    ONNX = "onnx"
+    TORCH = "torch"
+
+    @classmethod
+    def _setting(cls) -> str:
+        return "query runtime"

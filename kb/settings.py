@@ -16,7 +16,7 @@ from platformdirs import user_cache_dir, user_data_dir
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from kb.modes import IndexKind, RetrievalMode
+from kb.modes import IndexKind, QueryRuntime, RetrievalMode
 
 BUNDLED_KB = Path(__file__).resolve().parent / "content"
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
@@ -71,8 +71,8 @@ class Settings(BaseSettings):
         description="score queries against an int8 copy of the stored vectors (a quarter of the memory "
         "read per query; cosines within ±0.003 of float32); the vectors on disk stay float32",
     )
-    query_runtime: Literal["onnx", "torch"] = Field(
-        "onnx",
+    query_runtime: QueryRuntime = Field(
+        QueryRuntime.ONNX,
         description="onnx: queries through an exported ONNX Runtime graph (cached in model_cache/onnx); "
         "torch: through the model directly. Falls back to torch when a model cannot be exported",
     )

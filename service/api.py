@@ -30,7 +30,7 @@ from service.answerer import Answerer
 from service.batcher import MicroBatcher
 from service.documents import entry_json
 from service.pii import mask_pii
-from service.runtime import Runtime
+from service.runtime import Runtime, micro_batcher
 from service.schemas import Answer, AnswerRequest, ErrorBody, FeedbackRequest, FeedbackResult
 from service.shops_api import ShopsState
 from service.tickets import AnswerLog, FeedbackStore
@@ -127,10 +127,7 @@ class ServiceState:
         except ModelError as exc:
             self.not_ready = f"model not loaded: {exc}"
             return
-        s = self.settings
-        self.batcher = MicroBatcher.for_encoder(
-            self.runtime.encoder, s.microbatch_wait_ms, s.microbatch_max, self.metrics.encoder_batch
-        )
+        self.batcher = micro_batcher(self.settings, self.runtime.encoder, self.metrics.encoder_batch)
         self.shops.start(self.runtime, self.batcher)
         self.reload()
 

@@ -73,7 +73,9 @@ def micro_batcher(
     settings: Settings, encoder: Encoder, on_batch: Callable[[int, float], None] | None = None
 ) -> MicroBatcher:
     """The micro-batcher in front of ``encoder`` (KEFU_MICROBATCH_WAIT_MS, KEFU_MICROBATCH_MAX)."""
-    return MicroBatcher.for_encoder(encoder, settings.microbatch_wait_ms, settings.microbatch_max, on_batch)
+    return MicroBatcher.for_encoder(
+        encoder, wait_ms=settings.microbatch_wait_ms, max_batch=settings.microbatch_max, on_batch=on_batch
+    )
 
 
 def order_webhook(settings: Settings) -> OrderWebhook | None:

@@ -11,7 +11,6 @@ from indexer.encoders.base import (
     Encoder,
     Profile,
     QueryPolicy,
-    QueryRuntime,
     detect_profile,
     policy_of,
     resolve_profile,
@@ -22,6 +21,7 @@ from indexer.encoders.library import LibraryEncoder, SentenceTransformerEncoder,
 from indexer.encoders.onnx_graph import ONNX_QUERY_BATCH, OnnxEncoder
 from indexer.encoders.standalone import StandaloneOnnxEncoder
 from indexer.encoders.torch_direct import INT8_KEEP_LAST, LayerSwap, TorchEncoder
+from kb.modes import QueryRuntime
 
 __all__ = [
     "CAUTIOUS_POLICY",

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from indexer.model.builtin import is_builtin
 from kb.errors import ConfigError
-from kb.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -43,34 +41,26 @@ def detect_profile(model: str) -> Profile:
     return PROFILES["plain"]
 
 
-def resolve_profile(settings: Settings) -> Profile:
-    if settings.model_profile is not None:
-        if settings.model_profile not in PROFILES:
-            raise ConfigError(
-                f"KEFU_MODEL_PROFILE={settings.model_profile!r} is unknown; allowed: {', '.join(PROFILES)}"
-            )
-        base = PROFILES[settings.model_profile]
+def resolve_profile(
+    model: str,
+    *,
+    model_profile: str | None = None,
+    query_prompt: str | None = None,
+    doc_prompt: str | None = None,
+) -> Profile:
+    """The prompt profile for ``model``: ``model_profile`` by name, else the one its family gets;
+    ``query_prompt`` and ``doc_prompt``, when given, replace that profile's prompts."""
+    if model_profile is not None:
+        if model_profile not in PROFILES:
+            raise ConfigError(f"KEFU_MODEL_PROFILE={model_profile!r} is unknown; allowed: {', '.join(PROFILES)}")
+        base = PROFILES[model_profile]
     else:
-        base = detect_profile(settings.model)
+        base = detect_profile(model)
     return Profile(
         base.name,
-        settings.query_prompt if settings.query_prompt is not None else base.query_prompt,
-        settings.doc_prompt if settings.doc_prompt is not None else base.doc_prompt,
+        query_prompt if query_prompt is not None else base.query_prompt,
+        doc_prompt if doc_prompt is not None else base.doc_prompt,
     )
-
-
-class QueryRuntime(StrEnum):
-    """Where queries run: an exported ONNX Runtime graph, or the model in torch."""
-
-    ONNX = "onnx"
-    TORCH = "torch"
-
-    @classmethod
-    def parse(cls, value: str) -> QueryRuntime:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ConfigError(f"query_runtime={value!r} is unknown; allowed: {', '.join(cls)}") from None
 
 
 @dataclass(frozen=True)

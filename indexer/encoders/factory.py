@@ -12,13 +12,14 @@ import logging
 import os
 from pathlib import Path
 
-from indexer.encoders.base import Profile, QueryRuntime, resolve_profile
+from indexer.encoders.base import Profile, resolve_profile
 from indexer.encoders.library import LibraryEncoder, SentenceTransformerEncoder, SentenceTransformerModel
 from indexer.encoders.onnx_graph import ONNX_UNAVAILABLE, OnnxEncoder
 from indexer.encoders.standalone import StandaloneOnnxEncoder
 from indexer.encoders.torch_direct import INT8_UNAVAILABLE, TorchEncoder, direct_path_agrees
 from indexer.model.builtin import is_builtin, prepare_builtin
 from kb.errors import ConfigError, ModelError
+from kb.modes import QueryRuntime
 from kb.settings import Settings
 
 log = logging.getLogger("kefu.encoder")
@@ -121,7 +122,12 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
     return open_encoder(
         settings.model,
         model_cache=settings.model_cache,
-        profile=resolve_profile(settings),
+        profile=resolve_profile(
+            settings.model,
+            model_profile=settings.model_profile,
+            query_prompt=settings.query_prompt,
+            doc_prompt=settings.doc_prompt,
+        ),
         batch_size=settings.batch_size,
         query_int8=settings.query_int8,
         query_runtime=settings.query_runtime,

@@ -19,6 +19,7 @@ import numpy as np
 
 from indexer.encoders.base import Profile, QueryPolicy, empty
 from kb.errors import ConfigError, ModelError
+from kb.modes import QueryRuntime
 
 
 class SentenceTransformerModel:
@@ -114,7 +115,7 @@ class SentenceTransformerEncoder(ABC):
 
     @property
     @abstractmethod
-    def query_runtime(self) -> str: ...
+    def query_runtime(self) -> QueryRuntime: ...
 
     @property
     @abstractmethod
@@ -154,8 +155,8 @@ class LibraryEncoder(SentenceTransformerEncoder):
     """Queries, like documents, through the library's own ``encode`` in float32."""
 
     @property
-    def query_runtime(self) -> str:
-        return "torch"
+    def query_runtime(self) -> QueryRuntime:
+        return QueryRuntime.TORCH
 
     @property
     def query_int8(self) -> bool:

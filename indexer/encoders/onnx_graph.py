@@ -21,6 +21,7 @@ from indexer.model.onnx_query import (
     worst_probe_cosine,
     write_sidecar,
 )
+from kb.modes import QueryRuntime
 
 log = logging.getLogger("kefu.encoder")
 
@@ -80,8 +81,8 @@ class OnnxEncoder(SentenceTransformerEncoder):
         return True
 
     @property
-    def query_runtime(self) -> str:
-        return "onnx"
+    def query_runtime(self) -> QueryRuntime:
+        return QueryRuntime.ONNX
 
     @property
     def query_int8(self) -> bool:

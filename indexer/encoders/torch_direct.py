@@ -13,6 +13,7 @@ import numpy as np
 
 from indexer.encoders.base import Profile, QueryPolicy
 from indexer.encoders.library import SentenceTransformerEncoder, SentenceTransformerModel
+from kb.modes import QueryRuntime
 
 log = logging.getLogger("kefu.encoder")
 
@@ -90,8 +91,8 @@ class TorchEncoder(SentenceTransformerEncoder):
         return True
 
     @property
-    def query_runtime(self) -> str:
-        return "torch"
+    def query_runtime(self) -> QueryRuntime:
+        return QueryRuntime.TORCH
 
     @property
     def query_int8(self) -> bool:

@@ -25,14 +25,13 @@ def test_profile_detection(model, profile):
 
 
 def test_profile_override_and_prompt_override():
-    s = Settings(model="BAAI/bge-small-zh-v1.5", model_profile="e5", doc_prompt="")
-    p = resolve_profile(s)
+    p = resolve_profile("BAAI/bge-small-zh-v1.5", model_profile="e5", doc_prompt="")
     assert p.query_prompt == "query: " and p.doc_prompt == ""
 
 
 def test_unknown_profile_names_the_allowed_ones():
     with pytest.raises(ConfigError, match="e5, bge-zh, bge-en, plain"):
-        resolve_profile(Settings(model_profile="nope"))
+        resolve_profile("builtin:multilingual-e5-small", model_profile="nope")
 
 
 def test_fake_encoder_is_deterministic_and_normalised():

@@ -81,6 +81,23 @@ def test_constructors_only_store_their_arguments(tmp_path: Path, tiny: Path, cls
         _ = enc.dim
 
 
+def test_load_encoder_maps_the_settings_onto_keyword_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    import indexer.encoders.factory as factory
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(factory, "open_encoder", lambda model, **kw: seen.update(model=model, **kw))
+    s = Settings(model="BAAI/bge-small-zh-v1.5", model_profile="e5", doc_prompt="", query_runtime="torch")
+    load_encoder(s)
+    assert seen["model"] == s.model and seen["query_runtime"] is QueryRuntime.TORCH
+    assert seen["profile"] == factory.Profile("e5", "query: ", "")  # e5's query prompt, the given doc prompt
+    assert {k: seen[k] for k in ("model_cache", "batch_size", "query_int8", "torch_threads")} == {
+        "model_cache": s.model_cache,
+        "batch_size": s.batch_size,
+        "query_int8": s.query_int8,
+        "torch_threads": s.torch_threads,
+    }
+
+
 def test_query_runtime_and_policy_name_what_is_allowed() -> None:
     assert QueryRuntime.parse("onnx") is QueryRuntime.ONNX
     with pytest.raises(ConfigError, match="allowed: onnx, torch"):

@@ -62,3 +62,17 @@ def test_derived_paths(tmp_path: Path):
     assert s.index_home == tmp_path / "index"
     assert s.tickets_path == tmp_path / "tickets.db"
     assert Settings(data_dir=tmp_path, index_dir=tmp_path / "x").index_home == tmp_path / "x"
+
+
+def test_query_runtime_is_an_enum_with_a_readable_error(monkeypatch: pytest.MonkeyPatch):
+    from kb.errors import ConfigError
+    from kb.modes import QueryRuntime
+
+    assert Settings().query_runtime is QueryRuntime.ONNX and Settings().query_runtime == "onnx"
+    monkeypatch.setenv("KEFU_QUERY_RUNTIME", "torch")
+    assert Settings().query_runtime is QueryRuntime.TORCH
+    monkeypatch.setenv("KEFU_QUERY_RUNTIME", "tensorrt")
+    with pytest.raises(ValidationError, match=r"query_runtime[\s\S]*'onnx' or 'torch'"):
+        Settings()
+    with pytest.raises(ConfigError, match="query runtime 'tensorrt' is unknown; allowed: onnx, torch"):
+        QueryRuntime.parse("tensorrt")

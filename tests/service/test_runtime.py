@@ -91,3 +91,26 @@ def test_defaults_the_components_share_with_the_settings_are_declared_once():
     assert init["wait_ms"].default == s.microbatch_wait_ms
     assert init["max_batch"].default == QueryPolicy.max_batch  # the encoder's policy decides otherwise
     assert inspect.signature(MicroBatcher.for_encoder).parameters["wait_ms"].default == s.microbatch_wait_ms
+
+
+def test_micro_batcher_maps_the_settings_and_the_api_serves_through_it(tiny_settings, tiny_index, fake_encoder):
+    from fastapi.testclient import TestClient
+
+    from service.api import create_app
+    from service.runtime import micro_batcher
+
+    seen: list[int] = []
+    s = tiny_settings.with_overrides(microbatch_wait_ms=5.0, microbatch_max=3)
+    b = micro_batcher(s, fake_encoder, lambda texts, seconds: seen.append(texts))
+    try:
+        assert b._wait == 0.005 and b._max == 3 and len(b._workers) == 1
+        b.encode(["退款"])
+        assert seen == [1]
+    finally:
+        b.close()
+    app = create_app(s, encoder=fake_encoder)
+    with TestClient(app) as c:
+        batcher = app.state.kefu.batcher
+        assert batcher is not None and batcher._max == 3 and batcher._wait == 0.005
+        assert c.post("/v1/answer", json={"query": "退款多久到账"}).status_code == 200
+        assert batcher.texts >= 1  # answers are encoded through it
