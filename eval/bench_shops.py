@@ -22,313 +22,43 @@ perturbed again, so it is not a stored text), one at a time, in-process:
 
 The first fleet also answers ``SAME_QUERIES`` fixed (shop, query) pairs on each backend: the
 report compares top answers, decisions and scores across backends.
+
+This module runs the fleets and writes the report; the shops are made in ``eval/bench_shops_fleet.py``
+and measured in ``eval/bench_shops_measure.py``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from eval.bench_shops_fleet import SEED, clone_shop, foreign_pool, write_shop
+from eval.bench_shops_measure import (
+    HTTP_CLIENTS,
+    HTTP_REPEATS,
+    HTTP_SECONDS,
+    SCORE_TOLERANCE,
+    compare_samples,
+    http_random_shops,
+    measure,
+    pct,
+    rss_split_mb,
+    same_answers_sample,
+    while_serving,
+)
 from kb.settings import Settings
 
-FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 SIZES = (100, 1_000, 5_000)
 DISTINCT = 100  # shops built for real; larger fleets copy their builds under new ids
 QUERIES = 600  # random (shop, query) pairs answered per fleet size and backend, cold and warm each
 SAME_QUERIES = 1_000  # fixed (shop, query) pairs answered on every backend and compared
-SCORE_TOLERANCE = 0.002  # the issue's bound on a score's difference between backends
-HTTP_CLIENTS = 32
-HTTP_SECONDS = 15
-HTTP_REPEATS = 3
-MIN_ENTRIES, MAX_ENTRIES = 20, 50
-ALTERNATIVES = 2
-SEED = 20261206
 SECTION = "## Many shops (`python -m eval.bench --only shops`)"  # the docs/benchmarks.md heading it owns
-
-
-@dataclass(frozen=True)
-class PoolEntry:
-    suite: str
-    id: str
-    question: str
-    answer: str
-
-
-def foreign_pool(root: Path = FOREIGN) -> dict[str, list[PoolEntry]]:
-    """Each suite's FAQ entries from its ``kb/faq.csv`` (nothing else of the suite is read)."""
-    pool: dict[str, list[PoolEntry]] = {}
-    for faq in sorted(root.glob("*/kb/faq.csv")):
-        suite = faq.parent.parent.name
-        with faq.open(encoding="utf-8", newline="") as f:
-            pool[suite] = [PoolEntry(suite, r["id"], r["question"], r["answer"]) for r in csv.DictReader(f)]
-    return pool
-
-
-def alternatives(question: str, n: int = ALTERNATIVES) -> list[str]:
-    """``n`` chat-style variants of a question, the same every time for the same question (so the
-    embedding cache serves them to every shop that has the entry)."""
-    from service.selfcal import perturb
-
-    rng = random.Random(f"{SEED}:{question}")
-    out: list[str] = []
-    for _ in range(4 * n):
-        alt = perturb(question, rng)
-        if alt and alt != question and alt not in out:
-            out.append(alt)
-        if len(out) == n:
-            break
-    return out
-
-
-def write_shop(folder: Path, shop: int, pool: dict[str, list[PoolEntry]], entries: int | None = None) -> Path:
-    """Shop ``shop``'s KB: one suite, a run of 20-50 consecutive entries, as an FAQ table."""
-    rng = random.Random(SEED + shop)
-    suite = rng.choice(sorted(pool))
-    rows = pool[suite]
-    n = entries or rng.randint(MIN_ENTRIES, MAX_ENTRIES)
-    start = rng.randrange(0, max(1, len(rows) - n))
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "faq.csv").open("w", encoding="utf-8", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "question", "answer", "alt_questions"])
-        for e in rows[start : start + n]:
-            w.writerow([e.id, e.question, e.answer, "|".join(alternatives(e.question))])
-    return folder
-
-
-def _rss_tree_mb(pid: int | None = None) -> float:
-    """Resident memory of a process and its children (MB)."""
-    from eval.bench import _proc_rss, _tree
-
-    return round(sum(_proc_rss(p) for p in _tree(pid or os.getpid())), 1)
-
-
-def _pct(values: list[float], q: float) -> float:
-    return round(float(np.percentile(values, q)), 2) if values else float("nan")
-
-
-def clone_shop(shops: Any, source: str, shop: str) -> None:
-    """Register ``shop`` as a copy of ``source``'s serving build: its own build folder, its own
-    rows in the vector store, its own registry row."""
-    rec = shops.registry.require(source)
-    src = shops.home / source
-    dst = shops.home / shop
-    shutil.copytree(src, dst, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".build.lock"))
-    vectors = np.load(shops.folder(rec) / "vectors.npy", allow_pickle=False)
-    shops.store(rec.dim).upsert(shop, rec.build_id, range(vectors.shape[0]), vectors)
-    shops.registry.put(replace(rec, id=shop, created=time.time(), updated=time.time(), has_token=False))
-
-
-def _questions(shops: Any, shop: str) -> list[str]:
-    import json
-
-    rec = shops.registry.require(shop)
-    entries = json.loads((shops.folder(rec) / "entries.json").read_text("utf-8"))
-    return [str(e["question"]) for e in entries.values()]
-
-
-def measure(shops: Any, desk: Any, platform: Any, ids: list[str], n: int, rng: random.Random) -> dict[str, Any]:
-    """Answer ``n`` random (shop, query) pairs one at a time; latency, LRU hits, decisions."""
-    from service.selfcal import perturb
-
-    questions: dict[str, list[str]] = {}
-    lat: list[float] = []
-    hits = 0
-    owners = {"shop": 0, "platform": 0}
-    failed = 0
-    for _ in range(n):
-        shop = rng.choice(ids)
-        qs = questions.get(shop) or questions.setdefault(shop, _questions(shops, shop))
-        q = perturb(rng.choice(qs), rng) or qs[0]
-        was_loaded = shop in desk._loaded
-        t0 = time.perf_counter()
-        try:
-            a = desk.answer(platform, q, shop)
-        except Exception:  # a failed answer is counted, not fatal to the benchmark
-            failed += 1
-            continue
-        lat.append((time.perf_counter() - t0) * 1000)
-        hits += was_loaded
-        if a.answers:
-            owners[a.answers[0].source.owner] += 1
-    return {
-        "p50_ms": _pct(lat, 50),
-        "p90_ms": _pct(lat, 90),
-        "p99_ms": _pct(lat, 99),
-        "loaded_share": round(hits / max(1, len(lat)), 3),
-        "first_answer_owner": owners,
-        "failed": failed,
-        "queries": len(lat),
-        "load_average": round(os.getloadavg()[0], 1),
-    }
-
-
-def same_answers_sample(shops: Any, desk: Any, platform: Any, ids: list[str], n: int) -> list[dict[str, Any]]:
-    """``n`` fixed (shop, query) pairs and what each answered: decision, top answer, its score, the
-    confidence (the same pairs on every backend: the seed does not depend on the backend)."""
-    from service.selfcal import perturb
-
-    rng = random.Random(SEED + 1)
-    out = []
-    for _ in range(n):
-        shop = rng.choice(sorted(ids))
-        qs = _questions(shops, shop)
-        q = perturb(rng.choice(qs), rng) or qs[0]
-        a = desk.answer(platform, q, shop)
-        top = (a.answers or a.suggestions or [None])[0]
-        out.append(
-            {
-                "shop": shop,
-                "query": q,
-                "decision": a.decision,
-                "top": None if top is None else top.id,
-                "score": None if top is None else round(float(top.score), 6),
-                "confidence": a.trace.get("confidence"),
-            }
-        )
-    return out
-
-
-def compare_samples(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> dict[str, Any]:
-    """How two backends' answers to the same pairs agree (same top answer, decision, scores)."""
-    pairs = [(x, y) for x, y in zip(a, b, strict=True) if (x["shop"], x["query"]) == (y["shop"], y["query"])]
-    diffs = [abs(x["score"] - y["score"]) for x, y in pairs if x["score"] is not None and y["score"] is not None]
-    return {
-        "pairs": len(pairs),
-        "same_top": sum(x["top"] == y["top"] for x, y in pairs),
-        "same_decision": sum(x["decision"] == y["decision"] for x, y in pairs),
-        "max_score_diff": round(max(diffs, default=0.0), 6),
-        "within_tolerance": sum(d <= SCORE_TOLERANCE for d in diffs),
-        "scored": len(diffs),
-    }
-
-
-def while_serving(shops: Any, desk: Any, platform: Any, shop: str, work: Callable[[], Any]) -> dict[str, Any]:
-    """Run ``work`` (an add or a rebuild of ``shop``) while another thread keeps asking ``shop``
-    (and, until it exists, another loaded shop); count failed answers."""
-    stop = threading.Event()
-    asked, failed = [0], [0]
-    other = next(iter(desk._loaded))
-    qs = _questions(shops, other)
-
-    def ask() -> None:
-        i = 0
-        while not stop.is_set():
-            target = shop if shops.registry.get(shop) is not None else other
-            try:
-                desk.answer(platform, qs[i % len(qs)], target)
-            except Exception:
-                failed[0] += 1
-            asked[0] += 1
-            i += 1
-
-    t = threading.Thread(target=ask, daemon=True)
-    t.start()
-    t0 = time.perf_counter()
-    work()
-    seconds = time.perf_counter() - t0
-    time.sleep(0.2)  # a few answers on the new build
-    stop.set()
-    t.join()
-    return {"seconds": round(seconds, 2), "answers_meanwhile": asked[0], "failed": failed[0]}
-
-
-def http_random_shops(
-    kind: str, home: Path, work: Path, ids: list[str], shops: Any, log: Callable[[str], None]
-) -> dict[str, Any]:
-    """``kefu serve`` on this index home, wrk at HTTP_CLIENTS connections posting random (shop,
-    query) pairs: a warm-up run (the server preloads shops from its first shop question on), then
-    HTTP_REPEATS measured runs."""
-    import json
-    import shutil as sh
-    import subprocess
-
-    from eval import bench
-
-    wrk = sh.which("wrk")
-    if wrk is None:
-        return {"skipped": "wrk not installed (apt-get install wrk)"}
-    from service.selfcal import perturb
-
-    rng = random.Random(SEED + 2)
-    pairs = []
-    for _ in range(5_000):
-        shop = rng.choice(ids)
-        pairs.append((shop, perturb(rng.choice(_questions(shops, shop)), rng) or shop))
-    bodies = work / "http_bodies.jsonl"
-    bodies.write_text("".join(json.dumps({"query": q, "shop": s}, ensure_ascii=False) + "\n" for s, q in pairs))
-    plain = work / "http_platform.jsonl"  # the same queries without a shop: the platform alone
-    plain.write_text("".join(json.dumps({"query": q}, ensure_ascii=False) + "\n" for _, q in pairs))
-    script = work / "bench.lua"
-    script.write_text(bench.WRK_SCRIPT, "utf-8")
-    env = {
-        **os.environ,
-        "KEFU_INDEX_DIR": str(home),
-        "KEFU_VECTOR_STORE": kind,
-        "KEFU_TICKETS_DB": str(work / "http_tickets.db"),
-        "KEFU_RATE_LIMIT_PER_MINUTE": "0",
-        "KEFU_BENCH_QUERIES": str(bodies),
-    }
-    env.pop("KEFU_SHOP_CACHE", None)
-    port = bench._free_port()
-    server = bench.start_server(port, env, workers=1)
-    try:
-        if bench.wait_ready(f"http://127.0.0.1:{port}", timeout_s=120) is None:
-            return {"error": "server did not become ready in 120 s"}
-
-        def run(seconds: int, queries: Path = bodies) -> dict[str, Any]:
-            cmd = [wrk, "-t", "2", "-c", str(HTTP_CLIENTS), "-d", f"{seconds}s", "--timeout", "5s"]
-            res = subprocess.run(
-                [*cmd, "-s", str(script), f"http://127.0.0.1:{port}"],
-                env={**env, "KEFU_BENCH_QUERIES": str(queries)},
-                capture_output=True,
-                text=True,
-            )
-            got = bench.wrk_summary(res.stdout)
-            if got is None:
-                return {"error": (res.stdout + res.stderr)[-300:]}
-            got["rps"] = round(got["requests"] / got["seconds"], 1)
-            return got
-
-        warm_s = max(20, int(len(ids) * (0.03 if kind == "milvus" else 0.01)))
-        warm = run(warm_s)
-        log(f"{kind}: HTTP warm-up {warm_s} s: {warm.get('rps')} req/s")
-        runs = [run(HTTP_SECONDS) for _ in range(HTTP_REPEATS)]
-        alone = run(HTTP_SECONDS, plain)
-        ok = [r for r in runs if "rps" in r]
-        rss = {p: bench._proc_rss(p) for p in bench._tree(server.pid)}
-        return {
-            "clients": HTTP_CLIENTS,
-            "warmup_seconds": warm_s,
-            "rps": [r["rps"] for r in ok],
-            "p50_ms": [r["p50_ms"] for r in ok],
-            "p99_ms": [r["p99_ms"] for r in ok],
-            "errors": sum(r["errors"] for r in ok) + len(runs) - len(ok),
-            "platform_alone": {k: alone.get(k) for k in ("rps", "p50_ms", "p99_ms", "errors")},
-            "server_rss_mb": round(rss.pop(server.pid, 0.0), 1),
-            "server_children_rss_mb": round(sum(rss.values()), 1),
-        }
-    finally:
-        bench.stop_server(server)
-
-
-def _rss_split_mb() -> tuple[float, float]:
-    """(this process, its children) resident memory in MB."""
-    from eval.bench import _proc_rss, _tree
-
-    me = os.getpid()
-    return round(_proc_rss(me), 1), round(sum(_proc_rss(p) for p in _tree(me) if p != me), 1)
 
 
 def run_backend(
@@ -407,7 +137,7 @@ def run_backend(
             preloaded = desk.preload(platform, pace=0)
             preload_s = time.perf_counter() - t0
             warm = measure(shops, desk, platform, ids, QUERIES, rng)
-            kefu_mb, milvus_mb = _rss_split_mb()
+            kefu_mb, milvus_mb = rss_split_mb()
             m: dict[str, Any] = {
                 "cold": cold,
                 "warm": warm,
@@ -447,7 +177,7 @@ def run_backend(
             shops, desk, platform, "shop-added", lambda: shops.add("shop-added", fresh)
         )
         secs = [b["seconds"] for b in out["builds"]]
-        out["build_seconds"] = {"p50": _pct(secs, 50), "p90": _pct(secs, 90), "max": round(max(secs), 2)}
+        out["build_seconds"] = {"p50": pct(secs, 50), "p90": pct(secs, 90), "max": round(max(secs), 2)}
         shops.close()
         return out
     finally:

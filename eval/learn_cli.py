@@ -9,10 +9,13 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from eval.learn import DEFAULT_TOLERANCE, Comparison, Figures, LearnResult, kb_folder
+from eval.learn import LearnResult
+from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
+from eval.learn_stage import kb_folder
 from kb.clikit import console, edge, err_console, settings_of
 from kb.errors import ConfigError
-from kb.learned import Action, Decision, decide, states, ticket_messages, undo
+from kb.learn_journal import Action, Decision, states
+from kb.learned import decide, ticket_messages, undo
 from kb.settings import BUNDLED_KB, Settings
 
 learn_app = typer.Typer(

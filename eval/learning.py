@@ -40,13 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from eval.dataset import EvalItem, load_split, resolve_labels, stable_hash
-from eval.learn import DEFAULT_TOLERANCE, Figures, Ticker, learn
+from eval.learn import learn
+from eval.learn_guard import DEFAULT_TOLERANCE, Figures
+from eval.progress import Ticker
 from eval.runner import ItemResult, run
 from indexer.build import build_and_swap
 from indexer.encoder import Encoder
 from indexer.store import IndexStore
 from kb.errors import ConfigError
-from kb.learned import Action, decide
+from kb.learn_journal import Action
+from kb.learned import decide
 from kb.loader import load_kb
 from kb.schema import KnowledgeBase
 from kb.settings import BUNDLED_KB, Settings

@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from eval.bench import _free_port, _proc_rss, start_server, stop_server, wait_ready, write_queries, wrk_summary
+from eval.bench_server import free_port, proc_rss, start_server, stop_server, wait_ready, write_queries, wrk_summary
 from eval.dataset import load_split
 from eval.metrics import percentile
 
@@ -53,7 +53,7 @@ async def _steady(base: str, queries: list[str], rate: float, seconds: float, pi
         next_rss = 0.0
         while (now := time.perf_counter() - t0) < seconds:
             if now >= next_rss:
-                rss.append((now, _proc_rss(pid)))
+                rss.append((now, proc_rss(pid)))
                 next_rss += 10.0
             task = asyncio.create_task(one(i))
             tasks.add(task)
@@ -181,7 +181,7 @@ def main() -> None:
     ap.add_argument("--max-inflight", type=int, default=64, help="server KEFU_MAX_INFLIGHT during the test")
     args = ap.parse_args()
     queries = [it.query for it in load_split("test")]
-    port = _free_port()
+    port = free_port()
     tmp = Path(tempfile.mkdtemp())
     env = {
         **os.environ,

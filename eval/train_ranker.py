@@ -29,7 +29,7 @@ from eval.calibrate import dev_groups, kb_groups, unit_groups
 from eval.dataset import EvalItem, load_split, resolve_labels
 from indexer.build import build_index
 from indexer.embcache import EmbeddingCache
-from indexer.index import POOL_FEATURES
+from indexer.pool import POOL_FEATURES
 from kb.loader import load_kb
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer

@@ -17,7 +17,8 @@ import numpy as np
 from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb, units_of
 from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder, policy_of
-from indexer.index import EntryInfo, Index, Manifest, now_iso
+from indexer.folder import EntryInfo, Manifest, now_iso
+from indexer.index import Index
 from indexer.normalize import normalize
 from indexer.store import IndexStore
 from indexer.vectors import VectorIndex

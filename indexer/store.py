@@ -22,7 +22,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexer.index import Index, Manifest
+from indexer.folder import Manifest
+from indexer.index import Index
 from kb.errors import BuildInProgressError, IndexMissingError, IndexStateError, NotFoundError
 from kb.locks import exclusive
 

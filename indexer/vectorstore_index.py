@@ -39,7 +39,8 @@ from typing import Any
 import numpy as np
 
 from indexer.chunking import Chunk, DocUnit
-from indexer.index import EntryInfo, Index, Manifest, check_compatible, read_parts
+from indexer.folder import EntryInfo, Manifest, check_compatible, read_parts
+from indexer.index import Index
 from indexer.lexical import BigramPostings, LexicalIndex, _posting_positions, char_terms
 from indexer.normalize import NORMALIZER_VERSION
 from indexer.vectors import Hit, VectorIndex

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from kb.cites import NumberMismatch, number_mismatches
 from kb.clikit import console, edge, settings_of
-from kb.learned import list_drafts
+from kb.learn_files import list_drafts
 from kb.loader import REPORT_LABELS, load_kb
 from kb.schema import ImportReport
 

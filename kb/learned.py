@@ -21,127 +21,53 @@ pending ones (``plan_apply`` → ``write_plan``) and ``undo`` reverts one. Label
 example and is *not* added as an alternative, so learning can be checked on messages the index has
 never seen. Every file is replaced atomically (temp file + rename) and everything happens under
 one lock per KB folder (``kb_lock``), so two operators cannot resolve or apply one item twice.
+
+This module decides, plans, applies and undoes; the journal, its records and the lock are in
+``kb/learn_journal.py``, the files it writes (examples, alternatives, drafts) in ``kb/learn_files.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import getpass
 import hashlib
-import json
-import os
-import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-import yaml
-
-from kb.errors import ConfigError, KBError, NotFoundError
-from kb.loader import DRAFTS, JOURNAL, LEARNED, SIDECAR, question_key
-from kb.locks import exclusive
+from kb.errors import ConfigError, NotFoundError
+from kb.learn_files import (
+    Example,
+    draft_text,
+    example_id,
+    examples_text,
+    parse_sidecar,
+    read_examples,
+    sidecar_text,
+    split_of,
+    yaml_add_alternative,
+    yaml_remove_alternative,
+)
+from kb.learn_journal import (
+    ACTIONS,
+    LABELLED,
+    NEEDS_ENTRY,
+    Action,
+    Change,
+    Decision,
+    DecisionState,
+    append_journal,
+    atomic_write,
+    interrupted_changes,
+    kb_lock,
+    now_iso,
+    states,
+    whoami,
+)
+from kb.loadstate import question_key
 from kb.schema import MIN_ALT, KnowledgeBase
+from kb.sidecar import DRAFTS, JOURNAL, LEARNED, SIDECAR
 
-Action = Literal["attach", "out_of_scope", "new_entry", "dismiss", "confirm"]
-ACTIONS: tuple[Action, ...] = ("attach", "out_of_scope", "new_entry", "dismiss", "confirm")
-LABELLED: tuple[Action, ...] = ("attach", "out_of_scope", "confirm")  # actions that write examples
-NEEDS_ENTRY: tuple[Action, ...] = ("attach", "confirm")
-Status = Literal["pending", "applied", "undone"]
-LOCK = ".learn.lock"
-HOLDOUT = 5  # one message in HOLDOUT (by hash) is a test example only, never an alternative
-LOCK_WAIT_S = 10.0  # a resolution waits this long for a running `kefu learn`, then says so
 MAX_MESSAGES = 200  # one decision; a gap cluster is a few dozen messages at most
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One operator decision on one item (a ticket or a list of messages)."""
-
-    id: str
-    item: str  # "ticket:<id>" or "messages:<hash>": one live decision per item
-    action: Action
-    messages: tuple[str, ...]
-    entry: str | None  # attach: the entry's id
-    category: str | None  # new_entry: where the draft goes
-    who: str
-    at: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "messages": list(self.messages)}
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Decision:
-        return cls(
-            str(d["id"]),
-            str(d["item"]),
-            d["action"],
-            tuple(d["messages"]),
-            d.get("entry"),
-            d.get("category"),
-            str(d["who"]),
-            str(d["at"]),
-        )
-
-
-@dataclass(frozen=True)
-class Change:
-    """What applying one decision writes; the journal keeps it, so ``undo`` removes exactly this."""
-
-    decision: str
-    alternatives: tuple[tuple[str, str, str], ...] = ()  # (entry id, text, file it went to)
-    examples: tuple[str, ...] = ()  # ids of the lines in learned.jsonl
-    draft: str | None = None  # relative path of the draft stub
-    skipped: tuple[tuple[str, str], ...] = ()  # (message, why it is no alternative)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "decision": self.decision,
-            "alternatives": [list(a) for a in self.alternatives],
-            "examples": list(self.examples),
-            "draft": self.draft,
-            "skipped": [list(s) for s in self.skipped],
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Change:
-        return cls(
-            str(d["decision"]),
-            tuple((str(a[0]), str(a[1]), str(a[2])) for a in d.get("alternatives", ())),
-            tuple(d.get("examples", ())),
-            d.get("draft"),
-            tuple((str(s[0]), str(s[1])) for s in d.get("skipped", ())),
-        )
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled message of ``learned.jsonl`` (the eval/data item format plus split and decision)."""
-
-    id: str
-    query: str
-    expect: Literal["answer", "handoff"]
-    relevant: tuple[str, ...]
-    category: str
-    split: Literal["dev", "test"]
-    decision: str
-
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "id": self.id,
-            "query": self.query,
-            "relevant": list(self.relevant),
-            "expect": self.expect,
-            "tags": [],
-            "category": self.category,
-            "split": self.split,
-            "decision": self.decision,
-        }
-        if self.expect == "handoff":
-            d["reason"] = "low_confidence"
-        return d
 
 
 @dataclass(frozen=True)
@@ -162,120 +88,6 @@ class Plan:
     @property
     def drafts(self) -> int:
         return sum(c.draft is not None for c in self.changes)
-
-
-@dataclass(frozen=True)
-class DecisionState:
-    decision: Decision
-    status: Status
-    change: Change | None  # applied: what was written
-
-
-@dataclass(frozen=True)
-class Draft:
-    path: str  # relative to the KB root
-    id: str
-    question: str
-    messages: int
-    decision: str
-
-
-# --- atomic files and the lock -------------------------------------------------------------------
-def atomic_write(path: Path, text: str | None) -> None:
-    """Replace ``path`` with ``text`` (None: remove it) so a reader, or a crash, sees the old file
-    or the new one, never half of one: temp file in the same folder, fsync, rename."""
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write (we hold the lock)
-        stale.unlink(missing_ok=True)
-    if text is None:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp"
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def kb_lock(root: Path, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
-    """Exclusive per KB folder across processes (the kernel's lock: it goes with a crashed process)."""
-
-    def busy(holder: str) -> ConfigError:
-        return ConfigError(
-            f"the knowledge base {root} is busy ({holder}, e.g. `kefu learn`); try again when it is done"
-        )
-
-    with exclusive(root / LOCK, busy, wait_s):
-        yield
-
-
-# --- the journal ---------------------------------------------------------------------------------
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def whoami() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no passwd entry in a container
-        return "unknown"
-
-
-def read_journal(root: Path) -> list[dict[str, Any]]:
-    """Every record, oldest first. The file is only ever replaced whole, so every line is complete."""
-    path = root / JOURNAL
-    if not path.is_file():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError as exc:
-                raise KBError(f"{path}:{n}: not a journal record ({exc}); restore the file from a backup") from exc
-    return out
-
-
-def append_journal(root: Path, *records: dict[str, Any]) -> None:
-    """Append records (records are never edited; the file is rewritten whole, atomically). Hold ``kb_lock``."""
-    path = root / JOURNAL
-    old = path.read_text("utf-8") if path.is_file() else ""
-    new = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    atomic_write(path, old + new)
-
-
-def states(root: Path) -> dict[str, DecisionState]:
-    """Each decision's status from the journal: pending until applied, then applied until undone."""
-    out: dict[str, DecisionState] = {}
-    for r in read_journal(root):
-        event, did = r.get("event"), r.get("decision")
-        if event == "decided":
-            d = Decision.from_json(r["record"])
-            out[d.id] = DecisionState(d, "pending", None)
-        elif did in out and event == "applied":
-            out[did] = DecisionState(out[did].decision, "applied", Change.from_json(r["change"]))
-        elif did in out and event == "undone":
-            out[did] = DecisionState(out[did].decision, "undone", out[did].change)
-    return out
-
-
-def interrupted_changes(root: Path) -> dict[str, Change]:
-    """Changes announced (``applying``) by a learn run that never finished: what may already be
-    in the KB files although the decision is still pending (a crash between the writes and the
-    index swap). Re-applying counts those texts as its own instead of as already there."""
-    out: dict[str, Change] = {}
-    for r in read_journal(root):
-        if r.get("event") == "applying":
-            c = Change.from_json(r["change"])
-            out[c.decision] = c
-        elif r.get("event") in ("applied", "undone"):
-            out.pop(str(r.get("decision")), None)
-    return out
 
 
 # --- resolving -----------------------------------------------------------------------------------
@@ -351,45 +163,6 @@ def decide(
 
 
 # --- applying ------------------------------------------------------------------------------------
-def split_of(text: str) -> Literal["dev", "test"]:
-    """Stable by the message's comparison key: the same message lands in the same split anywhere."""
-    return "test" if int(hashlib.sha1(question_key(text).encode("utf-8")).hexdigest(), 16) % HOLDOUT == 0 else "dev"
-
-
-def example_id(decision: str, text: str) -> str:
-    return "L" + hashlib.sha1(f"{decision}\x1f{question_key(text)}".encode()).hexdigest()[:12]
-
-
-def read_examples(root: Path) -> list[Example]:
-    path = root / LEARNED
-    if not path.is_file():
-        return []
-    out = []
-    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-            out.append(
-                Example(
-                    str(d["id"]),
-                    str(d["query"]),
-                    d["expect"],
-                    tuple(d.get("relevant", ())),
-                    str(d.get("category", "")),
-                    d["split"],
-                    str(d["decision"]),
-                )
-            )
-        except (ValueError, KeyError, TypeError) as exc:
-            raise KBError(f"{path}:{n}: invalid learned example ({exc})") from exc
-    return out
-
-
-def _examples_text(examples: Sequence[Example]) -> str | None:
-    return "".join(json.dumps(e.to_json(), ensure_ascii=False) + "\n" for e in examples) or None
-
-
 class _Files:
     """The KB files a plan touches: read once, edited in memory, written by ``write_plan``."""
 
@@ -480,11 +253,11 @@ def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None) -
             alts.append((entry.id, m, _add_alternative(files, kb, entry.id, m)))
         if d.action == "new_entry":
             draft = f"{DRAFTS}/draft-{d.id.lower()}.yaml"
-            files.put(draft, _draft_text(d))
+            files.put(draft, draft_text(d))
         examples += new_examples
         changes.append(Change(d.id, tuple(alts), tuple(dict.fromkeys(ids)), draft, tuple(skipped)))
     if len(examples) != len(have_before):
-        files.put(LEARNED, _examples_text(examples))
+        files.put(LEARNED, examples_text(examples))
     return Plan(files.changed(), tuple(changes))
 
 
@@ -505,137 +278,10 @@ def _add_alternative(files: _Files, kb: KnowledgeBase, entry_id: str, text: str)
         if new is not None:
             files.put(src.path, new)
             return src.path
-    data = _sidecar(files.get(SIDECAR))
+    data = parse_sidecar(files.get(SIDECAR))
     data.setdefault(entry_id, []).append(text)
-    files.put(SIDECAR, _sidecar_text(data))
+    files.put(SIDECAR, sidecar_text(data))
     return SIDECAR
-
-
-def _sidecar(text: str | None) -> dict[str, list[str]]:
-    if not text:
-        return {}
-    data = yaml.safe_load(text) or {}
-    alts = data.get("alternatives") or {}
-    return {str(k): [str(t) for t in v] for k, v in alts.items()}
-
-
-def _sidecar_text(data: dict[str, list[str]]) -> str | None:
-    data = {k: v for k, v in data.items() if v}
-    if not data:
-        return None
-    head = (
-        "# Alternative questions learned from shoppers' messages (kefu learn), by entry id.\n"
-        "# kefu adds them to the entries of this KB; the FAQ table itself is never rewritten.\n"
-    )
-    return head + yaml.safe_dump({"alternatives": data}, allow_unicode=True, sort_keys=True, width=10_000)
-
-
-def _alt_node(text: str, entry_id: str) -> yaml.SequenceNode | None:
-    """The ``alt_questions`` block-list node of ``entry_id`` in a kefu FAQ file, or None."""
-    try:
-        doc = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    if not isinstance(doc, yaml.MappingNode):
-        return None
-    for k, v in doc.value:
-        if k.value != "entries" or not isinstance(v, yaml.SequenceNode):
-            continue
-        for item in v.value:
-            if not isinstance(item, yaml.MappingNode):
-                continue
-            fields = {kk.value: vv for kk, vv in item.value}
-            if getattr(fields.get("id"), "value", None) == entry_id:
-                alts = fields.get("alt_questions")
-                if isinstance(alts, yaml.SequenceNode) and not alts.flow_style and alts.value:
-                    return alts
-                return None
-    return None
-
-
-def _entry_alts(text: str, entry_id: str) -> list[str] | None:
-    data = yaml.safe_load(text) or {}
-    for e in data.get("entries") or ():
-        if isinstance(e, dict) and e.get("id") == entry_id:
-            return [str(a) for a in e.get("alt_questions") or ()]
-    return None
-
-
-def yaml_add_alternative(text: str, entry_id: str, alt: str) -> str | None:
-    """``text`` with ``alt`` appended to the entry's block list, formatting and comments kept; None
-    when the file cannot be edited that way (checked by parsing the result)."""
-    node = _alt_node(text, entry_id)
-    if node is None:
-        return None
-    lines = text.splitlines(keepends=True)
-    first, last = node.value[0], node.value[-1]
-    if first.start_mark.line != first.end_mark.line or last.start_mark.line != last.end_mark.line:
-        return None  # multi-line items: leave the file alone
-    prefix = lines[first.start_mark.line][: first.start_mark.column]
-    if prefix.strip() != "-":
-        return None
-    item = yaml.safe_dump([alt], allow_unicode=True, width=10_000).strip()[2:]  # quoted as YAML needs it
-    at = last.end_mark.line + 1
-    tail = lines[at - 1]
-    if not tail.endswith("\n"):
-        lines[at - 1] = tail + "\n"
-    new = "".join([*lines[:at], f"{prefix}{item}\n", *lines[at:]])
-    before = _entry_alts(text, entry_id)
-    return new if before is not None and _entry_alts(new, entry_id) == [*before, alt] else None
-
-
-def yaml_remove_alternative(text: str, entry_id: str, alt: str) -> str | None:
-    """``text`` without the entry's alternative ``alt`` (its one line); None when it is not there."""
-    node = _alt_node(text, entry_id)
-    if node is None:
-        return None
-    lines = text.splitlines(keepends=True)
-    for item in node.value:
-        if item.value == alt and item.start_mark.line == item.end_mark.line:
-            new = "".join(lines[: item.start_mark.line] + lines[item.start_mark.line + 1 :])
-            before = _entry_alts(text, entry_id) or []
-            after = list(before)
-            after.remove(alt)
-            return new if _entry_alts(new, entry_id) == after and after else None
-    return None
-
-
-def _draft_text(d: Decision) -> str:
-    stub = {
-        "entries": [
-            {
-                "id": f"draft-{d.id.lower()}",
-                "category": d.category or "待分类",
-                "question": d.messages[0],
-                "alt_questions": list(d.messages[1:]),
-                "answer": "",
-            }
-        ]
-    }
-    head = (
-        f"# Draft entry from decision {d.id} ({d.who}, {d.at}): shoppers asked this and the KB has no answer.\n"
-        "# Not loaded while it is in drafts/. Write the question and answer (and at least three alternative\n"
-        "# questions), give it an id of its own, then move the file into the KB (e.g. faq/) and run kefu build.\n"
-        f"# decision: {d.id}\n"
-    )
-    return head + yaml.safe_dump(stub, allow_unicode=True, sort_keys=False, width=10_000)
-
-
-def list_drafts(root: Path) -> list[Draft]:
-    """Draft entries waiting in ``drafts/`` (``kefu kb check`` lists them)."""
-    folder = root / DRAFTS
-    out = []
-    for p in sorted(folder.glob("*.y*ml")) if folder.is_dir() else ():
-        text = p.read_text("utf-8")
-        decision = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("# decision:")), "")
-        try:
-            entries = (yaml.safe_load(text) or {}).get("entries") or [{}]
-        except yaml.YAMLError:
-            entries = [{}]
-        e = entries[0] if isinstance(entries[0], dict) else {}
-        n = 1 + len(e.get("alt_questions") or ())
-        out.append(Draft(str(p.relative_to(root)), str(e.get("id", "")), str(e.get("question", "")), n, decision))
-    return out
 
 
 # --- undo ----------------------------------------------------------------------------------------
@@ -659,10 +305,10 @@ def _revert_plan(kb: KnowledgeBase, change: Change) -> Plan:
     files = _Files(kb.root)
     for entry_id, text, rel in change.alternatives:
         if rel == SIDECAR:
-            data = _sidecar(files.get(SIDECAR))
+            data = parse_sidecar(files.get(SIDECAR))
             if text in data.get(entry_id, []):
                 data[entry_id].remove(text)
-            files.put(SIDECAR, _sidecar_text(data))
+            files.put(SIDECAR, sidecar_text(data))
             continue
         old = files.get(rel)
         new = yaml_remove_alternative(old, entry_id, text) if old is not None else None
@@ -670,7 +316,7 @@ def _revert_plan(kb: KnowledgeBase, change: Change) -> Plan:
             files.put(rel, new)
     drop = set(change.examples)
     if drop:
-        files.put(LEARNED, _examples_text([e for e in read_examples(kb.root) if e.id not in drop]))
+        files.put(LEARNED, examples_text([e for e in read_examples(kb.root) if e.id not in drop]))
     if change.draft:
         files.put(change.draft, None)
     return Plan(files.changed(), ())

@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from indexer.index import CandidatePool, Index, LexicalEvidence, UnitHit
+from indexer.index import Index
+from indexer.pool import CandidatePool, LexicalEvidence
+from indexer.units import UnitHit
 from kb.errors import ConfigError
 from service.detect import SensitiveDetector
 from service.pipeline.decide import Decider, Decision

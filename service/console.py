@@ -20,20 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from indexer.index import Index
 from kb.errors import IndexMissingError, ModelError
-from kb.learned import Decision, states
+from kb.learn_journal import Decision, states
 from kb.schema import KnowledgeBase
 from service.api import ServiceState, get_state, require_admin
-from service.gaps import (
-    ABANDON_S,
-    GapFinder,
-    GapReport,
-    decided_keys,
-    find,
-    read_unserved,
-    resolve,
-    resolve_ticket,
-    served_kb,
-)
+from service.gaps import GapFinder, GapReport, find
+from service.gaps_resolve import resolve, resolve_ticket, served_kb
+from service.gaps_unserved import ABANDON_S, decided_keys, read_unserved
 from service.pii import mask_pii
 from service.stats import TOP_GAPS, StatsCollector, StatsSource, parse_since, stats_report
 

@@ -29,69 +29,43 @@ with precision 0.42 at 0.90, 0.67 at 0.92, 0.79 at 0.93 and 0.91 at 0.95, where 
 messages still joined a cluster (67% at 0.93). Merging too eagerly is the costly error: attaching a
 cluster makes all its messages alternatives of one entry, while a cluster split in two is only one
 more row in the list.
+
+The parts: ``service/gaps_unserved.py`` selects the messages, this module clusters them into a
+report, and ``service/gaps_resolve.py`` records an operator's decision on a cluster or a ticket.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import threading
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from indexer.encoder import Encoder
-from indexer.index import Index, Manifest
+from indexer.index import Index
 from indexer.lexical import char_bigrams
 from indexer.normalize import normalize
-from kb.errors import ConfigError, KBError, NotFoundError
-from kb.learned import LOCK, MAX_MESSAGES, Action, Decision, decide, item_key, states, ticket_messages, whoami
-from kb.loader import JOURNAL, question_key
-from kb.schema import KnowledgeBase
-from kb.settings import Settings
+from kb.errors import NotFoundError
+from kb.loadstate import question_key
+from service.gaps_unserved import KINDS, GapMessage
 from service.pii import mask_pii
-from service.tickets import AnswerLog, FeedbackStore, LoggedAnswer
 
-GapKind = Literal["low_confidence", "abandoned_clarify", "voted_down"]
-KINDS: tuple[GapKind, ...] = ("low_confidence", "abandoned_clarify", "voted_down")
-ABANDON_S = 600.0  # a clarify not followed by an answer in its session within 10 minutes was abandoned
 PAIR_QUANTILE = 0.999  # merge at the cosine 1 in 1000 pairs of different entries' questions reach
 FALLBACK_THRESHOLD = 0.93  # too few questions in the KB to measure it: e5-small's value on the bundled KB
 MIN_PAIRS = 100  # different-entry question pairs needed to read the threshold from an index
 SAMPLE_ROWS = 2000  # question rows sampled for it (the quantile moved ≤ 0.001 from 500 to 4,000 rows)
 NEIGHBOURS = 3  # nearest KB entries shown per cluster
 EXAMPLES = 3  # example messages shown per cluster
-MAX_ROWS = 200_000  # unserved messages read per report (the newest are dropped past it)
 MAX_TEXTS = 20_000  # distinct messages clustered per report
 ENCODE_BATCH = 64
 VECTOR_CACHE = 50_000  # texts whose vectors are kept between reports (384 floats each: about 75 MB)
 Progress = Callable[[int, int], None]  # (done, total)
-RESOLVE_ACTIONS: tuple[Action, ...] = ("attach", "out_of_scope", "new_entry", "dismiss")
-
-
-class AlreadyResolvedError(ConfigError):
-    """Another operator decided this item first (HTTP 409)."""
-
-    http_status = 409
-
-
-@dataclass(frozen=True)
-class GapMessage:
-    """One message kefu did not serve (text masked, as the answer log keeps it)."""
-
-    answer_id: str
-    created: float
-    session_id: str | None
-    text: str
-    kind: GapKind
-    top_id: str | None
-    confidence: float | None
 
 
 @dataclass(frozen=True)
@@ -158,56 +132,6 @@ class GapReport:
 
 def iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
-
-
-# --- which messages count ---------------------------------------------------------------------------------------
-def select_unserved(
-    rows: Iterable[LoggedAnswer], votes: Mapping[str, str], now: float, abandon_s: float = ABANDON_S
-) -> list[GapMessage]:
-    """The unserved messages among ``rows``, oldest first (see the module). ``rows`` must hold every
-    ``answer`` of the clarified sessions after their clarifies; ``votes``: answer id → current vote."""
-    rows = sorted({r.answer_id: r for r in rows}.values(), key=lambda r: (r.created, r.answer_id))
-    answered: dict[str, list[float]] = {}
-    for r in rows:
-        if r.decision == "answer" and r.session_id is not None:
-            answered.setdefault(r.session_id, []).append(r.created)
-    out = []
-    for r in rows:
-        kind: GapKind | None = None
-        if votes.get(r.answer_id) == "down" and (
-            r.decision == "answer"
-            or (r.decision, r.reason) in (("clarify", "ambiguous"), ("handoff", "low_confidence"))
-        ):
-            kind = "voted_down"
-        elif r.decision == "handoff" and r.reason == "low_confidence":
-            kind = "low_confidence"
-        elif r.decision == "clarify" and r.reason == "ambiguous" and now - r.created >= abandon_s:
-            later = answered.get(r.session_id or "", ())
-            if not any(r.created < t <= r.created + abandon_s for t in later):
-                kind = "abandoned_clarify"
-        if kind is not None and r.query.strip():
-            out.append(
-                GapMessage(r.answer_id, r.created, r.session_id, mask_pii(r.query), kind, r.top_id, r.confidence)
-            )
-    return out
-
-
-def read_unserved(
-    log: AnswerLog, feedback: FeedbackStore, since: float | None, now: float, abandon_s: float = ABANDON_S
-) -> list[GapMessage]:
-    """``select_unserved`` over the answer log: the candidates, their votes, and the answers that
-    followed the clarifies in their sessions."""
-    rows = log.gap_candidates(since, now, MAX_ROWS)
-    sessions = [r.session_id for r in rows if r.decision == "clarify" and r.session_id is not None]
-    first = min((r.created for r in rows), default=now)
-    follow = log.in_sessions(sessions, first, "answer") if sessions else []
-    votes = feedback.votes_on([r.answer_id for r in rows])
-    return select_unserved([*rows, *follow], votes, now, abandon_s)
-
-
-def decided_keys(root: Path) -> set[str]:
-    """``question_key`` of every message in a live (not undone) decision of the KB at ``root``."""
-    return {question_key(m) for s in states(root).values() if s.status != "undone" for m in s.decision.messages}
 
 
 # --- clustering -------------------------------------------------------------------------------------------------
@@ -378,88 +302,4 @@ def find(report: GapReport, gap_id: str) -> Gap:
     raise NotFoundError(
         f"no open gap {gap_id!r} in this window: it may have been resolved, or it is older than --since; "
         "list them again with `kefu gaps`"
-    )
-
-
-# --- resolving --------------------------------------------------------------------------------------------------
-def served_kb(settings: Settings, manifest: Manifest) -> KnowledgeBase:
-    """The KB the served build was built from (KEFU_KB_DIR when it is that folder or a file in it)."""
-    from kb.loader import load_kb
-
-    root = Path(manifest.kb_root)
-    if not root.is_dir():
-        raise KBError(
-            f"build {manifest.build_id} was built from {root}, which is not on this machine; "
-            "resolve where the KB lives, or rebuild from a KB here"
-        )
-    configured = Path(settings.kb_dir).expanduser()
-    folder = configured if configured.is_dir() else configured.parent
-    path = configured if folder.resolve() == root.resolve() else root
-    return load_kb(path, log_changes=False)
-
-
-def check_writable(root: Path) -> None:
-    """Refuse before deciding anything when this process cannot write the KB's learning files."""
-    for p in (root, root / JOURNAL, root / LOCK):
-        if p.exists() and not os.access(p, os.W_OK):
-            raise ConfigError(
-                f"the knowledge base {root} is not writable by this process (user {whoami()}): {p} is read-only. "
-                "Resolve from an account that can write it, or serve a writable copy (KEFU_KB_DIR, then kefu build)"
-            )
-
-
-def resolve(
-    kb: KnowledgeBase,
-    action: Action,
-    messages: Sequence[str],
-    *,
-    entry: str | None = None,
-    ticket: str | None = None,
-    category: str | None = None,
-    who: str | None = None,
-) -> Decision:
-    """Record an operator's decision through ``kb.learned.decide``. A second decision on the same
-    item (another operator was first), or on messages that are all in live decisions already (a
-    ticket whose message was resolved with its gap), is an ``AlreadyResolvedError``."""
-    if action not in RESOLVE_ACTIONS:
-        raise ConfigError(f"action {action!r} is unknown; allowed: {', '.join(RESOLVE_ACTIONS)}")
-    check_writable(kb.root)
-    texts = list(messages)[:MAX_MESSAGES]
-    live = [s.decision for s in states(kb.root).values() if s.status != "undone"]
-    done = {question_key(m): d for d in live for m in d.messages}
-    if texts and all(question_key(t) in done for t in texts) and item_key(texts, ticket) not in {d.item for d in live}:
-        d = done[question_key(texts[0])]
-        raise AlreadyResolvedError(
-            f"{'ticket ' + ticket if ticket else 'these messages'} already decided: {d.action} by {d.who} at {d.at} "
-            f"(decision {d.id}); `kefu learn undo {d.id}` first to decide again"
-        )
-    try:
-        return decide(kb, action, texts, entry=entry, ticket=ticket, category=category, who=who)
-    except ConfigError as exc:
-        key = item_key([t.strip() for t in texts if t.strip()], ticket)
-        if any(s.decision.item == key and s.status != "undone" for s in states(kb.root).values()):
-            raise AlreadyResolvedError(str(exc)) from exc
-        raise
-
-
-def resolve_ticket(
-    kb: KnowledgeBase,
-    tickets_db: Path,
-    ticket_id: str,
-    action: Action,
-    *,
-    entry: str | None = None,
-    category: str | None = None,
-    who: str | None = None,
-) -> Decision:
-    """A decision on a handoff ticket's (masked) message; a shop's ticket is refused, its answers
-    belong to the shop's KB."""
-    from service.shops_tickets import ShopTickets
-
-    if tickets_db.is_file():
-        route = ShopTickets.at(tickets_db).routes([ticket_id]).get(ticket_id)
-        if route is not None:
-            raise ConfigError(f"ticket {ticket_id} was asked in shop {route[0]!r}: its answers belong to the shop's KB")
-    return resolve(
-        kb, action, ticket_messages(tickets_db, ticket_id), entry=entry, ticket=ticket_id, category=category, who=who
     )

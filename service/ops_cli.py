@@ -13,9 +13,10 @@ from rich.table import Table
 
 from kb.clikit import console, edge, err_console, progress_display, settings_of
 from kb.errors import ConfigError
-from kb.learned import Action, Decision
+from kb.learn_journal import Action, Decision
 from kb.settings import Settings
-from service.gaps import ABANDON_S, Gap, GapReport
+from service.gaps import Gap, GapReport
+from service.gaps_unserved import ABANDON_S
 from service.stats import HANDOFF_REASONS, TOP_GAPS, Counts, StatsReport, parse_since
 
 gaps_app = typer.Typer(
@@ -39,7 +40,8 @@ def gap_report(s: Settings, since: float, now: float, limit: int | None, abandon
     """Load the model and the served index, read the unserved messages, cluster them (progress on stderr)."""
     from indexer.encoder import load_encoder  # at call time: tests swap the model
     from indexer.store import IndexStore
-    from service.gaps import GapFinder, decided_keys, read_unserved
+    from service.gaps import GapFinder
+    from service.gaps_unserved import decided_keys, read_unserved
 
     log, feedback = _stores(s)
     messages = read_unserved(log, feedback, since, now, abandon_s)
@@ -135,7 +137,8 @@ def resolve_cmd(
     """Decide on one gap or ticket in the served build's KB (recorded, pending until `kefu learn`)."""
     from indexer.index import Index
     from indexer.store import IndexStore
-    from service.gaps import find, resolve, resolve_ticket, served_kb
+    from service.gaps import find
+    from service.gaps_resolve import resolve, resolve_ticket, served_kb
 
     chosen: list[tuple[Action, bool]] = [
         ("attach", attach is not None),
@@ -173,7 +176,8 @@ def _print_decision(d: Decision, what: str) -> None:
 
 # --- kefu stats -------------------------------------------------------------------------------------------------
 def stats_of(s: Settings, since: float, now: float, gaps: int, abandon_s: float = ABANDON_S) -> StatsReport:
-    from indexer.index import Index, Manifest
+    from indexer.folder import Manifest
+    from indexer.index import Index
     from indexer.store import IndexStore
     from kb.errors import IndexStateError
     from service.stats import stats_report

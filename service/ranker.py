@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from indexer.index import POOL_FEATURES, CandidatePool, UnitHit
+from indexer.pool import POOL_FEATURES, CandidatePool
+from indexer.units import UnitHit
 from kb.errors import ConfigError
 
 POOL = 20  # candidates reranked per query: dev recall@20 of the RRF order is 0.994, so few are lost

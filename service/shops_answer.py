@@ -21,82 +21,42 @@ first use from their build's pack (``indexer.vectorstore_index``: one file read,
 the vectors read from the store once) and kept in an LRU bounded by memory (``memory_budget``) and,
 when KEFU_SHOP_CACHE is set, by count; a shop rebuilt by another process is picked up at its next
 question (the registry names the build to serve).
+
+The parts: ``service/shops_merge.py`` makes the one decision from the two sides, and
+``service/shops_load.py`` loads a shop's answerer from its build's pack.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
-from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from indexer.vectorstore import check_shop_id
-from indexer.vectorstore_index import StoreIndex, read_pack
 from kb.errors import InputError, KefuError
-from kb.loader import load_resources
-from kb.schema import Resources
-from kb.settings import BUNDLED_KB, Settings
-from service.answerer import CLARIFY_CHOICES, SUGGESTIONS, Answerer
-from service.schemas import Answer, AnswerItem, HandoffInfo, HistoryTurn
+from kb.settings import Settings
+from service.answerer import Answerer
+from service.schemas import Answer, HistoryTurn
 from service.sessions import SessionStore
-from service.shops import ShopRecord, Shops, write_shop_pack
+from service.shops import ShopRecord, Shops
+from service.shops_load import LoadedShop, load_shop
+from service.shops_merge import Route, Side, merge
 from service.shops_tickets import ShopTickets
-from service.speller import KNOWN_AT, MIN_COUNT, RATIO, Speller, jieba_words, read_userdict, readings
-from service.synonyms import SynonymExpander
-from service.webhook import OrderEvent, OrderWebhook
+from service.webhook import OrderWebhook
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
-# Decided by a rule before any confidence: the same on both sides, taken once.
-RULE_REASONS = frozenset({"user_requested", "sensitive", "needs_order", "empty_query", "greeting"})
-# Words that take a handoff to 官方客服 even from a shop's chat: the platform itself, its
-# intervention in a dispute, complaints about the seller, fraud and counterfeits.
-PLATFORM_TERMS = re.compile(
-    r"官方|平台|小二|介入|仲裁|维权|举报|投诉(?:商家|卖家|店家|店铺|这家)|(?:商家|卖家|店家)不(?:理|回|处理|同意|退)|假货|骗"
-)
-TICKET_CANDIDATES = 5
 # The LRU of loaded shops holds at most this share of the memory the process may use, and never
 # more than SHOP_MEMORY_CAP: with the model (~1 GB) that keeps a serving process under 3 GB.
 SHOP_MEMORY_SHARE = 0.25
 SHOP_MEMORY_CAP = 2 << 30
-SHOP_OVERHEAD = 48 << 10  # a loaded shop's answerer, calibration and speller tables besides its index
 PRELOAD_FILL = 0.9  # ShopDesk.preload stops when the loaded shops hold this share of the budget
 
 log = logging.getLogger("kefu.shops")
-
-
-class Route(StrEnum):
-    SHOP = "shop"
-    PLATFORM = "platform"
-
-
-@dataclass(frozen=True)
-class Side:
-    """One answerer's answer to the message and its calibrated confidence."""
-
-    owner: Route
-    answer: Answer
-    confidence: float
-
-    @classmethod
-    def of(cls, owner: Route, answer: Answer) -> Side:
-        conf = answer.trace.get("confidence")
-        return cls(owner, answer, float(conf) if isinstance(conf, int | float) else 0.0)
-
-
-@dataclass(frozen=True)
-class LoadedShop:
-    build_id: str
-    answerer: Answerer
-    nbytes: int  # what it holds in memory, roughly (``StoreIndex.nbytes`` + SHOP_OVERHEAD)
 
 
 def _memory_limit() -> int:
@@ -133,78 +93,6 @@ def shop_capacity(settings: Settings) -> int | None:
     return settings.shop_cache if given else None
 
 
-class PairCounts:
-    """The speller's character-pair counts as a sorted array, read as its ``Counter`` is: 12 bytes a
-    pair, no Python string or dict entry for each of a loaded shop's ~1,500 pairs."""
-
-    def __init__(self, pairs: np.ndarray, counts: np.ndarray) -> None:
-        self._pairs, self._counts = pairs, counts
-
-    def get(self, pair: str, default: int = 0) -> int:
-        i = int(self._pairs.searchsorted(pair))
-        return int(self._counts[i]) if i < self._pairs.size and self._pairs[i] == pair else default
-
-    def __getitem__(self, pair: str) -> int:
-        return self.get(pair)
-
-
-class PairsAtLeast:
-    """The pairs counted at least ``n`` times (a set's ``in``), read from the counts themselves."""
-
-    def __init__(self, counts: PairCounts, n: int) -> None:
-        self._counts, self._n = counts, n
-
-    def __contains__(self, pair: object) -> bool:
-        return isinstance(pair, str) and self._counts.get(pair) >= self._n
-
-
-class PackedSpeller(Speller):
-    """``Speller`` from the pair counts a shop's pack carries (``write_shop_pack``): the same tables
-    as ``Speller(texts, words)`` builds, without reading the texts."""
-
-    def __init__(  # the parent's constructor counts the pairs of texts: not called
-        self,
-        pairs: np.ndarray,
-        counts: np.ndarray,
-        words: frozenset[str],
-        min_count: int = MIN_COUNT,
-        ratio: float = RATIO,
-        known_at: int = KNOWN_AT,
-    ) -> None:
-        self.ratio = ratio
-        self.pairs = PairCounts(pairs, counts)  # type: ignore[assignment]  # read as a Counter
-        self.dictionary = jieba_words()
-        self.extra = words
-        self._known_pairs = PairsAtLeast(self.pairs, known_at)  # type: ignore[assignment,arg-type]  # read as a set
-        self._after: dict[tuple[str, str], list[str]] = {}
-        self._before: dict[tuple[str, str], list[str]] = {}
-        for pair in pairs[counts >= min_count].tolist():  # sorted, as the parent's loop
-            if not self.is_word(pair):
-                continue
-            for r in readings(pair[1]):
-                self._after.setdefault((pair[0], r), []).append(pair[1])
-            for r in readings(pair[0]):
-                self._before.setdefault((r, pair[1]), []).append(pair[0])
-
-
-def route_for(reason: str | None, query: str, shop: Side, platform: Side | None) -> Route:
-    """Whom a handoff goes to (see the module docstring)."""
-    if reason == "sensitive" or PLATFORM_TERMS.search(query):
-        return Route.PLATFORM
-    if reason == "low_confidence" and platform is not None and platform.confidence > shop.confidence:
-        return Route.PLATFORM
-    return Route.SHOP
-
-
-def owned(items: Sequence[AnswerItem], owner: Route) -> list[AnswerItem]:
-    return [i.model_copy(update={"source": i.source.model_copy(update={"owner": owner.value})}) for i in items]
-
-
-def by_score(*lists: Sequence[AnswerItem]) -> list[AnswerItem]:
-    """Items of both sides, best score first (both sides score on the same cosine scale)."""
-    return sorted((i for items in lists for i in items), key=lambda i: -i.score)
-
-
 class _SharedEncode:
     """The query encoder with a one-text memory per thread: the shop's and the platform's
     answerer search the same text one after the other, and it is encoded once."""
@@ -221,29 +109,6 @@ class _SharedEncode:
         vecs = self.encode(list(texts))
         self._local.last = (key, vecs)
         return vecs
-
-
-BUNDLED_USERDICT = BUNDLED_KB / "resources" / "userdict.txt"
-
-
-@lru_cache(maxsize=64)
-def _userdict_words(path: Path | None) -> frozenset[str]:
-    """A user dictionary's words, one set shared by every shop that uses it."""
-    return frozenset(read_userdict(path if path is not None and path.is_file() else None))
-
-
-def _own_resources(kb_root: Path) -> Resources | None:
-    """A shop KB's own ``resources/`` (synonyms, user words), or None: most shop KBs are one FAQ
-    table, and parsing the bundled YAML again for each shop loaded cost 55 ms of a 60 ms load."""
-    folder = kb_root / "resources"
-    if not folder.is_dir():
-        return None
-    return _resources_at(folder, folder.stat().st_mtime_ns)
-
-
-@lru_cache(maxsize=256)
-def _resources_at(folder: Path, mtime_ns: int) -> Resources:  # the mtime makes a changed folder a new key
-    return load_resources(folder.parent)
 
 
 class ShopDesk:
@@ -308,7 +173,7 @@ class ShopDesk:
             if loaded is not None and loaded.build_id == rec.build_id:
                 self._loaded.move_to_end(shop)
                 return rec, loaded.answerer
-        loaded = self._load(rec, platform)
+        loaded = load_shop(self.shops, rec, platform, self.encode, self.sessions, self.model_id)
         with self._lock:
             old = self._loaded.pop(shop, None)
             self._bytes += loaded.nbytes - (old.nbytes if old is not None else 0)
@@ -318,43 +183,6 @@ class ShopDesk:
             ):
                 self._bytes -= self._loaded.popitem(last=False)[1].nbytes
         return rec, loaded.answerer
-
-    def _load(self, rec: ShopRecord, platform: Answerer) -> LoadedShop:
-        """The shop's answerer from its build's pack (written now if the build has none) and its
-        vectors read from the store once."""
-        store = self.shops.store(rec.dim)
-        folder = self.shops.folder(rec)
-        pack = read_pack(folder)
-        if pack is None or pack.header.get("build_id") != rec.build_id:
-            index = StoreIndex.open(folder, store, rec.id, self.model_id)
-            try:  # a build from before packs: write its pack, so this is the last slow load
-                write_shop_pack(index, folder)
-                pack = read_pack(folder)
-            except (OSError, ValueError) as exc:
-                log.warning("shop %s: cannot write the pack of build %s (%s)", rec.id, rec.build_id, exc)
-        if pack is not None:
-            index = StoreIndex.from_pack(pack, folder, store, rec.id, self.model_id)
-        index.fetch_vectors()
-        own = _own_resources(Path(index.manifest.kb_root))
-        speller: Speller | None = None
-        if platform.speller is not None:  # typo correction is on: with the shop's own words
-            words = _userdict_words(own.userdict if own is not None else BUNDLED_USERDICT)
-            extras = pack.extras if pack is not None else {}
-            if "speller_pairs" in extras:
-                speller = PackedSpeller(extras["speller_pairs"], extras["speller_counts"], words)
-            else:
-                speller = Speller(index.norm_texts, words)
-        answerer = Answerer(
-            index,
-            self.encode,
-            platform.sensitive,  # the rules are the platform's, so both sides fire alike
-            platform.options,
-            sessions=self.sessions,
-            greetings=platform.greetings,
-            synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
-            speller=speller,
-        )
-        return LoadedShop(rec.build_id, answerer, index.nbytes + SHOP_OVERHEAD)
 
     def loaded(self) -> int:
         return len(self._loaded)
@@ -411,83 +239,4 @@ class ShopDesk:
         if own.answer.reason not in ("empty_query", "greeting"):  # nothing to search for
             variant = self.platform_variant(platform)
             other = Side.of(Route.PLATFORM, variant.answer(query, session_id=sid, top_k=k, history=history))
-        return self._merge(query, rec, own, other, k, sid, t0)
-
-    def _merge(self, query: str, rec: ShopRecord, own: Side, other: Side | None, k: int, sid: str, t0: float) -> Answer:
-        sides = [own] if other is None else [own, other]
-        lead = max(sides, key=lambda s: s.confidence)
-        a = own.answer
-        decision, reason, message = a.decision, a.reason, a.message
-        answers: list[AnswerItem] = []
-        suggestions: list[AnswerItem] = []
-        if a.reason in RULE_REASONS:
-            # a rule fired (on both sides alike): candidates of both, best first
-            answers = by_score(*(owned(s.answer.answers, s.owner) for s in sides))[: len(a.answers)]
-            suggestions = by_score(*(owned(s.answer.suggestions, s.owner) for s in sides))[:SUGGESTIONS]
-        else:
-            answering = [s for s in sides if s.answer.decision == "answer"]
-            clarifying = [s for s in sides if s.answer.decision == "clarify"]
-            if answering:
-                ordered = sorted(answering, key=lambda s: -s.confidence)
-                lead = ordered[0]
-                decision, reason, message = "answer", None, None
-                answers = [i for s in ordered for i in owned(s.answer.answers, s.owner)][:k]
-            elif clarifying:
-                ordered = sorted(clarifying, key=lambda s: -s.confidence)
-                lead = ordered[0]
-                decision, reason, message = "clarify", "ambiguous", lead.answer.message
-                answers = [i for s in ordered for i in owned(s.answer.answers, s.owner)][:CLARIFY_CHOICES]
-            else:
-                decision, reason, message = "handoff", "low_confidence", None
-                suggestions = by_score(*(owned(s.answer.suggestions, s.owner) for s in sides))[:SUGGESTIONS]
-        handoff = None
-        route: Route | None = None
-        trace: dict[str, Any] = {
-            **lead.answer.trace,
-            "shop": rec.id,
-            "shop_build": rec.build_id,
-            "lead": lead.owner.value,
-            "sides": {
-                s.owner.value: {
-                    "decision": s.answer.decision,
-                    "reason": s.answer.reason,
-                    "confidence": round(s.confidence, 4),
-                    "build": s.answer.trace.get("build"),
-                }
-                for s in sides
-            },
-        }
-        if decision == "handoff":
-            route = route_for(reason, query, own, other)
-            trace["route"] = route.value
-            ticket_id = "-"
-            if self.tickets is not None and reason != "empty_query":
-                cands = by_score(*(owned(s.answer.answers or s.answer.suggestions, s.owner) for s in sides))
-                ranked = [
-                    {"id": i.id, "score": round(i.score, 4), "owner": i.source.owner} for i in cands[:TICKET_CANDIDATES]
-                ]
-                if not ranked:  # the answers of a handoff are not always shown: take the trace's candidates
-                    ranked = [
-                        {"id": c["id"], "score": c["score"], "owner": s.owner.value}
-                        for s in sides
-                        for c in s.answer.trace.get("candidates", [])[:2]
-                    ]
-                ticket_id = self.tickets.create(query, reason or "low_confidence", sid, ranked, rec.id, route).id
-            handoff_message = a.handoff.message if a.handoff is not None else ""
-            handoff = HandoffInfo(ticket_id=ticket_id, message=handoff_message, route=route.value)
-            if reason == "needs_order" and self.webhook is not None:
-                event = OrderEvent(query, a.normalized_query, sid, ticket_id, tuple(i.id for i in suggestions))
-                trace["webhook"] = self.webhook.send(event).describe()
-        return Answer(
-            query=query,
-            normalized_query=a.normalized_query,
-            decision=decision,
-            reason=reason,
-            answers=answers,
-            handoff=handoff,
-            suggestions=suggestions,
-            message=message,
-            session_id=sid,
-            elapsed_ms=round((time.perf_counter() - t0) * 1000, 2),
-            trace=trace,
-        )
+        return merge(query, rec, own, other, k, sid, t0, tickets=self.tickets, webhook=self.webhook)

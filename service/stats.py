@@ -31,9 +31,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from indexer.build import calibration_origin, describe_calibration
-from indexer.index import Manifest
+from indexer.folder import Manifest
 from kb.errors import ConfigError
-from service.gaps import KINDS, GapReport, iso, read_unserved
+from service.gaps import GapReport, iso
+from service.gaps_unserved import KINDS, read_unserved
 from service.tickets import AnswerLog, FeedbackStore
 
 log = logging.getLogger("kefu.stats")

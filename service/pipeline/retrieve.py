@@ -14,7 +14,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from indexer.index import CandidatePool, EntryInfo, Index, LexicalEvidence, UnitHit
+from indexer.folder import EntryInfo
+from indexer.index import Index
+from indexer.pool import CandidatePool, LexicalEvidence
+from indexer.units import UnitHit
 from kb.errors import ConfigError
 from service.pipeline.prepare import Prepared
 from service.policy import Calibration, Features

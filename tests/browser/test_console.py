@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from kb.learned import states
+from kb.learn_journal import states
 from service.tickets import AnswerLog, FeedbackStore
 from tests.browser.conftest import LOOPBACK, REPO, _build_index, _wait_ready, free_port, screenshot
 

@@ -26,7 +26,7 @@ from eval.calibrate import (
 from eval.dataset import EvalItem
 from eval.metrics import Ranked
 from eval.runner import ItemResult
-from indexer.index import POOL_FEATURES
+from indexer.pool import POOL_FEATURES
 from indexer.pseudo import UnitQuery, unit_queries
 from kb.errors import ConfigError
 from service.policy import FEATURES, Calibration, Features, decide

@@ -13,13 +13,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import eval.learn as learn_mod
 from eval.dataset import EvalItem
-from eval.learn import Comparison, Figures, learn
+from eval.learn import learn
+from eval.learn_guard import Comparison, Figures
+from eval.learn_stage import learned_items
 from indexer.build import build_and_swap
 from indexer.encoder import FakeEncoder
 from indexer.index import Index
 from indexer.store import IndexStore
+from kb import learn_files as F
+from kb import learn_journal as J
 from kb import learned as L
 from kb.loader import load_kb
 from kb.settings import Settings
@@ -33,7 +36,7 @@ def _dev_messages(n: int) -> list[str]:
     i = 0
     while len(out) < n:
         m = f"买的第{i}件衣服七天内还能退吗"
-        if L.split_of(m) == "dev":
+        if F.split_of(m) == "dev":
             out.append(m)
         i += 1
     return out
@@ -62,8 +65,8 @@ def test_learn_applies_rebuilds_and_ships(setup):
     index = store.load_current(enc.model_id)
     texts = {c.text for c in index.chunks if c.unit_id == ENTRY and c.kind == "alt"}
     assert set(msgs) <= texts
-    assert L.states(s.kb_dir)[d.id].status == "applied"
-    events = [r["event"] for r in L.read_journal(s.kb_dir)]
+    assert J.states(s.kb_dir)[d.id].status == "applied"
+    events = [r["event"] for r in J.read_journal(s.kb_dir)]
     assert events[-1] == "learned" and "applying" in events
     again = learn(s, enc)
     assert again.nothing_to_do and store.current_id() == result.build_id
@@ -84,8 +87,8 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
     assert {k: v for k, v in after.items() if k != "learn-journal.jsonl"} == {
         k: v for k, v in before.items() if k != "learn-journal.jsonl"
     }
-    assert L.read_journal(s.kb_dir)[-1]["event"] == "refused"
-    assert L.states(s.kb_dir)[d.id].status == "pending"
+    assert J.read_journal(s.kb_dir)[-1]["event"] == "refused"
+    assert J.states(s.kb_dir)[d.id].status == "pending"
     forced = learn(s, enc, force=True, labelled_test=labelled)  # --force ships past the loss and says so
     assert forced.shipped and forced.refused and store.current_id() == forced.build_id
 
@@ -134,7 +137,7 @@ import os, signal, sys
 from pathlib import Path
 import eval.learn as learn_mod
 from eval.dataset import EvalItem
-import kb.learned as learned
+import kb.learn_journal as journal
 from indexer.encoder import FakeEncoder
 from indexer.store import IndexStore
 from kb.settings import Settings
@@ -157,7 +160,7 @@ elif point in ("kb-write", "kb-rename"):  # before the first KB file is renamed 
             real_replace(src, dst)
             die()
         return real_replace(src, dst)
-    learned.os.replace = replace
+    journal.os.replace = replace
 elif point == "commit":  # KB written, build saved, not yet made current
     IndexStore.commit = lambda self, tmp, build_id: die()
 learn_mod.learn(settings, FakeEncoder(dim=128))
@@ -203,8 +206,8 @@ def test_sigkill_mid_learn_leaves_the_kb_and_the_last_good_build_intact(tmp_path
     assert result.shipped and store.current_id() == result.build_id != good
     final = load_kb(tiny_kb_dir).entry(ENTRY).alt_questions  # type: ignore[union-attr]
     assert sorted(a for a in final if a in msgs) == sorted(msgs)
-    assert all(st.status == "applied" for st in L.states(tiny_kb_dir).values())
-    (change,) = [st.change for st in L.states(tiny_kb_dir).values() if st.decision.action == "attach"]
+    assert all(st.status == "applied" for st in J.states(tiny_kb_dir).values())
+    (change,) = [st.change for st in J.states(tiny_kb_dir).values() if st.decision.action == "attach"]
     assert change is not None and {a[1] for a in change.alternatives} == set(msgs)  # undo would remove them all
     assert not list(tiny_kb_dir.rglob("*.tmp"))
 
@@ -214,8 +217,8 @@ def test_learned_items_are_eval_items(tmp_path: Path, tiny_kb_dir: Path):
     L.decide(kb, "out_of_scope", ["你们老板是谁啊"])
     L.decide(kb, "attach", _dev_messages(2), entry=ENTRY)
     L.write_plan(tiny_kb_dir, L.plan_apply(kb))
-    dev = learn_mod.learned_items(tiny_kb_dir, "dev")
-    everything = dev + learn_mod.learned_items(tiny_kb_dir, "test")
+    dev = learned_items(tiny_kb_dir, "dev")
+    everything = dev + learned_items(tiny_kb_dir, "test")
     assert len(everything) == 3
     oos = [it for it in everything if not it.in_scope]
     assert [(it.expect, it.reason) for it in oos] == [("handoff", "low_confidence")]

@@ -1,11 +1,12 @@
-"""The unit score written out per unit, as a brute-force oracle for ``_UnitLayout.scores`` (the
+"""The unit score written out per unit, as a brute-force oracle for ``indexer.units.UnitLayout.scores`` (the
 one implementation the index uses)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from indexer.index import QUESTION_TOPN, Index
+from indexer.index import Index
+from indexer.units import QUESTION_TOPN
 
 
 def unit_rule(index: Index, rows: list[int], cos: np.ndarray, w: float) -> tuple[float, float, int]:

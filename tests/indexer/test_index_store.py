@@ -16,10 +16,13 @@ import indexer.build as build_module
 import indexer.store as store_module
 from indexer.build import anchor_texts, build_and_swap
 from indexer.encoder import FakeEncoder
-from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, POOL_FEATURES, POOL_VOTE_VECTORS, Index
+from indexer.folder import FORMAT_VERSION
+from indexer.index import Index
 from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import NORMALIZER_VERSION, normalize
+from indexer.pool import POOL_FEATURES, POOL_VOTE_VECTORS
 from indexer.store import IndexStore, write_calibration
+from indexer.units import ANSWER_WEIGHT
 from kb.errors import (
     BuildInProgressError,
     ConfigError,

@@ -11,9 +11,11 @@ import pytest
 
 from indexer.build import build_and_swap
 from indexer.chunking import DocUnit
-from indexer.index import ANSWER_WEIGHT, FORMAT_VERSION, EntryInfo, Index
+from indexer.folder import FORMAT_VERSION, EntryInfo
+from indexer.index import Index
 from indexer.normalize import normalize
 from indexer.store import IndexStore
+from indexer.units import ANSWER_WEIGHT
 from kb.errors import IndexMismatchError
 from kb.loader import load_kb
 from tests.indexer.oracle import unit_rule
@@ -144,7 +146,7 @@ def test_an_index_copy_without_units_has_none(units_index):
 def test_a_document_unit_enters_the_ranker_pool_as_its_best_row(units_index, fake_encoder):
     """Coverage and votes of a clause of several rows are those of one row, not of their sum: a
     long section must not outvote a short one by length. FAQ entries keep their whole-unit values."""
-    from indexer.index import POOL_FEATURES
+    from indexer.pool import POOL_FEATURES
 
     text = "买家应在签收次日起七日内提出无理由退货申请卖家超时未处理"
     q = fake_encoder.encode_queries([normalize(text)])[0]

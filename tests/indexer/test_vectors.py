@@ -15,7 +15,7 @@ def _unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 
 def _clustered(rng: np.random.Generator, n: int, dim: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
-    """Clustered unit vectors, like real embeddings (as in eval/bench.py), and queries near them."""
+    """Clustered unit vectors, like real embeddings (as in eval/bench_measure.py), and queries near them."""
     centers = rng.standard_normal((max(8, n // 200), dim)).astype(np.float32)
     x = centers[rng.integers(0, len(centers), n)] + 0.35 * rng.standard_normal((n, dim)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)

@@ -8,9 +8,10 @@ import pytest
 from typer.testing import CliRunner
 
 from indexer.chunking import PATH_SEP, chunk_kb
+from kb.documents import MIN_DOC_BODY
 from kb.errors import KBError
 from kb.html import PageError, decode_page, parse_page
-from kb.loader import MIN_DOC_BODY, load_kb
+from kb.loader import load_kb
 
 # A help-center page as a CMS renders it: site chrome around a <main> that holds the article.
 RETURNS = """<!DOCTYPE html>

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kb import learn_files as F
+from kb import learn_journal as J
 from kb import learned as L
 from kb.errors import ConfigError, NotFoundError
 from kb.loader import load_kb
@@ -44,7 +46,7 @@ def _dev(n: int, prefix: str) -> list[str]:
     i = 0
     while len(out) < n:
         m = f"{prefix}第{i}个问题能退吗"
-        if L.split_of(m) == "dev":
+        if F.split_of(m) == "dev":
             out.append(m)
         i += 1
     return out
@@ -78,7 +80,7 @@ def test_attach_writes_alternatives_into_the_yaml_keeping_its_formatting(yaml_kb
     assert text.replace(f"      - {msgs[0]}\n      - {msgs[1]}\n", "") == BLOCK_FAQ  # only two lines added
     entry = load_kb(yaml_kb).entry("refund-seven-day")
     assert entry is not None and entry.alt_questions[-2:] == tuple(msgs)
-    examples = L.read_examples(yaml_kb)
+    examples = F.read_examples(yaml_kb)
     assert [(e.query, e.expect, e.relevant, e.split) for e in examples] == [
         (m, "answer", ("refund-seven-day",), "dev") for m in msgs
     ]
@@ -86,8 +88,8 @@ def test_attach_writes_alternatives_into_the_yaml_keeping_its_formatting(yaml_kb
 
 def test_held_out_short_and_taken_messages_are_examples_but_not_alternatives(yaml_kb: Path):
     kb = load_kb(yaml_kb)
-    test_msg = next(m for m in (f"测试留出{i}能退吗" for i in range(100)) if L.split_of(m) == "test")
-    short = next(m for m in ("退吧", "退呀", "退哦", "退啦", "可退") if L.split_of(m) == "dev")
+    test_msg = next(m for m in (f"测试留出{i}能退吗" for i in range(100)) if F.split_of(m) == "test")
+    short = next(m for m in ("退吧", "退呀", "退哦", "退啦", "可退") if F.split_of(m) == "dev")
     taken = "退货运费谁出"  # already an alternative of refund-shipping-fee
     L.decide(kb, "attach", [test_msg, short, taken], entry="refund-seven-day")
     (change,) = L.plan_apply(kb).changes
@@ -112,11 +114,11 @@ def test_a_table_kb_gets_a_sidecar_and_its_file_is_never_rewritten(csv_kb: Path)
     again = load_kb(csv_kb)  # the journal, learned.jsonl, sidecar and drafts are not FAQ content
     assert len(again.entries) == 2 and again.entry("q1").alt_questions == tuple(msgs)  # type: ignore[union-attr]
     assert again.content_hash != kb.content_hash
-    (draft,) = L.list_drafts(csv_kb)
+    (draft,) = F.list_drafts(csv_kb)
     assert draft.question == "能开增值税专票吗" and draft.messages == 2 and draft.path.startswith("drafts/")
     stub = yaml.safe_load((csv_kb / draft.path).read_text("utf-8"))
     assert stub["entries"][0]["category"] == "发票" and stub["entries"][0]["answer"] == ""
-    oos = [e for e in L.read_examples(csv_kb) if e.expect == "handoff"]
+    oos = [e for e in F.read_examples(csv_kb) if e.expect == "handoff"]
     assert [e.query for e in oos] == ["你们老板是谁"]
     assert json.loads((csv_kb / "learned.jsonl").read_text("utf-8").splitlines()[-1])["reason"] == "low_confidence"
 
@@ -149,11 +151,11 @@ def test_the_same_item_cannot_be_decided_twice_until_undone(yaml_kb: Path):
         L.decide(kb, "dismiss", list(reversed(DEV_MESSAGES)), who="bob")  # same messages, another order
     L.undo(kb, first.id, who="alice")
     second = L.decide(kb, "dismiss", DEV_MESSAGES, who="bob")
-    st = L.states(yaml_kb)
+    st = J.states(yaml_kb)
     assert st[first.id].status == "undone" and st[second.id].status == "pending"
-    events = [r["event"] for r in L.read_journal(yaml_kb)]
+    events = [r["event"] for r in J.read_journal(yaml_kb)]
     assert events == ["decided", "undone", "decided"]
-    assert all(r["who"] and r["at"] for r in L.read_journal(yaml_kb))
+    assert all(r["who"] and r["at"] for r in J.read_journal(yaml_kb))
 
 
 def test_undo_of_an_applied_decision_removes_what_it_wrote(yaml_kb: Path, csv_kb: Path):
@@ -164,7 +166,7 @@ def test_undo_of_an_applied_decision_removes_what_it_wrote(yaml_kb: Path, csv_kb
         plan = L.plan_apply(kb)
         L.write_plan(root, plan)
         (change,) = plan.changes
-        L.append_journal(
+        J.append_journal(
             root, {"event": "applied", "decision": d.id, "who": "t", "at": "t", "change": change.to_json()}
         )
         L.undo(load_kb(root), d.id)
@@ -202,22 +204,22 @@ def test_a_ticket_is_resolved_by_its_masked_message(yaml_kb: Path, tmp_path: Pat
 
 
 def test_the_lock_is_exclusive_and_files_are_replaced_whole(yaml_kb: Path):
-    with L.kb_lock(yaml_kb), pytest.raises(ConfigError, match="busy"), L.kb_lock(yaml_kb, wait_s=0):
+    with J.kb_lock(yaml_kb), pytest.raises(ConfigError, match="busy"), J.kb_lock(yaml_kb, wait_s=0):
         pass
-    with L.kb_lock(yaml_kb, wait_s=0):  # released
+    with J.kb_lock(yaml_kb, wait_s=0):  # released
         pass
     target = yaml_kb / "x.txt"
-    L.atomic_write(target, "新内容")
+    J.atomic_write(target, "新内容")
     assert target.read_text("utf-8") == "新内容"
     assert [p.name for p in yaml_kb.iterdir() if p.name.endswith(".tmp")] == []
-    L.atomic_write(target, None)
+    J.atomic_write(target, None)
     assert not target.exists()
 
 
 def test_yaml_edits_refuse_what_they_cannot_do_exactly():
     flow = "entries:\n  - id: a-b\n    alt_questions: [一二三四, 五六七八]\n"
-    assert L.yaml_add_alternative(flow, "a-b", "新的问题啊") is None  # flow lists go to the sidecar
-    assert L.yaml_add_alternative(BLOCK_FAQ, "missing", "新的问题啊") is None
-    added = L.yaml_add_alternative(BLOCK_FAQ, "refund-shipping-fee", "运费: 谁出？")  # needs quoting
+    assert F.yaml_add_alternative(flow, "a-b", "新的问题啊") is None  # flow lists go to the sidecar
+    assert F.yaml_add_alternative(BLOCK_FAQ, "missing", "新的问题啊") is None
+    added = F.yaml_add_alternative(BLOCK_FAQ, "refund-shipping-fee", "运费: 谁出？")  # needs quoting
     assert added is not None
-    assert L.yaml_remove_alternative(added, "refund-shipping-fee", "运费: 谁出？") == BLOCK_FAQ
+    assert F.yaml_remove_alternative(added, "refund-shipping-fee", "运费: 谁出？") == BLOCK_FAQ

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from kb.errors import KBError
-from kb.loader import load_kb, question_key
+from kb.loader import load_kb
+from kb.loadstate import question_key
 from kb.settings import BUNDLED_KB
 
 ANSWER = (

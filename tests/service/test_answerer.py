@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from indexer.index import UnitHit
 from indexer.normalize import normalize
+from indexer.units import UnitHit
 from kb.errors import ConfigError, InputError
 from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer
 from service.policy import Calibration
@@ -420,7 +420,7 @@ def _hits(*ids: str) -> list[UnitHit]:
 
 
 def _entries(**related: tuple[str, ...]) -> dict:
-    from indexer.index import EntryInfo
+    from indexer.folder import EntryInfo
 
     return {k: EntryInfo(k, f"{k}？", "答", "类", v) for k, v in related.items()}
 

@@ -11,9 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.store import IndexStore, write_calibration
-from kb.learned import states
+from kb.learn_journal import states
 from kb.settings import Settings
 from service import gaps as gaps_mod
+from service import gaps_resolve
 from service.api import create_app
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.shops_api import ShopsState
@@ -208,9 +209,9 @@ def test_a_kb_the_server_cannot_write_is_refused(
 ):
     seed(settings)
     gid = _paths(client)["gap"]
-    real = gaps_mod.os.access
+    real = gaps_resolve.os.access
     root = Path(settings.kb_dir)
-    monkeypatch.setattr(gaps_mod.os, "access", lambda p, mode: False if Path(p) == root else real(p, mode))
+    monkeypatch.setattr(gaps_resolve.os, "access", lambda p, mode: False if Path(p) == root else real(p, mode))
     r = client.post(f"/admin/gaps/{gid}/resolve", json={"action": "dismiss"}, headers=AUTH)
     assert r.status_code == 400 and "not writable" in r.json()["message"]
 

@@ -20,25 +20,16 @@ from indexer.encoder import FakeEncoder
 from indexer.index import Index
 from indexer.store import IndexStore
 from kb.errors import ConfigError, NotFoundError
-from kb.learned import plan_apply, states, write_plan
-from kb.loader import SIDECAR, load_kb
+from kb.learn_journal import states
+from kb.learned import plan_apply, write_plan
+from kb.loader import load_kb
 from kb.settings import Settings
+from kb.sidecar import SIDECAR
 from service import gaps as gaps_mod
-from service.gaps import (
-    FALLBACK_THRESHOLD,
-    AlreadyResolvedError,
-    GapFinder,
-    GapMessage,
-    decided_keys,
-    find,
-    leader_clusters,
-    merge_threshold,
-    read_unserved,
-    resolve,
-    resolve_ticket,
-    select_unserved,
-    served_kb,
-)
+from service import gaps_resolve
+from service.gaps import FALLBACK_THRESHOLD, GapFinder, find, leader_clusters, merge_threshold
+from service.gaps_resolve import AlreadyResolvedError, resolve, resolve_ticket, served_kb
+from service.gaps_unserved import GapMessage, decided_keys, read_unserved, select_unserved
 from service.tickets import AnswerLog, FeedbackStore, LoggedAnswer, TicketStore
 
 NOW = 1_800_000_000.0
@@ -368,9 +359,9 @@ def test_a_kb_this_process_cannot_write_is_refused_before_anything_is_recorded(
     tiny_kb_dir: Path, monkeypatch: pytest.MonkeyPatch
 ):
     kb = load_kb(tiny_kb_dir, strict=False)
-    real = gaps_mod.os.access
+    real = gaps_resolve.os.access
     # chmod would not stop root (the tests may run as root): the check itself is what is tested
-    monkeypatch.setattr(gaps_mod.os, "access", lambda p, mode: False if Path(p) == tiny_kb_dir else real(p, mode))
+    monkeypatch.setattr(gaps_resolve.os, "access", lambda p, mode: False if Path(p) == tiny_kb_dir else real(p, mode))
     with pytest.raises(ConfigError, match="not writable"):
         resolve(kb, "dismiss", ["什么问题"])
     assert states(tiny_kb_dir) == {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from indexer.index import UnitHit
+from indexer.units import UnitHit
 from kb.errors import ConfigError
 from service.pipeline.prepare import Prepared
 from service.pipeline.retrieve import Retrieval, Retriever, blend, prefers_context

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from indexer.index import POOL_FEATURES, CandidatePool, UnitHit
+from indexer.pool import POOL_FEATURES, CandidatePool
+from indexer.units import UnitHit
 from kb.errors import ConfigError
 from service.ranker import Group, Ranker, fit_ranker
 

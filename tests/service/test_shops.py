@@ -19,7 +19,8 @@ from kb.errors import ConfigError, IndexStateError, KBError, NotFoundError
 from kb.settings import Settings
 from service.runtime import Runtime
 from service.shops import Shops
-from service.shops_answer import PLATFORM_TERMS, Route, ShopDesk
+from service.shops_answer import ShopDesk
+from service.shops_merge import PLATFORM_TERMS, Route
 from service.shops_tickets import ShopTickets
 from tests.fakes import FAKE_CAL
 
@@ -356,7 +357,7 @@ def test_cli_add_list_token_remove(env: Settings, runner, tmp_path: Path, monkey
 # --- loading a shop: the pack, shared anchors, the memory-bounded LRU -------------------------------------
 def test_pack_loads_the_same_index_as_the_json_files(shops: Shops, desk, tmp_path: Path) -> None:
     from indexer.vectorstore_index import PACK_FILE, StoreIndex, read_pack
-    from service.shops_answer import PackedSpeller
+    from service.shops_load import PackedSpeller
     from service.speller import Speller
 
     d, platform = desk

@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from typer.testing import CliRunner
 
-from indexer.index import Manifest
+from indexer.folder import Manifest
 from kb.errors import ConfigError
-from kb.learned import states
+from kb.learn_journal import states
 from kb.settings import Settings
 from kefu_cli import app
 from service.stats import (

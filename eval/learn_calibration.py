@@ -1,0 +1,144 @@
+"""The labelled recalibration of ``kefu learn``: cross-fitted in folds, each item without its own alternative rows."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from eval.calibrate import calibrate, kb_groups
+from eval.dataset import EvalItem, stable_hash
+from eval.progress import Say, Ticker
+from eval.runner import ItemResult, run
+from indexer.index import Index
+from indexer.vectors import VectorIndex
+from kb.errors import ConfigError
+from kb.loadstate import question_key
+from service.answerer import Answerer
+from service.policy import Calibration
+from service.ranker import Ranker, fit_ranker
+
+FOLDS = 5
+# A labelled calibration needs this many in-scope and out-of-scope examples; with fewer the
+# build self-calibrates. Without out-of-scope examples the fit would never hand anything off.
+MIN_IN_SCOPE = 20
+MIN_OUT_OF_SCOPE = 10
+MIN_RANKER_ALTS = 50  # alternatives before a ranker fitted on this KB is tried against the shipped one
+
+
+@dataclass(frozen=True)
+class Recalibration:
+    calibration: Calibration
+    how: str  # one line for people
+    report: dict[str, Any]  # calibrate()'s report, stored next to the build as calibration_report.json
+
+
+def without_rows(index: Index, rows: set[int]) -> Index:
+    """``index`` as if the vector rows ``rows`` were not in it (a flat copy; the original is kept)."""
+    if not rows:
+        return index
+    keep = [i for i in range(len(index.chunks)) if i not in rows]
+    vectors = index.vectors[keep]
+    counts = {**index.manifest.counts, "vectors": len(keep), "chunks": len(keep)}
+    sub = Index(
+        index.manifest.model_copy(update={"counts": counts}),
+        vectors,
+        VectorIndex.build(vectors, "flat"),
+        [index.chunks[i] for i in keep],
+        index.anchors,
+        index.anchor_labels,
+        index.entries,
+        index.folder,
+        index.doc_units,
+    )
+    sub.set_dense_int8(index.dense_int8)
+    return sub
+
+
+def _fold(item_id: str) -> int:
+    return int(stable_hash(item_id), 16) % FOLDS
+
+
+def recalibrate(
+    base: Answerer,
+    items: Sequence[EvalItem],
+    precision: float = 0.95,
+    oos_recall: float = 0.95,
+    say: Say | None = None,
+) -> Recalibration | str:
+    """A labelled calibration of ``base``'s index from ``items`` (learned dev examples and any
+    labelled dev set), or the reason there is none. Each item is asked in its fold's index, without
+    the alternative rows that are its own text; the ranker is the shipped KB-agnostic one or one
+    fitted on this KB's alternatives, whichever ranks the items better in that cross-fitting."""
+    from service.selfcal import general_ranker
+
+    log = say or (lambda _m: None)
+    n_in = sum(it.in_scope for it in items)
+    n_out = sum(it.reason == "low_confidence" for it in items)
+    if n_in < MIN_IN_SCOPE or n_out < MIN_OUT_OF_SCOPE:
+        return (
+            f"{n_in} in-scope and {n_out} out-of-scope labelled dev examples; a labelled calibration "
+            f"needs {MIN_IN_SCOPE} and {MIN_OUT_OF_SCOPE}"
+        )
+    index = base.index
+    alt_rows = [r for r, c in enumerate(index.chunks) if c.kind == "alt"]
+    rows_of: dict[str, list[int]] = {}
+    for r in alt_rows:
+        rows_of.setdefault(question_key(index.chunks[r].text), []).append(r)
+    by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
+    for it in items:
+        by_fold[_fold(it.id)].append(it)
+    held = [{r for it in fold for r in rows_of.get(question_key(it.query), ())} for fold in by_fold]
+    subs = [without_rows(index, h) for h in held]
+    candidates: list[tuple[str, Ranker | None, list[Ranker | None]]] = []
+    general = general_ranker()
+    if general is not None:
+        candidates.append(("shipped ranker", general, [general] * FOLDS))
+    if len(alt_rows) >= MIN_RANKER_ALTS:
+        groups = kb_groups(index, progress=Ticker(log, "ranker: KB alternatives"))
+        try:
+            full = fit_ranker(groups)
+            per: list[Ranker | None] = [
+                fit_ranker([g for g, r in zip(groups, alt_rows, strict=True) if r not in h]) for h in held
+            ]
+            candidates.append(("ranker fitted on the KB's alternatives", full, per))
+        except ConfigError as exc:
+            log(f"no ranker fitted on this KB: {exc}")
+    if not candidates:
+        candidates.append(("no ranker", None, [None] * FOLDS))
+    best: tuple[float, str, Ranker | None, list[ItemResult]] | None = None
+    for name, full_ranker, per_fold in candidates:
+        by_id: dict[str, ItemResult] = {}
+        tick = Ticker(log, f"calibration items, {name}")
+        done = 0
+        for k in range(FOLDS):
+            r_k = per_fold[k]
+            cal = Calibration(ranker=r_k.to_json()) if r_k is not None else Calibration()
+            answerer = base.variant(index=subs[k], calibration=cal)
+            for res in run(answerer, by_fold[k]):
+                by_id[res.item.id] = res
+                done += 1
+                tick(done, len(items))
+        results = [by_id[it.id] for it in items]
+        hit1 = float(np.mean([r.top1_correct for r in results if r.item.in_scope]))
+        log(f"{name}: cross-fitted hit@1 {hit1:.3f} on {n_in} labelled dev examples")
+        if best is None or hit1 > best[0]:
+            best = (hit1, name, full_ranker, results)
+    assert best is not None
+    hit1, name, ranker, results = best
+    try:
+        cal, report = calibrate(results, precision, oos_recall, ranker=ranker)
+    except ConfigError as exc:
+        return str(exc)
+    cal = dataclasses.replace(cal, origin="labelled", kb_hash=index.manifest.kb_hash)
+    report["learned"] = {"ranker": name, "cross_fitted_hit@1": round(hit1, 4), "items": len(items)}
+    op = report["operating_point_cv"]
+    how = (
+        f"calibration: labelled on {n_in} + {n_out} dev examples ({name}); dev cross-validated precision "
+        f"{op['answered_precision']:.3f}, coverage {op['coverage']:.3f}, "
+        f"out-of-scope handoff {op['oos_handoff_recall']:.3f}"
+    )
+    return Recalibration(cal, how, report)

@@ -1,0 +1,102 @@
+"""Read documents into a load: Markdown rules with front matter, plain Markdown/text, and HTML pages."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from kb.clauses import duplicate_clauses
+from kb.html import PageError, decode_page, parse_page
+from kb.loadstate import LoadState, fmt_validation, slugify
+from kb.schema import MIN_RULES_BODY, Document, RulesMeta, Source
+
+HTML_SUFFIXES = {".html", ".htm"}
+MIN_DOC_BODY = 20  # a document shorter than this is almost certainly an export mistake
+FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*\n", re.S)
+
+log = logging.getLogger("kefu.kb")
+
+
+def load_markdown(state: LoadState, path: Path) -> None:
+    """Add the ``.md`` file at ``path``: a rules document if it has front matter, else a plain one."""
+    src = Source(state.rel(path))
+    text = read_text(state, path, src)
+    if text is None:
+        return
+    m = FRONT_MATTER.match(text)
+    if m is None:
+        add_plain_doc(state, path, text, src)
+        return
+    try:
+        meta_raw = yaml.safe_load(m.group(1)) or {}
+        meta = RulesMeta.model_validate(meta_raw)
+    except yaml.YAMLError as exc:
+        state.problem(Source(src.path, 2), f"invalid front matter: {exc}")
+        return
+    except ValidationError as exc:
+        state.problem(Source(src.path, 1), f"front matter: {fmt_validation(exc)}")
+        return
+    body = text[m.end() :]
+    body_line = text[: m.end()].count("\n") + 1
+    size = len(re.sub(r"\s", "", body))
+    minimum = MIN_RULES_BODY if state.strict else MIN_DOC_BODY
+    if size < minimum:
+        state.problem(Source(src.path, body_line), f"rules body has {size} characters; at least {minimum} required")
+        return
+    doc = Document(meta.id, meta.title, meta.category, body, src, "rules", meta.effective, meta.supersedes)
+    twice = duplicate_clauses(doc)
+    if twice:
+        # a clause is cited and served by its number, which must name one clause
+        why = f"clause number(s) used more than once: {', '.join(twice)}; cites reach the first"
+        if state.strict:
+            state.problem(Source(src.path, body_line), why)
+        else:
+            log.warning("%s: %s", src, why)
+    state.documents.append(doc)
+    state.doc_placed.append((next(state.seq), meta.id, src))
+
+
+def add_plain_doc(state: LoadState, path: Path, text: str, src: Source, title: str = "") -> None:
+    """Add ``text`` as a plain help document titled by ``title``, its first heading or the file name."""
+    if len(text.strip()) < MIN_DOC_BODY:
+        state.problem(src, f"document is empty or shorter than {MIN_DOC_BODY} characters")
+        return
+    heading = re.search(r"^#\s+(.+)$", text, re.M)
+    title = title or (heading.group(1).strip() if heading else path.stem)
+    doc_id = slugify(path.stem, fallback=f"doc-{hashlib.sha1(state.rel(path).encode()).hexdigest()[:8]}")
+    state.documents.append(Document(doc_id, title, "文档", text, src, "doc"))
+    state.doc_placed.append((next(state.seq), doc_id, src))
+
+
+def load_html(state: LoadState, path: Path) -> None:
+    """Add the help-center page at ``path`` as a plain document of its visible text."""
+    src = Source(state.rel(path))
+    try:
+        page = parse_page(decode_page(path.read_bytes()))
+    except PageError as exc:
+        state.problem(Source(src.path, exc.line), str(exc))
+        return
+    if page.size < MIN_DOC_BODY:
+        where = f" inside {page.region}" if page.region else ""
+        state.problem(
+            Source(src.path, page.line),
+            f"page has {page.size} characters of text{where} once scripts, navigation and hidden parts are "
+            f"dropped; at least {MIN_DOC_BODY} required. If a browser shows more, the page is filled in by "
+            "JavaScript: save the page as the browser shows it, or copy its text into a .md file",
+        )
+        return
+    add_plain_doc(state, path, page.body, src, page.title)
+
+
+def read_text(state: LoadState, path: Path, src: Source) -> str | None:
+    """The file's UTF-8 text, or None with a problem recorded."""
+    try:
+        return path.read_text("utf-8-sig")
+    except UnicodeDecodeError:
+        state.problem(src, "not UTF-8 text; save the file as UTF-8")
+        return None

@@ -1,0 +1,63 @@
+"""The learning loop's files in a KB folder, and adding ``alternatives.yaml``'s questions to loaded entries."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from kb.loadstate import LoadState, fmt_validation, question_key
+from kb.schema import Source
+
+# Files of the learning loop (kb/learned.py) at the top of a KB folder: not FAQ content.
+SIDECAR = "alternatives.yaml"
+LEARNED = "learned.jsonl"
+JOURNAL = "learn-journal.jsonl"
+DRAFTS = "drafts"
+LEARNING_FILES = frozenset({SIDECAR, LEARNED, JOURNAL})
+
+log = logging.getLogger("kefu.kb")
+
+
+def learning_file(rel: Path) -> bool:
+    """The learning loop's own files, and draft entries (``drafts/``, loaded once promoted)."""
+    return (len(rel.parts) == 1 and rel.name in LEARNING_FILES) or rel.parts[0] == DRAFTS
+
+
+def load_sidecar(state: LoadState, path: Path) -> None:
+    """Add ``alternatives.yaml``'s questions to the entries it names (after ids are settled, so
+    a key is the id kefu shows). An id no longer in the KB is skipped with a warning: deleting
+    a row from a table must not make the KB unloadable."""
+    src = Source(state.rel(path))
+    try:
+        data = yaml.safe_load(path.read_text("utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        state.problem(src, f"invalid {SIDECAR}: {exc}")
+        return
+    alts = data.get("alternatives") if isinstance(data, dict) else None
+    if not isinstance(alts, dict) or not all(isinstance(v, list) for v in alts.values()):
+        state.problem(src, "expected `alternatives:` mapping entry ids to lists of questions")
+        return
+    where = {x.entry.id: i for i, x in enumerate(state.loaded)}
+    for i, x in enumerate(state.loaded):  # an imported row's original id names it too
+        if x.entry.source_id is not None:
+            where.setdefault(x.entry.source_id, i)
+    for entry_id, texts in alts.items():
+        at = where.get(str(entry_id))
+        if at is None:
+            log.warning("%s: entry %r is not in the knowledge base; its learned questions are skipped", src, entry_id)
+            continue
+        x = state.loaded[at]
+        have = {question_key(q) for q in (x.entry.question, *x.entry.alt_questions)}
+        new = [str(t).strip() for t in texts if question_key(str(t)) not in have]
+        if new:
+            raw = {**x.entry.model_dump(), "alt_questions": (*x.entry.alt_questions, *dict.fromkeys(new))}
+            try:
+                entry = type(x.entry).model_validate(raw)
+            except ValidationError as exc:
+                state.problem(src, f"entry {entry_id!r}: {fmt_validation(exc)}")
+                continue
+            state.loaded[at] = dataclasses.replace(x, entry=entry)
