@@ -98,7 +98,7 @@ def _calibrate_dev(  # type: ignore[no-untyped-def]
     precision: float = 0.95,
     oos_recall: float = 0.95,
     margin_se: float = PRECISION_SE_MARGIN,
-    scope: bool = False,
+    scope: bool = True,
     units: bool = True,
 ):
     """(calibration, report, ranker or None): the ranker cross-fitted on dev when asked and
@@ -143,7 +143,7 @@ def calibrate_cmd(
         True, "--ranker/--no-ranker", help="fit the learned ranker too (on dev and the KB's alternative questions)"
     ),
     scope: bool = typer.Option(
-        False,
+        True,
         "--scope/--no-scope",
         help="below the answer threshold, clarify queries that look in scope instead of handing them off",
     ),
