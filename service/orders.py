@@ -37,7 +37,7 @@ _LONG_NUMBER = re.compile(r"(?<![\d.])(?!(?:86)?1[3-9]\d{9}(?![\d.]))(?![48]00\d
 _OWN = (
     r"(?:我(?:的|家的?)(?:快递|包裹|订单|单子|货|东西|宝贝|件|商品)"
     r"|我(?:刚才?|昨天|前天|上周)?(?:买|下|拍|订|网购)的(?:东西|商品|宝贝|货|单子?|订单|快递|包裹)?"
-    r"|(?:这|那)(?:个|笔)?(?:订单|单子|快递|包裹)"
+    r"|(?:这|那)(?:[两几]|\d+)?(?:个|笔)?(?:订单|单子|快递|包裹)"  # 这两个订单 too
     r"|(?:这|那)一?单(?!品|位|元|价|独|身|调|纯|据|词|车))"  # 这单 / 那单, not 单品 / 单价
 )
 # Where it is, or that it is late: a question only the order's tracking answers.
@@ -47,6 +47,7 @@ _STATUS = (
     r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流|退款|退钱)"
     r"|(?:没有?|未)(?:发货|收到|到货)|不发货"
     r"|什么时候(?:能|可以|才能|会|才)?(?:到|发货|发|送到|送达|寄出|派送)|几时(?:能)?(?:到|发)|多久(?:能|才能|可以)?(?:到|发)"
+    r"|(?:今天|明天|今日|几号)(?:能|会|可以)?(?:发货|发出|到货|送到|送达)"
     r"|(?:\d+|[一二两三四五六七八九十几]+|好几|半)个?(?:天|日|星期|周|礼拜|小时)了?(?:都|还|也)?(?:没有?|不)"
     r"(?:动|更新|到|发|送|变)"
     r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|没拿到|(?<!会)被(?:退回|拒收)|显示(?:已)?签收)"
@@ -79,7 +80,7 @@ _OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|�
 _ACT = (
     r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
     rf"|{_CANCEL}|催|{_INTERCEPT}|{_ADDRESS_EDIT}"
-    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个)?(?:物流|快递|订单|包裹|单号|到哪))"
+    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个|这[两几]个)?(?:物流|快递|订单|包裹|单号|到哪))"
 )
 _ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
 # Said by someone else (对方说我的快递丢了, 短信说…被退回, 客服说给我退款): scam calls and
@@ -100,6 +101,8 @@ _NOT_OURS = re.compile(
 _IMPERATIVE = re.compile(
     r"(?<![我去也都经帮])(?:催(?:一下|下|一哈)(?:单|发货|快递|物流|卖家|商家)?|催(?:单|发货|快递|物流|卖家|商家))"
     r"|拦截(?:一下|下)?(?:快递|包裹|物流|订单)|(?:快递|包裹)拦(?:截|下来|住|回来)"  # not 邮件拦截
+    # 你帮我看看 / 麻烦查一下 with nothing after it: look at my case (让她帮我看看 is someone else)
+    r"|(?<![她他让])(?:帮我|麻烦(?:你们?|您)?(?:帮我)?)(?:看|查)(?:看|一下|下)(?=$|[\s,.!?;~]|我)"
 )
 _QUESTION = re.compile(
     r"多久|多长时间|几天|多少钱|要钱|收费|费用|有用|管用|有效|怎么|怎样|如何|能不能|可不可以|可以|能否|是不是|什么|哪|规则|条件"
@@ -119,7 +122,8 @@ _ASKS_ABOUT = re.compile(
 # --- invoices for a placed order ----------------------------------------------------------------
 # Issuing one, asked of us (麻烦开个票, 帮我开张增值税发票, 给我重开一张发票). Whether or how
 # invoices are issued (能开发票吗, 怎么开发票, 我要开发票) names no actor: an article answers it.
-_INVOICE_ACT = r"(?:补|重新?|换)?开(?:一下|下|一?个|一?张)?(?:增值税)?(?:电子|纸质|专用|普通|专|普)?(?:发票|票)"
+# 补 alone issues one too (麻烦补普通发票).
+_INVOICE_ACT = r"(?:(?:补|重新?|换)?开|补)(?:一下|下|一?个|一?张)?(?:增值税)?(?:电子|纸质|专用|普通|专|普)?(?:发票|票)"
 _INVOICE_REQUEST = re.compile(rf"{_ACTOR}{_OBJECT}{_INVOICE_ACT}")
 # The buyer's invoice details handed over for the order: a tax number under its label (税号:9131…,
 # masked 税号:[数字x]) or the buyer's name after a colon (单位全称:[组织机构x], 抬头:某某科技有限公司).
@@ -173,12 +177,61 @@ _ASKS_HOW = re.compile(r"怎|如何|咋|办法|流程|步骤|入口|在哪|哪�
 _ACCOUNT = re.compile(r"注册|绑定|换绑|改绑|登录|登陆|账号|账户|帐号|实名|验证码|身份证|密码|支付宝|银行卡")
 
 
+# --- a reply inside a conversation kefu did not take part in ------------------------------------
+# 是的，货已经发出了 / 没有。只有物流单号。/ 对 就收到两个小箱子: the shopper answers a question an
+# agent asked about their case. No article answers a reply, and the nearest one read alone is
+# confidently wrong (「没有」 lands on whatever entry says 没有). Read on the message as typed: the
+# normaliser drops the space that separates 对 from the rest (对就收到 ≠ 对方说), so the opener
+# must stand alone, ended by a space, a punctuation mark or the message's end. A reply that goes on
+# to ask something (可以 多久能退款呢) is a question and is left to the confidence.
+_REPLY = re.compile(
+    r"^\s*(?:是的|是啊|是呀|是滴|对的|对啊|对呀|对|嗯+|恩+|没有|没|不是|不对|不用|有的)"
+    r"(?:[\s,，.。!！~～、…]+|$)"
+)
+_ASKS = re.compile(rf"{_QUESTION.pattern}|问|请|咨询|吗|呢|么")
+_CLOSING = re.compile(r"谢|感谢|拜拜|再见")  # 没有了，谢谢: the chat ends, nothing to hand over
+
+
+# --- a conversation already about the shopper's order ------------------------------------------
+# Once the chat is about one order (the shopper sent its number or asked us to act on it, or an
+# agent asked for the number or said they are looking into it), what the shopper says next without
+# asking anything (买的时候显示明天送的, 收到的就是两个小箱子) describes that order: no article
+# answers it, however close one reads. A question still goes to the help center (那发票怎么开).
+_AGENT_ON_ORDER = re.compile(
+    r"订单号|订单编号|单号|(?:帮|为|给)您(?:查|看|核实|催|处理|申请|登记|反馈|联系|操作|取消|修改|备注)"
+    r"|(?:查|看)(?:询|一下|到)?(?:您的|一下您的)?(?:订单|物流|快递|包裹)"
+)
+
+
+def agent_on_order(text: str) -> bool:
+    """An agent's turn that asks for the order number or acts on the order."""
+    return _AGENT_ON_ORDER.search(text) is not None
+
+
+# …and a question about when it ships or arrives (不是明天送达么?, 能快点吗): about that order too,
+# unless it asks how something is done.
+_WHEN = re.compile(
+    r"(?:什么时候|几点|几号|哪天|多久|今天|明天|后天|预计).{0,6}?(?:到|送|发|收|派)|送达|到货|发货|快点|尽快|加急"
+)
+
+
+def match_order_statement(norm: str) -> OrderMatch | None:
+    """In a conversation about the shopper's order: a message (normalised) that asks nothing, or
+    asks when the order ships or arrives."""
+    if not _ASKS.search(norm):
+        return OrderMatch("order_conversation", norm)
+    m = _WHEN.search(norm)
+    if m is not None and not _ASKS_ABOUT.search(norm):
+        return OrderMatch("order_conversation", m.group())
+    return None
+
+
 @dataclass(frozen=True)
 class OrderMatch:
     """Why a message needs the shopper's order: the rule and the text it matched."""
 
     # order_id | invoice_details | own_order_status | own_order_edit | act_on_order | invoice
-    # | order_details | imperative
+    # | order_details | imperative | reply | order_conversation
     rule: str
     text: str
 
@@ -186,6 +239,15 @@ class OrderMatch:
 def _first(pattern: re.Pattern[str], norm: str, unless: re.Pattern[str]) -> re.Match[str] | None:
     """The first match of ``pattern`` whose preceding text does not end in ``unless``."""
     return next((m for m in pattern.finditer(norm) if not unless.search(norm, 0, m.start())), None)
+
+
+def match_reply(query: str) -> OrderMatch | None:
+    """A reply to an agent's question (``query`` as typed): an answering word standing alone at the
+    start, and no question after it."""
+    m = _REPLY.match(query)
+    if m is None or _ASKS.search(query[m.end() :]) or _CLOSING.search(query):
+        return None
+    return OrderMatch("reply", query.strip())
 
 
 def match_order_request(norm: str) -> OrderMatch | None:

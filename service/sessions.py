@@ -16,6 +16,7 @@ MAX_TURNS = 10  # turns kept per session: the last question is what a follow-up 
 @dataclass(frozen=True)
 class Turn:
     query: str  # the normalised question used for retrieval (never the answer text)
+    order: bool = False  # it was handed off as needing the shopper's order: the chat is about that order
 
 
 class SessionStore:

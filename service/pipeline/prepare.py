@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from indexer.normalize import normalize
 from kb.errors import InputError
 from service.detect import is_followup, strip_greeting
+from service.orders import agent_on_order, match_order_request, match_reply
 from service.schemas import MAX_HISTORY_TURNS, HistoryTurn
 from service.sessions import SessionStore
 from service.speller import Correction, Spelled, Speller
@@ -24,6 +25,8 @@ class Prepared:
     corrections: tuple[Correction, ...]  # the typos put back in ``text``
     readings: tuple[str, ...]  # a follow-up read with what came before (empty for other messages)
     session_id: str
+    # the conversation before it is about the shopper's own order (service/orders.py)
+    order_context: bool = False
 
 
 def check_request(
@@ -81,7 +84,29 @@ class Preparer:
         readings: list[str] = []
         if self.use_context and is_followup(spelled.text):
             readings = self.readings(spelled.text, session_id, history)
-        return Prepared(query, norm, spelled.text, spelled.corrections, tuple(readings), session_id)
+        return Prepared(
+            query,
+            norm,
+            spelled.text,
+            spelled.corrections,
+            tuple(readings),
+            session_id,
+            self.order_context(session_id, history),
+        )
+
+    def order_context(self, session_id: str, history: Sequence[HistoryTurn] | None) -> bool:
+        """Whether the chat so far is about the shopper's own order: in the caller's history a
+        customer turn that needs it or an agent turn that asks for or acts on it; without history,
+        the session's last message was handed off as needing it."""
+        if history:
+            return any(
+                match_order_request(self.normalize(t.text)) is not None or match_reply(t.text) is not None
+                if t.role == "customer"
+                else agent_on_order(t.text)
+                for t in history
+            )
+        prev = self.sessions.last(session_id)
+        return prev is not None and prev.order
 
     def text(self, query: str) -> str:
         """The text ``query`` is searched as: normalised, greeting stripped, typos put back."""

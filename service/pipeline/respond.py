@@ -51,7 +51,7 @@ class Responder:
     def run(self, d: Decision, top_k: int, started: float) -> Answer:
         """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``."""
         if d.remembered is not None:
-            self.sessions.add(d.session_id, Turn(d.remembered))
+            self.sessions.add(d.session_id, Turn(d.remembered, order=d.reason == "needs_order"))
         cands = d.candidates
         trace = d.trace()
         items: list[AnswerItem] = []

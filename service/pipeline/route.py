@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.detect import SensitiveDetector, is_greeting, is_user_request
-from service.orders import OrderMatch, match_order_request
+from service.orders import OrderMatch, match_order_request, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
 from service.schemas import Reason
@@ -57,7 +57,11 @@ class Router:
             return Rule("sensitive", "handoff", f"sensitive:{hit.group}", self.handoff_candidates, remember=True)
         # Where is *my* parcel, refund *this* order: an article can explain, only the order can
         # answer. Still searched, so the article rides along as a suggestion.
-        order = match_order_request(norm) if self.order_detection else None
+        order = None
+        if self.order_detection:
+            order = match_order_request(norm) or match_reply(p.query)
+            if order is None and p.order_context:  # the chat is about the order: a statement describes it
+                order = match_order_statement(norm)
         if order is not None:
             return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order)
         return None

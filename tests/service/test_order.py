@@ -20,8 +20,9 @@ from indexer.normalize import normalize
 from kb.errors import ConfigError
 from kb.settings import Settings
 from service.answerer import Answerer
-from service.orders import match_order_request
+from service.orders import agent_on_order, match_order_request, match_order_statement, match_reply
 from service.runtime import Runtime, options_from
+from service.schemas import HistoryTurn
 from service.webhook import OrderEvent, OrderWebhook
 from tests.fakes import FAKE_CAL
 from tests.service.test_answerer import assert_shape
@@ -204,6 +205,98 @@ def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> 
     assert m is not None and (m.rule, m.text) == (rule, text)
 
 
+@pytest.mark.parametrize(
+    ("query", "rule"),
+    [
+        ("你好你帮我看看 我有几个快递搞错地址了", "imperative"),  # look at my case, nothing asked
+        ("增值税发票开不了 麻烦补普通发票", "invoice"),
+        ("看一下这两个订单到哪了", "own_order_status"),
+    ],
+)
+def test_requests_in_chat_wording(query: str, rule: str) -> None:
+    m = match_order_request(normalize(query))
+    assert m is not None and m.rule == rule
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["麻烦看一下退款多久到账", "帮我看看这个衣服怎么洗", "想把一件衣服发给闺蜜让她帮我看看", "能补开发票吗"],
+)
+def test_questions_around_a_look_or_an_invoice_are_not(query: str) -> None:
+    assert match_order_request(normalize(query)) is None
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "是的 我取消订单了，不过货已经发出了",
+        "没有。只有物流单号。",
+        "对 就收到两个小箱子",
+        "没有",
+        "对的",
+        "是的 已经过了保修期了",
+    ],
+)
+def test_a_reply_to_an_agent_is_detected(query: str) -> None:
+    m = match_reply(query)
+    assert m is not None and m.rule == "reply"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "可以 多久能退款呢",  # a reply that goes on to ask
+        "对，那运费谁出？",
+        "不是 我问的是运费谁出",
+        "没有了，谢谢",  # the chat ends
+        "对方说我的快递丢了",  # 对方, not 对: the opener must stand alone
+        "没有收到货怎么办",
+        "是否支持七天无理由",
+    ],
+)
+def test_questions_that_open_like_a_reply_are_not(query: str) -> None:
+    assert match_reply(query) is None
+
+
+def test_the_help_centers_own_questions_never_read_as_replies() -> None:
+    from kb.loader import load_kb
+
+    kb = load_kb(Settings().kb_dir)
+    assert [q for e in kb.entries for q in (e.question, *e.alt_questions) if match_reply(q)] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "fires"),
+    [
+        ("买的时候显示明天送的", True),  # it asks nothing: it describes the order
+        ("收到的就是两个小箱子", True),
+        ("不是明天送达么?", True),  # when it arrives
+        ("能快点吗?等着用", True),
+        ("那发票怎么开", False),  # a question the help center answers
+        ("运费谁出呢", False),
+        ("怎么查什么时候发货", False),  # how to look it up
+    ],
+)
+def test_in_an_order_conversation(query: str, fires: bool) -> None:
+    m = match_order_statement(normalize(query))
+    assert (m is not None) == fires
+    assert m is None or m.rule == "order_conversation"
+
+
+@pytest.mark.parametrize(
+    ("text", "on_order"),
+    [
+        ("麻烦您提供一下订单号", True),
+        ("这边帮您催一下", True),
+        ("我帮您查询一下物流", True),
+        ("亲，七天无理由退货需要商品完好哦", False),
+        ("还有其他可以帮您的吗", False),
+    ],
+)
+def test_an_agent_turn_about_the_order(text: str, on_order: bool) -> None:
+    assert agent_on_order(text) is on_order
+
+
 def test_the_detector_is_fast_on_the_longest_message() -> None:
     text = normalize("我的东西" + "好" * 480 + "什么")  # no match: every rule scans the whole text
     t0 = time.perf_counter()
@@ -255,6 +348,33 @@ def test_general_questions_go_through_the_confidence_decision(answerer: Answerer
     a = answerer.answer(query)
     assert a.reason != "needs_order"
     assert a.trace["fired"].startswith("confidence→")
+
+
+def test_a_reply_is_handed_off_as_needing_the_order(answerer: Answerer) -> None:
+    a = answerer.answer("是的 货已经发出了")
+    assert (a.decision, a.reason, a.trace["order_rule"]) == ("handoff", "needs_order", "reply")
+    assert a.answers == []
+
+
+def test_a_statement_in_a_conversation_about_the_order_is_handed_off(answerer: Answerer) -> None:
+    statement = "买的时候显示明天送的"
+    card = HistoryTurn(role="customer", text="[订单编号:[订单x]，订单金额:[金额x]]")
+    asked = HistoryTurn(role="agent", text="麻烦您提供一下订单号")
+    for history in ([card], [HistoryTurn(role="customer", text="你好"), asked]):
+        a = answerer.answer(statement, history=history)
+        assert (a.decision, a.reason, a.trace["order_rule"]) == ("handoff", "needs_order", "order_conversation")
+    # the same message with no order in the conversation goes to the confidence decision
+    assert answerer.answer(statement).trace["fired"].startswith("confidence→")
+    assert answerer.answer(statement, history=[HistoryTurn(role="customer", text="怎么开发票")]).reason != "needs_order"
+    # and a question in an order conversation is still the help center's
+    assert answerer.answer("怎么查物流", history=[card]).trace["fired"].startswith("confidence→")
+
+
+def test_the_session_remembers_a_conversation_about_the_order(answerer: Answerer) -> None:
+    assert answerer.answer("我的快递到哪了", session_id="S-conv").reason == "needs_order"
+    a = answerer.answer("买的时候显示明天送的", session_id="S-conv")
+    assert (a.reason, a.trace["order_rule"]) == ("needs_order", "order_conversation")
+    assert answerer.answer("买的时候显示明天送的", session_id="S-other").reason != "needs_order"
 
 
 def test_a_request_for_a_person_and_a_sensitive_message_come_first(answerer: Answerer) -> None:
