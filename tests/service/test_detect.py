@@ -262,6 +262,8 @@ def test_uppercase_regex_escapes_keep_their_meaning():
         "结算账户怎么改",
         "想买件大衣，身高165体重110不知道选哪个码",
         "110v电压能用吗",
+        "发烧了能喝牛奶吗",
+        "宝宝退烧了还要吃药吗",
     ],
 )
 def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
@@ -281,6 +283,7 @@ def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, 
         ("插头炸了", "safety", "炸了"),  # 头都要炸了 is slang; 插头 is not
         ("煤气炸了", "safety", "炸了"),  # 我气炸了 is slang; 煤气 is not
         ("手机炸了", "safety", "炸了"),
+        ("充电器烧了", "safety", "烧了"),  # 发烧了 is a fever; a charger that burnt is not
         ("家里燃气漏气了", "safety", "漏气"),
         ("被电到了", "safety", "被电"),
         ("自杀", "self_harm", "自杀"),
