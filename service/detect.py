@@ -4,6 +4,7 @@ session's previous question (the prepare stage)."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -161,20 +162,57 @@ class _Term:
         return False
 
 
+# Groups a KB's own questions never turn off (``SensitiveDetector.for_kb``): a message about
+# harming oneself or someone else goes to a person whatever the KB answers.
+ALWAYS_SENSITIVE = frozenset({"self_harm", "threat"})
+
+
+@dataclass(frozen=True)
+class KBTopic:
+    """A sensitive term that a KB's own FAQ questions use, so it is not an alarm for that KB."""
+
+    group: str
+    term: str
+    entries: int  # how many of the KB's questions use it
+
+
 class SensitiveDetector:
     """Configurable list of regular expressions, grouped (legal, police, media, safety …); a term
     may carry exceptions, the everyday phrases it occurs in (电脑中毒, 服务器炸了, 秒杀了)."""
 
     def __init__(self, groups: Mapping[str, Sequence[str | TermSpec]], where: str = "") -> None:
-        self._terms: list[_Term] = []
+        terms = []
         for group, specs in groups.items():
             for raw in specs:
                 spec = raw if isinstance(raw, TermSpec) else TermSpec(str(raw))
-                self._terms.append(_compile_term(group, spec))
-        if not self._terms:
+                terms.append(_compile_term(group, spec))
+        if not terms:
             at = f"{where}: " if where else ""
             raise ConfigError(f"{at}the sensitive-term list is empty; give at least one term")
-        self._any = _union([t.pattern for t in self._terms])
+        self._use(terms)
+        self.kb_topics: tuple[KBTopic, ...] = ()
+
+    def _use(self, terms: list[_Term]) -> None:
+        self._terms = terms
+        self._any = _union([t.pattern for t in terms])
+
+    def for_kb(self, questions: Iterable[str]) -> SensitiveDetector:
+        """This detector for one KB: a term its own FAQ questions use (normalised ``questions``;
+        a medical FAQ's 住院 or 中毒, a general one's 记者) is what that KB answers about, not an
+        alarm, and is dropped, except in ALWAYS_SENSITIVE groups. The bundled help center's
+        questions use none (its alternatives do, phrased as the cases it hands off)."""
+        counts: dict[int, int] = {}
+        for q in questions:
+            if self._any is None or self._any.search(q):
+                for i, t in enumerate(self._terms):
+                    if t.group not in ALWAYS_SENSITIVE and t.hits(q):
+                        counts[i] = counts.get(i, 0) + 1
+        if not counts:
+            return self
+        out = copy.copy(self)
+        out._use([t for i, t in enumerate(self._terms) if i not in counts])
+        out.kb_topics = tuple(KBTopic(self._terms[i].group, self._terms[i].term, n) for i, n in sorted(counts.items()))
+        return out
 
     @classmethod
     def from_file(cls, path: Path) -> SensitiveDetector:

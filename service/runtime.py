@@ -16,6 +16,7 @@ from pathlib import Path
 from indexer.build import describe_calibration, question_path, questions_match
 from indexer.encoder import Encoder, load_encoder
 from indexer.index import Index
+from indexer.normalize import normalize
 from indexer.store import IndexStore
 from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
@@ -39,6 +40,19 @@ def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> Sensi
         if root is not None and (root / "resources" / "sensitive.yaml").is_file():
             return SensitiveDetector.from_file(root / "resources" / "sensitive.yaml")
     return SensitiveDetector.from_file(BUNDLED_KB / "resources" / "sensitive.yaml")
+
+
+def kb_sensitive(settings: Settings, index: Index, kb_root: Path | None = None) -> SensitiveDetector:
+    """The sensitive detector for ``index``'s KB: the configured terms less those the KB's own FAQ
+    questions use (``SensitiveDetector.for_kb``), which the log names."""
+    detector = sensitive_detector(settings, kb_root).for_kb(normalize(e.question) for e in index.entries.values())
+    if detector.kb_topics:
+        log.info(
+            "build %s: sensitive terms its own FAQ questions use are this KB's topics, not alarms: %s",
+            index.manifest.build_id,
+            ", ".join(f"{t.term} ({t.entries})" for t in detector.kb_topics),
+        )
+    return detector
 
 
 def resources_root(index: Index) -> Path:
@@ -135,7 +149,7 @@ class Runtime:
         return Answerer(
             index=index,
             encode=encode or self.encoder.encode_queries,
-            sensitive=sensitive_detector(self.settings, root),
+            sensitive=kb_sensitive(self.settings, index, root),
             options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,

@@ -44,7 +44,7 @@ from service.answerer import Answerer
 from service.pipeline.retrieve import Retrieval
 from service.policy import RANKER_FEATURES, Calibration, fit_logistic
 from service.ranker import Group, Ranker, fit_ranker
-from service.runtime import options_from, sensitive_detector
+from service.runtime import kb_sensitive, options_from
 
 MODELS = Path(__file__).resolve().parent / "models"
 GENERAL_RANKER = MODELS / "general_ranker.json"
@@ -363,7 +363,7 @@ def build_calibrator(
         answerer = Answerer(
             index,
             encoder.encode_queries,
-            sensitive_detector(settings),
+            kb_sensitive(settings, index),
             options_from(settings),
             calibration=Calibration(),
         )

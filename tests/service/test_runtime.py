@@ -114,3 +114,48 @@ def test_micro_batcher_maps_the_settings_and_the_api_serves_through_it(tiny_sett
         assert batcher is not None and batcher._max == 3 and batcher._wait == 0.005
         assert c.post("/v1/answer", json={"query": "退款多久到账"}).status_code == 200
         assert batcher.texts >= 1  # answers are encoded through it
+
+
+def test_sensitive_terms_a_kb_asks_about_are_its_topics(tmp_path, fake_encoder, caplog):
+    """A medical FAQ's own questions use 住院: for that KB it is a topic, not an alarm; self-harm
+    and threats stay alarms whatever the KB asks about."""
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from kb.settings import Settings
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    rows = [
+        "id,question,answer,category",
+        "h1,住院押金怎么退,出院结算时退回押金。,住院",
+        "h2,住院要带什么证件,身份证和医保卡。,住院",
+        "h3,想死是抑郁的表现吗,请及时就医。,心理",  # a self-harm term stays an alarm
+        "h4,门诊几点开门,早上八点。,门诊",
+    ]
+    (kb / "faq.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128")
+    store = IndexStore(settings.index_home)
+    build_and_swap(load_kb(kb, strict=False), fake_encoder, store, settings.chunk_chars)
+    with caplog.at_level(logging.INFO, logger="kefu.runtime"):
+        answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+    assert [(t.term, t.entries) for t in answerer.sensitive.kb_topics] == [("住院", 2)]
+    assert any("住院 (2)" in r.getMessage() for r in caplog.records)
+    assert answerer.explain("住院押金怎么退").rule is None  # answered from the KB
+    assert answerer.explain("我不想活了").reason == "sensitive"
+    assert answerer.explain("我想死").reason == "sensitive"
+    assert answerer.explain("我要报警").reason == "sensitive"  # the KB never asks about it
+
+
+def test_the_bundled_help_center_asks_about_no_sensitive_term():
+    """Its questions never use one (its alternatives do, as the cases it hands off): every term
+    stays an alarm for it."""
+    from pathlib import Path
+
+    from indexer.normalize import normalize
+    from kb.loader import load_kb
+    from kb.settings import BUNDLED_KB
+    from service.detect import SensitiveDetector
+
+    detector = SensitiveDetector.from_file(Path(BUNDLED_KB) / "resources" / "sensitive.yaml")
+    assert detector.for_kb(normalize(e.question) for e in load_kb(BUNDLED_KB).entries) is detector
