@@ -61,6 +61,8 @@ def resources_root(index: Index) -> Path:
     if index.folder is not None and (index.folder / "resources").is_dir():
         return index.folder
     kb_root = Path(index.manifest.kb_root)
+    if index.folder is None:  # built in memory (evaluation, training): its KB is right there
+        return kb_root if kb_root.is_dir() else BUNDLED_KB
     log.warning(
         "build %s carries no resources/ (an older kefu built it): reading them from %s; run `kefu build --force`",
         index.manifest.build_id,

@@ -159,3 +159,15 @@ def test_the_bundled_help_center_asks_about_no_sensitive_term():
 
     detector = SensitiveDetector.from_file(Path(BUNDLED_KB) / "resources" / "sensitive.yaml")
     assert detector.for_kb(normalize(e.question) for e in load_kb(BUNDLED_KB).entries) is detector
+
+
+def test_an_index_built_in_memory_reads_its_kb_without_a_warning(tiny_settings, fake_encoder, caplog):
+    """Evaluation and training build indexes in memory: no build folder, so nothing is stale."""
+    from indexer.build import build_index
+    from kb.loader import load_kb
+
+    index = build_index(load_kb(tiny_settings.kb_dir, strict=False), fake_encoder, tiny_settings.chunk_chars)
+    with caplog.at_level(logging.WARNING, logger="kefu.runtime"):
+        answerer = Runtime.create(tiny_settings, encoder=fake_encoder).answerer(index=index)
+    assert not [r for r in caplog.records if "resources" in r.getMessage()]
+    assert answerer.answer("七天无理由退货需要满足什么条件？").decision
