@@ -70,6 +70,12 @@ from kb.sidecar import DRAFTS, JOURNAL, LEARNED, SIDECAR
 MAX_MESSAGES = 200  # one decision; a gap cluster is a few dozen messages at most
 
 
+class AlreadyUndoneError(ConfigError):
+    """The decision was undone before (HTTP 409: another operator may have been first)."""
+
+    http_status = 409
+
+
 @dataclass(frozen=True)
 class Plan:
     """Applying the pending decisions: new file contents (None: delete) and what each decision adds."""
@@ -294,7 +300,7 @@ def undo(kb: KnowledgeBase, decision_id: str, who: str | None = None) -> Decisio
         if s is None:
             raise NotFoundError(f"no decision {decision_id!r} in {root / JOURNAL}; see `kefu learn status`")
         if s.status == "undone":
-            raise ConfigError(f"decision {decision_id} was already undone")
+            raise AlreadyUndoneError(f"decision {decision_id} was already undone")
         if s.change is not None:
             write_plan(root, _revert_plan(kb, s.change))
         append_journal(root, {"event": "undone", "decision": decision_id, "who": who or whoami(), "at": now_iso()})

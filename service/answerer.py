@@ -115,7 +115,9 @@ class Answerer:
         self.encode = encode
         self.sensitive = sensitive
         self.options = options
-        self.sessions = sessions or SessionStore()
+        # ``is None``, not ``or``: an empty store is falsy (``__len__``), and the caller's must be the one
+        # used (a shop desk reads the sessions its shops' answerers write)
+        self.sessions = sessions if sessions is not None else SessionStore()
         self.tickets = tickets
         self.greetings = tuple(greetings)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
@@ -228,7 +230,7 @@ class Answerer:
         k = self.options.top_k if top_k is None else top_k
         check_request(query, k, history, self.options.max_query_chars)
         decision = self._decide(query, session_id or SessionStore.new_id(), history)
-        return self.stages.respond.run(decision, k, started)
+        return self.stages.respond.run(decision, k, started, history)
 
     def _decide(self, query: str, session_id: str, history: Sequence[HistoryTurn] | None) -> Decision:
         s = self.stages

@@ -156,12 +156,12 @@ class ServiceState:
         if self.batcher is not None:
             self.batcher.close()
 
-    def log_answer(self, answer: Answer) -> None:
-        """Record a served answer; a failing write is logged and the answer still goes out."""
+    def log_answer(self, answer: Answer, shop: str | None = None) -> None:
+        """Record a served answer (asked in ``shop``); a failing write is logged and the answer still goes out."""
         if self.answer_log is None:
             return
         try:
-            self.answer_log.record(answer)
+            self.answer_log.record(answer, shop)
         except sqlite3.Error as exc:
             log.warning("answer %s not logged (its 👍/👎 will get 404): %s", answer.answer_id, exc)
 
@@ -355,7 +355,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
                 a = state.shops.answer(answerer, req)
             else:
                 a = answerer.answer(req.query, session_id=req.session_id, top_k=req.top_k, history=req.history)
-            state.log_answer(a)
+            state.log_answer(a, req.shop)
             return a
 
         result = await run_in_threadpool(answer_and_log)

@@ -2,10 +2,12 @@
 stats gauges of ``/metrics``.
 
 ``/admin/gaps``, ``/admin/gaps/{id}/resolve``, ``/admin/handoffs/{id}/resolve``, ``/admin/decisions``
-and ``/admin/stats`` need the global admin token (``require_admin``; a shop's token gets 403: the
-gaps and the KB are the platform's). Resolutions go through ``kb.learned.decide`` into the KB the
-served build was built from, so a running server and ``kefu learn`` agree on where decisions live.
-Kept out of service/api.py, which includes it with ``install``.
+and ``/admin/decisions/{id}/undo`` need the global admin token (``require_admin``; a shop's token
+gets 403: the gaps and the KB are the platform's). ``/admin/stats`` takes a shop's token too, and
+shows it its own shop's traffic only. Resolutions go through ``kb.learned.decide`` (undo through
+``kb.learned.undo``, as ``kefu learn undo``) into the KB the served build was built from, so a
+running server and ``kefu learn`` agree on where decisions live. Kept out of service/api.py, which
+includes it with ``install``.
 """
 
 from __future__ import annotations
@@ -19,15 +21,19 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from indexer.index import Index
-from kb.errors import IndexMissingError, ModelError
+from indexer.vectorstore import SHOP_ID
+from kb.errors import ForbiddenError, IndexMissingError, ModelError
 from kb.learn_journal import Decision, states
+from kb.learned import undo
 from kb.schema import KnowledgeBase
 from service.api import ServiceState, get_state, require_admin
 from service.gaps import GapFinder, GapReport, find
-from service.gaps_resolve import resolve, resolve_ticket, served_kb
+from service.gaps_resolve import check_writable, resolve, resolve_ticket, served_kb
 from service.gaps_unserved import ABANDON_S, decided_keys, read_unserved
 from service.pii import mask_pii
-from service.stats import TOP_GAPS, StatsCollector, StatsSource, parse_since, stats_report
+from service.schemas import stripped_text
+from service.shops_api import GLOBAL
+from service.stats import TOP_GAPS, StatsCollector, StatsSource, parse_since, shop_manifest, stats_report
 
 MAX_GAPS = 200
 MAX_DECISIONS = 500
@@ -55,13 +61,20 @@ class ResolveRequest(BaseModel):
     @field_validator("entry", "category", "who")
     @classmethod
     def _text(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape cannot be stored
-            raise ValueError("not valid Unicode text; send UTF-8 text") from exc
-        return v.strip() or None
+        return stripped_text(v)
+
+
+class UndoRequest(BaseModel):
+    """Who reverts a decision (the body of ``/admin/decisions/{id}/undo`` may be left out)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"who": "小王"}]})
+
+    who: str | None = Field(None, max_length=64, description="the operator (default: console)")
+
+    @field_validator("who")
+    @classmethod
+    def _text(cls, v: str | None) -> str | None:
+        return stripped_text(v)
 
 
 class Ops:
@@ -180,19 +193,49 @@ def decisions(limit: int = Query(100, ge=1, le=MAX_DECISIONS), ops: Ops = Depend
     return {"decisions": [_decision_json(s.decision, s.status) for s in rows]}
 
 
-@router.get(
-    "/admin/stats",
-    summary="rates per day, votes, top gaps, calibration (kefu stats)",
+@router.post(
+    "/admin/decisions/{decision_id}/undo",
+    summary="undo a decision (kefu learn undo): a pending one is withdrawn, an applied one reverted",
     dependencies=[Depends(platform_admin)],
 )
+def undo_decision(decision_id: str, req: UndoRequest | None = None, ops: Ops = Depends(get_ops)) -> dict[str, Any]:
+    """404 for an unknown decision, 409 for one already undone. An applied decision's alternatives,
+    examples and draft leave the KB files; the served index keeps them until `kefu learn` rebuilds."""
+    kb = ops.kb()
+    check_writable(kb.root)
+    s = undo(kb, decision_id, who=(req.who if req is not None else None) or "console")
+    return {"decision": _decision_json(s.decision, s.status), "reverted": s.change is not None}
+
+
+def stats_scope(scope: str | None, shop: str | None) -> str | None:
+    """The shop whose stats a token may read: any (or all) for the global token, its own for a shop's."""
+    if scope is GLOBAL:
+        return shop
+    if shop is not None and shop != scope:
+        raise ForbiddenError(f"this token belongs to shop {scope!r}; it cannot read the stats of shop {shop!r}")
+    return scope
+
+
+@router.get("/admin/stats", summary="rates per day, votes, top gaps, calibration (kefu stats)")
 def stats(
     since: str = Query("7d", max_length=32, description="30m, 24h, 7d, 2w or a date"),
     top: int = Query(TOP_GAPS, ge=0, le=50, alias="gaps", description="largest gaps included (0: none)"),
+    shop: str | None = Query(
+        None,
+        max_length=64,
+        pattern=SHOP_ID.pattern,
+        description="only the answers asked in this shop (a shop's token: always its own); no gaps then",
+    ),
     ops: Ops = Depends(get_ops),
+    scope: str | None = Depends(require_admin),
 ) -> dict[str, Any]:
     now = time.time()
     start = parse_since(since, now)
+    shop = stats_scope(scope, shop)
     src = ops.stores()
+    if shop is not None:  # the gaps are clustered against the platform's KB: not a shop's
+        manifest = shop_manifest(ops.state.shops.shops, shop)
+        return stats_report(src.log, src.feedback, manifest, start, now, None, shop).to_json()
     top_gaps = ops.gaps(start, now, top) if top and ops.state.answerer is not None else None
     return stats_report(src.log, src.feedback, src.manifest, start, now, top_gaps).to_json()
 

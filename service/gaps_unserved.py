@@ -63,11 +63,16 @@ def select_unserved(
 
 
 def read_unserved(
-    log: AnswerLog, feedback: FeedbackStore, since: float | None, now: float, abandon_s: float = ABANDON_S
+    log: AnswerLog,
+    feedback: FeedbackStore,
+    since: float | None,
+    now: float,
+    abandon_s: float = ABANDON_S,
+    shop: str | None = None,
 ) -> list[GapMessage]:
-    """``select_unserved`` over the answer log: the candidates, their votes, and the answers that
-    followed the clarifies in their sessions."""
-    rows = log.gap_candidates(since, now, MAX_ROWS)
+    """``select_unserved`` over the answer log: the candidates (``shop``: asked in that shop), their
+    votes, and the answers that followed the clarifies in their sessions."""
+    rows = log.gap_candidates(since, now, MAX_ROWS, shop)
     sessions = [r.session_id for r in rows if r.decision == "clarify" and r.session_id is not None]
     first = min((r.created for r in rows), default=now)
     follow = log.in_sessions(sessions, first, "answer") if sessions else []

@@ -175,14 +175,22 @@ def _print_decision(d: Decision, what: str) -> None:
 
 
 # --- kefu stats -------------------------------------------------------------------------------------------------
-def stats_of(s: Settings, since: float, now: float, gaps: int, abandon_s: float = ABANDON_S) -> StatsReport:
+def stats_of(
+    s: Settings, since: float, now: float, gaps: int, abandon_s: float = ABANDON_S, shop: str | None = None
+) -> StatsReport:
+    """The report; with ``shop``, of that shop's answers, with its build's calibration and no gaps."""
     from indexer.folder import Manifest
     from indexer.index import Index
     from indexer.store import IndexStore
     from kb.errors import IndexStateError
-    from service.stats import stats_report
+    from service.stats import shop_manifest, stats_report
 
     log, feedback = _stores(s)
+    if shop is not None:
+        from indexer.vectorstore import check_shop_id
+        from service.shops import Shops
+
+        return stats_report(log, feedback, shop_manifest(Shops(s), check_shop_id(shop)), since, now, None, shop)
     manifest: Manifest | None
     try:
         manifest = Index.read_manifest(IndexStore(s.index_home, s.keep_builds).current_path())
@@ -211,13 +219,16 @@ def stats(
     ctx: typer.Context,
     since: str = SINCE,
     gaps: int = typer.Option(TOP_GAPS, "--gaps", min=0, help="largest gaps listed (0: skip them and the model)"),
+    shop: str | None = typer.Option(
+        None, "--shop", help="only the answers asked in this shop, with its build's calibration (no gaps)"
+    ),
     as_json: bool = typer.Option(False, "--json", help="the report as one JSON object"),
 ) -> None:
     """Per day: answer, clarify and handoff rates (handoffs by reason), 👍/👎; the unserved messages,
     the largest gaps, and where the served calibration comes from with the precision it promises."""
     s = settings_of(ctx)
     now = time.time()
-    r = stats_of(s, parse_since(since, now), now, gaps)
+    r = stats_of(s, parse_since(since, now), now, gaps, shop=shop)
     if as_json:
         print(json.dumps(r.to_json(), ensure_ascii=False))
         return
@@ -226,11 +237,15 @@ def stats(
 
 def print_stats(r: StatsReport, since: str) -> None:
     cal = r.calibration
+    whose = f"shop {r.shop}, build" if r.shop is not None else "build"
     if cal is not None:
-        console.print(f"build {cal.build_id}: {cal.line}", highlight=False, soft_wrap=True)
+        console.print(f"{whose} {cal.build_id}: {cal.line}", highlight=False, soft_wrap=True)
+    elif r.shop is not None:
+        err_console.print(f"shop {r.shop}: no calibration (not registered, or its build unreadable)", highlight=False)
     else:
         err_console.print("no build is served yet: `kefu build`", highlight=False)
-    console.print(f"since {since}: {_summary(r.total)}", highlight=False, soft_wrap=True)
+    asked = f" in shop {r.shop}" if r.shop is not None else ""
+    console.print(f"since {since}{asked}: {_summary(r.total)}", highlight=False, soft_wrap=True)
     u = r.unserved
     console.print(
         f"unserved: {u.get('low_confidence', 0)} low-confidence handoffs, {u.get('abandoned_clarify', 0)} "

@@ -167,13 +167,18 @@ class FeedbackRequest(BaseModel):
     @field_validator("comment")
     @classmethod
     def _comment_is_text(cls, v: str | None) -> str | None:
-        if v is None:
-            return None
-        try:
-            v.encode("utf-8")
-        except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape cannot be stored
-            raise ValueError("comment is not valid Unicode text; send UTF-8 text") from exc
-        return v.strip() or None
+        return stripped_text(v, "comment")
+
+
+def stripped_text(v: str | None, name: str | None = None) -> str | None:
+    """A free-text field stripped (blank: None), refused when it cannot be stored."""
+    if v is None:
+        return None
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape cannot be stored
+        raise ValueError(f"{name + ' is ' if name else ''}not valid Unicode text; send UTF-8 text") from exc
+    return v.strip() or None
 
 
 class FeedbackResult(BaseModel):

@@ -17,6 +17,7 @@ MAX_TURNS = 10  # turns kept per session: the last question is what a follow-up 
 class Turn:
     query: str  # the normalised question used for retrieval (never the answer text)
     order: bool = False  # it was handed off as needing the shopper's order: the chat is about that order
+    message: str = ""  # as the shopper typed it: a later handoff's ticket shows it, masked ("": not known)
 
 
 class SessionStore:
@@ -34,14 +35,28 @@ class SessionStore:
 
     def last(self, session_id: str) -> Turn | None:
         with self._lock:
-            item = self._data.get(session_id)
-            if item is None:
-                return None
-            stamp, turns = item
-            if time.monotonic() - stamp > self.ttl_s:
-                del self._data[session_id]
-                return None
+            turns = self._live(session_id)
             return turns[-1] if turns else None
+
+    def turns(self, session_id: str) -> tuple[Turn, ...]:
+        """The session's turns, oldest first (none once it expired)."""
+        with self._lock:
+            return tuple(self._live(session_id))
+
+    def messages(self, session_id: str) -> tuple[str, ...]:
+        """The session's messages as typed (the normalised question where that is not known), oldest first."""
+        return tuple(t.message or t.query for t in self.turns(session_id))
+
+    def _live(self, session_id: str) -> list[Turn]:
+        """The turns of an unexpired session (an expired one is dropped); hold the lock."""
+        item = self._data.get(session_id)
+        if item is None:
+            return []
+        stamp, turns = item
+        if time.monotonic() - stamp > self.ttl_s:
+            del self._data[session_id]
+            return []
+        return turns
 
     def add(self, session_id: str, turn: Turn) -> None:
         with self._lock:

@@ -47,6 +47,7 @@ from service.shops import ShopRecord, Shops
 from service.shops_load import LoadedShop, load_shop
 from service.shops_merge import Route, Side, merge
 from service.shops_tickets import ShopTickets
+from service.tickets import Prior
 from service.webhook import OrderWebhook
 
 EncodeFn = Callable[[Sequence[str]], np.ndarray]
@@ -234,9 +235,10 @@ class ShopDesk:
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
         sid = session_id or SessionStore.new_id()
+        before = Prior(self.sessions.messages(sid), tuple(history or ()))  # read before this message joins them
         own = Side.of(Route.SHOP, shop_answerer.answer(query, session_id=sid, top_k=k, history=history))
         other: Side | None = None
         if own.answer.reason not in ("empty_query", "greeting"):  # nothing to search for
             variant = self.platform_variant(platform)
             other = Side.of(Route.PLATFORM, variant.answer(query, session_id=sid, top_k=k, history=history))
-        return merge(query, rec, own, other, k, sid, t0, tickets=self.tickets, webhook=self.webhook)
+        return merge(query, rec, own, other, k, sid, t0, tickets=self.tickets, webhook=self.webhook, before=before)

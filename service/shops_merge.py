@@ -13,6 +13,7 @@ from service.answerer import CLARIFY_CHOICES, SUGGESTIONS
 from service.schemas import Answer, AnswerItem, HandoffInfo
 from service.shops import ShopRecord
 from service.shops_tickets import ShopTickets
+from service.tickets import Prior
 from service.webhook import OrderEvent, OrderWebhook
 
 # Decided by a rule before any confidence: the same on both sides, taken once.
@@ -73,10 +74,12 @@ def merge(
     *,
     tickets: ShopTickets | None,
     webhook: OrderWebhook | None,
+    before: Prior = Prior(),
 ) -> Answer:
     """The one answer of ``ShopDesk.answer`` from the shop's side (``own``) and the platform's
     (``other``, None when there was nothing to search for); a handoff opens its one ticket in
-    ``tickets`` and, when it needs an order, sends ``webhook`` the event."""
+    ``tickets`` (with ``before``: the session's earlier messages and the caller's history)
+    and, when it needs an order, sends ``webhook`` the event."""
     sides = [own] if other is None else [own, other]
     lead = max(sides, key=lambda s: s.confidence)
     a = own.answer
@@ -135,7 +138,7 @@ def merge(
                     for s in sides
                     for c in s.answer.trace.get("candidates", [])[:2]
                 ]
-            ticket_id = tickets.create(query, reason or "low_confidence", sid, ranked, rec.id, route).id
+            ticket_id = tickets.create(query, reason or "low_confidence", sid, ranked, rec.id, route, before).id
         handoff_message = a.handoff.message if a.handoff is not None else ""
         handoff = HandoffInfo(ticket_id=ticket_id, message=handoff_message, route=route.value)
         if reason == "needs_order" and webhook is not None:

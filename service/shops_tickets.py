@@ -7,7 +7,6 @@ without a shop goes to 官方客服).
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kb.errors import ConfigError
-from service.tickets import Ticket, TicketStore
+from service.tickets import TICKET_COLUMNS, Prior, Ticket, TicketStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticket_routes (
@@ -62,9 +61,17 @@ class ShopTickets:
         return conn
 
     def create(
-        self, query: str, reason: str, session_id: str | None, candidates: list[dict[str, Any]], shop: str, route: str
+        self,
+        query: str,
+        reason: str,
+        session_id: str | None,
+        candidates: list[dict[str, Any]],
+        shop: str,
+        route: str,
+        prior: Prior = Prior(),
     ) -> Ticket:
-        t = self.tickets.create(query, reason, session_id, candidates)
+        """A ticket of ``shop`` for ``route``, with the chat before it."""
+        t = self.tickets.create(query, reason, session_id, candidates, prior)
         self._conn().execute(
             "INSERT INTO ticket_routes (ticket_id, shop, route, created) VALUES (?, ?, ?, ?)",
             (t.id, shop, route, t.created),
@@ -89,7 +96,7 @@ class ShopTickets:
             tickets = self.tickets.list(limit, reason)
         else:
             q = (
-                "SELECT t.id, t.created, t.session_id, t.query, t.reason, t.candidates FROM tickets t "
+                f"SELECT {', '.join('t.' + c for c in TICKET_COLUMNS)} FROM tickets t "
                 "JOIN ticket_routes r ON r.ticket_id = t.id WHERE r.shop = ?"
             )
             args: list[Any] = [shop]
@@ -98,6 +105,6 @@ class ShopTickets:
                 args.append(reason)
             q += " ORDER BY t.created DESC LIMIT ?"
             rows = self._conn().execute(q, (*args, limit)).fetchall()
-            tickets = [Ticket(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+            tickets = [Ticket.of_row(r) for r in rows]
         routes = self.routes([t.id for t in tickets])
         return [RoutedTicket(t, *routes.get(t.id, (None, PLATFORM))) for t in tickets]

@@ -9,7 +9,10 @@ Every figure comes from the answer log and the votes in the tickets database (se
   ``up_rate``/``down_rate`` are shares of the votes cast (they add up to 1), ``vote_rate`` the
   share of answers that got a vote;
 - days are local calendar days; a day without traffic is listed with zeros (and rates of ``None``),
-  so plots keep their time axis.
+  so plots keep their time axis;
+- a report for one shop counts the answers asked in that shop (the answer log's ``shop``) and the
+  votes on them, shows the calibration of the build the shop serves, and no gaps (they are
+  clustered against the platform's KB).
 
 ``/metrics`` exports the same numbers over the last day as gauges (``StatsCollector``), computed
 when Prometheus scrapes, from the shared database: every worker reports the same values.
@@ -25,17 +28,20 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from indexer.build import calibration_origin, describe_calibration
-from indexer.folder import Manifest
-from kb.errors import ConfigError
+from indexer.folder import Manifest, read_manifest
+from kb.errors import ConfigError, IndexStateError
 from service.gaps import GapReport, iso
 from service.gaps_unserved import KINDS, read_unserved
 from service.tickets import AnswerLog, FeedbackStore
+
+if TYPE_CHECKING:
+    from service.shops import Shops
 
 log = logging.getLogger("kefu.stats")
 
@@ -172,9 +178,11 @@ class StatsReport:
     unserved: dict[str, int]  # unserved messages by kind (service/gaps.py), before clustering
     calibration: CalibrationInfo | None
     gaps: GapReport | None  # the largest clusters (None: not computed)
+    shop: str | None = None  # the figures of this shop's traffic only (None: all traffic)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "shop": self.shop,
             "since": iso(self.since) if self.since is not None else None,
             "until": iso(self.until),
             "total": self.total.to_json(),
@@ -216,11 +224,12 @@ def _counts(decisions: list[tuple[str, str | None, int]], votes: list[tuple[str,
 
 
 def traffic(
-    log_: AnswerLog, feedback: FeedbackStore, since: float | None, until: float
+    log_: AnswerLog, feedback: FeedbackStore, since: float | None, until: float, shop: str | None = None
 ) -> tuple[Counts, list[DayStats]]:
-    """The whole span's counts and one ``DayStats`` per local day (zeros for days without traffic)."""
-    rows = log_.daily(since, until)
-    vote_rows = feedback.daily(since, until)
+    """The whole span's counts and one ``DayStats`` per local day (zeros for days without traffic);
+    ``shop``: of that shop's answers only."""
+    rows = log_.daily(since, until, shop)
+    vote_rows = feedback.daily(since, until, shop)
     per_day: dict[str, tuple[list[tuple[str, str | None, int]], list[tuple[str, int]]]] = {}
     for day, decision, reason, n in rows:
         per_day.setdefault(day, ([], []))[0].append((decision, reason, n))
@@ -243,9 +252,12 @@ def stats_report(
     since: float | None,
     until: float,
     gaps: GapReport | None = None,
+    shop: str | None = None,
 ) -> StatsReport:
-    total, days = traffic(log_, feedback, since, until)
-    unserved = Counter(m.kind for m in read_unserved(log_, feedback, since, until))
+    """The report of [since, until); ``shop``: of that shop's answers (``manifest`` is then the
+    shop's build, ``shop_manifest``)."""
+    total, days = traffic(log_, feedback, since, until, shop)
+    unserved = Counter(m.kind for m in read_unserved(log_, feedback, since, until, shop=shop))
     return StatsReport(
         since,
         until,
@@ -254,7 +266,21 @@ def stats_report(
         {k: unserved[k] for k in KINDS},
         CalibrationInfo.of(manifest) if manifest is not None else None,
         gaps,
+        shop,
     )
+
+
+def shop_manifest(shops: Shops, shop: str) -> Manifest | None:
+    """The manifest of the build ``shop`` serves, whose calibration its stats show; None for a shop
+    not registered now (removed since its traffic was logged) or a build that cannot be read."""
+    rec = shops.registry.get(shop)
+    if rec is None:
+        return None
+    try:
+        return read_manifest(shops.folder(rec))
+    except IndexStateError as exc:  # the figures stand without it
+        log.warning("shop %s: no calibration in its stats: %s", shop, exc)
+        return None
 
 
 # --- Prometheus -------------------------------------------------------------------------------------------------

@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from kb.errors import ConfigError, NotFoundError
 from service.pii import mask_pii
-from service.schemas import Answer, Vote
+from service.schemas import MAX_HISTORY_TURNS, MAX_TURN_CHARS, Answer, HistoryTurn, Vote
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tickets (
@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS tickets (
     session_id TEXT,
     query TEXT NOT NULL,
     reason TEXT NOT NULL,
-    candidates TEXT NOT NULL
+    candidates TEXT NOT NULL,
+    history TEXT
 );
 CREATE INDEX IF NOT EXISTS tickets_created ON tickets (created);
 CREATE TABLE IF NOT EXISTS answers (
@@ -38,7 +39,8 @@ CREATE TABLE IF NOT EXISTS answers (
     top_id TEXT,
     confidence REAL,
     elapsed_ms REAL NOT NULL,
-    ticket_id TEXT
+    ticket_id TEXT,
+    shop TEXT
 );
 CREATE INDEX IF NOT EXISTS answers_created ON answers (created);
 CREATE TABLE IF NOT EXISTS feedback (
@@ -51,6 +53,54 @@ CREATE TABLE IF NOT EXISTS feedback (
 );
 CREATE INDEX IF NOT EXISTS feedback_updated ON feedback (updated);
 """
+# Columns added since the first release, with the tables above: a database an older kefu created
+# gets them in place (ALTER TABLE … ADD COLUMN), and its old rows read as no history, no shop.
+_ADDED_COLUMNS = (("tickets", "history", "TEXT"), ("answers", "shop", "TEXT"))
+_ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS answers_shop ON answers (shop, created);"
+
+TurnSource = Literal["session", "request"]
+
+
+@dataclass(frozen=True)
+class TicketTurn:
+    """One turn of the conversation that led to a handoff (personal data masked)."""
+
+    role: Literal["customer", "agent"]
+    text: str
+    # session: a message kefu answered earlier in the session; request: a turn of the caller's ``history``
+    source: TurnSource
+
+    def to_json(self) -> dict[str, str]:
+        return {"role": self.role, "text": self.text, "source": self.source}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """The chat before a handoff, as whoever opens its ticket has it: the session's earlier messages
+    (as typed, oldest first) and the turns the request carried in ``history``."""
+
+    earlier: tuple[str, ...] = ()
+    history: tuple[HistoryTurn, ...] = ()
+
+    def turns(self) -> tuple[TicketTurn, ...]:
+        """The ticket's conversation, masked: the earlier messages, then the history turns, each
+        source held to the request's limits (its last ``MAX_HISTORY_TURNS`` turns, ``MAX_TURN_CHARS``
+        characters each)."""
+        out = [TicketTurn("customer", _bounded(m), "session") for m in self.earlier[-MAX_HISTORY_TURNS:] if m.strip()]
+        for t in self.history[-MAX_HISTORY_TURNS:]:
+            if t.text.strip():
+                out.append(TicketTurn(t.role, _bounded(t.text), "request"))
+        return tuple(out)
+
+
+def _bounded(text: str) -> str:
+    # masked before it is cut: a cut through a phone number would leave digits the patterns miss
+    masked = mask_pii(text.strip())
+    return masked if len(masked) <= MAX_TURN_CHARS else masked[: MAX_TURN_CHARS - 1] + "…"
+
+
+def _turns(raw: str | None) -> tuple[TicketTurn, ...]:
+    return tuple(TicketTurn(t["role"], t["text"], t["source"]) for t in json.loads(raw)) if raw else ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +111,12 @@ class Ticket:
     query: str  # personal data masked
     reason: str
     candidates: list[dict[str, Any]]
+    history: tuple[TicketTurn, ...] = ()  # the conversation before it (none on a ticket from before history)
+
+    @classmethod
+    def of_row(cls, r: Sequence[Any]) -> Ticket:
+        """A ticket from a row of ``TICKET_COLUMNS``."""
+        return cls(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), _turns(r[6]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,7 +126,11 @@ class Ticket:
             "query": self.query,
             "reason": self.reason,
             "candidates": self.candidates,
+            "history": [t.to_json() for t in self.history],
         }
+
+
+TICKET_COLUMNS = ("id", "created", "session_id", "query", "reason", "candidates", "history")
 
 
 class _Database:
@@ -87,6 +147,7 @@ class _Database:
         self._local = threading.local()
         with self._conn() as c:
             c.executescript(_SCHEMA)
+            _migrate(c)
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -96,6 +157,31 @@ class _Database:
             conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
             self._local.conn = conn
         return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add the columns a database from an older kefu lacks. Checked again inside one write
+    transaction: two processes opening the same old file must not both add a column."""
+
+    def missing() -> list[tuple[str, str, str]]:
+        have = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in {t for t, _, _ in _ADDED_COLUMNS}}
+        return [(t, c, kind) for t, c, kind in _ADDED_COLUMNS if c not in have[t]]
+
+    if missing():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table, column, kind in missing():
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    conn.executescript(_ADDED_INDEXES)
+
+
+def _shop_filter(shop: str | None, column: str = "shop") -> tuple[str, tuple[Any, ...]]:
+    """`` AND <column> = ?`` and its argument when ``shop`` is given, else nothing."""
+    return ("", ()) if shop is None else (f" AND {column} = ?", (shop,))
 
 
 def _window(since: float | None, limit: int, column: str) -> tuple[str, tuple[Any, ...]]:
@@ -109,7 +195,10 @@ def _window(since: float | None, limit: int, column: str) -> tuple[str, tuple[An
 class TicketStore(_Database):
     """Thread-safe; several processes may share one file (SQLite locking, busy timeout)."""
 
-    def create(self, query: str, reason: str, session_id: str | None, candidates: list[dict[str, Any]]) -> Ticket:
+    def create(
+        self, query: str, reason: str, session_id: str | None, candidates: list[dict[str, Any]], prior: Prior = Prior()
+    ) -> Ticket:
+        """Open a ticket, with the chat before it (``Prior.turns``)."""
         t = Ticket(
             id="T" + uuid.uuid4().hex[:16],
             created=time.time(),
@@ -117,24 +206,33 @@ class TicketStore(_Database):
             query=mask_pii(query),
             reason=reason,
             candidates=candidates,
+            history=prior.turns(),
         )
         self._conn().execute(
-            "INSERT INTO tickets (id, created, session_id, query, reason, candidates) VALUES (?, ?, ?, ?, ?, ?)",
-            (t.id, t.created, t.session_id, t.query, t.reason, json.dumps(t.candidates, ensure_ascii=False)),
+            f"INSERT INTO tickets ({', '.join(TICKET_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                t.id,
+                t.created,
+                t.session_id,
+                t.query,
+                t.reason,
+                json.dumps(t.candidates, ensure_ascii=False),
+                json.dumps([x.to_json() for x in t.history], ensure_ascii=False),
+            ),
         )
         return t
 
     def list(self, limit: int = 50, reason: str | None = None) -> list[Ticket]:
         if limit < 1:
             raise ConfigError(f"limit={limit} must be ≥ 1")
-        q = "SELECT id, created, session_id, query, reason, candidates FROM tickets"
+        q = f"SELECT {', '.join(TICKET_COLUMNS)} FROM tickets"
         args: tuple[Any, ...] = ()
         if reason:
             q += " WHERE reason = ?"
             args = (reason,)
         q += " ORDER BY created DESC LIMIT ?"
         rows = self._conn().execute(q, (*args, limit)).fetchall()
-        return [Ticket(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+        return [Ticket.of_row(r) for r in rows]
 
     def count(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM tickets").fetchone()[0])
@@ -154,15 +252,19 @@ class LoggedAnswer:
     confidence: float | None  # absent when a rule decided before the confidence model
     elapsed_ms: float
     ticket_id: str | None
+    shop: str | None = None  # the request's shop (None: the platform's own help center)
 
 
-_ANSWER_COLUMNS = "answer_id, created, session_id, query, decision, reason, top_id, confidence, elapsed_ms, ticket_id"
+_ANSWER_COLUMNS = (
+    "answer_id, created, session_id, query, decision, reason, top_id, confidence, elapsed_ms, ticket_id, shop"
+)
 
 
 class AnswerLog(_Database):
     """Every answer served, so a vote can name it and `kefu stats`/`kefu gaps` can read them."""
 
-    def record(self, answer: Answer) -> LoggedAnswer:
+    def record(self, answer: Answer, shop: str | None = None) -> LoggedAnswer:
+        """Log ``answer``, served for ``shop`` (None: without one)."""
         top = answer.answers or answer.suggestions
         confidence = answer.trace.get("confidence")
         ticket = answer.handoff.ticket_id if answer.handoff is not None and answer.handoff.ticket_id != "-" else None
@@ -177,9 +279,10 @@ class AnswerLog(_Database):
             confidence=float(confidence) if isinstance(confidence, int | float) else None,
             elapsed_ms=answer.elapsed_ms,
             ticket_id=ticket,
+            shop=shop,
         )
         self._conn().execute(
-            f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.answer_id,
                 row.created,
@@ -191,6 +294,7 @@ class AnswerLog(_Database):
                 row.confidence,
                 row.elapsed_ms,
                 row.ticket_id,
+                row.shop,
             ),
         )
         return row
@@ -209,16 +313,20 @@ class AnswerLog(_Database):
         return int(self._conn().execute("SELECT COUNT(*) FROM answers").fetchone()[0])
 
     # --- read by `kefu gaps` and `kefu stats` (service/gaps.py, service/stats.py) ---------------------------------
-    def gap_candidates(self, since: float | None, until: float, limit: int) -> builtins.list[LoggedAnswer]:
+    def gap_candidates(
+        self, since: float | None, until: float, limit: int, shop: str | None = None
+    ) -> builtins.list[LoggedAnswer]:
         """Answers that may have left the shopper unserved, oldest first: low-confidence handoffs,
-        clarifies, and answers whose current vote is 👎 (service/gaps.py decides which count)."""
+        clarifies, and answers whose current vote is 👎 (service/gaps.py decides which count);
+        ``shop``: that shop's only."""
+        where, args = _shop_filter(shop)
         rows = (
             self._conn()
             .execute(
-                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE created >= ? AND created < ? AND ("
+                f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE created >= ? AND created < ?{where} AND ("
                 "(decision = 'handoff' AND reason = 'low_confidence') OR decision = 'clarify' "
                 "OR answer_id IN (SELECT answer_id FROM feedback WHERE vote = 'down')) ORDER BY created LIMIT ?",
-                (since if since is not None else float("-inf"), until, limit),
+                (since if since is not None else float("-inf"), until, *args, limit),
             )
             .fetchall()
         )
@@ -242,12 +350,16 @@ class AnswerLog(_Database):
             ]
         return sorted(out, key=lambda a: a.created)
 
-    def daily(self, since: float | None, until: float) -> builtins.list[tuple[str, str, str | None, int]]:
-        """(local day YYYY-MM-DD, decision, reason, answers) for the answers served in [since, until)."""
+    def daily(
+        self, since: float | None, until: float, shop: str | None = None
+    ) -> builtins.list[tuple[str, str, str | None, int]]:
+        """(local day YYYY-MM-DD, decision, reason, answers) for the answers served in [since, until);
+        ``shop``: that shop's only."""
+        where, args = _shop_filter(shop)
         rows = self._conn().execute(
             "SELECT date(created, 'unixepoch', 'localtime') AS day, decision, reason, COUNT(*) FROM answers "
-            "WHERE created >= ? AND created < ? GROUP BY day, decision, reason ORDER BY day",
-            (since if since is not None else float("-inf"), until),
+            f"WHERE created >= ? AND created < ?{where} GROUP BY day, decision, reason ORDER BY day",
+            (since if since is not None else float("-inf"), until, *args),
         )
         return [(str(d), str(dec), r, int(n)) for d, dec, r, n in rows]
 
@@ -332,13 +444,15 @@ class FeedbackStore(_Database):
             out.update({str(a): v for a, v in self._conn().execute(q, batch)})
         return out
 
-    def daily(self, since: float | None, until: float) -> builtins.list[tuple[str, Vote, int]]:
+    def daily(self, since: float | None, until: float, shop: str | None = None) -> builtins.list[tuple[str, Vote, int]]:
         """(local day the answer was served, vote, answers) for the answers served in [since, until):
-        each answer's current vote, counted on the day of the answer (a rate per day of traffic)."""
+        each answer's current vote, counted on the day of the answer (a rate per day of traffic);
+        ``shop``: the votes on that shop's answers only."""
+        where, args = _shop_filter(shop, "a.shop")
         rows = self._conn().execute(
             "SELECT date(a.created, 'unixepoch', 'localtime') AS day, f.vote, COUNT(*) FROM feedback f "
-            "JOIN answers a ON a.answer_id = f.answer_id WHERE a.created >= ? AND a.created < ? "
+            f"JOIN answers a ON a.answer_id = f.answer_id WHERE a.created >= ? AND a.created < ?{where} "
             "GROUP BY day, f.vote ORDER BY day",
-            (since if since is not None else float("-inf"), until),
+            (since if since is not None else float("-inf"), until, *args),
         )
         return [(str(d), v, int(n)) for d, v, n in rows]

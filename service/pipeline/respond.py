@@ -1,18 +1,20 @@
 """Respond: the ``Answer`` for a decision, and its effects. The session remembers the question,
-a handoff opens a ticket, and a needs_order handoff tells the order webhook."""
+a handoff opens a ticket (with the conversation that led to it), and a needs_order handoff tells
+the order webhook."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from indexer.index import Index
 from kb.settings import HANDOFF_MESSAGE
 from service.documents import view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
 from service.pipeline.retrieve import Candidate
-from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, SourceRef
+from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, HistoryTurn, SourceRef
 from service.sessions import SessionStore, Turn
-from service.tickets import TicketStore
+from service.tickets import Prior, TicketStore
 from service.webhook import OrderEvent, OrderWebhook
 
 GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
@@ -48,10 +50,15 @@ class Responder:
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         self.handoff_message = handoff_message
 
-    def run(self, d: Decision, top_k: int, started: float) -> Answer:
-        """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``."""
+    def run(self, d: Decision, top_k: int, started: float, history: Sequence[HistoryTurn] | None = None) -> Answer:
+        """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``.
+        ``history``: the caller's turns of the request, which a ticket keeps."""
+        # nothing for an agent to pick up in an empty message
+        ticketed = d.outcome == "handoff" and self.tickets is not None and d.reason != "empty_query"
+        earlier = self.sessions.messages(d.session_id) if ticketed else ()  # read before this message joins them
         if d.remembered is not None:
-            self.sessions.add(d.session_id, Turn(d.remembered, order=d.reason == "needs_order"))
+            turn = Turn(d.remembered, order=d.reason == "needs_order", message=d.query)
+            self.sessions.add(d.session_id, turn)
         cands = d.candidates
         trace = d.trace()
         items: list[AnswerItem] = []
@@ -67,9 +74,11 @@ class Responder:
             message = CLARIFY_PROMPT
         else:
             ticket_id = "-"
-            if self.tickets is not None and d.reason != "empty_query":  # nothing for an agent to pick up
+            if ticketed and self.tickets is not None:
                 ranked = [{"id": c.id, "score": round(c.score, TRACE_DECIMALS)} for c in cands[:TICKET_CANDIDATES]]
-                ticket_id = self.tickets.create(d.query, d.reason or "low_confidence", d.session_id, ranked).id
+                reason = d.reason or "low_confidence"
+                prior = Prior(earlier, tuple(history or ()))
+                ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
             said = EMPTY_REPLY if d.reason == "empty_query" and d.prepared.norm else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.reason in AGENT_CONTEXT_REASONS:

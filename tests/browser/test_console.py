@@ -1,6 +1,8 @@
 """The operators' console in headless Chromium against a real `kefu serve` with an admin token: log
 in (the token stays in the tab's sessionStorage and travels only as a header), the handoff queue, a
-gap attached to an entry leaving the list, a ticket resolved, and the dashboard's plots."""
+gap attached to an entry leaving the list, a ticket resolved, and the dashboard's plots; then a
+ticket's conversation (collapsed until opened), a decision undone from the decisions list, and a
+shop's token refused at login."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import pytest
 from playwright.sync_api import Page, Request, expect
 
 from kb.learn_journal import states
+from service.shops import ShopRecord, ShopRegistry
 from service.tickets import AnswerLog, FeedbackStore
 from tests.browser.conftest import LOOPBACK, REPO, _build_index, _wait_ready, free_port, screenshot
 
@@ -45,10 +48,9 @@ class Console:
     tickets_db: Path
 
 
-def _post(url: str, body: dict[str, object]) -> dict[str, object]:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
+def _post(url: str, body: dict[str, object], token: str | None = None) -> dict[str, object]:
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
     with urllib.request.urlopen(req, timeout=10) as r:
         return json.loads(r.read())
 
@@ -66,7 +68,8 @@ def _history(db: Path) -> None:
                 aid = f"A{day:02d}{i:014d}"
                 t, session = now - day * 86400 - i * 60, f"H{day}{i}"
                 c.execute(
-                    "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO answers (answer_id, created, session_id, query, decision, reason, top_id, "
+                    "confidence, elapsed_ms, ticket_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (aid, t, session, "退款多久到账", decision, reason, None, 0.9, 5.0, None),
                 )
                 if i % 3 == 0:
@@ -230,3 +233,70 @@ def test_dashboard_draws_the_days(open_tab, console_server: Console):
     label = (dt.date.today() - dt.timedelta(days=28)).strftime("%m-%d")
     expect(page.locator("#chart-decisions svg text").filter(has_text=label)).to_have_count(1)
     assert page.locator("#chart-decisions svg rect").count() == bars.count()
+
+
+# --- after the tests above: these add traffic, decisions and a shop of their own --------------------------------------
+def test_a_tickets_conversation_opens_on_demand(open_tab, console_server: Console):
+    url = console_server.url
+    first = _post(f"{url}/v1/answer", {"query": f"怎么查看订单的物流信息？我的手机{PHONE}", "session_id": "C1"})
+    assert first["decision"] != "handoff", first
+    history = [{"role": "agent", "text": "亲，请问还有什么问题"}]
+    a = _post(f"{url}/v1/answer", {"query": "转人工", "session_id": "C1", "history": history})
+    ticket = a["handoff"]["ticket_id"]  # type: ignore[index]
+    page = open_tab().page
+    login(page, console_server)
+    row = page.locator(f'#queue tr.ticket[data-ticket="{ticket}"]')
+    expect(row.locator(".query .text")).to_have_text("转人工")
+    box = row.locator("details.history")
+    expect(box.locator("summary")).to_have_text("之前的对话（2 条）")
+    turns = box.locator(".turn")
+    expect(turns.first).to_be_hidden()  # collapsed by default
+    box.locator("summary").click()
+    expect(turns).to_have_count(2)
+    expect(turns.nth(0)).to_have_text("顾客怎么查看订单的物流信息？我的手机[手机号]")
+    expect(turns.nth(1)).to_have_text("客服亲，请问还有什么问题")
+    expect(turns.nth(1)).to_have_class("turn agent")
+    assert PHONE not in page.content()
+    others = page.locator("#queue tr.ticket").filter(has_text="数字人民币能付款吗?")
+    expect(others.locator("details.history")).to_have_count(0)  # a ticket with nothing before it
+
+
+def test_a_pending_decision_is_undone_from_the_decisions_list(open_tab, console_server: Console):
+    url = console_server.url
+    a = _post(f"{url}/v1/answer", {"query": "转人工 我要撤销这个", "session_id": "U1"})
+    ticket = a["handoff"]["ticket_id"]  # type: ignore[index]
+    r = _post(f"{url}/admin/handoffs/{ticket}/resolve", {"action": "dismiss", "who": "小张"}, TOKEN)
+    decision = r["decision"]["id"]  # type: ignore[index]
+    page = open_tab().page
+    login(page, console_server)
+    page.get_by_role("button", name="处理记录").click()
+    row = page.locator(f'#decisions tr.decision[data-decision="{decision}"]')
+    expect(row.locator(".state")).to_have_text("待生效")
+    expect(row).to_contain_text("忽略")
+    expect(row).to_contain_text(f"工单 {ticket}")
+    row.get_by_role("button", name="撤销").click()
+    expect(page.locator("#status")).to_contain_text(f"已撤销决定 {decision}")
+    expect(row.locator(".state")).to_have_text("已撤销")
+    expect(row.get_by_role("button", name="撤销")).to_have_count(0)
+    assert states(console_server.kb)[decision].status == "undone"
+    page.get_by_role("button", name="工单").click()  # the ticket is open again in the queue
+    queue_row = page.locator(f'#queue tr.ticket[data-ticket="{ticket}"]')
+    expect(queue_row.get_by_role("button", name="忽略")).to_have_count(1)
+    page.get_by_role("button", name="处理记录").click()
+    row = page.locator(f'#decisions tr.decision[data-decision="{decision}"]')
+    expect(row.locator(".state")).to_have_text("已撤销")  # from the server again
+    expect(row.get_by_role("button", name="撤销")).to_have_count(0)
+
+
+def test_a_shops_token_cannot_log_in(open_tab, console_server: Console):
+    registry = ShopRegistry(console_server.tickets_db.parent / "index" / "shops" / "registry.sqlite")
+    now = time.time()
+    registry.put(ShopRecord("acme", "/nowhere", "B0", "faiss", 128, 0, 0, "none", now, now, False))
+    token = registry.new_token("acme")
+    page = open_tab().page
+    page.goto(f"{console_server.url}/console")
+    page.get_by_label("管理令牌").fill(token)
+    page.get_by_role("button", name="登录").click()
+    expect(page.locator("#login-error")).to_contain_text("店铺 acme 的令牌")
+    expect(page.locator("#queue-view")).to_be_hidden()
+    assert page.evaluate("() => sessionStorage.getItem('kefu.console.token')") is None

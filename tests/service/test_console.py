@@ -1,5 +1,6 @@
 """The console's admin API and page: auth on every endpoint, gaps and their resolution (one decision
-per item, even with concurrent operators), tickets, stats, /metrics, masking, and the page's CSP."""
+per item, even with concurrent operators), undo, tickets, stats (per shop, and a shop's token),
+/metrics, masking, and the page's CSP."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 
 from indexer.store import IndexStore, write_calibration
-from kb.learn_journal import states
+from kb.learn_journal import append_journal, states
+from kb.learned import plan_apply, write_plan
+from kb.loader import load_kb
 from kb.settings import Settings
 from service import gaps as gaps_mod
 from service import gaps_resolve
 from service.api import create_app
 from service.schemas import Answer, AnswerItem, HandoffInfo, SourceRef
 from service.shops_api import ShopsState
-from service.tickets import AnswerLog, TicketStore
+from service.tickets import AnswerLog, FeedbackStore, TicketStore
 from service.web import PAGES, STATIC
 from tests.fakes import FAKE_CAL
 from tests.service.test_web import refs
@@ -27,14 +30,16 @@ TOKEN = "console-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PHONE = "13812345678"
 EMAIL = "buyer@example.com"
-# (method, path, json body) of every endpoint this module adds; {gap} and {ticket} are filled in
+# (method, path, json body) of every endpoint this module adds; {gap}, {ticket} and {decision} are filled in
 ENDPOINTS = [
     ("GET", "/admin/gaps", None),
     ("POST", "/admin/gaps/{gap}/resolve", {"action": "dismiss"}),
     ("POST", "/admin/handoffs/{ticket}/resolve", {"action": "dismiss"}),
     ("GET", "/admin/decisions", None),
+    ("POST", "/admin/decisions/{decision}/undo", {"who": "小王"}),
     ("GET", "/admin/stats", None),
 ]
+PLATFORM_ONLY = [e for e in ENDPOINTS if e[1] != "/admin/stats"]  # a shop's token reads its own stats
 
 
 @pytest.fixture
@@ -77,7 +82,7 @@ def seed(settings: Settings) -> str:
 
 def _paths(client: TestClient) -> dict[str, str]:
     gaps = client.get("/admin/gaps", headers=AUTH).json()["gaps"]
-    return {"gap": gaps[0]["id"] if gaps else "Gnone", "ticket": "Tnone"}
+    return {"gap": gaps[0]["id"] if gaps else "Gnone", "ticket": "Tnone", "decision": "Dnone"}
 
 
 # --- auth -----------------------------------------------------------------------------------------------------------
@@ -92,17 +97,22 @@ def test_every_endpoint_needs_the_token(client: TestClient, settings: Settings, 
     assert states(settings.kb_dir) == {}  # nothing was resolved on the way
 
 
-@pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
+def _shop_token(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Headers of shop-a's token (the registry is not needed for the scope)."""
+    real = ShopsState.admin_scope
+    monkeypatch.setattr(
+        ShopsState, "admin_scope", lambda self, auth: "shop-a" if auth == "Bearer shop-token" else real(self, auth)
+    )
+    return {"Authorization": "Bearer shop-token"}
+
+
+@pytest.mark.parametrize(("method", "path", "body"), PLATFORM_ONLY)
 def test_a_shops_token_is_refused(
     client: TestClient, settings: Settings, monkeypatch: pytest.MonkeyPatch, method: str, path: str, body
 ):
     seed(settings)
     url = path.format(**_paths(client))
-    real = ShopsState.admin_scope
-    monkeypatch.setattr(
-        ShopsState, "admin_scope", lambda self, auth: "shop-a" if auth == "Bearer shop-token" else real(self, auth)
-    )
-    r = client.request(method, url, json=body, headers={"Authorization": "Bearer shop-token"})
+    r = client.request(method, url, json=body, headers=_shop_token(monkeypatch))
     assert r.status_code == 403, r.text
     assert "KEFU_ADMIN_TOKEN" in r.json()["message"]
 
@@ -110,7 +120,7 @@ def test_a_shops_token_is_refused(
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS)
 def test_admin_off_without_a_token(tiny_settings: Settings, tiny_index, fake_encoder, method: str, path: str, body):
     with TestClient(create_app(tiny_settings, encoder=fake_encoder)) as c:
-        r = c.request(method, path.format(gap="G1", ticket="T1"), json=body, headers=AUTH)
+        r = c.request(method, path.format(gap="G1", ticket="T1", decision="D1"), json=body, headers=AUTH)
     assert r.status_code == 404 and "disabled" in r.json()["message"]
 
 
@@ -216,6 +226,45 @@ def test_a_kb_the_server_cannot_write_is_refused(
     assert r.status_code == 400 and "not writable" in r.json()["message"]
 
 
+# --- undo -----------------------------------------------------------------------------------------------------------
+def test_undo_withdraws_a_pending_decision_and_the_gap_comes_back(client: TestClient, settings: Settings):
+    seed(settings)
+    gap = client.get("/admin/gaps", headers=AUTH).json()["gaps"][0]
+    d = client.post(f"/admin/gaps/{gap['id']}/resolve", json={"action": "dismiss"}, headers=AUTH).json()["decision"]
+    r = client.post(f"/admin/decisions/{d['id']}/undo", json={"who": "小李"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["decision"]["id"], body["decision"]["status"], body["reverted"]) == (d["id"], "undone", False)
+    assert states(settings.kb_dir)[d["id"]].status == "undone"
+    assert gap["id"] in {g["id"] for g in client.get("/admin/gaps", headers=AUTH).json()["gaps"]}  # open again
+    listed = client.get("/admin/decisions", headers=AUTH).json()["decisions"]
+    assert [(x["id"], x["status"]) for x in listed] == [(d["id"], "undone")]
+    again = client.post(f"/admin/decisions/{d['id']}/undo", headers=AUTH)  # no body: who defaults to console
+    assert again.status_code == 409 and "already undone" in again.json()["message"]
+    missing = client.post("/admin/decisions/Dnope/undo", json={}, headers=AUTH)
+    assert missing.status_code == 404 and "kefu learn status" in missing.json()["message"]
+    assert client.post(f"/admin/decisions/{d['id']}/undo", json={"who": 1}, headers=AUTH).status_code == 422
+
+
+def test_undo_reverts_an_applied_decision_as_the_cli_does(client: TestClient, settings: Settings):
+    tid = seed(settings)
+    root = Path(settings.kb_dir)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    r = client.post(f"/admin/handoffs/{tid}/resolve", json={"action": "out_of_scope"}, headers=AUTH)
+    d = r.json()["decision"]
+    plan = plan_apply(load_kb(root))  # what `kefu learn` writes and records
+    write_plan(root, plan)
+    (change,) = plan.changes
+    append_journal(root, {"event": "applied", "decision": d["id"], "who": "t", "at": "t", "change": change.to_json()})
+    assert (root / "learned.jsonl").is_file()
+    r = client.post(f"/admin/decisions/{d['id']}/undo", json={"who": "小李"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["reverted"] is True, r.text
+    assert not (root / "learned.jsonl").exists()  # the labelled examples it wrote are gone
+    assert all(p.read_bytes() == data for p, data in before.items())
+    events = [s for s in states(root).values()]
+    assert [(s.decision.id, s.status) for s in events] == [(d["id"], "undone")]
+
+
 # --- tickets --------------------------------------------------------------------------------------------------------
 def test_resolving_a_ticket(client: TestClient, settings: Settings):
     tid = seed(settings)
@@ -248,6 +297,43 @@ def test_stats(client: TestClient, settings: Settings):
     assert len(s["top_gaps"]) == 2 and s["days"][-1]["answers"] == 5
     assert PHONE not in r.text and EMAIL not in r.text
     assert client.get("/admin/stats", params={"gaps": 0}, headers=AUTH).json()["top_gaps"] is None
+
+
+def _seed_shops(settings: Settings) -> None:
+    """Two answers in shop-a (one handoff, one 👎 answer), one in shop-b, on top of ``seed``'s five."""
+    log = AnswerLog(settings.tickets_path)
+    log.record(_handoff("跑鞋有赠品吗", "A1"), shop="shop-a")
+    answered = _handoff("跑鞋多久发货", "A2").model_copy(update={"decision": "answer", "reason": None})
+    voted = log.record(answered, shop="shop-a")
+    FeedbackStore(settings.tickets_path).vote(voted.answer_id, "A2", "down")
+    log.record(_handoff("茶叶多久发货", "B1"), shop="shop-b")
+
+
+def test_stats_of_one_shop(client: TestClient, settings: Settings):
+    seed(settings)
+    _seed_shops(settings)
+    every = client.get("/admin/stats", params={"since": "1d", "gaps": 0}, headers=AUTH).json()
+    assert every["shop"] is None and every["total"]["answers"] == 8
+    r = client.get("/admin/stats", params={"since": "1d", "shop": "shop-a"}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    s = r.json()
+    assert s["shop"] == "shop-a" and (s["total"]["answers"], s["total"]["answer"], s["total"]["down"]) == (2, 1, 1)
+    assert s["unserved"] == {"low_confidence": 1, "abandoned_clarify": 0, "voted_down": 1}
+    assert s["top_gaps"] is None  # clustered against the platform's KB: not a shop's
+    assert s["calibration"] is None  # shop-a is not registered here: no build to read it from
+    assert client.get("/admin/stats", params={"shop": "../a"}, headers=AUTH).status_code == 422
+
+
+def test_a_shops_token_sees_its_own_stats_only(client: TestClient, settings: Settings, monkeypatch):
+    seed(settings)
+    _seed_shops(settings)
+    shop = _shop_token(monkeypatch)
+    own = client.get("/admin/stats", params={"since": "1d"}, headers=shop)
+    assert own.status_code == 200, own.text
+    assert own.json()["shop"] == "shop-a" and own.json()["total"]["answers"] == 2
+    assert client.get("/admin/stats", params={"shop": "shop-a"}, headers=shop).json()["total"]["answers"] == 2
+    other = client.get("/admin/stats", params={"shop": "shop-b"}, headers=shop)
+    assert other.status_code == 403 and "shop-b" in other.json()["message"]
 
 
 def test_metrics_export_the_stats(client: TestClient, settings: Settings):

@@ -43,8 +43,9 @@ def row(
     reason: str | None = None,
     query: str = "发票怎么开",
     session: str | None = "S1",
+    shop: str | None = None,
 ) -> LoggedAnswer:
-    return LoggedAnswer(aid, t, session, query, decision, reason, None, 0.3, 5.0, None)
+    return LoggedAnswer(aid, t, session, query, decision, reason, None, 0.3, 5.0, None, shop)
 
 
 def insert(db: Path, rows: list[LoggedAnswer], votes: dict[str, str] | None = None) -> None:
@@ -52,9 +53,11 @@ def insert(db: Path, rows: list[LoggedAnswer], votes: dict[str, str] | None = No
     AnswerLog(db), FeedbackStore(db)  # the schema
     with sqlite3.connect(db) as c:
         for r in rows:
+            values = (r.answer_id, r.created, r.session_id, r.query, r.decision, r.reason, r.top_id, r.confidence)
             c.execute(
-                "INSERT INTO answers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (r.answer_id, r.created, r.session_id, r.query, r.decision, r.reason, r.top_id, r.confidence, 5, None),
+                "INSERT INTO answers (answer_id, created, session_id, query, decision, reason, top_id, confidence, "
+                "elapsed_ms, ticket_id, shop) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, 5, None, r.shop),
             )
         for aid, vote in (votes or {}).items():
             c.execute("INSERT INTO feedback VALUES (?, ?, ?, ?, ?, ?)", (aid, NOW, NOW, "S1", vote, None))

@@ -15,7 +15,7 @@ from service.pipeline.respond import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY
 from service.pipeline.retrieve import Candidate, Searched
 from service.pipeline.route import Rule
 from service.schemas import Decision as Outcome
-from service.schemas import Reason
+from service.schemas import HistoryTurn, Reason
 from service.sessions import SessionStore, Turn
 from service.tickets import TicketStore
 from service.webhook import Delivery, OrderEvent, OrderWebhook
@@ -70,7 +70,7 @@ def test_an_answer_shows_top_k_candidates_and_remembers_the_question(responder: 
     assert [i.id for i in a.answers] == list(ENTRIES[:2])
     assert a.answers[0].text == responder.index.entries[ENTRIES[0]].answer and a.answers[0].score == 0.9
     assert (a.handoff, a.message, a.suggestions, a.session_id) == (None, None, [], "S1")
-    assert responder.sessions.last("S1") == Turn("退货运费谁出")
+    assert responder.sessions.last("S1") == Turn("退货运费谁出", message="退货运费谁出")
     assert 0 <= a.elapsed_ms <= (time.perf_counter() - started) * 1000 + 0.01
     assert a.trace["fired"] == "confidence→answer"
 
@@ -120,7 +120,7 @@ def test_a_person_requested_shows_its_candidates_only_when_searched(responder: R
     assert [i.id for i in a.answers] == list(ENTRIES[:2]) and a.suggestions == []  # at most top_k
     unsearched = _decision(responder.index, "handoff", "user_requested", rule, searched=False)
     b = responder.run(unsearched, 3, time.perf_counter())
-    assert b.answers == [] and responder.sessions.last("S1") == Turn("退货运费谁出")
+    assert b.answers == [] and responder.sessions.last("S1") == Turn("退货运费谁出", message="退货运费谁出")
 
 
 def test_a_needs_order_handoff_tells_the_webhook(responder: Responder):
@@ -131,3 +131,16 @@ def test_a_needs_order_handoff_tells_the_webhook(responder: Responder):
     assert a.handoff is not None and event.ticket_id == a.handoff.ticket_id
     assert event.suggestions == tuple(ENTRIES) == tuple(i.id for i in a.suggestions)
     assert a.trace["webhook"] == "delivered (204)" and list(a.trace)[-1] == "webhook"
+
+
+def test_a_ticket_keeps_the_messages_before_it_and_the_callers_history(responder: Responder):
+    responder.sessions.add("S1", Turn("退货运费谁出", message="退货运费谁出？"))
+    history = [HistoryTurn(role="agent", text="请问是哪个订单")]
+    a = responder.run(_decision(responder.index, "handoff", "low_confidence"), 3, time.perf_counter(), history)
+    assert responder.tickets is not None and a.handoff is not None
+    [ticket] = responder.tickets.list()
+    assert [(t.role, t.text, t.source) for t in ticket.history] == [
+        ("customer", "退货运费谁出？", "session"),  # the earlier message as typed; not this one
+        ("agent", "请问是哪个订单", "request"),
+    ]
+    assert [t.message for t in responder.sessions.turns("S1")] == ["退货运费谁出？", "退货运费谁出"]

@@ -44,6 +44,7 @@ OPERATIONS = [
     ("POST", "/admin/gaps/{gap_id}/resolve"),
     ("POST", "/admin/handoffs/{ticket_id}/resolve"),
     ("GET", "/admin/decisions"),
+    ("POST", "/admin/decisions/{decision_id}/undo"),
     ("GET", "/admin/stats"),
 ]
 # Negative generation needs something to break: a body or a typed parameter (a path string cannot be).
@@ -54,6 +55,7 @@ WITH_INPUT = [
     ("GET", "/admin/gaps"),
     ("POST", "/admin/gaps/{gap_id}/resolve"),
     ("POST", "/admin/handoffs/{ticket_id}/resolve"),
+    ("POST", "/admin/decisions/{decision_id}/undo"),
     ("GET", "/admin/stats"),
 ]
 CASES = [(m, p, "positive") for m, p in OPERATIONS] + [(m, p, "negative") for m, p in WITH_INPUT]

@@ -1,4 +1,4 @@
-"""SessionStore: last turn, TTL expiry, LRU eviction, bounds."""
+"""SessionStore: last turn, all turns, TTL expiry, LRU eviction, bounds."""
 
 from __future__ import annotations
 
@@ -53,6 +53,17 @@ def test_ttl_expiry(clock: Clock):
     clock.t += 0.001
     assert s.last("S1") is None
     assert len(s) == 0  # the expired session is dropped
+
+
+def test_turns_and_messages_oldest_first_until_expiry(clock: Clock):
+    s = SessionStore(ttl_s=60)
+    assert s.turns("S1") == () and s.messages("S1") == ()
+    s.add("S1", Turn("退货运费谁出", message="退货运费谁出？"))
+    s.add("S1", Turn("那运费呢"))  # the typed text not known: the normalised question stands in
+    assert s.turns("S1") == (Turn("退货运费谁出", message="退货运费谁出？"), Turn("那运费呢"))
+    assert s.messages("S1") == ("退货运费谁出？", "那运费呢")
+    clock.t += 60.001
+    assert s.messages("S1") == () and len(s) == 0
 
 
 def test_adding_a_turn_refreshes_the_ttl(clock: Clock):

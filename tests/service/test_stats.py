@@ -27,6 +27,7 @@ from service.stats import (
     traffic,
 )
 from service.tickets import AnswerLog, FeedbackStore, TicketStore
+from tests.fakes import FAKE_CAL
 from tests.service.test_gaps import PHONE, insert, row
 
 
@@ -100,6 +101,24 @@ def test_report_counts_unserved_messages_by_kind(db: Path):
     assert r.unserved == {"low_confidence": 2, "abandoned_clarify": 1, "voted_down": 2}
     blob = json.dumps(r.to_json(), ensure_ascii=False)
     assert json.loads(blob)["total"]["answers"] == 14
+
+
+def test_a_shops_report_counts_its_own_answers_and_votes(tmp_path: Path):
+    path = tmp_path / "tickets.db"
+    rows = [
+        row("S1", noon(D1), "answer", shop="acme"),
+        row("S2", noon(D1, 1), "handoff", "low_confidence", shop="acme"),
+        row("S3", noon(D1, 2), "answer", shop="bobo"),
+        row("P1", noon(D1, 3), "handoff", "low_confidence"),  # the platform's own
+    ]
+    insert(path, rows, {"S1": "down", "S3": "up", "P1": "up"})
+    log, feedback = AnswerLog(path), FeedbackStore(path)
+    r = stats_report(log, feedback, None, noon(D1) - 3600, noon(D2), shop="acme")
+    assert (r.total.answers, r.total.answer, r.total.handoff, r.total.up, r.total.down) == (2, 1, 1, 0, 1)
+    assert r.unserved == {"low_confidence": 1, "abandoned_clarify": 0, "voted_down": 1}
+    assert r.to_json()["shop"] == "acme" and [d.counts.answers for d in r.days] == [2, 0]
+    every = stats_report(log, feedback, None, noon(D1) - 3600, noon(D2))
+    assert every.shop is None and (every.total.answers, every.total.up) == (4, 2)
 
 
 def test_parse_since():
@@ -194,6 +213,32 @@ def test_kefu_stats_table_and_top_gaps(runner: CliRunner, env: Settings):
     assert r.exit_code == 0, r.output
     assert "per day" in r.stdout and "top gaps" in r.stdout and "low_confidence" in r.stdout
     assert PHONE not in r.stdout
+
+
+def test_kefu_stats_of_one_shop(runner: CliRunner, env: Settings, fake_encoder, tmp_path: Path, monkeypatch):
+    import service.selfcal
+    from service.shops import Shops
+    from tests.service.test_shops import write_shop_kb
+
+    monkeypatch.setattr(  # the fake encoder's thresholds instead of a self-calibration (as tests/service/test_shops.py)
+        service.selfcal, "build_calibrator", lambda *a, **k: lambda index: (FAKE_CAL.to_json(), "fake calibration")
+    )
+    shops = Shops(env, fake_encoder)
+    build = shops.add("acme", write_shop_kb(tmp_path / "acme", "acme", "跑鞋")).build_id
+    shops.close()
+    _seed_today(env)
+    now = time.time()
+    insert(env.tickets_path, [row("S1", now - 100, "handoff", "low_confidence", "跑鞋有赠品吗", "S9", shop="acme")])
+    r = runner.invoke(app, ["stats", "--since", "1d", "--json", "--shop", "acme"])
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.stdout)
+    assert got["shop"] == "acme" and got["total"]["answers"] == 1 and got["unserved"]["low_confidence"] == 1
+    assert got["calibration"]["build"] == build and got["top_gaps"] is None  # the shop's build; no gaps
+    table = runner.invoke(app, ["stats", "--since", "1d", "--shop", "acme"])
+    assert table.exit_code == 0 and f"shop acme, build {build}" in table.stdout and "in shop acme" in table.stdout
+    gone = runner.invoke(app, ["stats", "--since", "1d", "--shop", "ghost"])
+    assert gone.exit_code == 0 and "0 answers" in gone.stdout and "no calibration" in gone.output
+    assert runner.invoke(app, ["stats", "--shop", "../acme"]).exit_code == 2
 
 
 def test_kefu_gaps_lists_and_resolves(runner: CliRunner, env: Settings):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import sqlite3
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ def test_create_list_count(tmp_path: Path):
     assert got == t
     assert got.candidates == CANDS
     j = got.to_json()
-    assert set(j) == {"id", "created", "session_id", "query", "reason", "candidates"}
+    assert set(j) == {"id", "created", "session_id", "query", "reason", "candidates", "history"}
+    assert j["history"] == []  # nothing before it (tests/service/test_tickets_history.py)
     assert j["session_id"] == "S1" and j["reason"] == "low_confidence"
 
 
@@ -115,16 +117,21 @@ def _write_tickets(path: str, n: int) -> None:
         store.create(f"进程{n}-{i}", "sensitive", f"P{n}", [])
 
 
-def test_concurrent_processes_lose_no_ticket(tmp_path: Path):
-    path = tmp_path / "t.db"
-    TicketStore(path)  # schema created once up front, as the service does
+def in_processes(target: Callable[[str, int], None], path: Path, n: int = 4) -> list[int | None]:
+    """Run ``target(str(path), i)`` for i < n in spawned processes at once; their exit codes."""
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_write_tickets, args=(str(path), n)) for n in range(4)]
+    procs = [ctx.Process(target=target, args=(str(path), i)) for i in range(n)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=120)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    return [p.exitcode for p in procs]
+
+
+def test_concurrent_processes_lose_no_ticket(tmp_path: Path):
+    path = tmp_path / "t.db"
+    TicketStore(path)  # schema created once up front, as the service does
+    assert in_processes(_write_tickets, path) == [0, 0, 0, 0]
     store = TicketStore(path)
     assert store.count() == 100
     assert {t.query for t in store.list(limit=500)} == {f"进程{n}-{i}" for n in range(4) for i in range(25)}

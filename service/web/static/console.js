@@ -17,9 +17,12 @@
   };
   const KIND = { low_confidence: "置信度低转人工", abandoned_clarify: "澄清后放弃", voted_down: "👎" };
   const ACTION = { attach: "归入条目", out_of_scope: "超出范围", new_entry: "需要新条目", dismiss: "忽略" };
+  const ACTION_LABEL = Object.assign({ confirm: "确认答对" }, ACTION); // `confirm` is recorded by kefu learn only
+  const STATUS = { pending: "待生效", applied: "已生效", undone: "已撤销" };
+  const ROLE = { customer: "顾客", agent: "客服" };
 
   const $ = (id) => document.getElementById(id);
-  const views = { queue: $("queue-view"), gaps: $("gaps-view"), dash: $("dash-view") };
+  const views = { queue: $("queue-view"), gaps: $("gaps-view"), decisions: $("decisions-view"), dash: $("dash-view") };
   let current = "queue";
 
   // --- storage (a tab with storage switched off keeps the token in memory only) -----------------------------
@@ -69,6 +72,13 @@
     // "2026-12-06T10:31:02+0800" → "12-06 10:31"
     const m = /^\d{4}-(\d{2}-\d{2})T(\d{2}:\d{2})/.exec(String(iso || ""));
     return m ? m[1] + " " + m[2] : String(iso || "");
+  }
+  function whenUtc(iso) {
+    // a decision's "2026-12-06T02:31:02Z" (UTC) → "12-06 10:31" in the browser's time zone
+    const d = new Date(String(iso || ""));
+    if (isNaN(d.getTime())) return String(iso || "");
+    const two = (n) => String(n).padStart(2, "0");
+    return two(d.getMonth() + 1) + "-" + two(d.getDate()) + " " + two(d.getHours()) + ":" + two(d.getMinutes());
   }
   function since() {
     return $("since").value;
@@ -139,7 +149,9 @@
     writeSession(WHO, $("who").value.trim() || null);
     $("login-button").disabled = true;
     try {
-      await api("admin/stats?since=1d&gaps=0"); // the cheapest call that needs the token
+      const r = await api("admin/stats?since=1d&gaps=0"); // the cheapest call that needs the token
+      // a shop's token reads its own stats there, and nothing else the console shows
+      if (r && r.shop) throw new ApiError(403, "这是店铺 " + r.shop + " 的令牌；运营台需要平台的管理令牌（KEFU_ADMIN_TOKEN）");
       $("login-error").hidden = true;
       $("token").value = "";
       showApp(true);
@@ -175,6 +187,7 @@
     try {
       if (current === "queue") await loadQueue();
       else if (current === "gaps") await loadGaps();
+      else if (current === "decisions") await loadDecisions();
       else await loadDash();
       status("");
     } catch (e) {
@@ -275,7 +288,10 @@
       reason.appendChild(el("span", "badge " + t.reason, REASON[t.reason] || t.reason));
       if (t.shop) reason.appendChild(el("span", "shop", "店铺 " + t.shop));
       tr.appendChild(reason);
-      tr.appendChild(el("td", "query", t.query));
+      const query = el("td", "query");
+      query.appendChild(el("div", "text", t.query));
+      if (t.history && t.history.length) query.appendChild(conversation(t.history));
+      tr.appendChild(query);
       const cands = el("td", "cands");
       const suggested = [];
       for (const c of (t.candidates || []).slice(0, 3)) {
@@ -296,6 +312,80 @@
       body.appendChild(tr);
     }
     $("queue-empty").hidden = h.tickets.length > 0;
+  }
+
+  // The conversation before a handoff, collapsed until the operator opens it: the session's earlier messages
+  // (kefu saw them) and the turns the caller sent with the request.
+  function conversation(turns) {
+    const box = el("details", "history");
+    box.appendChild(el("summary", "", "之前的对话（" + turns.length + " 条）"));
+    const list = el("ol", "turns");
+    for (const t of turns) {
+      const li = el("li", "turn " + (t.role === "agent" ? "agent" : "customer"));
+      li.appendChild(el("span", "role", ROLE[t.role] || t.role));
+      li.appendChild(el("span", "said", t.text));
+      if (t.source === "request") li.title = "来自接入方随请求发送的对话记录";
+      list.appendChild(li);
+    }
+    box.appendChild(list);
+    return box;
+  }
+
+  // --- decisions --------------------------------------------------------------------------------------------
+  async function loadDecisions() {
+    const r = await api("admin/decisions?limit=200");
+    const body = $("decisions").querySelector("tbody");
+    clear(body);
+    for (const d of r.decisions) body.appendChild(decisionRow(d));
+    $("decisions-empty").hidden = r.decisions.length > 0;
+  }
+
+  function decisionRow(d) {
+    const tr = el("tr", "decision");
+    tr.dataset.decision = d.id;
+    tr.appendChild(el("td", "when", whenUtc(d.at)));
+    tr.appendChild(el("td", "", d.who));
+    const what = el("td", "");
+    what.appendChild(el("div", "", (ACTION_LABEL[d.action] || d.action) + (d.entry ? " → " + d.entry : "")));
+    if (String(d.item).startsWith("ticket:")) what.appendChild(el("span", "shop", "工单 " + d.item.slice(7)));
+    what.appendChild(el("code", "muted", d.id));
+    tr.appendChild(what);
+    tr.appendChild(el("td", "query", d.example + (d.messages > 1 ? "（共 " + d.messages + " 条）" : "")));
+    const state = el("td", "");
+    const badge = el("span", "badge state " + d.status, STATUS[d.status] || d.status);
+    state.appendChild(badge);
+    tr.appendChild(state);
+    const act = el("td", "act-cell");
+    if (d.status === "pending") act.appendChild(undoButton(d, badge));
+    tr.appendChild(act);
+    return tr;
+  }
+
+  function undoButton(d, badge) {
+    const b = el("button", "act", "撤销");
+    b.type = "button";
+    b.addEventListener("click", async () => {
+      b.disabled = true;
+      try {
+        await api("admin/decisions/" + encodeURIComponent(d.id) + "/undo", { who: readSession(WHO) || "console" });
+        status("已撤销决定 " + d.id + "：" + (ACTION_LABEL[d.action] || d.action) + "；这些消息回到待处理的列表");
+        undone(b, badge);
+      } catch (e) {
+        if (e.status === 409) {
+          status("这个决定已经撤销过了（可能是另一位同事）：" + e.message, true);
+          undone(b, badge);
+        } else if (e.status !== 401) {
+          status("没有撤销：" + e.message, true);
+          b.disabled = false;
+        }
+      }
+    });
+    return b;
+  }
+  function undone(button, badge) {
+    badge.textContent = STATUS.undone;
+    badge.className = "badge state undone";
+    button.remove();
   }
 
   // --- gaps -------------------------------------------------------------------------------------------------
