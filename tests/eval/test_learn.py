@@ -223,3 +223,33 @@ def test_learned_items_are_eval_items(tmp_path: Path, tiny_kb_dir: Path):
     oos = [it for it in everything if not it.in_scope]
     assert [(it.expect, it.reason) for it in oos] == [("handoff", "low_confidence")]
     assert all(it.relevant == (ENTRY,) for it in everything if it.in_scope)
+
+
+def test_the_learning_refit_ranks_clauses_too(tiny_answerer, monkeypatch: pytest.MonkeyPatch):
+    """The ranker `kefu learn` fits on the KB's alternatives also sees its rules clauses'
+    pseudo-queries, as `kefu eval calibrate` fits one; without them it only sees FAQ entries win."""
+    import eval.learn_calibration as LC
+    from eval.calibrate import UNIT_WEIGHT
+    from service.ranker import fit_ranker
+
+    fits: list[tuple[int, int]] = []  # (groups, of them clause pseudo-queries) per fit
+
+    def spy(groups, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fits.append((len(groups), sum(g.weight == UNIT_WEIGHT for g in groups)))
+        return fit_ranker(groups, *args, **kwargs)
+
+    monkeypatch.setattr(LC, "MIN_RANKER_ALTS", 1)
+    monkeypatch.setattr(LC, "fit_ranker", spy)
+    n_units = len(LC.unit_groups(tiny_answerer))
+    assert n_units, "the tiny KB has rules clauses"
+    entries = list(tiny_answerer.index.entries.values())
+    items = [
+        EvalItem(f"in{i}", e.question, (e.id,), "answer", None, (), e.category) for i, e in enumerate(entries * 10)
+    ]
+    items = items[:20] + [
+        EvalItem(f"out{i}", f"今天天气怎么样{i}", (), "handoff", "low_confidence", (), "") for i in range(10)
+    ]
+    LC.recalibrate(tiny_answerer, items)
+    # the full fit comes first (on a KB this small it then gives up: too few queries to rank)
+    n_alts = len(LC.kb_groups(tiny_answerer.index))
+    assert fits and fits[0] == (n_alts + n_units, n_units)
