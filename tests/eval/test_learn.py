@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -135,6 +136,7 @@ def test_kefu_learn_cli(setup, monkeypatch: pytest.MonkeyPatch):
 CHILD = """
 import os, signal, sys
 from pathlib import Path
+from typing import Any
 import eval.learn as learn_mod
 from eval.dataset import EvalItem
 import kb.learn_journal as journal
@@ -230,11 +232,11 @@ def test_the_learning_refit_ranks_clauses_too(tiny_answerer, monkeypatch: pytest
     pseudo-queries, as `kefu eval calibrate` fits one; without them it only sees FAQ entries win."""
     import eval.learn_calibration as LC
     from eval.calibrate import UNIT_WEIGHT
-    from service.ranker import fit_ranker
+    from service.ranker import Group, Ranker, fit_ranker
 
     fits: list[tuple[int, int]] = []  # (groups, of them clause pseudo-queries) per fit
 
-    def spy(groups, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def spy(groups: list[Group], *args: Any, **kwargs: Any) -> Ranker:
         fits.append((len(groups), sum(g.weight == UNIT_WEIGHT for g in groups)))
         return fit_ranker(groups, *args, **kwargs)
 
