@@ -9,30 +9,13 @@ from typing import Any
 from eval.dataset import EvalItem
 from eval.runner import run, summarize
 from indexer.index import Index
-from indexer.vectors import VectorIndex
 from service.answerer import Answerer
 from service.policy import Calibration
 
 
 def subset_index(index: Index, keep: Callable[[str], bool]) -> Index:
     """A copy of ``index`` with only the chunks whose kind passes ``keep``."""
-    rows = [i for i, c in enumerate(index.chunks) if keep(c.kind)]
-    vectors = index.vectors[rows]
-    counts = {**index.manifest.counts, "vectors": len(rows), "chunks": len(rows)}
-    manifest = index.manifest.model_copy(update={"counts": counts})
-    sub = Index(
-        manifest,
-        vectors,
-        VectorIndex.build(vectors, "flat"),
-        [index.chunks[i] for i in rows],
-        index.anchors,
-        index.anchor_labels,
-        index.entries,
-        index.folder,
-        index.doc_units,
-    )
-    sub.set_dense_int8(index.dense_int8)  # the same dense pass as the default row
-    return sub
+    return index.with_rows([i for i, c in enumerate(index.chunks) if keep(c.kind)])
 
 
 def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]:

@@ -14,7 +14,6 @@ from eval.dataset import EvalItem, stable_hash
 from eval.progress import Say, Ticker
 from eval.runner import ItemResult, run
 from indexer.index import Index
-from indexer.vectors import VectorIndex
 from kb.errors import ConfigError
 from kb.loadstate import question_key
 from service.answerer import Answerer
@@ -38,24 +37,7 @@ class Recalibration:
 
 def without_rows(index: Index, rows: set[int]) -> Index:
     """``index`` as if the vector rows ``rows`` were not in it (a flat copy; the original is kept)."""
-    if not rows:
-        return index
-    keep = [i for i in range(len(index.chunks)) if i not in rows]
-    vectors = index.vectors[keep]
-    counts = {**index.manifest.counts, "vectors": len(keep), "chunks": len(keep)}
-    sub = Index(
-        index.manifest.model_copy(update={"counts": counts}),
-        vectors,
-        VectorIndex.build(vectors, "flat"),
-        [index.chunks[i] for i in keep],
-        index.anchors,
-        index.anchor_labels,
-        index.entries,
-        index.folder,
-        index.doc_units,
-    )
-    sub.set_dense_int8(index.dense_int8)
-    return sub
+    return index.with_rows([i for i in range(len(index.chunks)) if i not in rows]) if rows else index
 
 
 def _fold(item_id: str) -> int:

@@ -83,6 +83,25 @@ class Index:
             self._scorer = dense_scorer(self.vectors, self.vindex, int8=on)
         return self.dense_int8
 
+    def with_rows(self, rows: list[int]) -> Index:
+        """A flat copy holding only the vector rows ``rows`` (ablations, held-out folds), with the
+        same dense pass; this index is untouched."""
+        vectors = self.vectors[rows]
+        counts = {**self.manifest.counts, "vectors": len(rows), "chunks": len(rows)}
+        sub = Index(
+            self.manifest.model_copy(update={"counts": counts}),
+            vectors,
+            VectorIndex.build(vectors, "flat"),
+            [self.chunks[i] for i in rows],
+            self.anchors,
+            self.anchor_labels,
+            self.entries,
+            self.folder,
+            self.doc_units,
+        )
+        sub.set_dense_int8(self.dense_int8)
+        return sub
+
     def set_scorer(self, scorer: DenseScorer) -> None:
         """Score the dense pass with ``scorer`` (one cosine per row; tests and measurements)."""
         if scorer.rows != len(self.chunks):

@@ -987,3 +987,12 @@ def test_calibration_origin_reads_old_manifests_too(cal, origin):
 
     assert calibration_origin(cal) == origin
     assert describe_calibration(cal or {}).startswith(f"calibration: {'none' if origin == 'default' else origin}")
+
+
+def test_with_rows_is_a_flat_copy_of_those_rows(tiny_index):
+    keep = [i for i, c in enumerate(tiny_index.chunks) if c.kind != "alt"]
+    sub = tiny_index.with_rows(keep)
+    assert [c.text for c in sub.chunks] == [tiny_index.chunks[i].text for i in keep]
+    assert sub.vectors.shape == (len(keep), tiny_index.vectors.shape[1])
+    assert sub.manifest.counts["vectors"] == len(keep) and sub.dense_int8 == tiny_index.dense_int8
+    assert len(tiny_index.chunks) > len(keep)  # the original is untouched
