@@ -9,6 +9,7 @@ request to anything but 127.0.0.1, an uncaught page error, or a console error fa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -212,6 +213,33 @@ def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: f
     pytest.fail(f"kefu serve not ready after {timeout_s} s:\n{log.read_text('utf-8', 'replace')[-3000:]}")
 
 
+@contextlib.contextmanager
+def fake_serve(root: Path, env: dict[str, str], port: int) -> Iterator[str]:
+    """`kefu serve` on the fake encoder in a subprocess, ready, its output in ``root/serve.log``;
+    yields its URL and stops it on exit. The cwd is a folder without a .env, so the developer's
+    settings stay out."""
+    url = f"http://{LOOPBACK}:{port}"
+    log = root / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.browser.fake_serve", "serve", "--host", LOOPBACK, "--port", str(port)],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_ready(url, proc, log)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.fixture(scope="session")
 def kefu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kefu]:
     root = tmp_path_factory.mktemp("kefu-browser")
@@ -227,26 +255,11 @@ def kefu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kefu]:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
         }
     )
-    log = root / "serve.log"
-    with log.open("wb") as out:
-        # cwd: a folder without a .env, so the developer's settings stay out
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.browser.fake_serve", "serve", "--host", LOOPBACK, "--port", str(port)],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        _wait_ready(url, proc, log)
-        yield Kefu(url, root / "data" / "tickets.db", shop_url, f"http://{LOOPBACK}:{stranger.server_address[1]}", log)
+        with fake_serve(root, env, port):
+            stranger_url = f"http://{LOOPBACK}:{stranger.server_address[1]}"
+            yield Kefu(url, root / "data" / "tickets.db", shop_url, stranger_url, root / "serve.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shop.shutdown()
         stranger.shutdown()
 

@@ -10,8 +10,6 @@ import datetime as dt
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -24,7 +22,7 @@ from playwright.sync_api import Page, Request, expect
 from kb.learn_journal import states
 from service.shops import ShopRecord, ShopRegistry
 from service.tickets import AnswerLog, FeedbackStore
-from tests.browser.conftest import LOOPBACK, REPO, _build_index, _wait_ready, free_port, screenshot
+from tests.browser.conftest import REPO, _build_index, fake_serve, free_port, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -86,19 +84,7 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
     env.update(_build_index(root))
     env["KEFU_ADMIN_TOKEN"] = TOKEN
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    port = free_port()
-    url = f"http://{LOOPBACK}:{port}"
-    log = root / "serve.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.browser.fake_serve", "serve", "--host", LOOPBACK, "--port", str(port)],
-            cwd=root,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(url, proc, log)
+    with fake_serve(root, env, free_port()) as url:
         for i, q in enumerate(GAP_QUERIES):
             a = _post(f"{url}/v1/answer", {"query": q, "session_id": f"G{i}"})
             assert (a["decision"], a["reason"]) == ("handoff", "low_confidence"), (q, a["decision"], a["reason"])
@@ -106,13 +92,6 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Console
         _post(f"{url}/v1/feedback", {"answer_id": a["answer_id"], "session_id": "V1", "vote": "up"})
         _history(root / "data" / "tickets.db")
         yield Console(url, root / "kb", root / "data" / "tickets.db")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def login(page: Page, server: Console) -> list[Request]:
