@@ -15,7 +15,8 @@ from kb.schema import Resources
 from kb.settings import BUNDLED_KB
 from service.answerer import Answerer, EncodeFn
 from service.sessions import SessionStore
-from service.shops import ShopRecord, Shops, write_shop_pack
+from service.shops import Shops, write_shop_pack
+from service.shops_registry import ShopRecord
 from service.speller import KNOWN_AT, MIN_COUNT, RATIO, Speller, jieba_words, read_userdict, readings
 from service.synonyms import SynonymExpander
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from service.answerer import CLARIFY_CHOICES, SUGGESTIONS
 from service.schemas import Answer, AnswerItem, HandoffInfo
-from service.shops import ShopRecord
+from service.shops_registry import ShopRecord
 from service.shops_tickets import ShopTickets
 from service.tickets import Prior
 from service.webhook import OrderEvent, OrderWebhook

@@ -1,62 +1,21 @@
 """Handoff tickets, the answer log and shoppers' feedback in one embedded SQLite database
-(WAL: survives restarts and crashes mid-write; several processes may share the file)."""
+(WAL: survives restarts and crashes mid-write; several processes may share the file). The file itself
+(schema, migration, connections) is service/tickets_db.py."""
 
 from __future__ import annotations
 
 import builtins
 import json
-import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from kb.errors import ConfigError, NotFoundError
 from service.pii import mask_pii
 from service.schemas import MAX_HISTORY_TURNS, MAX_TURN_CHARS, Answer, HistoryTurn, Vote
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tickets (
-    id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    session_id TEXT,
-    query TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    candidates TEXT NOT NULL,
-    history TEXT
-);
-CREATE INDEX IF NOT EXISTS tickets_created ON tickets (created);
-CREATE TABLE IF NOT EXISTS answers (
-    answer_id TEXT PRIMARY KEY,
-    created REAL NOT NULL,
-    session_id TEXT,
-    query TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    reason TEXT,
-    top_id TEXT,
-    confidence REAL,
-    elapsed_ms REAL NOT NULL,
-    ticket_id TEXT,
-    shop TEXT
-);
-CREATE INDEX IF NOT EXISTS answers_created ON answers (created);
-CREATE TABLE IF NOT EXISTS feedback (
-    answer_id TEXT PRIMARY KEY REFERENCES answers (answer_id),
-    created REAL NOT NULL,
-    updated REAL NOT NULL,
-    session_id TEXT NOT NULL,
-    vote TEXT NOT NULL CHECK (vote IN ('up', 'down')),
-    comment TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_updated ON feedback (updated);
-"""
-# Columns added since the first release, with the tables above: a database an older kefu created
-# gets them in place (ALTER TABLE … ADD COLUMN), and its old rows read as no history, no shop.
-_ADDED_COLUMNS = (("tickets", "history", "TEXT"), ("answers", "shop", "TEXT"))
-_ADDED_INDEXES = "CREATE INDEX IF NOT EXISTS answers_shop ON answers (shop, created);"
+from service.tickets_db import Database, shop_filter, window
 
 TurnSource = Literal["session", "request"]
 
@@ -133,66 +92,7 @@ class Ticket:
 TICKET_COLUMNS = ("id", "created", "session_id", "query", "reason", "candidates", "history")
 
 
-class _Database:
-    """One connection per thread to the shared file; the schema of all three tables is created
-    by whichever store opens the file first."""
-
-    def __init__(self, path: Path) -> None:
-        path = Path(path).expanduser()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the tickets folder {path.parent}: {exc}; set KEFU_TICKETS_DB") from exc
-        self.path = path
-        self._local = threading.local()
-        with self._conn() as c:
-            c.executescript(_SCHEMA)
-            _migrate(c)
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
-            self._local.conn = conn
-        return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Add the columns a database from an older kefu lacks. Checked again inside one write
-    transaction: two processes opening the same old file must not both add a column."""
-
-    def missing() -> list[tuple[str, str, str]]:
-        have = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in {t for t, _, _ in _ADDED_COLUMNS}}
-        return [(t, c, kind) for t, c, kind in _ADDED_COLUMNS if c not in have[t]]
-
-    if missing():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for table, column, kind in missing():
-                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-    conn.executescript(_ADDED_INDEXES)
-
-
-def _shop_filter(shop: str | None, column: str = "shop") -> tuple[str, tuple[Any, ...]]:
-    """`` AND <column> = ?`` and its argument when ``shop`` is given, else nothing."""
-    return ("", ()) if shop is None else (f" AND {column} = ?", (shop,))
-
-
-def _window(since: float | None, limit: int, column: str) -> tuple[str, tuple[Any, ...]]:
-    """The WHERE/ORDER/LIMIT tail shared by the list methods: newest first, ``since`` inclusive."""
-    if limit < 1:
-        raise ConfigError(f"limit={limit} must be ≥ 1")
-    where, args = ("", ()) if since is None else (f" WHERE {column} >= ?", (since,))
-    return f"{where} ORDER BY {column} DESC LIMIT ?", (*args, limit)
-
-
-class TicketStore(_Database):
+class TicketStore(Database):
     """Thread-safe; several processes may share one file (SQLite locking, busy timeout)."""
 
     def create(
@@ -260,7 +160,7 @@ _ANSWER_COLUMNS = (
 )
 
 
-class AnswerLog(_Database):
+class AnswerLog(Database):
     """Every answer served, so a vote can name it and `kefu stats`/`kefu gaps` can read them."""
 
     def record(self, answer: Answer, shop: str | None = None) -> LoggedAnswer:
@@ -305,7 +205,7 @@ class AnswerLog(_Database):
 
     def list(self, since: float | None = None, limit: int = 1000) -> list[LoggedAnswer]:
         """Answers served at or after ``since`` (unix time), newest first."""
-        tail, args = _window(since, limit, "created")
+        tail, args = window(since, limit, "created")
         rows = self._conn().execute(f"SELECT {_ANSWER_COLUMNS} FROM answers{tail}", args).fetchall()
         return [LoggedAnswer(*r) for r in rows]
 
@@ -319,7 +219,7 @@ class AnswerLog(_Database):
         """Answers that may have left the shopper unserved, oldest first: low-confidence handoffs,
         clarifies, and answers whose current vote is 👎 (service/gaps.py decides which count);
         ``shop``: that shop's only."""
-        where, args = _shop_filter(shop)
+        where, args = shop_filter(shop)
         rows = (
             self._conn()
             .execute(
@@ -355,7 +255,7 @@ class AnswerLog(_Database):
     ) -> builtins.list[tuple[str, str, str | None, int]]:
         """(local day YYYY-MM-DD, decision, reason, answers) for the answers served in [since, until);
         ``shop``: that shop's only."""
-        where, args = _shop_filter(shop)
+        where, args = shop_filter(shop)
         rows = self._conn().execute(
             "SELECT date(created, 'unixepoch', 'localtime') AS day, decision, reason, COUNT(*) FROM answers "
             f"WHERE created >= ? AND created < ?{where} GROUP BY day, decision, reason ORDER BY day",
@@ -385,7 +285,7 @@ class VoteResult:
 _FEEDBACK_COLUMNS = "answer_id, created, updated, session_id, vote, comment"
 
 
-class FeedbackStore(_Database):
+class FeedbackStore(Database):
     """👍/👎 per answer: one row per answer, so voting again replaces the vote instead of adding one."""
 
     def vote(self, answer_id: str, session_id: str, vote: Vote, comment: str | None = None) -> VoteResult:
@@ -425,7 +325,7 @@ class FeedbackStore(_Database):
 
     def list(self, since: float | None = None, limit: int = 1000) -> list[Feedback]:
         """Votes cast or changed at or after ``since`` (unix time), latest first."""
-        tail, args = _window(since, limit, "updated")
+        tail, args = window(since, limit, "updated")
         rows = self._conn().execute(f"SELECT {_FEEDBACK_COLUMNS} FROM feedback{tail}", args).fetchall()
         return [Feedback(*r) for r in rows]
 
@@ -448,7 +348,7 @@ class FeedbackStore(_Database):
         """(local day the answer was served, vote, answers) for the answers served in [since, until):
         each answer's current vote, counted on the day of the answer (a rate per day of traffic);
         ``shop``: the votes on that shop's answers only."""
-        where, args = _shop_filter(shop, "a.shop")
+        where, args = shop_filter(shop, "a.shop")
         rows = self._conn().execute(
             "SELECT date(a.created, 'unixepoch', 'localtime') AS day, f.vote, COUNT(*) FROM feedback f "
             f"JOIN answers a ON a.answer_id = f.answer_id WHERE a.created >= ? AND a.created < ?{where} "

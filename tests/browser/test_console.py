@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Page, Request, expect
 
 from kb.learn_journal import states
-from service.shops import ShopRecord, ShopRegistry
+from service.shops_registry import ShopRecord, ShopRegistry
 from service.tickets import AnswerLog, FeedbackStore
 from tests.browser.conftest import REPO, _build_index, fake_serve, free_port, screenshot
 
