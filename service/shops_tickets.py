@@ -7,14 +7,13 @@ without a shop goes to 官方客服).
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kb.errors import ConfigError
 from service.tickets import TICKET_COLUMNS, Prior, Ticket, TicketStore
+from service.tickets_db import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ticket_routes (
@@ -40,25 +39,17 @@ class RoutedTicket:
         return {**self.ticket.to_json(), "shop": self.shop, "route": self.route}
 
 
-class ShopTickets:
+class ShopTickets(Database):
     """Tickets with shop and route: ``create`` writes both, ``list`` reads them back."""
 
     def __init__(self, tickets: TicketStore) -> None:
+        super().__init__(tickets.path)
         self.tickets = tickets
-        self._local = threading.local()
         self._conn().executescript(_SCHEMA)
 
     @classmethod
     def at(cls, path: Path) -> ShopTickets:
         return cls(TicketStore(path))
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.tickets.path, timeout=30.0, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
 
     def create(
         self,
