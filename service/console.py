@@ -26,7 +26,7 @@ from kb.errors import ForbiddenError, IndexMissingError, ModelError
 from kb.learn_journal import Decision, states
 from kb.learned import undo
 from kb.schema import KnowledgeBase
-from service.api import ServiceState, get_state, require_admin
+from service.api_state import ServiceState, get_state, require_admin
 from service.gaps import GapFinder, GapReport, find
 from service.gaps_resolve import check_writable, resolve, resolve_ticket, served_kb
 from service.gaps_unserved import ABANDON_S, decided_keys, read_unserved

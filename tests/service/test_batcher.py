@@ -217,3 +217,12 @@ def test_for_encoder_takes_batch_size_and_workers_from_the_query_policy():
         assert len(b._workers) == 1 and b._max == 7
     finally:
         b.close()
+
+
+@pytest.mark.parametrize(("max_batch", "workers", "expected"), [(4, 2, 4), (1, 3, 6), (32, 1, 32), (4, 4, 8)])
+def test_answers_at_once_fills_one_call_and_keeps_every_worker_busy(max_batch: int, workers: int, expected: int):
+    b = MicroBatcher(lambda texts: np.zeros((len(texts), 2), dtype=np.float32), max_batch=max_batch, workers=workers)
+    try:
+        assert b.answers_at_once == expected
+    finally:
+        b.close()
