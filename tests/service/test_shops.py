@@ -429,7 +429,7 @@ def test_anchors_are_shared_and_the_lru_holds_what_its_budget_allows(shops: Shop
 
 
 def test_shop_capacity_is_kefu_shop_cache_only_when_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from service.shops_answer import memory_budget, shop_capacity
+    from service.shops_answer import SHOP_MEMORY_CAP, memory_budget, shop_capacity
 
     monkeypatch.delenv("KEFU_SHOP_CACHE", raising=False)
     monkeypatch.chdir(tmp_path)  # no .env here
@@ -437,7 +437,7 @@ def test_shop_capacity_is_kefu_shop_cache_only_when_set(monkeypatch: pytest.Monk
     assert shop_capacity(Settings(shop_cache=40)) == 40
     monkeypatch.setenv("KEFU_SHOP_CACHE", "256")
     assert shop_capacity(Settings().with_overrides(data_dir=tmp_path)) == 256
-    assert 0 < memory_budget() <= 2 << 30
+    assert 0 < memory_budget() <= SHOP_MEMORY_CAP
 
 
 def test_preload_fills_the_lru_up_to_its_bounds(shops: Shops, desk, tmp_path: Path) -> None:
