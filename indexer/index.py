@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from indexer.folder import (
 )
 from indexer.lexical import BigramPostings, LexicalIndex, char_bigrams
 from indexer.normalize import NORMALIZER_VERSION, normalize
-from indexer.pool import POOL_VOTE_VECTORS, CandidatePool, LexicalEvidence, pool_features
+from indexer.pool import POOL_VOTE_VECTORS, CandidatePool, LexicalEvidence, lexical_columns, pool_features
 from indexer.units import ANSWER_WEIGHT, UnitHit, UnitLayout, descending_ranks, rrf
 from indexer.vectors import Hit, VectorIndex
 from kb.errors import IndexStateError
@@ -275,17 +276,11 @@ class Index:
             jaccard[gone] = 0.0
             cover_unit[layout.position[exclude_unit]] = 0.0
         unit = layout.max_per_unit(bm25)
-        cover_rows = layout.padded(in_row / n_grams)
+        rank = descending_ranks(unit)
+        padded, cover_rows = layout.padded(bm25), layout.padded(in_row / n_grams)
+        columns = lexical_columns(layout, padded, unit, rank, cover_rows, cover_unit)
         return LexicalEvidence(
-            query,
-            exclude_row,
-            layout.padded(bm25),
-            unit,
-            descending_ranks(unit),
-            cover_rows,
-            cover_unit,
-            jaccard,
-            exclude_unit,
+            query, exclude_row, padded, unit, rank, cover_rows, cover_unit, jaccard, columns, exclude_unit
         )
 
     def bigram_jaccard(self, query: str) -> np.ndarray:
@@ -302,8 +297,8 @@ class Index:
 
     def question_overlap(self, unit_id: str, row_jaccard: np.ndarray) -> float:
         """The best of ``row_jaccard`` over the unit's question-side rows (0 when it has none)."""
-        rows = [r for r in self.units.get(unit_id, []) if self._is_question[r]]
-        return max(0.0, float(row_jaccard[rows].max())) if rows else 0.0
+        rows = self._layout.question_rows.get(unit_id)
+        return max(0.0, float(row_jaccard[rows].max())) if rows is not None and rows.size else 0.0
 
     def candidate_pool(
         self,
@@ -381,7 +376,10 @@ class Index:
         nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
         rows = np.take(cos, layout.all[order])  # the units' row cosines, -inf in the padding
         best = layout.all[order, rows.argmax(axis=1)].tolist()
-        votes = ((rows >= nearest_kth) & np.isfinite(rows)).sum(axis=1).tolist()
+        near = rows >= nearest_kth
+        if not math.isfinite(nearest_kth):  # fewer rows reached than k_vec: -inf is no vote
+            near &= np.isfinite(rows)
+        votes = np.count_nonzero(near, axis=1).tolist()
         return [
             UnitHit(layout.ids[i], d, r, b, qb, v)
             for r, (i, d, b, qb, v) in enumerate(

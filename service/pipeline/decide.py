@@ -17,6 +17,7 @@ from service.schemas import Decision as Outcome
 from service.schemas import Reason
 
 TRACE_DECIMALS = 4  # the trace rounds scores and features for people; Decision keeps them exact
+FEATURE_NAMES = tuple(x.name for x in fields(Features))  # the trace's features, in their order
 # The reason a confidence decision gives, by outcome.
 CONFIDENCE_REASONS: dict[Outcome, Reason | None] = {"answer": None, "clarify": "ambiguous", "handoff": "low_confidence"}
 
@@ -106,7 +107,7 @@ class Decision:
             t["answer_at"] = self.thresholds.answer_at
             t["clarify_at"] = self.thresholds.clarify_at
             f = s.features
-            t["features"] = {x.name: round(getattr(f, x.name), TRACE_DECIMALS) for x in fields(f)} if f else None
+            t["features"] = {x: round(getattr(f, x), TRACE_DECIMALS) for x in FEATURE_NAMES} if f else None
             t["candidates"] = [
                 {"id": c.id, "doc_id": c.doc_id, "score": round(c.score, TRACE_DECIMALS)} for c in s.candidates
             ]

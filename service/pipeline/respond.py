@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from indexer.index import Index
 from kb.settings import HANDOFF_MESSAGE
-from service.documents import view
+from service.documents import depends_on_query, view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
 from service.pipeline.retrieve import Candidate
 from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, HistoryTurn, SourceRef
@@ -49,6 +49,10 @@ class Responder:
         self.tickets = tickets
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         self.handoff_message = handoff_message
+        # What an answer item shows besides its score, for every unit whose view does not depend on
+        # the query (all but a long section's passage): cites parsed and models built once, not in
+        # every answer. By FAQ entry, or by document unit and best row (which row it shows).
+        self._shown: dict[tuple[str, int | None], tuple[str, str, str, SourceRef, tuple[Cite, ...]]] = {}
 
     def run(self, d: Decision, top_k: int, started: float, history: Sequence[HistoryTurn] | None = None) -> Answer:
         """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``.
@@ -105,12 +109,20 @@ class Responder:
     def item(self, c: Candidate, query: str) -> AnswerItem:
         """A candidate as shown: an FAQ entry with the clauses it cites, a whole rules clause, or
         the passage of an article section that answers ``query``."""
-        v = view(self.index, c.id, c.row, query)
+        key = (c.id, None if c.id in self.index.entries else c.row)
+        shown = self._shown.get(key)
+        if shown is None:
+            v = view(self.index, c.id, c.row, query)
+            source = SourceRef(doc_id=v.doc_id, section=v.section, kind=v.kind, clause=v.clause)
+            shown = (v.id, v.title, v.text, source, tuple(Cite(**vars(x)) for x in v.cites))
+            if not depends_on_query(self.index, c.id):
+                self._shown[key] = shown
+        unit_id, title, text, source, cites = shown
         return AnswerItem(
-            id=v.id,
-            title=v.title,
-            text=v.text,
+            id=unit_id,
+            title=title,
+            text=text,
             score=round(float(c.score), TRACE_DECIMALS),
-            source=SourceRef(doc_id=v.doc_id, section=v.section, kind=v.kind, clause=v.clause),
-            cites=[Cite(**vars(x)) for x in v.cites],
+            source=source,
+            cites=list(cites),
         )

@@ -56,6 +56,19 @@ def test_each_runtime_is_its_own_class_and_reports_its_policy(tmp_path: Path, ti
         np.testing.assert_array_equal(enc.encode_docs(TEXTS), docs)
 
 
+def test_the_standalone_tokenizer_reads_one_text_as_a_batch_of_one(tmp_path: Path, tiny: Path) -> None:
+    """One text is tokenized on the calling thread (``encode``), a batch on the library's pool
+    (``encode_batch``): the same ids, mask and type ids either way."""
+    load_encoder(_settings(tmp_path, tiny, batch_size=8))  # the first start exports the graph
+    standalone = load_encoder(_settings(tmp_path, tiny, batch_size=8))
+    assert type(standalone) is StandaloneOnnxEncoder and standalone._tokenizer is not None
+    for text in TEXTS:
+        one, batch = standalone._tokenizer([text]), standalone._tokenizer([text, text])
+        assert one.keys() == batch.keys()
+        for name, ids in one.items():
+            np.testing.assert_array_equal(ids, batch[name][:1])
+
+
 def test_a_model_whose_modules_cannot_run_directly_gets_the_library_encoder(
     tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.normalize import normalize
+import indexer.normalize as normalize_module
+from indexer.normalize import _FOLD, _fold_char, _FoldTable, normalize
 
 PROPERTY = settings(max_examples=300, deadline=None)
 
@@ -241,3 +242,15 @@ def test_untoned_brackets_are_kept_as_real_labels(text):
     # Design choice: only annotations with a tone mark are removed; untoned Latin in brackets is
     # too often a real label to delete.
     assert "(" in normalize(text)
+
+
+@PROPERTY
+@given(st.text())
+def test_property_the_fold_table_folds_as_the_per_character_rule(text):
+    assert text.translate(_FOLD) == "".join(_fold_char(ch) for ch in text)
+
+
+def test_the_fold_table_starts_again_when_full(monkeypatch):
+    monkeypatch.setattr(normalize_module, "FOLD_TABLE_SIZE", 3)
+    table = _FoldTable()
+    assert "ＡＢＣＤＥ\u200b".translate(table) == "abcde" and len(table) <= 3

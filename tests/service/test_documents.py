@@ -11,7 +11,19 @@ from indexer.build import build_and_swap
 from indexer.index import Index
 from indexer.store import IndexStore
 from kb.loader import load_kb
-from service.documents import CiteView, UnitView, cites, entry_json, resolve_unit, sentence_scores, view
+from service.documents import (
+    CiteView,
+    UnitView,
+    cites,
+    depends_on_query,
+    entry_json,
+    resolve_unit,
+    sentence_scores,
+    view,
+)
+from service.pipeline.respond import Responder
+from service.pipeline.retrieve import Candidate
+from service.sessions import SessionStore
 
 DEADLINE = (
     "七天无理由退货自签收次日起计算，满七日为止，请在期限内通过订单页面提交申请；"
@@ -147,3 +159,23 @@ def test_entry_json_of_an_article_section_is_the_whole_section(index):
 @pytest.mark.parametrize("name", ["no-such-entry", "rules-return#9", "rules-return.9", "rules-return", "#"])
 def test_entry_json_of_an_unknown_name_is_none(index, name):
     assert entry_json(index, name) is None
+
+
+def test_an_item_is_rendered_once_per_unit_unless_its_passage_follows_the_query(index):
+    """The responder keeps what an item shows for every unit whose view does not depend on the
+    query: for every unit, row and query the kept item is the one rendered afresh, and a long
+    section (a passage around the query's best sentence) is rendered for each query."""
+    assert depends_on_query(index, "refund-help.s2")
+    assert not any(depends_on_query(index, u) for u in ("refund-deadline", "rules-return.2", "refund-help.s1", "nope"))
+    kept = Responder(index=index, sessions=SessionStore())
+    passages = set()
+    for query in ("信用卡退款多久到账", "余额支付的退款", "七天从哪天开始算"):
+        for unit, rows in index.units.items():
+            for row in rows:
+                c = Candidate(unit, index.chunks[row].doc_id, 0.5, row)
+                fresh = Responder(index=index, sessions=SessionStore()).item(c, query)
+                assert kept.item(c, query).model_dump_json() == fresh.model_dump_json()
+                if unit == "refund-help.s2":
+                    passages.add(fresh.text)
+    assert len(passages) > 1
+    assert {unit for unit, _ in kept._shown} == set(index.units) - {"refund-help.s2"}
