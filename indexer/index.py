@@ -295,10 +295,19 @@ class Index:
         # nothing shared (which covers an empty set on either side) scores 0, as lexical.jaccard does
         return np.divide(shared, union, out=np.zeros(len(shared)), where=shared > 0)
 
-    def question_overlap(self, unit_id: str, row_jaccard: np.ndarray) -> float:
-        """The best of ``row_jaccard`` over the unit's question-side rows (0 when it has none)."""
-        rows = self._layout.question_rows.get(unit_id)
-        return max(0.0, float(row_jaccard[rows].max())) if rows is not None and rows.size else 0.0
+    def text_overlap(self, unit_id: str, query: str, row_jaccard: np.ndarray) -> float:
+        """How much of ``query`` the unit shares, as decision evidence: the best of ``row_jaccard``
+        over its question-side rows. A unit with none (a rules clause, an article section) is a
+        passage, long beside any question, so its Jaccard is small however well it answers: the
+        share of the query's bigrams its best row holds stands in."""
+        questions = self._layout.question_rows.get(unit_id)
+        if questions is not None and questions.size:
+            return max(0.0, float(row_jaccard[questions].max()))
+        rows = self.units.get(unit_id, [])
+        grams = char_bigrams(query)
+        if not rows or not grams:
+            return 0.0
+        return max(len(grams & self.norm_bigrams[r]) for r in rows) / len(grams)
 
     def candidate_pool(
         self,

@@ -77,7 +77,7 @@ class UnitLayout:
 
     @cached_property
     def question_rows(self) -> dict[str, np.ndarray]:
-        """Each unit's question-side rows, listed once (``Index.question_overlap`` reads them in
+        """Each unit's question-side rows, listed once (``Index.text_overlap`` reads them in
         every answer)."""
         return {u: q[q != self._n_rows].astype(np.intp) for u, q in zip(self.ids, self.q, strict=True)}
 

@@ -204,7 +204,7 @@ class Retriever:
             row_jaccard = lexical.jaccard
         else:
             row_jaccard = self.index.bigram_jaccard(text)
-        overlap = self.index.question_overlap(top.unit_id, row_jaccard)
+        overlap = self.index.text_overlap(top.unit_id, text, row_jaccard)
         n_vectors = max(1, len(self.index.units.get(top.unit_id, [])))
         return Features(
             top1=top.score,

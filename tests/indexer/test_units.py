@@ -13,6 +13,7 @@ from indexer.build import build_and_swap
 from indexer.chunking import DocUnit
 from indexer.folder import FORMAT_VERSION, EntryInfo
 from indexer.index import Index
+from indexer.lexical import char_bigrams, jaccard
 from indexer.normalize import normalize
 from indexer.store import IndexStore
 from indexer.units import ANSWER_WEIGHT
@@ -160,3 +161,21 @@ def test_a_document_unit_enters_the_ranker_pool_as_its_best_row(units_index, fak
     assert erow[col["votes"]] == pytest.approx(np.log1p(entry.votes))
     whole = units_index.lexical_evidence(normalize(text)).cover_unit[units_index._layout.position["rules-long.1"]]
     assert whole > row[col["cover_answer"]]  # the rows together would cover more: the case guarded
+
+
+@pytest.mark.parametrize("text", ["运费险赔付上限多少", "退货运费谁出", "完全无关的内容", ""])
+def test_text_overlap_is_question_jaccard_for_entries_and_query_cover_for_passages(units_index, text):
+    """Oracle: an FAQ entry's overlap is the best Jaccard of its question-side rows; a clause has
+    no question row, so it is the share of the query's bigrams its best row holds."""
+    text = normalize(text)
+    grams = char_bigrams(text)
+    row_jaccard = units_index.bigram_jaccard(text)
+    entry = "refund-deadline"
+    questions = [r for r in units_index.units[entry] if units_index.chunks[r].kind in ("question", "alt")]
+    assert units_index.text_overlap(entry, text, row_jaccard) == max(
+        jaccard(grams, units_index.norm_bigrams[r]) for r in questions
+    )
+    clause = units_index.units["rules-long.1"]
+    want = max(len(grams & units_index.norm_bigrams[r]) for r in clause) / len(grams) if grams else 0.0
+    assert units_index.text_overlap("rules-long.1", text, row_jaccard) == pytest.approx(want)
+    assert units_index.text_overlap("no-such-unit", text, row_jaccard) == 0.0
