@@ -1,9 +1,8 @@
-"""Shops as tenants on both vector stores: registry, builds, answers with the platform, routes, isolation."""
+"""Shops as tenants on both vector stores: registry, builds, answers with the platform, routes, isolation,
+and loading a shop (the pack, shared anchors, the memory-bounded LRU)."""
 
 from __future__ import annotations
 
-import csv
-import json
 import random
 import threading
 from collections.abc import Iterator
@@ -23,30 +22,7 @@ from service.shops_answer import ShopDesk
 from service.shops_merge import PLATFORM_TERMS, Route
 from service.shops_tickets import ShopTickets
 from tests.fakes import FAKE_CAL
-
-# One product word per shop: the shops' questions share their wording and differ in the product,
-# so another shop's entry is often the nearest one overall (what isolation must withstand).
-GOODS = ["跑鞋", "茶叶", "手机壳", "台灯", "背包", "毛衣", "耳机", "花盆", "水杯", "围巾", "帐篷", "口红"]
-TOPICS = ["怎么保养", "多久发货", "尺码怎么选", "能不能开发票", "坏了怎么保修", "有没有赠品", "怎么清洗", "支持定制吗"]
-ENTRIES = 24
-
-
-def write_shop_kb(folder: Path, shop: str, goods: str, entries: int = ENTRIES) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "faq.csv").open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "question", "answer", "alt_questions"])
-        for i in range(entries):
-            topic = TOPICS[i % len(TOPICS)]
-            w.writerow(
-                [
-                    f"{shop}-{i}",
-                    f"{goods}{i}号{topic}？",
-                    f"{goods}{i}号：{topic}的说明，本店{goods}统一按店铺规则处理，详情咨询店铺客服。",
-                    f"{goods}{i}号{topic}呢|请问{goods}{i}号{topic}",
-                ]
-            )
-    return folder
+from tests.service.conftest import ENTRIES, GOODS, TOPICS, write_shop_kb
 
 
 @pytest.fixture(params=[VectorStoreKind.FAISS, VectorStoreKind.MILVUS], ids=lambda k: k.value)
@@ -239,119 +215,6 @@ def fake_vectors(d: ShopDesk, texts: list[str]) -> np.ndarray:
     unique = sorted(set(texts))
     table = dict(zip(unique, d.encode.encode(unique), strict=True))
     return np.stack([table[t] for t in texts])
-
-
-# --- over HTTP ---------------------------------------------------------------------------------------
-TOKEN = "global-s3cret"
-
-
-@pytest.fixture
-def http(tiny_settings: Settings, tiny_index, fake_encoder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from fastapi.testclient import TestClient
-
-    from service.api import create_app
-
-    write_calibration(IndexStore(tiny_settings.index_home).current_path(), FAKE_CAL.to_json())
-    monkeypatch.setattr(
-        service.selfcal, "build_calibrator", lambda *a, **k: lambda index: (FAKE_CAL.to_json(), "fake calibration")
-    )
-    settings = tiny_settings.with_overrides(admin_token=TOKEN)
-    shops = Shops(settings, fake_encoder)
-    shops.add("acme", write_shop_kb(tmp_path / "acme", "acme", "跑鞋"))
-    shops.add("bobo", write_shop_kb(tmp_path / "bobo", "bobo", "茶叶"))
-    tokens = {shop: shops.registry.new_token(shop) for shop in ("acme", "bobo")}
-    shops.close()
-    with TestClient(create_app(settings, encoder=fake_encoder)) as c:
-        yield c, tokens
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def test_answer_for_a_shop_over_http(http) -> None:
-    c, _ = http
-    r = c.post("/v1/answer", json={"query": "跑鞋5号有没有赠品？", "shop": "acme"})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["decision"] == "answer"
-    assert body["answers"][0]["id"] == "acme-5" and body["answers"][0]["source"]["owner"] == "shop"
-    plain = c.post("/v1/answer", json={"query": "七天无理由退货需要满足什么条件？"}).json()
-    assert plain["answers"][0]["source"]["owner"] == "platform"
-    person = c.post("/v1/answer", json={"query": "转人工"}).json()
-    assert person["handoff"]["route"] == "platform"  # every handoff without a shop
-    shop_person = c.post("/v1/answer", json={"query": "转人工", "shop": "acme"}).json()
-    assert shop_person["handoff"]["route"] == "shop"
-
-
-def test_unknown_or_unsafe_shop_is_a_clear_4xx(http) -> None:
-    c, _ = http
-    r = c.post("/v1/answer", json={"query": "多久发货", "shop": "ghost"})
-    assert r.status_code == 404 and "kefu shops add ghost" in r.json()["message"]
-    r = c.post("/v1/answer", json={"query": "多久发货", "shop": "../acme"})
-    assert r.status_code == 422 and "shop" in r.json()["message"]
-
-
-def test_shop_tokens_scope_admin(http) -> None:
-    c, tokens = http
-    acme = c.post("/v1/answer", json={"query": "转人工", "shop": "acme"}).json()["handoff"]["ticket_id"]
-    bobo = c.post("/v1/answer", json={"query": "转人工", "shop": "bobo"}).json()["handoff"]["ticket_id"]
-    platform = c.post("/v1/answer", json={"query": "转人工"}).json()["handoff"]["ticket_id"]
-
-    def seen(headers: dict[str, str], **params: str) -> set[str]:
-        r = c.get("/admin/handoffs", headers=headers, params=params)
-        assert r.status_code == 200, r.text
-        return {t["id"] for t in r.json()["tickets"]}
-
-    assert seen(_bearer(TOKEN)) >= {acme, bobo, platform}
-    assert seen(_bearer(TOKEN), shop="bobo") == {bobo}
-    assert seen(_bearer(tokens["acme"])) == {acme}
-    got = c.get("/admin/handoffs", headers=_bearer(tokens["acme"])).json()["tickets"][0]
-    assert (got["shop"], got["route"]) == ("acme", "shop")
-    assert c.get("/admin/handoffs", headers=_bearer(tokens["acme"]), params={"shop": "bobo"}).status_code == 403
-    assert c.post("/admin/reload", headers=_bearer(tokens["acme"])).status_code == 403
-    assert c.get("/admin/handoffs", headers=_bearer("kshop_wrong")).status_code == 401
-    assert c.post("/admin/reload", headers=_bearer(TOKEN)).status_code == 200
-
-
-# --- the CLI -------------------------------------------------------------------------------------------
-def test_cli_add_list_token_remove(env: Settings, runner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kefu_cli import app
-
-    monkeypatch.setattr(
-        service.selfcal, "build_calibrator", lambda *a, **k: lambda index: (FAKE_CAL.to_json(), "fake calibration")
-    )
-    kb = write_shop_kb(tmp_path / "acme", "acme", "跑鞋")
-    r = runner.invoke(app, ["shops", "add", "acme", "--kb", str(kb)])
-    assert r.exit_code == 0, r.output
-    assert "shop acme: build" in r.output and f"{ENTRIES} entries" in r.output
-    r = runner.invoke(app, ["shops", "list", "--json"])
-    assert r.exit_code == 0 and '"id": "acme"' in r.output
-    r = runner.invoke(app, ["shops", "token", "acme"])
-    assert r.exit_code == 0 and r.output.startswith("kshop_")
-    bad = runner.invoke(app, ["shops", "add", "Bad Shop", "--kb", str(kb)])
-    assert bad.exit_code == 2 and "safe slug" in bad.output
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    r = runner.invoke(app, ["shops", "add", "empty", "--kb", str(empty)])
-    assert r.exit_code == 3 and "fails `kefu kb check`" in r.output
-    r = runner.invoke(app, ["shops", "rebuild", "ghost"])
-    assert r.exit_code == 6 and "no shop 'ghost'" in r.output
-    r = runner.invoke(app, ["handoffs", "list", "--shop", "acme"])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["ask", "--shop", "acme", "--json", "跑鞋5号有没有赠品？"])
-    assert r.exit_code == 0, r.output
-    got = json.loads(r.output)
-    assert got["answers"][0]["id"] == "acme-5" and got["answers"][0]["source"]["owner"] == "shop"
-    assert got["trace"]["shop"] == "acme"
-    r = runner.invoke(app, ["ask", "--shop", "acme", "-"], input="七天无理由退货需要满足什么条件？\n转人工\n")
-    assert r.exit_code == 0 and r.output.splitlines()[1].startswith("handoff\tuser_requested"), r.output
-    r = runner.invoke(app, ["ask", "--shop", "ghost", "多久发货"])
-    assert r.exit_code == 6 and "no shop 'ghost'" in r.output
-    r = runner.invoke(app, ["ask", "--shop", "Bad Shop", "多久发货"])
-    assert r.exit_code == 2 and "safe slug" in r.output
-    r = runner.invoke(app, ["shops", "remove", "acme"])
-    assert r.exit_code == 0 and "removed" in r.output
 
 
 # --- loading a shop: the pack, shared anchors, the memory-bounded LRU -------------------------------------

@@ -28,7 +28,8 @@ from service.stats import (
 )
 from service.tickets import AnswerLog, FeedbackStore, TicketStore
 from tests.fakes import FAKE_CAL
-from tests.service.test_gaps import PHONE, insert, row
+from tests.service.conftest import PHONE
+from tests.service.test_gaps import insert, row
 
 
 def noon(day: dt.date, minutes: int = 0) -> float:
@@ -218,7 +219,7 @@ def test_kefu_stats_table_and_top_gaps(runner: CliRunner, env: Settings):
 def test_kefu_stats_of_one_shop(runner: CliRunner, env: Settings, fake_encoder, tmp_path: Path, monkeypatch):
     import service.selfcal
     from service.shops import Shops
-    from tests.service.test_shops import write_shop_kb
+    from tests.service.conftest import write_shop_kb
 
     monkeypatch.setattr(  # the fake encoder's thresholds instead of a self-calibration (as tests/service/test_shops.py)
         service.selfcal, "build_calibrator", lambda *a, **k: lambda index: (FAKE_CAL.to_json(), "fake calibration")

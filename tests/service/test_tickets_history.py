@@ -26,7 +26,7 @@ from service.shops_answer import ShopDesk
 from service.shops_tickets import ShopTickets
 from service.tickets import AnswerLog, FeedbackStore, Prior, TicketStore, TicketTurn
 from tests.fakes import FAKE_CAL
-from tests.service.test_shops import write_shop_kb
+from tests.service.conftest import write_shop_kb
 from tests.service.test_tickets import in_processes
 
 PHONE = "13812345678"

@@ -1,0 +1,300 @@
+"""The sensitive-topic detector: terms and their groups, everyday senses that are not sensitive,
+sensitive.yaml's format and errors, and the joined search against each term alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from indexer.normalize import normalize
+from kb.errors import ConfigError
+from kb.settings import BUNDLED_KB
+from service.detect import (
+    SensitiveDetector,
+    SensitiveMatch,
+    TermSpec,
+)
+
+SENSITIVE_YAML = BUNDLED_KB / "resources" / "sensitive.yaml"
+
+
+@pytest.fixture(scope="module")
+def bundled_detector() -> SensitiveDetector:
+    return SensitiveDetector.from_file(SENSITIVE_YAML)
+
+
+# --- sensitive terms ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("query", "group", "term"),
+    [
+        ("再不处理我就去法院起诉你们", "legal", "起诉"),
+        ("你们这样我要报警了", "police", "报警"),
+        ("我要打12315投诉", "regulator", "12315"),
+        ("我要去网上曝光你们", "media", "曝光"),
+        ("充电宝充着充着爆炸了", "safety", "爆炸"),
+        ("被骗光了我真的不想活了", "self_harm", "不想活"),
+    ],
+)
+def test_sensitive_terms_match_with_group(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None
+    assert hit.group == group
+    assert hit.term == term
+
+
+@pytest.mark.parametrize("query", ["315晚会曝过你们", "我要投诉到315"])
+def test_standalone_315_is_sensitive(bundled_detector: SensitiveDetector, query: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.group in {"regulator", "media"}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["可以送货上门吗", "订单号 3150001 怎么还没发货", "订单3150001", "退款多久到账", "运费险怎么理赔"],
+)
+def test_sensitive_non_matches(bundled_detector: SensitiveDetector, query: str):
+    assert bundled_detector.match(normalize(query)) is None
+
+
+def test_sensitive_terms_are_normalised_too():
+    det = SensitiveDetector.from_terms(["消費者協會"])  # Traditional term matches simplified text
+    assert det.match(normalize("我去消费者协会投诉")) is not None
+
+
+def test_invalid_regex_is_a_config_error_naming_the_term():
+    with pytest.raises(ConfigError) as info:
+        SensitiveDetector({"legal": ["起诉", "告(你们"]})
+    assert "告(你们" in str(info.value)
+    assert "legal" in str(info.value)
+
+
+@pytest.mark.parametrize("groups", [{}, {"legal": []}, {"a": [], "b": []}])
+def test_empty_term_list_is_a_config_error(groups):
+    with pytest.raises(ConfigError, match="empty"):
+        SensitiveDetector(groups)
+
+
+def test_empty_file_is_a_config_error(tmp_path):
+    p = tmp_path / "sensitive.yaml"
+    p.write_text("# nothing here\n", "utf-8")
+    with pytest.raises(ConfigError):
+        SensitiveDetector.from_file(p)
+
+
+def test_uppercase_regex_escapes_keep_their_meaning():
+    det = SensitiveDetector.from_terms([r"315\D"])
+    assert det.match(normalize("315晚会")) is not None
+    assert det.match(normalize("3150001")) is None
+
+
+# --- sensitive terms: everyday senses --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "query",
+    [
+        "电脑中毒了",
+        "手机中毒了怎么办",
+        "我的电脑好像中毒了",
+        "中了病毒",
+        "网购中毒",
+        "服务器炸了",
+        "心态炸了",
+        "评论区炸了",
+        "评论区都炸了",
+        "头都要炸了",
+        "我气炸了",
+        "手机被打炸了",
+        "美炸了",
+        "杀价",
+        "秒杀",
+        "杀毒软件",
+        "秒杀了两件",
+        "杀价杀了半天",
+        "杀毒软件杀了半天",
+        "爆炸头",
+        "爆炸盐怎么用",
+        "想死你们了",
+        "多媒体音箱",
+        "流媒体后视镜",
+        "曝光补偿怎么调",
+        "被电商坑了",
+        "轮胎漏气",
+        "充气床一直漏气",
+        "结算账户怎么改",
+        "想买件大衣，身高165体重110不知道选哪个码",
+        "110v电压能用吗",
+        "发烧了能喝牛奶吗",
+        "宝宝退烧了还要吃药吗",
+    ],
+)
+def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
+    assert bundled_detector.match(normalize(query)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "group", "term"),
+    [
+        ("吃了你们的零食食物中毒了", "safety", "中毒"),
+        ("一氧化碳中毒", "safety", "中毒"),
+        ("孩子吃了中毒住院了", "safety", "中毒"),
+        ("爆炸", "safety", "爆炸"),
+        ("插座爆炸了", "safety", "爆炸"),
+        ("要炸了你们公司", "safety", "炸了"),
+        ("充电宝炸了", "safety", "炸了"),
+        ("插头炸了", "safety", "炸了"),  # 头都要炸了 is slang; 插头 is not
+        ("煤气炸了", "safety", "炸了"),  # 我气炸了 is slang; 煤气 is not
+        ("手机炸了", "safety", "炸了"),
+        ("充电器烧了", "safety", "烧了"),  # 发烧了 is a fever; a charger that burnt is not
+        ("家里燃气漏气了", "safety", "漏气"),
+        ("被电到了", "safety", "被电"),
+        ("自杀", "self_harm", "自杀"),
+        ("我好想死", "self_harm", "想死"),
+        ("我要杀了你", "threat", "杀了"),
+        ("我要跟你们算账", "threat", "算账"),
+        ("我要曝光你们", "media", "曝光"),
+        ("我要找媒体", "media", "媒体"),
+        ("我要打110", "police", r"(?<!\d)110(?!\d)"),
+    ],
+)
+def test_genuine_sensitive_messages_still_match(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit == SensitiveMatch(group, term)
+
+
+@pytest.mark.parametrize(
+    ("query", "term"),
+    [
+        ("电脑中毒了，孩子也食物中毒了", "中毒"),
+        ("服务器炸了，我要炸了你们公司", "炸了"),
+        ("我秒杀了，然后我要杀了你", "杀了"),
+    ],
+)
+def test_an_exception_excuses_only_the_occurrence_it_covers(bundled_detector: SensitiveDetector, query: str, term: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.term == term
+
+
+def test_exception_must_cover_the_occurrence_not_just_occur():
+    det = SensitiveDetector({"safety": [TermSpec("炸了", ("服务器炸了",))]})
+    assert det.match("服务器炸了") is None
+    assert det.match("服务器没事,锅炸了") is not None
+
+
+def test_exceptions_are_normalised_like_terms():
+    det = SensitiveDetector({"safety": [TermSpec("中毒", ("電腦中毒",))]})  # Traditional exception
+    assert det.match(normalize("电脑中毒了")) is None
+    assert det.match(normalize("食物中毒")) is not None
+
+
+# --- sensitive.yaml: format and errors -------------------------------------------------------------
+def _yaml(tmp_path, text: str):
+    p = tmp_path / "sensitive.yaml"
+    p.write_text(text, "utf-8")
+    return p
+
+
+def test_yaml_term_with_exceptions(tmp_path):
+    p = _yaml(
+        tmp_path,
+        "safety:\n  - 爆炸\n  - term: 中毒\n    except:\n      - (?:电脑|手机)中毒\n  - term: 漏气\n    except:\n",
+    )
+    det = SensitiveDetector.from_file(p)
+    assert det.match("手机中毒了") is None
+    assert det.match("食物中毒") == SensitiveMatch("safety", "中毒")
+    assert det.match("燃气漏气") == SensitiveMatch("safety", "漏气")  # an empty except: is no exception
+
+
+def test_yaml_scalars_are_kept_as_written(tmp_path):
+    # read from the node tree: 0110 stays 0110 (safe_load would make it the octal 72)
+    det = SensitiveDetector.from_file(_yaml(tmp_path, "police:\n  - 0110\nregulator:\n  - 12315\n"))
+    assert det.match("拨0110") is not None
+    assert det.match("72") is None
+    assert det.match("打12315") is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("safety:\n  - 爆炸\n  - [中毒\n", 4, "invalid YAML"),
+        ("- 爆炸\n", 1, "expected a mapping"),
+        ("safety: 爆炸\n", 1, "must be a list"),
+        ("safety:\n  - 爆炸\nsafety:\n  - 中毒\n", 3, "given twice"),
+        ("safety:\n  - 爆炸\n  -\n", 3, "must be a string"),
+        ('safety:\n  - ""\n', 2, "empty sensitive term"),
+        ("safety:\n  - term: 中毒\n    exept: [电脑中毒]\n", 3, "unknown key 'exept'"),
+        ("safety:\n  - except: [电脑中毒]\n", 2, "needs `term:`"),
+        ("safety:\n  - term: 中毒\n    except: 电脑中毒\n", 3, "must be a list of strings"),
+        ("safety:\n  - term: 中毒\n    except:\n      - [电脑中毒]\n", 4, "must be a list of strings"),
+        ("legal:\n  - 起诉\n  - 告(你们\n", 3, "not a valid regex"),
+        ("safety:\n  - term: 中毒\n    except:\n      - 电脑(中毒\n", 2, "exception '电脑(中毒'"),
+        ("safety:\n  - term: 中毒\n    except:\n      - 电脑病毒\n", 2, "does not contain the term"),
+        ("safety:\n  - term: 中毒\n    except:\n      - ''\n", 2, "empty exception"),
+    ],
+    ids=[
+        "yaml",
+        "top-level-list",
+        "group-not-list",
+        "duplicate-group",
+        "null-term",
+        "empty-term",
+        "unknown-key",
+        "no-term",
+        "except-not-list",
+        "except-item-not-string",
+        "bad-term-regex",
+        "bad-except-regex",
+        "except-without-term",
+        "empty-except",
+    ],
+)
+def test_bad_yaml_is_a_config_error_with_file_and_line(tmp_path, text: str, line: int, message: str):
+    p = _yaml(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        SensitiveDetector.from_file(p)
+    assert str(info.value).startswith(f"{p}:{line}: ")
+    assert message in str(info.value)
+
+
+def test_yaml_that_is_not_utf8_is_a_config_error(tmp_path):
+    p = tmp_path / "sensitive.yaml"
+    p.write_bytes("safety:\n  - 爆炸\n".encode("gbk"))
+    with pytest.raises(ConfigError, match="UTF-8"):
+        SensitiveDetector.from_file(p)
+
+
+def test_empty_yaml_error_names_the_file(tmp_path):
+    p = _yaml(tmp_path, "safety:\n")
+    with pytest.raises(ConfigError, match="empty") as info:
+        SensitiveDetector.from_file(p)
+    assert str(p) in str(info.value)
+
+
+def _one_by_one(detector: SensitiveDetector, norm: str) -> str | None:
+    """Oracle: every term on its own, in order, as the detector did before its union search."""
+    for term in detector._terms:
+        if term.hits(norm):
+            return term.group
+    return None
+
+
+def test_union_search_agrees_with_each_term_alone(bundled_detector: SensitiveDetector):
+    from eval.dataset import load_split
+
+    assert bundled_detector._any is not None  # the bundled terms do join into one pattern
+    texts = [normalize(it.query) for split in ("dev", "test") for it in load_split(split)]
+    hits = 0
+    for text in texts:
+        got = bundled_detector.match(text)
+        assert (got.group if got else None) == _one_by_one(bundled_detector, text), text
+        hits += got is not None
+    assert hits >= 25  # the labelled sets' sensitive messages are found
+
+
+@pytest.mark.parametrize(
+    ("terms", "text"),
+    [([r"(投诉)\1", "律师"], "投诉投诉"), (["律师", "(?i)abc"], "abc")],
+    ids=["backref", "inline-flag"],
+)
+def test_terms_that_cannot_be_joined_are_searched_one_by_one(terms: list[str], text: str):
+    d = SensitiveDetector.from_terms(terms)
+    assert d._any is None
+    assert d.match("我要找律师") is not None and d.match("你好") is None
+    assert d.match(text) is not None
