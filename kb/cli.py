@@ -12,8 +12,9 @@ from rich.table import Table
 
 from kb.cites import NumberMismatch, number_mismatches
 from kb.clikit import console, edge, settings_of
+from kb.errors import KBError
 from kb.learn_files import list_drafts
-from kb.loader import REPORT_LABELS, load_kb
+from kb.loader import REPORT_LABELS, load_kb, skip_reason
 from kb.schema import ImportReport
 
 kb_app = typer.Typer(help="Validate and inspect the knowledge base.", no_args_is_help=True)
@@ -35,30 +36,38 @@ def check(
     """Validate everything; print counts by category and what an imported table needed changed,
     or every problem as file:line: message."""
     s = settings_of(ctx)
+    target = path or s.kb_dir
+    if not target.expanduser().exists():  # say how this command takes a path: load_kb's hint is --kb
+        how = "pass an existing folder or file: `kefu kb check PATH`"
+        if path is None:
+            how = f"set KEFU_KB_DIR (or `kefu --kb`) to an existing folder or file, or {how}"
+        raise KBError(f"knowledge base {target} does not exist; {how}")
     # Without --strict the default applies: strict for the bundled KB, lenient for anything else.
-    kb = load_kb(path or s.kb_dir, strict=True if strict else None, log_changes=False)
+    kb = load_kb(target, strict=True if strict else None, log_changes=False)
     cats = kb.categories()
     doc_cats: dict[str, int] = {}
     for d in kb.documents:
         doc_cats[d.category] = doc_cats.get(d.category, 0) + 1
+    by_category = {
+        c: {"entries": cats.get(c, 0), "documents": doc_cats.get(c, 0)} for c in sorted(set(cats) | set(doc_cats))
+    }
     chars = sum(len(e.question) + sum(map(len, e.alt_questions)) + len(e.answer) for e in kb.entries)
     chars += sum(len(re.sub(r"\s", "", d.body)) for d in kb.documents)
     mismatches = number_mismatches(kb)
     summary = {
         "entries": len(kb.entries),
         "documents": len(kb.documents),
-        "categories": len(cats),
+        "categories": len(by_category),  # as the table lists them: of entries and of documents
         "alt_questions": sum(len(e.alt_questions) for e in kb.entries),
         "characters": chars,
         "content_hash": kb.content_hash[:16],
-        "by_category": {
-            c: {"entries": cats.get(c, 0), "documents": doc_cats.get(c, 0)} for c in sorted(set(cats) | set(doc_cats))
-        },
+        "by_category": by_category,
         "cites": sum(len(e.rules) for e in kb.entries),
         "entries_citing": sum(1 for e in kb.entries if e.rules),
         "number_mismatches": [m.to_json() for m in mismatches],
         "import": kb.report.to_json(),
         "drafts": [dataclasses.asdict(d) for d in list_drafts(kb.root)],
+        "skipped_files": list(kb.skipped_files),
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -67,13 +76,14 @@ def check(
     table.add_column("category")
     table.add_column("FAQ entries", justify="right")
     table.add_column("documents", justify="right")
-    for c, v in summary["by_category"].items():  # type: ignore[attr-defined]
+    for c, v in by_category.items():
         table.add_row(c, str(v["entries"]), str(v["documents"]))
     table.add_row("[bold]total", f"[bold]{len(kb.entries)}", f"[bold]{len(kb.documents)}")
     console.print(table)
     console.print(
         f"OK: {len(kb.entries)} entries, {summary['alt_questions']} alternative questions, "
-        f"{len(kb.documents)} documents, {chars:,} characters, {len(cats)} categories; hash {summary['content_hash']}"
+        f"{len(kb.documents)} documents, {chars:,} characters, {len(by_category)} categories; "
+        f"hash {summary['content_hash']}"
     )
     if summary["cites"]:
         console.print(f"{summary['entries_citing']} entries cite {summary['cites']} rules clauses", highlight=False)
@@ -81,6 +91,19 @@ def check(
     if kb.report.rows_read:
         _print_report(kb.report)
     _print_drafts(summary["drafts"])  # type: ignore[arg-type]
+    _print_skipped(kb.skipped_files)
+
+
+def _print_skipped(skipped: tuple[str, ...]) -> None:
+    """Files of a type kefu does not read: a warning each (they may be content the user expects served)."""
+    if not skipped:
+        return
+    n = len(skipped)
+    console.print(f"{n} file{'s' if n != 1 else ''} skipped, of types kefu does not read:", highlight=False)
+    for name in skipped[:SHOWN_WARNINGS]:
+        console.print(f"warning: {name}: {skip_reason(name)}", highlight=False, soft_wrap=True, markup=False)
+    if len(skipped) > SHOWN_WARNINGS:
+        console.print(f"… and {len(skipped) - SHOWN_WARNINGS} more (all of them with --json)")
 
 
 def _print_mismatches(mismatches: list[NumberMismatch]) -> None:

@@ -2,13 +2,17 @@
 
 Accepted inside the folder (recursively):
 - ``*.yaml``/``*.yml`` with ``entries:`` — FAQ entries in kefu's format (strict checks);
-- ``*.md`` with YAML front matter (``id``, ``title``, ``category``, ``effective``) — rules documents;
-  ``*.md`` without front matter and ``*.txt`` — plain help documents;
+- ``*.md`` with YAML front matter (``id``, ``title``, ``category``, ``effective``) — rules documents,
+  when the front matter has ``effective`` (or ``supersedes``) or the text has clauses (第一条);
+  other ``*.md`` and ``*.txt`` — plain help documents (front matter may give ``title``,
+  ``category`` and ``id``: kb/documents.py);
 - ``*.html``/``*.htm`` — help-center pages, read as plain documents (kb/html.py): headings,
   lists, tables and paragraphs kept; scripts, navigation, headers/footers and hidden parts dropped;
 - ``*.csv``, ``*.tsv``, ``*.jsonl``, ``*.xlsx`` — FAQ tables with columns ``question``, ``answer``
   and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``, ``rules``
-  (cited clauses such as ``rules-coupons#5``, separated by ``|``);
+  (cited clauses such as ``rules-coupons#5``, separated by ``|``); every visible, non-empty sheet
+  of a workbook, each with its own header row, its name the category of its rows when there are
+  several (kb/table_read.py);
   exports from other systems are taken as they are unless ``strict``: any id string (a
   non-slug id becomes a derived slug, the original kept as ``source_id``), short answers,
   duplicate ids made unique, rows that repeat a question merged into the first, rows without
@@ -18,6 +22,9 @@ Accepted inside the folder (recursively):
 - what ``kefu learn`` keeps (kb/learned.py): ``alternatives.yaml`` (learned alternative questions
   by entry id, added to the entries here, so an imported table is never rewritten); its
   ``learned.jsonl`` and ``learn-journal.jsonl``, and ``drafts/``, are not content and are skipped.
+
+Other files are skipped and named in ``KnowledgeBase.skipped_files`` (a warning in `kefu kb check`
+and the build's log), except hidden ones and kefu's own (``quiet_file``).
 """
 
 from __future__ import annotations
@@ -110,10 +117,11 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
         strict = root.resolve() == BUNDLED_KB.resolve()
     loader = LoadState(root if root.is_dir() else root.parent, strict)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    skipped: list[str] = []
     for p in files:
         rel = p.relative_to(loader.root)
-        if "resources" in rel.parts or p.name.startswith(".") or learning_file(rel):
-            continue
+        if "resources" in rel.parts or p.name.startswith((".", "~$")) or learning_file(rel):
+            continue  # ~$name.xlsx: Office's lock file while the workbook is open, not a workbook
         suffix = p.suffix.lower()
         if suffix in {".yaml", ".yml"}:
             load_yaml(loader, p)
@@ -128,6 +136,8 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
             load_html(loader, p)
         elif suffix in TABLE_SUFFIXES:
             load_table(loader, p)
+        elif not quiet_file(rel):
+            skipped.append(loader.rel(p))
     if not loader.strict:  # even with problems elsewhere, so rows are not also reported as duplicates
         settle_imports(loader)
     if (loader.root / SIDECAR).is_file():
@@ -144,10 +154,12 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
         raise KBError(
             f"knowledge base {root} is empty: no FAQ entries or documents found "
             "(expected *.yaml FAQ files, *.md/*.txt/*.html documents or CSV/TSV/JSONL/XLSX tables)",
-            [str(n) for n in report.notes],
+            [str(n) for n in report.notes] + [f"{name}: {skip_reason(name)}" for name in skipped],
         )
     if log_changes and (report.notes or report.ids_mapped):
         log.warning("knowledge base %s: %s; `kefu kb check` lists them", root, summary_line(report))
+    if log_changes and skipped:
+        log.warning("knowledge base %s: %s; `kefu kb check` says why", root, skipped_line(skipped))
     resources = load_resources(loader.root)
     entries = loader.entries
     return KnowledgeBase(
@@ -158,7 +170,47 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
         sources=loader.sources,
         content_hash=_content_hash(entries, loader.documents, resources),
         report=report,
+        skipped_files=tuple(skipped),
     )
+
+
+# Not content, and not the user's to hear about: hidden or kefu's own files, OS and Office leftovers.
+QUIET_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
+KEFU_FILES = frozenset({"calibration.json"})  # at the top of a KB: the shipped calibration (indexer/build.py)
+SKIP_HINTS = {
+    **dict.fromkeys(
+        (".pdf", ".doc", ".docx", ".odt", ".rtf", ".pages", ".ppt", ".pptx", ".epub"), "save it as .md, .txt or .html"
+    ),
+    **dict.fromkeys((".xls", ".xlsm", ".ods", ".numbers"), "save it as .xlsx or export it as CSV UTF-8"),
+    **dict.fromkeys(
+        (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".bmp"), "images are not read; articles' text is"
+    ),
+    ".json": "write FAQ rows as JSON Lines (.jsonl): one object per line",
+    ".markdown": "rename it .md",
+}
+
+
+def quiet_file(rel: Path) -> bool:
+    """A file skipped without a word: in a hidden folder, OS clutter, kefu's own."""
+    return (
+        any(part.startswith(".") for part in rel.parts)
+        or rel.name in QUIET_NAMES
+        or (len(rel.parts) == 1 and rel.name in KEFU_FILES)
+    )
+
+
+def skip_reason(name: str) -> str:
+    """Why the file ``name`` was skipped, and how to include it."""
+    suffix = Path(name).suffix.lower()
+    kind = f"{suffix} files" if suffix else "files without a suffix"
+    return f"skipped: kefu does not read {kind}; {SKIP_HINTS.get(suffix, 'save it as .md, .txt, .html or a table')}"
+
+
+def skipped_line(skipped: list[str] | tuple[str, ...], shown: int = 5) -> str:
+    """``2 files skipped (…): a.pdf, b.docx``: the count and the first few names."""
+    names = ", ".join(skipped[:shown]) + (f" and {len(skipped) - shown} more" if len(skipped) > shown else "")
+    n = len(skipped)
+    return f"{n} file{'s' if n != 1 else ''} skipped (types kefu does not read): {names}"
 
 
 REPORT_LABELS = {

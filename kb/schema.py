@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kb.clauses import parse_cite
 
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]*[a-z0-9]$")
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # one character too: a table's ids are often 1, 2, 3…
 MIN_QUESTION = 6  # characters: shorter titles are too vague to retrieve on
 MIN_ALT = 4
 MIN_ALTS = 3  # shoppers word things in many ways; fewer than three alternatives measurably hurts recall
@@ -231,6 +231,8 @@ class KnowledgeBase:
     sources: dict[str, Source]
     content_hash: str
     report: ImportReport = field(default_factory=ImportReport)
+    # Files in the folder of a type kefu does not read (a PDF, a Word file), relative to ``root``.
+    skipped_files: tuple[str, ...] = ()
 
     def entry(self, entry_id: str) -> FAQEntry | None:
         """The entry called ``entry_id`` (its slug or, for imported rows, its original id), or

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from pathlib import Path
 
@@ -45,6 +46,9 @@ def load_sidecar(state: LoadState, path: Path) -> None:
     for i, x in enumerate(state.loaded):  # an imported row's original id names it too
         if x.entry.source_id is not None:
             where.setdefault(x.entry.source_id, i)
+        elif len(x.entry.id) == 1:
+            # Before one-character ids were slugs, row "7" was "7-<hash>", the name kefu learn wrote here.
+            where.setdefault(f"{x.entry.id}-{hashlib.sha1(x.entry.id.encode()).hexdigest()[:8]}", i)
     for entry_id, texts in alts.items():
         at = where.get(str(entry_id))
         if at is None:

@@ -3,81 +3,117 @@
 from __future__ import annotations
 
 import csv
-import io
-import json
+import difflib
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from kb.clauses import parse_cite
-from kb.loadstate import LoadState, slugify
+from kb.loadstate import LoadState
 from kb.schema import SLUG, ImportedEntry, Source, entry_slug
+from kb.table_read import Table, TableError, read_tables
 
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".xlsx"}
+REQUIRED = ("question", "answer")
+OPTIONAL = ("alt_questions", "category", "id", "rules")
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
 CITE_SPLIT = re.compile(r"\s*(?:\||\n|；|;|,|，|、)\s*")
 
 
 def load_table(state: LoadState, path: Path) -> None:
-    """Add the rows of the table at ``path`` as imported entries; outside strict mode an incomplete
-    row is skipped and a non-slug id mapped to a slug, each counted in the report."""
+    """Add the rows of the table at ``path`` (each sheet of a workbook) as imported entries; outside
+    strict mode an incomplete row is skipped and a non-slug id mapped to a slug, each counted in the report."""
     src = Source(state.rel(path))
     try:
-        rows = list(_table_rows(path))
-    except UnicodeDecodeError:
-        state.problem(src, "not UTF-8 text; save the table as UTF-8")
+        tables = read_tables(path, src.path)
+    except (TableError, OSError, csv.Error) as exc:
+        state.problem(src, str(exc) if isinstance(exc, TableError) else f"cannot read table: {exc}")
         return
-    except (ValueError, OSError, csv.Error) as exc:
-        state.problem(src, f"cannot read table: {exc}")
-        return
-    if not rows:
+    readable = [t for t in tables if _has_columns(state, t)]
+    if len(readable) == len(tables) and not any(t.rows for t in tables):
         state.problem(src, "table has no rows")
         return
-    for line, row in rows:
-        here = Source(src.path, line)
-        if isinstance(row, str):
-            state.problem(here, row)
-            continue
-        state.rows_read += 1
-        row = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-        missing = [c for c in ("question", "answer") if not _cell(row.get(c))]
-        if missing:
-            what = f"missing {' and '.join(missing)}"
-            if state.strict:
-                state.problem(here, f"{what}; fill in the question and answer columns or delete the row")
-            elif not any(_cell(v) for v in row.values()):
-                state.note("skipped", here, "empty row; skipped", "empty row")
-            else:
-                state.note("skipped", here, f"{what}; row skipped (fill it in to include the row)", what)
-            continue
-        alts = row.get("alt_questions") or ()
-        if isinstance(alts, str):
-            alts = tuple(a for a in ALT_SPLIT.split(alts) if a)
-        elif not isinstance(alts, list | tuple):
-            alts = (_cell(alts),)
-        original = _cell(row.get("id"))
-        cites = table_cites(state, row.get("rules"), here)
-        raw = {
-            "id": original or f"{slugify(path.stem, 'faq')}-{path.suffix[1:].lower()}-{line}",
-            "category": _cell(row.get("category")) or path.stem,
-            "question": _cell(row["question"]),
-            "answer": _cell(row["answer"]),
-            "alt_questions": tuple(_cell(a) for a in alts),
-            "rules": cites,
-        }
-        if original and not SLUG.match(original):
-            slug = entry_slug(original)
-            if state.strict:
-                state.problem(
-                    here,
-                    f"id {original!r} is not a readable slug (lowercase letters, digits and hyphens); "
-                    f"rename it, or load without --strict to map it to {slug!r}",
-                )
-                continue
-            raw["id"], raw["source_id"] = slug, original
-            state.ids_mapped += 1
-        state.add_entry(raw, here, ImportedEntry)
+    for t in readable:
+        for line, row in t.rows:
+            _add_row(state, t, Source(t.where, line), row)
+
+
+def _has_columns(state: LoadState, t: Table) -> bool:
+    """Whether ``t`` names the question and answer columns; if not, one problem says what it has instead
+    (not a "missing answer" for every row)."""
+    if t.columns is None or not (t.columns or t.rows):  # no object in a JSONL, an empty file: said otherwise
+        return True
+    missing = [c for c in REQUIRED if c not in t.columns]
+    if not missing:
+        return True
+    found = [c for c in t.columns if c]
+    shown = ", ".join(c if len(c) <= 24 else c[:23] + "…" for c in found[:12]) or "nothing"
+    if len(found) > 12:
+        shown += f" and {len(found) - 12} more"
+    hints = [f"{close[0]} → {c}?" for c in missing if (close := difflib.get_close_matches(c, found, 1, 0.6))]
+    seps = [sep for sep in ",;\t|" if len(found) == 1 and sep in found[0]]
+    if seps:  # one column holding the whole row: another separator than the file type's
+        hints = [f"the columns seem separated by {seps[0]!r}; kefu reads .csv with commas and .tsv with tabs"]
+    hint = f" ({'; '.join(hints)})" if hints else ""
+    wanted = f"question and answer (optional: {', '.join(OPTIONAL)})"
+    what = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
+    if t.jsonl:
+        message = f"no line has the key {' or '.join(missing)}; found: {shown}{hint}; each line needs {wanted}"
+    elif t.sheet is not None:
+        message = (
+            f"the first row of sheet {t.sheet} must name the columns {wanted}; found: {shown}, so {what} missing"
+            f"{hint}; hide the sheet if it holds no FAQ rows"
+        )
+    else:
+        message = f"header must name the columns {wanted}; found: {shown}, so {what} missing{hint}"
+    state.problem(Source(t.where, 1), message)
+    return False
+
+
+def _add_row(state: LoadState, t: Table, here: Source, row: dict[str, Any] | str) -> None:
+    """Add one row of ``t`` read at ``here``."""
+    if isinstance(row, str):
+        state.problem(here, row)
+        return
+    state.rows_read += 1
+    row = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    missing = [c for c in REQUIRED if not _cell(row.get(c))]
+    if missing:
+        what = f"missing {' and '.join(missing)}"
+        if state.strict:
+            state.problem(here, f"{what}; fill in the question and answer columns or delete the row")
+        elif not any(_cell(v) for v in row.values()):
+            state.note("skipped", here, "empty row; skipped", "empty row")
+        else:
+            state.note("skipped", here, f"{what}; row skipped (fill it in to include the row)", what)
+        return
+    alts = row.get("alt_questions") or ()
+    if isinstance(alts, str):
+        alts = tuple(a for a in ALT_SPLIT.split(alts) if a)
+    elif not isinstance(alts, list | tuple):
+        alts = (_cell(alts),)
+    original = _cell(row.get("id"))
+    cites = table_cites(state, row.get("rules"), here)
+    raw = {
+        "id": original or f"{t.id_prefix}-{here.line}",
+        "category": _cell(row.get("category")) or t.category,
+        "question": _cell(row["question"]),
+        "answer": _cell(row["answer"]),
+        "alt_questions": tuple(_cell(a) for a in alts),
+        "rules": cites,
+    }
+    if original and not SLUG.match(original):
+        slug = entry_slug(original)
+        if state.strict:
+            state.problem(
+                here,
+                f"id {original!r} is not a readable slug (lowercase letters, digits and hyphens); "
+                f"rename it, or load without --strict to map it to {slug!r}",
+            )
+            return
+        raw["id"], raw["source_id"] = slug, original
+        state.ids_mapped += 1
+    state.add_entry(raw, here, ImportedEntry)
 
 
 def table_cites(state: LoadState, cell: Any, src: Source) -> tuple[str, ...]:
@@ -103,39 +139,3 @@ def _cell(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip()
-
-
-def _table_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """Yield (line number, row) pairs; a str row is an error message for that line."""
-    suffix = path.suffix.lower()
-    if suffix in {".csv", ".tsv"}:
-        text = path.read_text("utf-8-sig")
-        reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-        if not reader.fieldnames or "question" not in [f.strip().lower() for f in reader.fieldnames]:
-            raise ValueError(f"header must name the columns question and answer, found {reader.fieldnames}")
-        for row in reader:
-            yield reader.line_num, row
-    elif suffix == ".jsonl":
-        for n, line in enumerate(path.read_text("utf-8-sig").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield n, f"invalid JSON: {exc.msg}"
-                continue
-            yield n, obj if isinstance(obj, dict) else "each line must be a JSON object"
-    elif suffix == ".xlsx":
-        from openpyxl import load_workbook
-
-        wb = load_workbook(path, read_only=True, data_only=True)
-        ws = wb.worksheets[0]
-        rows = ws.iter_rows(values_only=True)
-        header = [str(h or "").strip().lower() for h in next(rows, ())]
-        if "question" not in header:
-            raise ValueError(f"first row must name the columns question and answer, found {header}")
-        for n, values in enumerate(rows, 2):
-            if all(v is None for v in values):
-                continue
-            yield n, {h: ("" if v is None else v) for h, v in zip(header, values, strict=False) if h}
-        wb.close()
