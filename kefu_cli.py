@@ -12,6 +12,7 @@ from eval.cli import eval_app
 from eval.learn_cli import learn_app
 from indexer.cli import index_app, model_app
 from kb.cli import kb_app
+from kb.clikit import edge
 from kb.settings import Settings
 from service.cli import ask, build, chat, handoffs_app, serve
 from service.ops_cli import gaps_app, stats
@@ -31,6 +32,7 @@ app = typer.Typer(
 
 
 @app.callback()
+@edge  # a setting that is not allowed (KEFU_TOP_K=99, --model "") is one line and exit 2
 def main(
     ctx: typer.Context,
     model: str | None = typer.Option(None, "--model", help="override KEFU_MODEL"),
@@ -38,7 +40,7 @@ def main(
     index_dir: Path | None = typer.Option(None, "--index-dir", help="override KEFU_INDEX_DIR"),
 ) -> None:
     """Settings come from KEFU_* variables and .env; these flags override them."""
-    ctx.obj = Settings().with_overrides(model=model, kb_dir=kb_dir, index_dir=index_dir)
+    ctx.obj = Settings.load().with_overrides(model=model, kb_dir=kb_dir, index_dir=index_dir)
 
 
 app.add_typer(kb_app, name="kb")

@@ -20,7 +20,7 @@ from indexer.encoder import Encoder, policy_of
 from indexer.folder import EntryInfo, Manifest, now_iso
 from indexer.index import Index
 from indexer.normalize import normalize
-from indexer.store import IndexStore
+from indexer.store import IndexStore, calibration_note
 from indexer.vectors import VectorIndex
 from kb.errors import IndexStateError
 from kb.schema import KnowledgeBase
@@ -236,7 +236,6 @@ def _build_and_swap(
             and current.chunk_chars == chunk_chars
         ):
             c = current.counts
-            cal = current.calibration or {}
             return BuildSummary(
                 current.build_id,
                 str(store.current_path()),
@@ -248,7 +247,7 @@ def _build_and_swap(
                 0,
                 time.perf_counter() - t0,
                 True,
-                describe_calibration(cal),
+                calibration_note(current),
             )
     cache = EmbeddingCache(store.cache_path)
     try:
@@ -260,6 +259,9 @@ def _build_and_swap(
         calibration, fitted = calibrate(index)
         why = f"{why}; {fitted}" if why else fitted
     index.manifest.calibration = calibration
+    # kept with the build: `kefu index info`, /readyz and `kefu serve` repeat this very line
+    note = why or describe_calibration(calibration or {})
+    index.manifest.calibration_note = note
     tmp = store.new_tmp(index.manifest.build_id)
     index.save(tmp)
     copy_resources(kb, tmp)
@@ -277,7 +279,7 @@ def _build_and_swap(
         m.cache_hits,
         time.perf_counter() - t0,
         False,
-        why or describe_calibration(calibration or {}),
+        note,
     )
 
 

@@ -124,8 +124,8 @@ def index_info(
     as_json: bool = typer.Option(False, "--json", help="the whole manifest, as JSON"),
 ) -> None:
     """A short summary of the current build (``--json``: the whole manifest)."""
-    from indexer.build import describe_calibration
     from indexer.index import Index
+    from indexer.store import calibration_note
 
     path = _store(ctx).current_path()
     manifest = Index.read_manifest(path)
@@ -140,7 +140,8 @@ def index_info(
         ("knowledge base", f"{manifest.kb_root} (hash {manifest.kb_hash[:12]})"),
         ("contents", counts),
         ("index", f"{manifest.index_kind}, chunks of {manifest.chunk_chars} characters"),
-        ("calibration", describe_calibration(manifest.calibration or {}).removeprefix("calibration: ")),
+        # the line `kefu build` printed, as /readyz and `kefu serve` give it
+        ("calibration", calibration_note(manifest).removeprefix("calibration: ")),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:

@@ -59,6 +59,11 @@ class Manifest(BaseModel):
     build_seconds: float
     cache_hits: int = 0
     calibration: dict[str, Any] | None = None
+    calibration_note: str | None = Field(
+        None,
+        description="the line `kefu build` printed about the calibration (which one, and why); None in a build "
+        "from before it was kept, or whose calibration was replaced since (``indexer.store.calibration_note``)",
+    )
 
 
 @dataclass(frozen=True)

@@ -150,11 +150,23 @@ class IndexStore:
 
 
 def write_calibration(folder: Path, calibration: dict[str, object]) -> None:
-    """Store fitted thresholds in a build's manifest (atomic replace)."""
-    from indexer.index import Index
+    """Store fitted thresholds in a build's manifest (atomic replace). The build's calibration
+    line described the calibration replaced, so it goes: ``calibration_note`` composes one."""
+    _rewrite_manifest(folder, calibration=calibration, calibration_note=None)
 
+
+def calibration_note(manifest: Manifest) -> str:
+    """The one line on a build's calibration: as ``kefu build`` said it, or, for a build from
+    before that line was kept or whose calibration was replaced since, composed from the calibration."""
+    from indexer.build import describe_calibration  # the build module imports this one
+
+    return manifest.calibration_note or describe_calibration(manifest.calibration or {})
+
+
+def _rewrite_manifest(folder: Path, **changes: object) -> None:
     manifest = Index.read_manifest(folder)
-    manifest.calibration = calibration
+    for name, value in changes.items():
+        setattr(manifest, name, value)
     tmp = folder / f".manifest-{os.getpid()}.json"
     tmp.write_text(manifest.model_dump_json(indent=1), "utf-8")
     os.replace(tmp, folder / "manifest.json")

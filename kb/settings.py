@@ -7,15 +7,21 @@ Precedence, highest first: CLI flag > environment variable > ``.env`` > default.
 
 from __future__ import annotations
 
+import json
 import re
+import types
+from collections.abc import Mapping
+from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 from platformdirs import user_cache_dir, user_data_dir
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from kb.errors import ConfigError
 from kb.modes import IndexKind, QueryRuntime, RetrievalMode
 
 BUNDLED_KB = Path(__file__).resolve().parent / "content"
@@ -24,6 +30,20 @@ DEFAULT_MODEL = "builtin:multilingual-e5-small"
 # default names the constant): what a handoff says, and how long the micro-batcher waits.
 HANDOFF_MESSAGE = "已为您转接人工客服，请稍候，客服接入后会先查看您刚才的问题，无需重复描述。"
 MICROBATCH_WAIT_MS = 0.0  # batch whatever queued while the encoder was busy; no extra wait
+# Answers one request may ask for: retrieval keeps the best 10 units (CANDIDATE_UNITS in
+# service/pipeline/retrieve.py), so a larger top_k could never be served. The settings, the API
+# schema, check_request and `kefu ask --top-k` all read this one bound.
+MAX_TOP_K = 10
+# The CLI flags that override a setting (``with_overrides``), so an error names what was typed.
+CLI_FLAGS = {
+    "model": "--model",
+    "kb_dir": "--kb",
+    "index_dir": "--index-dir",
+    "index_kind": "--kind",
+    "host": "--host",
+    "port": "--port",
+    "workers": "--workers",
+}
 # A CSP source expression as frame-ancestors takes it: a keyword, a scheme, or an origin
 # (a host may start with a *. wildcard, a port may be *), without a path.
 _CSP_SOURCE = re.compile(
@@ -123,7 +143,7 @@ class Settings(BaseSettings):
         description="put back the KB's word where a pinyin homophone typo broke it (快第 -> 快递) before "
         "searching; the shopper's text is kept, the trace lists the changes",
     )
-    top_k: int = Field(3, ge=1, le=20)
+    top_k: int = Field(3, ge=1, le=MAX_TOP_K)
     max_query_chars: int = Field(500, ge=1, le=20000)
     session_ttl_s: int = Field(1800, ge=1)
     session_max: int = Field(10000, ge=1)
@@ -216,9 +236,78 @@ class Settings(BaseSettings):
     def tickets_path(self) -> Path:
         return self.tickets_db if self.tickets_db is not None else self.data_dir / "tickets.db"
 
+    @classmethod
+    def load(cls) -> Settings:
+        """The settings of the environment and ``.env``, as the CLI builds them: a value that is not
+        allowed is a ``ConfigError`` naming its KEFU_ variable (exit 2), not a validation trace."""
+        try:
+            return cls()
+        except (ValidationError, SettingsError) as exc:
+            raise settings_error(exc) from None
+
     def with_overrides(self, **overrides: Any) -> Settings:
-        """Return a copy with CLI flags applied; ``None`` means "flag not given"."""
+        """Return a copy with CLI flags applied; ``None`` means "flag not given". A value that is
+        not allowed is a ``ConfigError`` naming the flag (``CLI_FLAGS``) and what it allows."""
         given = {k: v for k, v in overrides.items() if v is not None}
         if not given:
             return self
-        return self.model_validate({**self.model_dump(), **given})
+        try:
+            return self.model_validate({**self.model_dump(), **given})
+        except ValidationError as exc:
+            raise settings_error(exc, {k: CLI_FLAGS[k] for k in given if k in CLI_FLAGS}) from None
+
+
+def settings_error(exc: ValidationError | SettingsError, flags: Mapping[str, str] | None = None) -> ConfigError:
+    """One line for settings that are not allowed: each named as its flag (``flags``: field → flag)
+    or its KEFU_ variable, with the value given and what the setting allows."""
+    flags = flags or {}
+    if isinstance(exc, SettingsError):  # a list or JSON setting whose text is not JSON
+        m = re.search(r'field "(\w+)"', str(exc))
+        name = m.group(1) if m else ""
+        what = allowed(name) or "valid JSON"
+        return ConfigError(
+            f"KEFU_{name.upper()} is not valid JSON: use {what}" if m else f"a setting cannot be read: {exc}"
+        )
+    problems = []
+    errors = exc.errors()
+    for e in errors[:3]:
+        name = str(e["loc"][0]) if e["loc"] else ""
+        value = e.get("input")
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+        where = f"{flags[name]} {shown}" if name in flags else f"KEFU_{name.upper()}={shown}"
+        if e["type"] == "value_error":  # our own validators name the variable and say what to use
+            said = str(e.get("ctx", {}).get("error", e["msg"]))
+            problems.append(f"{where} is not allowed: {said}" if name in flags else said)
+        else:
+            problems.append(f"{where} is not allowed: use {allowed(name) or e['msg'].lower()}")
+    more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+    return ConfigError("; ".join(problems) + more)
+
+
+_NUMBER_WORDS = {int: "an integer", float: "a number"}
+
+
+def allowed(name: str) -> str | None:
+    """What setting ``name`` accepts, in words (its type and bounds); None when there is nothing to say."""
+    info: FieldInfo | None = Settings.model_fields.get(name)
+    if info is None:
+        return None
+    kind: Any = info.annotation
+    if get_origin(kind) in (Union, types.UnionType):  # X | None: the X
+        kind = next(a for a in get_args(kind) if a is not type(None))
+    if isinstance(kind, type) and issubclass(kind, Enum):
+        return "one of " + ", ".join(str(m.value) for m in kind)
+    if get_origin(kind) is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(kind))
+    if kind is bool:
+        return "true or false"
+    if get_origin(kind) is list:
+        return 'a JSON list, e.g. ["a", "b"]'
+    if kind in _NUMBER_WORDS:
+        bound = {k: getattr(m, k) for m in info.metadata for k in ("ge", "gt", "le", "lt") if hasattr(m, k)}
+        if "ge" in bound and "le" in bound:
+            return f"{_NUMBER_WORDS[kind]} from {bound['ge']} to {bound['le']}"
+        signs = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+        limits = " and ".join(f"{signs[k]} {v}" for k, v in bound.items())
+        return f"{_NUMBER_WORDS[kind]} {limits}".strip()
+    return None

@@ -5,6 +5,7 @@ error responses are ``service/api_guard.py``."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -13,27 +14,31 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from indexer.build import describe_calibration
 from indexer.encoder import Encoder
+from indexer.index import Index
 from kb.errors import KefuError, ModelError, NotFoundError
 from kb.settings import Settings
 from service.answerer import Answerer
-from service.api_guard import Guard, SafeJSONResponse, error, safe_json
-from service.api_state import ServiceState, get_state, ready_answerer, require_admin
+from service.api_guard import Guard, SafeJSONResponse, error, error_code, http_code, safe_json
+from service.api_state import ServiceState, get_state, readiness, ready_answerer, require_admin
 from service.console import install as install_console
 from service.documents import entry_json
 from service.pii import mask_pii
-from service.schemas import Answer, AnswerRequest, ErrorBody, FeedbackRequest, FeedbackResult
+from service.schemas import Answer, AnswerRequest, ErrorBody, FeedbackRequest, FeedbackResult, describe_invalid
 from service.web import install as install_web
 
 log = logging.getLogger("kefu.api")
+
+MAX_HANDOFFS = 500  # tickets one GET /admin/handoffs returns (as the ticket store caps it)
+SUGGESTED_IDS = 3  # ids a 404 of GET /v1/entries offers
+MAX_ID_COMPARED = 200
 
 
 def create_app(settings: Settings | None = None, encoder: Encoder | None = None) -> FastAPI:
@@ -78,7 +83,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
     @app.exception_handler(KefuError)
     async def kefu_error(_: Request, exc: KefuError) -> Response:
-        return error(exc.http_status, type(exc).__name__, str(exc))
+        return error(exc.http_status, error_code(exc), str(exc))
 
     @app.exception_handler(PermissionError)
     async def forbidden(_: Request, exc: PermissionError) -> Response:
@@ -86,18 +91,14 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> Response:
-        parts = []
-        for e in exc.errors()[:5]:
-            loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
-            msg = "body is not valid JSON (send UTF-8 JSON)" if e.get("type") == "json_invalid" else e.get("msg")
-            parts.append(f"{loc}: {msg}")
-        return error(422, "invalid_request", "; ".join(parts))
+        return error(422, "invalid_request", describe_invalid(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 400 and "parsing the body" in str(exc.detail):
             return error(422, "invalid_request", "body is not valid UTF-8 JSON; send a JSON object encoded as UTF-8")
-        return error(exc.status_code, "http_error", str(exc.detail))
+        headers = dict(exc.headers) if exc.headers else None  # 405's Allow
+        return error(exc.status_code, http_code(exc.status_code), str(exc.detail), headers)
 
     @app.post("/v1/answer", response_model=Answer, summary="回答一个问题 / answer one query")
     async def answer(req: AnswerRequest, answerer: Answerer = Depends(ready_answerer)) -> Response:
@@ -143,11 +144,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         found = entry_json(answerer.index, entry_id)
         if found is not None:
             return found
-        raise NotFoundError(
-            f"no entry {entry_id!r}; use an id from an answer (like 'refund-seven-day-conditions' or "
-            "'rules-seven-day-return.5') "
-            "or the id the entry had in its imported table"
-        )
+        raise NotFoundError(f"no entry {entry_id!r}; {entry_hint(answerer.index, entry_id)}")
 
     @app.get("/healthz", summary="process is up")
     def healthz() -> dict[str, str]:
@@ -157,17 +154,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     def readyz(st: ServiceState = Depends(get_state)) -> Response:
         if st.answerer is None:
             return error(503, "not_ready", st.not_ready or "starting")
-        m = st.answerer.index.manifest
-        return SafeJSONResponse(
-            {
-                "status": "ready",
-                "build": m.build_id,
-                "model": m.model_id,
-                "entries": m.counts.get("entries"),
-                "calibrated": m.calibration is not None,
-                "calibration": describe_calibration(m.calibration or {}),
-            }
-        )
+        return SafeJSONResponse(readiness(st.answerer))
 
     @app.get("/metrics", summary="Prometheus metrics")
     def metrics(st: ServiceState = Depends(get_state)) -> Response:
@@ -180,7 +167,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
 
     @app.get("/admin/handoffs", summary="recent handoff tickets (a shop's token: that shop's only)")
     def handoffs(
-        limit: int = 50,
+        limit: int = Query(50, ge=1, le=MAX_HANDOFFS),
         reason: str | None = None,
         shop: str | None = None,
         st: ServiceState = Depends(get_state),
@@ -196,6 +183,20 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
     return app
 
 
+def entry_hint(index: Index, entry_id: str) -> str:
+    """What to ask for instead of an unknown id: the served build's ids nearest to it by spelling,
+    or else an example of each kind the build has (never ids of a KB it does not serve)."""
+    ids = [*index.entries, *index.doc_units]
+    # Only the start of a long id is compared: matching is quadratic in its length.
+    near = difflib.get_close_matches(entry_id[:MAX_ID_COMPARED], ids, n=SUGGESTED_IDS, cutoff=0.6)
+    if near:
+        return f"did you mean {' or '.join(repr(i) for i in near)}? Use an id from an answer"
+    examples = [next(iter(d)) for d in (index.entries, index.doc_units) if d]
+    like = f" (like {' or '.join(repr(i) for i in examples)})" if examples else ""
+    return f"use an id from an answer{like} or the id the entry had in its imported table"
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` (several workers): settings from the environment."""
-    return create_app(Settings())
+    """Factory for `uvicorn --factory` (several workers): settings from the environment (a value
+    not allowed is one ConfigError line naming its KEFU_ variable)."""
+    return create_app(Settings.load())

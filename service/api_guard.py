@@ -10,7 +10,21 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from kb.errors import (
+    BuildInProgressError,
+    ConfigError,
+    ForbiddenError,
+    IndexMissingError,
+    IndexStateError,
+    InputError,
+    KBError,
+    KefuError,
+    ModelError,
+    NotFoundError,
+)
+from kb.learned import AlreadyUndoneError
 from service.api_state import ServiceState
+from service.gaps_resolve import AlreadyResolvedError
 from service.web import WEB_PATHS
 
 log = logging.getLogger("kefu.api")
@@ -29,6 +43,46 @@ def safe_json(body: bytes) -> bytes:
 
 def error(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> SafeJSONResponse:
     return SafeJSONResponse({"error": kind, "message": message}, status_code=status, headers=headers)
+
+
+# The API's ``error`` code of each exception of kb/errors.py (a subclass not listed gets its nearest
+# listed ancestor's). docs/api.md lists every code with its status; the status is the exception's
+# ``http_status``.
+ERROR_CODES: dict[type[KefuError], str] = {
+    KefuError: "internal_error",
+    ConfigError: "bad_request",
+    AlreadyResolvedError: "conflict",
+    AlreadyUndoneError: "conflict",
+    InputError: "invalid_request",
+    KBError: "kb_invalid",
+    ForbiddenError: "forbidden",
+    NotFoundError: "not_found",
+    ModelError: "model_unavailable",
+    IndexStateError: "index_unavailable",
+    IndexMissingError: "not_ready",
+    BuildInProgressError: "build_in_progress",
+}
+# The code of an HTTP error Starlette raises itself (no route, wrong method, unreadable body).
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "body_too_large",
+    422: "invalid_request",
+    429: "rate_limited",
+}
+
+
+def error_code(exc: KefuError) -> str:
+    """The ``error`` code of ``exc``: that of its class, or of the nearest ancestor in ERROR_CODES."""
+    return next(ERROR_CODES[c] for c in type(exc).__mro__ if c in ERROR_CODES)
+
+
+def http_code(status: int) -> str:
+    return HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
 
 
 class Guard:
@@ -52,6 +106,11 @@ class Guard:
         path: str = scope["path"]
         status = 500
         started = False
+        # HEAD wherever GET works (FastAPI routes a GET route's HEAD to 405): the route answers the
+        # GET, and only its headers go out (Content-Length still the GET body's, as HEAD wants).
+        head = scope["method"] == "HEAD"
+        if head:
+            scope = {**scope, "method": "GET"}
 
         async def send_tracked(message: Message) -> None:
             nonlocal status, started
@@ -59,6 +118,8 @@ class Guard:
                 started = True
                 status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         async def reply(code: int, kind: str, message: str, headers: dict[str, str] | None = None) -> None:

@@ -8,18 +8,22 @@ import sqlite3
 import threading
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from fastapi import Depends, Request
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from indexer.build import describe_calibration
 from indexer.encoder import Encoder
+from indexer.store import calibration_note
 from kb.errors import IndexMissingError, IndexStateError, ModelError
 from kb.settings import Settings
 from service.answerer import Answerer
 from service.batcher import MicroBatcher
 from service.runtime import Runtime, micro_batcher
 from service.schemas import Answer
+from service.sessions_store import SessionFile
 from service.shops_api import ShopsState
 from service.tickets import AnswerLog, FeedbackStore
 
@@ -99,6 +103,9 @@ class ServiceState:
         except ModelError as exc:
             self.not_ready = f"model not loaded: {exc}"
             return
+        shared = SessionFile.for_server(self.settings)
+        if shared is not None:  # several workers: a follow-up finds its session in any of them
+            self.runtime.sessions = shared
         self.batcher = micro_batcher(self.settings, self.runtime.encoder, self.metrics.encoder_batch)
         self.answer_slots = anyio.CapacityLimiter(self.batcher.answers_at_once)
         self.shops.start(self.runtime, self.batcher)
@@ -137,6 +144,22 @@ class ServiceState:
             self.answer_log.record(answer, shop)
         except sqlite3.Error as exc:
             log.warning("answer %s not logged (its 👍/👎 will get 404): %s", answer.answer_id, exc)
+
+
+def readiness(answerer: Answerer) -> dict[str, Any]:
+    """GET /readyz's body for the build ``answerer`` serves. ``calibration`` is the short summary
+    it always gave; ``calibration_note`` the line `kefu build` printed (which calibration, and why),
+    as `kefu index info` and `kefu serve` give it."""
+    m = answerer.index.manifest
+    return {
+        "status": "ready",
+        "build": m.build_id,
+        "model": m.model_id,
+        "entries": m.counts.get("entries"),
+        "calibrated": m.calibration is not None,
+        "calibration": describe_calibration(m.calibration or {}),
+        "calibration_note": calibration_note(m),
+    }
 
 
 # The dependencies are async: they only look things up, and a sync dependency costs a trip

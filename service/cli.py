@@ -16,8 +16,9 @@ from rich.text import Text
 
 from kb.clauses import clause_label
 from kb.clikit import console, edge, err_console, progress_display, settings_of
-from kb.errors import ConfigError, InputError
-from service.schemas import Answer, AnswerItem, AnswerRequest, HistoryTurn
+from kb.errors import ConfigError, InputError, KefuError
+from kb.settings import MAX_TOP_K, Settings
+from service.schemas import Answer, AnswerItem, AnswerRequest, HistoryTurn, describe_invalid
 
 handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_is_help=True)
 
@@ -53,7 +54,13 @@ def render(a: Answer) -> None:
     if a.message:
         console.print(a.message)
     if a.handoff:
-        console.print(f"[red]{a.handoff.message}[/] (ticket {a.handoff.ticket_id})")
+        tid = a.handoff.ticket_id
+        if tid != "-":
+            console.print(f"[red]{a.handoff.message}[/] (ticket {tid})")
+        elif a.reason == "empty_query":  # nothing to hand over: the shopper is asked for the question
+            console.print(a.handoff.message)
+        else:
+            console.print(f"[red]{a.handoff.message}[/] (no ticket opened: --record opens one)")
     for i, item in enumerate(a.answers, 1):
         title, src = card_heading(item)
         body = item.text if a.decision == "answer" and i == 1 else item.text[:80] + ("…" if len(item.text) > 80 else "")
@@ -92,8 +99,14 @@ def ask(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="the question, or - to read one query per line from stdin"),
     as_json: bool = typer.Option(False, "--json", help="print the API response as JSON"),
-    top_k: int | None = typer.Option(None, "--top-k", min=1, max=20),
-    session: str | None = typer.Option(None, "--session", help="session id, for follow-up questions"),
+    top_k: int | None = typer.Option(None, "--top-k", min=1, max=MAX_TOP_K),
+    session: str | None = typer.Option(
+        None,
+        "--session",
+        help="session id: a follow-up reads this session's earlier questions, which are kept in "
+        "<KEFU_DATA_DIR>/sessions.db for KEFU_SESSION_TTL_S (default 30 min), so later `kefu ask --session ID` "
+        "calls continue it (without it nothing is kept)",
+    ),
     trace: bool = typer.Option(False, "--trace", help="show the signals and thresholds behind the decision"),
     history: Path | None = typer.Option(
         None, "--history", help="JSON file: the conversation so far, [{role: customer|agent, text}, …] oldest first"
@@ -112,8 +125,11 @@ def ask(
         answerer = shop_asker(ctx, shop, record)
     else:
         answerer = _answerer(ctx, record)
+    if session is not None:  # each `kefu ask` is a process of its own: the session lives in a file
+        keep_session_turns(ctx, answerer)
     if query == "-":
-        for line in sys.stdin:
+        failed: list[int] = []
+        for n, line in enumerate(sys.stdin, 1):
             q = line.rstrip("\n")
             if not q.strip():
                 continue
@@ -121,8 +137,12 @@ def ask(
                 req = parse_line(q, session, top_k, turns)
                 a = answerer.answer(req.query, session_id=req.session_id, top_k=req.top_k, history=req.history)
                 print(a.model_dump_json() if as_json else f"{a.decision}\t{a.reason or ''}\t{req.query}", flush=True)
-            except InputError as exc:  # one bad line must not stop the stream
-                print(json.dumps({"query": q, "error": str(exc)}, ensure_ascii=False), flush=True)
+            except InputError as exc:  # one bad line must not stop the stream; it fails the run at the end
+                failed.append(n)
+                print(json.dumps({"line": n, "query": q, "error": str(exc)}, ensure_ascii=False), flush=True)
+        if failed:
+            lines = ", ".join(map(str, failed[:10])) + (", …" if len(failed) > 10 else "")
+            raise InputError(f"{len(failed)} input line(s) failed (line {lines}); their errors are in the output")
         return
     a = answerer.answer(query, session_id=session, top_k=top_k, history=turns)
     if as_json:
@@ -131,6 +151,20 @@ def ask(
     render(a)
     if trace:
         console.print_json(json.dumps(a.trace, ensure_ascii=False))
+
+
+def keep_session_turns(ctx: typer.Context, answerer: object) -> None:
+    """Point ``answerer`` (an ``Answerer`` or ``kefu ask --shop``'s ``ShopAsker``) at the session
+    file, so a session outlives this process; without ``--session`` nothing is written."""
+    from service.answerer import Answerer
+    from service.sessions_store import SessionFile
+    from service.shops_cli import ShopAsker
+
+    settings = settings_of(ctx)
+    if isinstance(answerer, ShopAsker):
+        answerer.keep_sessions(settings)
+    elif isinstance(answerer, Answerer):
+        answerer.sessions = SessionFile.at(settings)
 
 
 def read_history(path: Path) -> list[HistoryTurn]:
@@ -154,16 +188,19 @@ def parse_line(line: str, session: str | None, top_k: int | None, history: list[
     if line.lstrip().startswith("{"):
         try:
             return AnswerRequest.model_validate_json(line)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InputError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from exc
+        except ValidationError as exc:  # worded as the API's 422
+            raise InputError(describe_invalid(exc.errors())) from exc
     return AnswerRequest.model_construct(query=line, session_id=session, top_k=top_k, history=history)
 
 
 @edge
-def chat(ctx: typer.Context) -> None:
-    """Interactive session with history (follow-ups such as “那运费呢” use the previous question)."""
-    answerer = _answerer(ctx)
+def chat(
+    ctx: typer.Context,
+    record: bool = typer.Option(False, "--record", help="open a handoff ticket as the server would (off: try only)"),
+) -> None:
+    """Interactive session with history (follow-ups such as “那运费呢” use the previous question).
+    As with `kefu ask`, a handoff opens a ticket for an agent only with --record."""
+    answerer = _answerer(ctx, record)
     session = None
     console.print("[bold]kefu 客服[/] — 输入问题，回车发送；输入 /quit 退出。")
     while True:
@@ -205,6 +242,8 @@ def serve(
         f"kefu serving on http://{s.host}:{s.port} (docs: /docs) — {s.workers} worker(s), "
         f"{threads} compute thread(s) each"
     )
+    # Once, on stderr, whatever uvicorn's log level: the calibration the build serves with.
+    err_console.print(serving_calibration(s), highlight=False, soft_wrap=True, markup=False)
     if s.workers == 1:
         from service.api import create_app
 
@@ -218,6 +257,18 @@ def serve(
     uvicorn.run(
         "service.api:app_from_env", factory=True, host=s.host, port=s.port, workers=s.workers, log_level="warning"
     )
+
+
+def serving_calibration(settings: Settings) -> str:
+    """The line `kefu build` printed about the current build's calibration (``kefu index info``
+    and ``/readyz`` give it too), or why there is no build to serve yet."""
+    from indexer.index import Index
+    from indexer.store import IndexStore, calibration_note
+
+    try:
+        return calibration_note(Index.read_manifest(IndexStore(settings.index_home).current_path()))
+    except KefuError as exc:  # the server starts anyway; /readyz says the same
+        return f"calibration: no build to serve yet ({exc})"
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -310,7 +361,7 @@ def build(
             calibrate=build_calibrator(s, encoder, fitting),
         )
     total_s = time.perf_counter() - t0
-    if summary.unchanged:
+    if summary.unchanged:  # the line said when it was built (how it was calibrated, and why)
         console.print(f"index {summary.build_id} is up to date (KB, model and query path unchanged) — {total_s:.1f} s")
         console.print(summary.calibration, highlight=False, soft_wrap=True)
         return

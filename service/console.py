@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from indexer.index import Index
 from indexer.vectorstore import SHOP_ID
-from kb.errors import ForbiddenError, IndexMissingError, ModelError
+from kb.errors import ConfigError, ForbiddenError, IndexMissingError, InputError, ModelError
 from kb.learn_journal import Decision, states
 from kb.learned import undo
 from kb.schema import KnowledgeBase
@@ -121,6 +121,15 @@ class Ops:
         return self.finder().report(index, messages, decided=decided, since=since, until=now, limit=limit)
 
 
+def since_of(text: str, now: float, name: str = "query parameter since") -> float:
+    """``parse_since`` for a request: a bad value is the request's fault (422), named as the request
+    names it rather than as the CLI's --since."""
+    try:
+        return parse_since(text, now, name)
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
+
+
 async def get_ops(request: Request) -> Ops:
     ops: Ops = request.app.state.kefu_ops
     return ops
@@ -153,7 +162,7 @@ def gaps(
     ops: Ops = Depends(get_ops),
 ) -> dict[str, Any]:
     now = time.time()
-    return ops.gaps(parse_since(since, now), now, limit).to_json()
+    return ops.gaps(since_of(since, now), now, limit).to_json()
 
 
 @router.post(
@@ -165,7 +174,7 @@ def resolve_gap(gap_id: str, req: ResolveRequest, ops: Ops = Depends(get_ops)) -
     """Record the decision (pending until `kefu learn`); 409 when another operator decided it first,
     404 when the gap is no longer open."""
     now = time.time()
-    gap = find(ops.gaps(parse_since(req.since, now), now, None), gap_id)
+    gap = find(ops.gaps(since_of(req.since, now, "since"), now, None), gap_id)
     d = resolve(ops.kb(), req.action, gap.messages, entry=req.entry, category=req.category, who=req.who or "console")
     return {"gap": gap.to_json(), "decision": _decision_json(d)}
 
@@ -230,7 +239,7 @@ def stats(
     scope: str | None = Depends(require_admin),
 ) -> dict[str, Any]:
     now = time.time()
-    start = parse_since(since, now)
+    start = since_of(since, now)
     shop = stats_scope(scope, shop)
     src = ops.stores()
     if shop is not None:  # the gaps are clustered against the platform's KB: not a shop's

@@ -300,6 +300,6 @@ def find(report: GapReport, gap_id: str) -> Gap:
         if g.id == gap_id:
             return g
     raise NotFoundError(
-        f"no open gap {gap_id!r} in this window: it may have been resolved, or it is older than --since; "
-        "list them again with `kefu gaps`"
+        f"no open gap {gap_id!r} in this window: it may have been resolved, or it is older than the window "
+        "(--since, or the since parameter); list them again with `kefu gaps`"
     )

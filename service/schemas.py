@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from kb.settings import MAX_TOP_K
 
 Decision = Literal["answer", "clarify", "handoff"]
 Reason = Literal["user_requested", "sensitive", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"]
@@ -121,7 +124,9 @@ class AnswerRequest(BaseModel):
     )
 
     query: str = Field(description="the shopper's message (Simplified or Traditional Chinese, English)")
-    top_k: int | None = Field(None, ge=1, le=20, description="answers to return (default KEFU_TOP_K)")
+    top_k: int | None = Field(
+        None, ge=1, le=MAX_TOP_K, description=f"answers to return, 1–{MAX_TOP_K} (default KEFU_TOP_K)"
+    )
     session_id: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     shop: str | None = Field(
         None,
@@ -192,3 +197,16 @@ class FeedbackResult(BaseModel):
 class ErrorBody(BaseModel):
     error: str
     message: str
+
+
+def describe_invalid(errors: Sequence[Mapping[str, Any]]) -> str:
+    """Validation problems of a request as the API's 422 ``invalid_request`` says them (and
+    `kefu ask -` for a JSON line): ``field: message``, up to five."""
+    parts = []
+    for e in errors[:5]:
+        if e.get("type") == "json_invalid":  # its location is a character offset, not a field
+            parts.append("body is not valid JSON (send UTF-8 JSON)")
+            continue
+        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg')}")
+    return "; ".join(parts)

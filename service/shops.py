@@ -17,6 +17,7 @@ admin tokens) is service/shops_registry.py.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ import numpy as np
 from indexer.build import ProgressFn, build_and_swap
 from indexer.encoder import Encoder
 from indexer.index import Index
-from indexer.store import BuildInfo, IndexStore
+from indexer.store import BuildInfo, IndexStore, calibration_note
 from indexer.vectorstore import (
     MAX_SHOP_ROWS,
     VectorStore,
@@ -82,6 +83,13 @@ def load_shop_kb(shop: str, path: Path):  # type: ignore[no-untyped-def]
             f"`kefu kb check {path}`; nothing was changed",
             exc.problems,
         ) from exc
+
+
+def rollback_kb_path(registered: str, built_from: str) -> str:
+    """The KB path a shop keeps after a rollback: its registered path when the build came from it
+    (a manifest names a file's folder, not the file), else the folder the build was made from."""
+    path = Path(registered)
+    return registered if Path(built_from) in (path, path.parent) else built_from
 
 
 class Shops:
@@ -155,6 +163,10 @@ class Shops:
         from service.selfcal import build_calibrator
 
         t0 = time.perf_counter()
+        # The path as given (a file stays a file; made absolute so a rebuild from another folder
+        # finds it; symlinks kept, so a swapped link is followed): not ``kb.root``, which for a file
+        # is its folder, and a rebuild from that would load every file beside it.
+        kb_path = Path(os.path.abspath(kb_path.expanduser()))
         kb = load_shop_kb(shop, kb_path)
         encoder = self._encoder()
         istore = self.index_store(shop)
@@ -176,6 +188,8 @@ class Shops:
             )
         store = self.store(encoder.dim)
         folder = Path(summary.path)
+        # The line on its calibration is in the manifest (and so the pack): a rollback to it says it again.
+        note = summary.calibration
         if not summary.unchanged or not (folder / PACK_FILE).is_file():  # before the registry names the build
             write_shop_pack(StoreIndex.open(folder, store, shop, encoder.model_id), folder)
         if not store.holds(shop, summary.build_id, summary.vectors):  # unchanged builds are already stored
@@ -186,13 +200,13 @@ class Shops:
         self.registry.put(
             ShopRecord(
                 shop,
-                str(kb.root),
+                str(kb_path),
                 summary.build_id,
                 self.kind.value,
                 encoder.dim,
                 summary.entries,
                 summary.vectors,
-                summary.calibration,
+                note,
                 previous.created if previous else now,
                 now,
                 previous.has_token if previous else False,
@@ -207,7 +221,7 @@ class Shops:
             summary.vectors,
             time.perf_counter() - t0,
             summary.unchanged and previous is not None and previous.build_id == summary.build_id,
-            summary.calibration,
+            note,
             self.kind.value,
         )
 
@@ -242,13 +256,13 @@ class Shops:
         self.registry.put(
             ShopRecord(
                 shop,
-                m.kb_root,
+                rollback_kb_path(rec.kb_root, m.kb_root),
                 build_id,
                 rec.store,
                 m.dim,
                 m.counts.get("entries", 0),
                 m.counts.get("vectors", 0),
-                rec.calibration,
+                calibration_note(m),  # the rolled-back build's own line, not the one it replaces
                 rec.created,
                 time.time(),
                 rec.has_token,

@@ -125,6 +125,7 @@ class ShopDesk:
         encode: EncodeFn,
         tickets: ShopTickets | None,
         sessions: SessionStore | None = None,
+        platform_sessions: SessionStore | None = None,
         capacity: int | None = None,
         webhook: OrderWebhook | None = None,
         model_id: str | None = None,
@@ -135,6 +136,9 @@ class ShopDesk:
         self.encode = _SharedEncode(encode)
         self.tickets = tickets
         self.sessions = sessions or SessionStore()
+        # the platform side of shop conversations, apart from the platform's own (None: one store
+        # per served platform answerer, in memory)
+        self.platform_sessions = platform_sessions
         self.capacity = capacity  # shops kept loaded at most (None: as many as the budget holds)
         self.budget = memory_budget() if budget is None else budget  # bytes they may hold
         self.webhook = webhook
@@ -166,6 +170,7 @@ class ShopDesk:
             calibration=platform.calibration,
             synonyms=platform.synonyms,
             speller=platform.speller,
+            sessions=self.platform_sessions,
         )
         self._platform = (platform, variant)
         return variant

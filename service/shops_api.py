@@ -18,6 +18,7 @@ from kb.settings import Settings
 from service.answerer import Answerer
 from service.runtime import Runtime, order_webhook
 from service.schemas import Answer, AnswerRequest
+from service.sessions_store import SessionFile
 from service.shops import Shops
 from service.shops_answer import ShopDesk, shop_capacity
 from service.shops_tickets import RoutedTicket, ShopTickets
@@ -48,6 +49,8 @@ class ShopsState:
             self.shops,
             encode,
             self.tickets,
+            sessions=SessionFile.for_server(self.settings, "shops"),
+            platform_sessions=SessionFile.for_server(self.settings, "shops-platform"),
             capacity=shop_capacity(self.settings),
             webhook=order_webhook(self.settings),
             model_id=runtime.encoder.model_id,

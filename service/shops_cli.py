@@ -15,6 +15,7 @@ from service.schemas import Answer, HistoryTurn
 from service.shops import ShopBuild, Shops
 
 if TYPE_CHECKING:
+    from kb.settings import Settings
     from service.answerer import Answerer
     from service.shops_answer import ShopDesk
 
@@ -43,6 +44,15 @@ class ShopAsker:
         history: Sequence[HistoryTurn] | None = None,
     ) -> Answer:
         return self.desk.answer(self.platform, query, self.shop, session_id=session_id, top_k=top_k, history=history)
+
+    def keep_sessions(self, settings: Settings) -> None:
+        """Keep sessions in the session file (``kefu ask --session``): the desk's and its platform
+        side's apart, as a server keeps them apart in memory. Before the first answer: the shop's
+        answerer takes the desk's sessions when it is loaded."""
+        from service.sessions_store import SessionFile
+
+        self.desk.sessions = SessionFile.at(settings, scope="shops")
+        self.desk.platform_sessions = SessionFile.at(settings, scope="shops-platform")
 
 
 def shop_asker(ctx: typer.Context, shop: str, record: bool) -> ShopAsker:

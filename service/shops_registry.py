@@ -39,7 +39,7 @@ class ShopRecord:
     """One registered shop and the build it serves."""
 
     id: str
-    kb_root: str
+    kb_root: str  # the KB path it was added (or last rebuilt) with, a folder or a file; rebuilds load it
     build_id: str
     store: str  # the vector store kind its vectors were written to
     dim: int

@@ -54,9 +54,10 @@ TOP_GAPS = 5
 MAX_SINCE_S = 3660 * 86400.0  # ten years
 
 
-def parse_since(text: str, now: float | None = None) -> float:
+def parse_since(text: str, now: float | None = None, name: str = "--since") -> float:
     """``7d``, ``24h``, ``30m``, ``2w`` back from ``now``, or a local date ``2026-12-01`` → unix time;
-    at most ``MAX_SINCE_S`` back (dates and day counts beyond it are typos, and overflow the calendar)."""
+    at most ``MAX_SINCE_S`` back (dates and day counts beyond it are typos, and overflow the calendar).
+    ``name``: what the caller calls the value (a CLI flag, an API parameter), for the error."""
     now = time.time() if now is None else now
     t = text.strip().lower()
     m = re.fullmatch(r"(\d{1,9}(?:\.\d{1,6})?)\s*([mhdw])", t)
@@ -65,11 +66,9 @@ def parse_since(text: str, now: float | None = None) -> float:
             now - float(m.group(1)) * UNITS_S[m.group(2)] if m else time.mktime(dt.date.fromisoformat(t).timetuple())
         )
     except (ValueError, OverflowError):
-        raise ConfigError(
-            f"--since {text!r} is neither a duration (30m, 24h, 7d, 2w) nor a date (2026-12-01)"
-        ) from None
+        raise ConfigError(f"{name} {text!r} is neither a duration (30m, 24h, 7d, 2w) nor a date (2026-12-01)") from None
     if not now - MAX_SINCE_S <= since <= now:
-        raise ConfigError(f"--since {text!r} is outside the last {MAX_SINCE_S // 86400:.0f} days")
+        raise ConfigError(f"{name} {text!r} is outside the last {MAX_SINCE_S // 86400:.0f} days")
     return since
 
 

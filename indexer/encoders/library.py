@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -178,12 +179,31 @@ def _load_st(model_path: str, threads: int) -> Any:
     torch.set_num_threads(threads)
     hf_logging.disable_progress_bar()  # a weight-loading bar per process start is noise
     try:
-        st = SentenceTransformer(model_path, device="cpu")
+        # Cache only, never the network: weights are not downloaded at run time, and a hub id not
+        # in the cache fails at once instead of after a minute of retries on a machine offline.
+        with hub_offline():
+            st = SentenceTransformer(model_path, device="cpu", local_files_only=True)
     except Exception as exc:  # the library raises many kinds; all mean "cannot load"
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__  # one line
         raise ModelError(
-            f"cannot load sentence-transformers model {model_path!r}: {exc}. "
+            f"cannot load sentence-transformers model {model_path!r}: {why} "
             "Use a local folder, or a hub id already in the local Hugging Face cache "
-            "(this machine may have no network)."
+            "(kefu only looks there: it never downloads a model while it runs)."
         ) from exc
     st.eval()  # once, so the direct query paths need not (see torch_direct.direct_forward)
     return st
+
+
+@contextmanager
+def hub_offline() -> Iterator[None]:
+    """Hugging Face's offline mode (``HF_HUB_OFFLINE``) for the duration: no request at all.
+    ``local_files_only`` alone still lets huggingface_hub fetch a registry for its request headers,
+    and the variable is read once, at import, so the module's flag is what a running process sets."""
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from indexer.normalize import normalize
 from kb.errors import InputError
+from kb.settings import MAX_TOP_K
 from service.detect import is_followup, strip_greeting
 from service.orders import agent_on_order, match_order_request, match_reply
 from service.schemas import MAX_HISTORY_TURNS, HistoryTurn
@@ -42,8 +43,8 @@ def check_request(
         raise InputError("query is not valid Unicode text (it contains a lone surrogate); send UTF-8 text") from exc
     if len(query) > max_query_chars:
         raise InputError(f"query has {len(query)} characters; the limit is {max_query_chars} (KEFU_MAX_QUERY_CHARS)")
-    if top_k is not None and top_k < 1:
-        raise InputError(f"top_k={top_k} must be ≥ 1")
+    if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+        raise InputError(f"top_k={top_k} is not allowed: use 1 to {MAX_TOP_K} (the most answers a request can get)")
     check_history(history)
 
 

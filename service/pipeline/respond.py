@@ -19,7 +19,9 @@ from service.webhook import OrderEvent, OrderWebhook
 
 GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
-EMPTY_REPLY = "没有收到有效的问题内容，已为您转接人工客服。"
+# An empty message opens no ticket (nothing for an agent to read), so its reply asks for the
+# question and promises no person.
+EMPTY_REPLY = "没有看到您的问题内容，请直接输入您想咨询的问题，例如“退款多久到账”。"
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
@@ -83,7 +85,7 @@ class Responder:
                 reason = d.reason or "low_confidence"
                 prior = Prior(earlier, tuple(history or ()))
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
-            said = EMPTY_REPLY if d.reason == "empty_query" and d.prepared.norm else self.handoff_message
+            said = EMPTY_REPLY if d.reason == "empty_query" else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.reason in AGENT_CONTEXT_REASONS:
                 items = [self.item(c, d.search_text) for c in cands[: min(AGENT_CONTEXT, top_k)]]

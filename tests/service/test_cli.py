@@ -37,12 +37,13 @@ def test_ask_json_top_k(runner: CliRunner, env):
 def test_ask_json_stdin_prints_one_object_per_line(runner: CliRunner, env):
     stdin = "七天无理由退货需要满足什么条件？\n\n转人工\n" + "退" * 501 + "\n我的快递到哪了\n"
     r = runner.invoke(app, ["ask", "--json", "-"], input=stdin)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 2, r.output  # the bad line fails the run, after the others were answered
     rows = [json.loads(line) for line in r.stdout.strip().splitlines()]
     assert len(rows) == 4  # the blank line is skipped
     assert rows[0]["answers"][0]["id"] == "refund-seven-day"
     assert (rows[1]["decision"], rows[1]["reason"]) == ("handoff", "user_requested")
-    assert set(rows[2]) == {"query", "error"} and "500" in rows[2]["error"]  # a bad line does not stop the stream
+    assert set(rows[2]) == {"line", "query", "error"} and "500" in rows[2]["error"]  # it does not stop the stream
+    assert rows[2]["line"] == 4  # numbered as in the input, the blank line counted
     # "my parcel": the order is needed, and the tracking article rides along
     assert (rows[3]["decision"], rows[3]["reason"]) == ("handoff", "needs_order")
     assert rows[3]["suggestions"][0]["id"] == "logistics-track"
@@ -58,7 +59,9 @@ def test_ask_card_shows_the_decision(runner: CliRunner, env):
     assert h.exit_code == 0
     assert "handoff" in h.stdout and "user_requested" in h.stdout and "ticket T" in h.stdout
     tried = runner.invoke(app, ["ask", "转人工"])  # without --record: no ticket for an agent
-    assert tried.exit_code == 0 and "ticket -" in tried.stdout
+    assert tried.exit_code == 0 and "no ticket opened" in tried.stdout
+    blank = runner.invoke(app, ["ask", "？？？"])  # asked for its question: no person, no ticket line
+    assert blank.exit_code == 0 and "ticket" not in blank.stdout and "请直接输入" in blank.stdout
 
 
 def test_handoffs_list_shows_a_ticket_after_a_handoff(runner: CliRunner, env):

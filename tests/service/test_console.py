@@ -137,7 +137,7 @@ def test_gaps_are_clustered_masked_and_exclude_rule_handoffs(client: TestClient,
     assert all(isinstance(n["score"], float) for n in top["nearest"])
     assert PHONE not in r.text and EMAIL not in r.text
     assert "[手机号]" in r.text and "[邮箱]" in r.text
-    assert client.get("/admin/gaps", params={"since": "nonsense"}, headers=AUTH).status_code == 400
+    assert client.get("/admin/gaps", params={"since": "nonsense"}, headers=AUTH).status_code == 422
     assert client.get("/admin/gaps", params={"limit": 0}, headers=AUTH).status_code == 422
 
 

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from kb.errors import ConfigError, InputError
+from kb.settings import MAX_TOP_K
 from service.answerer import Answerer
 from service.policy import FEATURES, Calibration, Features, decide
 from service.schemas import Answer
@@ -198,7 +199,7 @@ def test_answer_on_arbitrary_text(answerer: Answerer, query: str, top_k: int | N
     try:
         a = answerer.answer(query, session_id=session_id, top_k=top_k)
     except InputError:
-        assert top_k is not None and top_k < 1  # text of ≤ 500 characters is never refused
+        assert top_k is not None and not 1 <= top_k <= MAX_TOP_K  # text of ≤ 500 characters is never refused
         return
     _check_answer(answerer, query, a)
     if top_k is not None and a.decision == "answer":
@@ -212,7 +213,7 @@ def test_answers_follow_the_ranking_for_arbitrary_text(answerer: Answerer, mode:
     answerer.options = dataclasses.replace(answerer.options, retrieval=mode)
 
     @ANSWERER_SETTINGS
-    @given(query=queries, top_k=st.one_of(st.none(), st.integers(min_value=1, max_value=20)))
+    @given(query=queries, top_k=st.one_of(st.none(), st.integers(min_value=1, max_value=MAX_TOP_K)))
     def run(query: str, top_k: int | None) -> None:
         a = answerer.answer(query, top_k=top_k)
         ranked = [c["id"] for c in a.trace.get("candidates", [])]

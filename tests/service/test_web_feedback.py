@@ -203,7 +203,7 @@ def test_feedback_on_an_unknown_answer_is_404(client: TestClient):
     for answer_id, session in [("A0123456789abcdef", a["session_id"]), (a["answer_id"], "Sother")]:
         r = client.post("/v1/feedback", json={"answer_id": answer_id, "session_id": session, "vote": "down"})
         assert r.status_code == 404, r.text
-        assert r.json()["error"] == "NotFoundError"
+        assert r.json()["error"] == "not_found"
         assert "answer_id" in r.json()["message"] and "/v1/answer" in r.json()["message"]
 
 
