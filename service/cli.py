@@ -99,7 +99,9 @@ def ask(
     ctx: typer.Context,
     query: str = typer.Argument(..., help="the question, or - to read one query per line from stdin"),
     as_json: bool = typer.Option(False, "--json", help="print the API response as JSON"),
-    top_k: int | None = typer.Option(None, "--top-k", min=1, max=MAX_TOP_K),
+    top_k: int | None = typer.Option(
+        None, "--top-k", min=1, max=MAX_TOP_K, help="answers to return (default: KEFU_TOP_K, 3)"
+    ),
     session: str | None = typer.Option(
         None,
         "--session",
@@ -225,9 +227,11 @@ def chat(
 @edge
 def serve(
     ctx: typer.Context,
-    host: str | None = typer.Option(None, "--host"),
-    port: int | None = typer.Option(None, "--port"),
-    workers: int | None = typer.Option(None, "--workers", min=1, max=64),
+    host: str | None = typer.Option(None, "--host", help="address to listen on (default: KEFU_HOST, 127.0.0.1)"),
+    port: int | None = typer.Option(None, "--port", help="port (default: KEFU_PORT, 8000)"),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=64, help="server processes (default: KEFU_WORKERS, 1); more share sessions.db"
+    ),
 ) -> None:
     """Serve the HTTP API (docs at /docs)."""
     import uvicorn
