@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         """Store the shopper's vote on an answer of their session; voting again replaces the vote."""
         if st.feedback is None:
             raise ModelError(st.not_ready or "not started")
+        st.logged_answers()  # the answer voted on may still be queued for the log
         result = st.feedback.vote(req.answer_id, req.session_id, req.vote, req.comment)
         if result.previous is None:
             st.metrics.feedback.labels(req.vote).inc()

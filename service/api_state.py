@@ -19,6 +19,7 @@ from indexer.encoder import Encoder
 from indexer.store import calibration_note
 from kb.errors import IndexMissingError, IndexStateError, ModelError
 from kb.settings import Settings
+from service.answer_writer import AnswerWriter
 from service.answerer import Answerer
 from service.batcher import MicroBatcher
 from service.runtime import Runtime, micro_batcher
@@ -84,6 +85,7 @@ class ServiceState:
         self.answer_slots: anyio.CapacityLimiter | None = None  # answers computed at once (the batcher's)
         self.answerer: Answerer | None = None
         self.answer_log: AnswerLog | None = None
+        self.answer_writer: AnswerWriter | None = None  # the answer path's side of the log
         self.feedback: FeedbackStore | None = None
         self.shops = ShopsState(settings)  # POST /v1/answer with a shop; per-shop admin tokens
         self.not_ready: str | None = "starting"
@@ -97,6 +99,7 @@ class ServiceState:
     def start(self, encoder: Encoder | None = None) -> None:
         # Next to the tickets: the answer log (what a vote names) and the votes.
         self.answer_log = AnswerLog(self.settings.tickets_path)
+        self.answer_writer = AnswerWriter(self.answer_log)
         self.feedback = FeedbackStore(self.settings.tickets_path)
         try:
             self.runtime = Runtime.create(self.settings, encoder)
@@ -135,13 +138,21 @@ class ServiceState:
     def stop(self) -> None:
         if self.batcher is not None:
             self.batcher.close()
+        if self.answer_writer is not None:
+            self.answer_writer.close()
+
+    def logged_answers(self) -> AnswerLog | None:
+        """The answer log with every answer served so far in it (a vote names one; stats read them)."""
+        if self.answer_writer is not None:
+            self.answer_writer.flush()
+        return self.answer_log
 
     def log_answer(self, answer: Answer, shop: str | None = None) -> None:
         """Record a served answer (asked in ``shop``); a failing write is logged and the answer still goes out."""
-        if self.answer_log is None:
+        if self.answer_writer is None:
             return
         try:
-            self.answer_log.record(answer, shop)
+            self.answer_writer.record(answer, shop)
         except sqlite3.Error as exc:
             log.warning("answer %s not logged (its 👍/👎 will get 404): %s", answer.answer_id, exc)
 

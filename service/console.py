@@ -109,9 +109,10 @@ class Ops:
 
     def stores(self) -> StatsSource:
         st = self.state
-        if st.answer_log is None or st.feedback is None:
+        answers = st.logged_answers()
+        if answers is None or st.feedback is None:
             raise ModelError(st.not_ready or "not started")
-        return StatsSource(st.answer_log, st.feedback, st.answerer.index.manifest if st.answerer else None)
+        return StatsSource(answers, st.feedback, st.answerer.index.manifest if st.answerer else None)
 
     def gaps(self, since: float, now: float, limit: int | None) -> GapReport:
         src, index = self.stores(), self.index()

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import time
 import uuid
@@ -164,11 +165,18 @@ class AnswerLog(Database):
     """Every answer served, so a vote can name it and `kefu stats`/`kefu gaps` can read them."""
 
     def record(self, answer: Answer, shop: str | None = None) -> LoggedAnswer:
-        """Log ``answer``, served for ``shop`` (None: without one)."""
+        """Log ``answer``, served for ``shop`` (None: without one), now (``AnswerWriter`` batches)."""
+        row = self.row(answer, shop)
+        self.insert([row])
+        return row
+
+    @staticmethod
+    def row(answer: Answer, shop: str | None = None) -> LoggedAnswer:
+        """What is logged of ``answer`` (the query with PII masked)."""
         top = answer.answers or answer.suggestions
         confidence = answer.trace.get("confidence")
         ticket = answer.handoff.ticket_id if answer.handoff is not None and answer.handoff.ticket_id != "-" else None
-        row = LoggedAnswer(
+        return LoggedAnswer(
             answer_id=answer.answer_id,
             created=time.time(),
             session_id=answer.session_id,
@@ -181,23 +189,20 @@ class AnswerLog(Database):
             ticket_id=ticket,
             shop=shop,
         )
-        self._conn().execute(
-            f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                row.answer_id,
-                row.created,
-                row.session_id,
-                row.query,
-                row.decision,
-                row.reason,
-                row.top_id,
-                row.confidence,
-                row.elapsed_ms,
-                row.ticket_id,
-                row.shop,
-            ),
-        )
-        return row
+
+    def insert(self, rows: Sequence[LoggedAnswer]) -> None:
+        """Write ``rows`` in one transaction (all or none)."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(
+                f"INSERT INTO answers ({_ANSWER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [dataclasses.astuple(r) for r in rows],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     def get(self, answer_id: str) -> LoggedAnswer | None:
         r = self._conn().execute(f"SELECT {_ANSWER_COLUMNS} FROM answers WHERE answer_id = ?", (answer_id,)).fetchone()

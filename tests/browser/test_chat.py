@@ -4,6 +4,7 @@ safe rendering, a phone-sized screen and 长辈模式."""
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -169,7 +170,10 @@ def test_a_down_vote_is_stored_replaced_and_remembered(open_tab, kefu: Kefu):
     ask(page, "退货运费谁出")
     follow_up = last_card(page).get_attribute("data-answer-id")
     log = AnswerLog(kefu.tickets_db)
-    first, second = log.get(answer_id), log.get(follow_up or "")
+    deadline = time.monotonic() + 5  # the server writes its answer log in batches (service/answer_writer.py)
+    while (second := log.get(follow_up or "")) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = log.get(answer_id)
     assert first is not None and second is not None and first.session_id == second.session_id
 
     # a second vote on the same answer replaces the first

@@ -170,11 +170,13 @@ def test_answers_over_http_are_logged(client: TestClient, settings: Settings):
     r = client.post("/v1/answer", json={"query": QUESTION})
     data = r.json()
     assert re.fullmatch(ANSWER_ID_PATTERN, data["answer_id"])
+    client.app.state.kefu.logged_answers()  # type: ignore[attr-defined]  # rows are written in batches
     row = AnswerLog(settings.tickets_path).get(data["answer_id"])
     assert row is not None
     assert (row.session_id, row.decision, row.top_id) == (data["session_id"], "answer", "refund-seven-day")
     assert row.confidence == data["trace"]["confidence"]
     h = client.post("/v1/answer", json={"query": "转人工，我电话13812345678", "session_id": data["session_id"]}).json()
+    client.app.state.kefu.logged_answers()  # type: ignore[attr-defined]
     row = AnswerLog(settings.tickets_path).get(h["answer_id"])
     assert row is not None and row.ticket_id == h["handoff"]["ticket_id"] and "[手机号]" in row.query
     assert h["answer_id"] != data["answer_id"]
