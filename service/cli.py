@@ -84,13 +84,14 @@ def render(a: Answer) -> None:
 
 
 def _answerer(ctx: typer.Context, record: bool = True):  # type: ignore[no-untyped-def]
-    """The answerer of the current build; with ``record`` False its handoffs open no ticket (a
-    question tried from the command line is not a shopper waiting for an agent)."""
+    """The answerer of the current build; with ``record`` False its handoffs open no ticket and
+    tell no order webhook (a question tried from the command line is not a shopper waiting)."""
     from service.runtime import Runtime
 
     answerer = Runtime.create(settings_of(ctx)).answerer()
     if not record:
         answerer.tickets = None
+        answerer.webhook = None
     return answerer
 
 
@@ -113,7 +114,9 @@ def ask(
     history: Path | None = typer.Option(
         None, "--history", help="JSON file: the conversation so far, [{role: customer|agent, text}, …] oldest first"
     ),
-    record: bool = typer.Option(False, "--record", help="open a handoff ticket as the server would (off: try only)"),
+    record: bool = typer.Option(
+        False, "--record", help="open a handoff ticket and tell KEFU_ORDER_WEBHOOK as the server would (off: try only)"
+    ),
     shop: str | None = typer.Option(
         None, "--shop", help="answer in this shop's chat: its KB with the platform help center (`kefu shops list`)"
     ),
@@ -198,7 +201,9 @@ def parse_line(line: str, session: str | None, top_k: int | None, history: list[
 @edge
 def chat(
     ctx: typer.Context,
-    record: bool = typer.Option(False, "--record", help="open a handoff ticket as the server would (off: try only)"),
+    record: bool = typer.Option(
+        False, "--record", help="open a handoff ticket and tell KEFU_ORDER_WEBHOOK as the server would (off: try only)"
+    ),
 ) -> None:
     """Interactive session with history (follow-ups such as “那运费呢” use the previous question).
     As with `kefu ask`, a handoff opens a ticket for an agent only with --record."""

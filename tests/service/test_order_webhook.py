@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
 from indexer.index import Index
 from kb.errors import ConfigError
 from kb.settings import Settings
+from kefu_cli import app
 from service.answerer import Answerer
 from service.runtime import Runtime
 from service.webhook import OrderEvent, OrderWebhook
@@ -208,3 +210,14 @@ def test_event_json_is_the_documented_payload() -> None:
         "ticket_id": "T1",
         "suggestions": ["a", "b"],
     }
+
+
+def test_a_cli_try_out_tells_the_webhook_only_with_record(
+    hook: Hook, runner: CliRunner, env: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KEFU_ORDER_WEBHOOK", hook.url)
+    tried = runner.invoke(app, ["ask", "--json", "我的快递到哪了"])
+    assert tried.exit_code == 0 and json.loads(tried.stdout)["reason"] == "needs_order"
+    assert hook.bodies == []  # a question tried from the command line is not a shopper waiting
+    recorded = runner.invoke(app, ["ask", "--json", "--record", "我的快递到哪了"])
+    assert recorded.exit_code == 0 and len(hook.bodies) == 1
