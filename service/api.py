@@ -38,7 +38,8 @@ log = logging.getLogger("kefu.api")
 
 MAX_HANDOFFS = 500  # tickets one GET /admin/handoffs returns (as the ticket store caps it)
 SUGGESTED_IDS = 3  # ids a 404 of GET /v1/entries offers
-MAX_ID_COMPARED = 200
+MAX_ID_COMPARED = 200  # characters of an unknown id compared
+MAX_IDS_COMPARED = 1000  # ids it is compared with
 
 
 def create_app(settings: Settings | None = None, encoder: Encoder | None = None) -> FastAPI:
@@ -188,8 +189,11 @@ def entry_hint(index: Index, entry_id: str) -> str:
     """What to ask for instead of an unknown id: the served build's ids nearest to it by spelling,
     or else an example of each kind the build has (never ids of a KB it does not serve)."""
     ids = [*index.entries, *index.doc_units]
-    # Only the start of a long id is compared: matching is quadratic in its length.
-    near = difflib.get_close_matches(entry_id[:MAX_ID_COMPARED], ids, n=SUGGESTED_IDS, cutoff=0.6)
+    # Bounded work for any request: only the start of a long id is compared (matching is quadratic
+    # in its length), and a large KB's ids only where they start alike (all 7,118 of one took 37 ms).
+    wanted = entry_id[:MAX_ID_COMPARED]
+    pool = ids if len(ids) <= MAX_IDS_COMPARED else [i for i in ids if i[:2] == wanted[:2]][:MAX_IDS_COMPARED]
+    near = difflib.get_close_matches(wanted, pool, n=SUGGESTED_IDS, cutoff=0.6)
     if near:
         return f"did you mean {' or '.join(repr(i) for i in near)}? Use an id from an answer"
     examples = [next(iter(d)) for d in (index.entries, index.doc_units) if d]

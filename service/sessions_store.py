@@ -115,11 +115,14 @@ class SessionFile(SessionStore):
                         (self.scope, session_id, now, _encode(turns)),
                     )
                     c.execute("DELETE FROM sessions WHERE scope = ? AND stamp < ?", (self.scope, now - self.ttl_s))
-                    c.execute(
-                        "DELETE FROM sessions WHERE scope = ? AND rowid NOT IN (SELECT rowid FROM sessions "
-                        "WHERE scope = ? ORDER BY stamp DESC, rowid DESC LIMIT ?)",
-                        (self.scope, self.scope, self.max_sessions),
-                    )
+                    if row is None:  # only a new session can pass the bound: count then, not on every turn
+                        (n,) = c.execute("SELECT COUNT(*) FROM sessions WHERE scope = ?", (self.scope,)).fetchone()
+                        if n > self.max_sessions:  # the least recently written go (the stamp index walks them)
+                            c.execute(
+                                "DELETE FROM sessions WHERE rowid IN (SELECT rowid FROM sessions WHERE scope = ? "
+                                "ORDER BY stamp, rowid LIMIT ?)",
+                                (self.scope, n - self.max_sessions),
+                            )
                     c.execute("COMMIT")
                 except BaseException:
                     c.execute("ROLLBACK")

@@ -188,8 +188,6 @@ class Shops:
             )
         store = self.store(encoder.dim)
         folder = Path(summary.path)
-        # The line on its calibration is in the manifest (and so the pack): a rollback to it says it again.
-        note = summary.calibration
         if not summary.unchanged or not (folder / PACK_FILE).is_file():  # before the registry names the build
             write_shop_pack(StoreIndex.open(folder, store, shop, encoder.model_id), folder)
         if not store.holds(shop, summary.build_id, summary.vectors):  # unchanged builds are already stored
@@ -206,7 +204,7 @@ class Shops:
                 encoder.dim,
                 summary.entries,
                 summary.vectors,
-                note,
+                summary.calibration,
                 previous.created if previous else now,
                 now,
                 previous.has_token if previous else False,
@@ -221,7 +219,7 @@ class Shops:
             summary.vectors,
             time.perf_counter() - t0,
             summary.unchanged and previous is not None and previous.build_id == summary.build_id,
-            note,
+            summary.calibration,
             self.kind.value,
         )
 
