@@ -5,7 +5,9 @@ between them. ``SessionFile`` keeps the same turns under the same bounds (``KEFU
 ``KEFU_SESSION_MAX``, ``MAX_TURNS`` per session), in a file that two ``kefu ask`` running at once
 share safely: a turn is added in one write transaction (read, append, trim, evict). The HTTP
 server keeps the in-memory store with one worker (a file costs a disk write per message) and
-uses the file with several (``for_server``): its workers are processes too.
+uses the file with several (``for_server``): its workers are processes too. What reaches the
+file is masked (``mask_pii``: phones, ID-card and bank-card numbers, emails), as tickets are: a
+session outlives the process on disk, and the digits carry nothing a follow-up is read with.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 from kb.errors import ConfigError
 from kb.settings import Settings
+from service.pii import mask_pii
 from service.sessions import MAX_TURNS, SessionStore, Turn
 
 SESSIONS_FILE = "sessions.db"
@@ -143,7 +146,9 @@ class SessionFile(SessionStore):
 
 
 def _encode(turns: list[Turn]) -> str:
-    return json.dumps([dataclasses.asdict(t) for t in turns], ensure_ascii=False)
+    """The turns as stored: their text masked (masking is idempotent, so earlier turns pass again unchanged)."""
+    masked = [dataclasses.replace(t, query=mask_pii(t.query), message=mask_pii(t.message)) for t in turns]
+    return json.dumps([dataclasses.asdict(t) for t in masked], ensure_ascii=False)
 
 
 def _decode(text: str) -> tuple[Turn, ...]:

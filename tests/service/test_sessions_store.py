@@ -50,6 +50,22 @@ def test_turns_outlive_the_store_object(tmp_path: Path):
     assert again.last("S2") is None and len(again) == 1
 
 
+def test_the_file_holds_masked_text_only(tmp_path: Path):
+    path = tmp_path / "sessions.db"
+    store = SessionFile(path)
+    store.add("S1", Turn("手机号13812345678收不到验证码", message="我手机号 138 1234 5678 收不到验证码"))
+    store.add("S1", Turn("那邮箱a.b@example.com呢"))
+    store.close()
+    raw = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("sessions.db-*"))
+    for secret in ("13812345678", "138 1234 5678", "a.b@example.com"):
+        assert secret.encode() not in raw
+    again = SessionFile(path)
+    assert again.turns("S1") == (
+        Turn("手机号[手机号]收不到验证码", message="我手机号 [手机号] 收不到验证码"),
+        Turn("那邮箱[邮箱]呢"),
+    )
+
+
 def test_ttl_as_the_memory_store(tmp_path: Path, clock: Clock):
     s = SessionFile(tmp_path / "s.db", ttl_s=60)
     s.add("S1", Turn("q"))
