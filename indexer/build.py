@@ -17,12 +17,14 @@ import numpy as np
 from indexer.chunking import QUESTION_KINDS, Chunk, chunk_kb, units_of
 from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder, policy_of
+from indexer.encoders.base import doc_precision_of
 from indexer.folder import EntryInfo, Manifest, now_iso
 from indexer.index import Index
 from indexer.normalize import normalize
 from indexer.store import IndexStore, calibration_note
 from indexer.vectors import VectorIndex
 from kb.errors import IndexStateError
+from kb.modes import DocPrecision
 from kb.schema import KnowledgeBase
 
 ProgressFn = Callable[[int, int], None]
@@ -60,6 +62,10 @@ def _encode_all(
     prompt = encoder.profile.query_prompt if as_query else encoder.profile.doc_prompt
     fn = encoder.encode_queries if as_query else encoder.encode_docs
     key_id = encoder.model_id
+    if not as_query and doc_precision_of(encoder) is not DocPrecision.FP32:
+        # bf16 vectors are close to float32's, not equal: each precision keeps its own (a float32
+        # key stays the bare model id, so caches from before the setting still serve)
+        key_id = f"{encoder.model_id}\x1f{doc_precision_of(encoder)}"
     if as_query:
         # A stored question must get the vector a shopper typing it would get: queries are encoded
         # one per call, and an int8 path's vectors depend on the rest of the batch. The path is
@@ -161,6 +167,7 @@ def build_index(
         query_prompt=encoder.profile.query_prompt,
         doc_prompt=encoder.profile.doc_prompt,
         question_path=question_path(encoder),
+        doc_precision=str(doc_precision_of(encoder)),
         kb_hash=kb.content_hash,
         kb_root=str(kb.root),
         counts={
@@ -232,6 +239,7 @@ def _build_and_swap(
             and current.kb_hash == kb.content_hash
             and current.model_id == encoder.model_id
             and questions_match(current.question_path, encoder)
+            and (current.doc_precision or DocPrecision.FP32) == doc_precision_of(encoder)
             and current.index_kind == index_kind
             and current.chunk_chars == chunk_chars
         ):

@@ -49,6 +49,9 @@ class Manifest(BaseModel):
     question_path: str | None = Field(
         None, description="how stored questions were encoded (``question_path``); an index without it predates it"
     )
+    doc_precision: str | None = Field(
+        None, description="what answers and passages were embedded in (fp32 or bf16); None: before it was kept (fp32)"
+    )
     normalizer_version: str = NORMALIZER_VERSION
     kb_hash: str
     kb_root: str

@@ -68,3 +68,18 @@ class QueryRuntime(_Mode):
     @classmethod
     def _setting(cls) -> str:
         return "query runtime"
+
+
+class DocPrecision(_Mode):
+    """How answers and document passages are embedded at build time (``KEFU_DOC_PRECISION``):
+    float32, or bfloat16 matrix products under torch's autocast (sums, norms and softmax stay
+    float32). auto takes bf16 where the CPU multiplies it natively (AMX or AVX-512 BF16) and
+    float32 elsewhere, where emulated bf16 would be slower. Queries are not affected."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+    @classmethod
+    def _setting(cls) -> str:
+        return "document precision"

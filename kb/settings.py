@@ -22,7 +22,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from kb.errors import ConfigError
-from kb.modes import IndexKind, QueryRuntime, RetrievalMode
+from kb.modes import DocPrecision, IndexKind, QueryRuntime, RetrievalMode
 
 BUNDLED_KB = Path(__file__).resolve().parent / "content"
 DEFAULT_MODEL = "builtin:multilingual-e5-small"
@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         True,
         description="score queries against an int8 copy of the stored vectors (a quarter of the memory "
         "read per query; cosines within ±0.003 of float32); the vectors on disk stay float32",
+    )
+    doc_precision: DocPrecision = Field(
+        DocPrecision.AUTO,
+        description="how answers and document passages are embedded: fp32, bf16 (matrix products in "
+        "bfloat16, about 2.6x faster on long passages with AMX; vectors within cosine 1e-5 of fp32), or auto "
+        "(bf16 where the CPU does it natively, else fp32)",
     )
     query_runtime: QueryRuntime = Field(
         QueryRuntime.ONNX,

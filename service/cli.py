@@ -371,7 +371,8 @@ def build(
         )
     total_s = time.perf_counter() - t0
     if summary.unchanged:  # the line said when it was built (how it was calibrated, and why)
-        console.print(f"index {summary.build_id} is up to date (KB, model and query path unchanged) — {total_s:.1f} s")
+        same = "KB, model, query path and document precision unchanged"
+        console.print(f"index {summary.build_id} is up to date ({same}) — {total_s:.1f} s")
         console.print(summary.calibration, highlight=False, soft_wrap=True)
         return
     table = Table(title=f"built {summary.build_id}", show_header=False)

@@ -11,6 +11,7 @@ import numpy as np
 
 from indexer.model.builtin import is_builtin
 from kb.errors import ConfigError
+from kb.modes import DocPrecision
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,12 @@ def policy_of(encoder: Encoder) -> QueryPolicy:
     """The query policy ``encoder`` reports, or ``CAUTIOUS_POLICY``."""
     policy = getattr(encoder, "query_policy", None)
     return policy if isinstance(policy, QueryPolicy) else CAUTIOUS_POLICY
+
+
+def doc_precision_of(encoder: Encoder) -> DocPrecision:
+    """What ``encoder`` embeds documents in: its ``doc_precision``, or fp32 for one that does not say."""
+    precision = getattr(encoder, "doc_precision", None)
+    return precision if isinstance(precision, DocPrecision) else DocPrecision.FP32
 
 
 def empty(dim: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from indexer.encoders.standalone import StandaloneOnnxEncoder
 from indexer.encoders.torch_direct import INT8_UNAVAILABLE, TorchEncoder, direct_path_agrees
 from indexer.model.builtin import is_builtin, prepare_builtin
 from kb.errors import ConfigError, ModelError
-from kb.modes import QueryRuntime
+from kb.modes import DocPrecision, QueryRuntime
 from kb.settings import Settings
 
 log = logging.getLogger("kefu.encoder")
@@ -35,15 +35,17 @@ def build_encoder(
     query_runtime: QueryRuntime | str = QueryRuntime.TORCH,
     onnx_cache: Path | None = None,
     threads: int = 1,
+    doc_precision: DocPrecision | str = DocPrecision.FP32,
 ) -> SentenceTransformerEncoder:
     """The prepared encoder for the sentence-transformers model at ``model_path`` (a folder or a
-    hub id); ``onnx_cache`` keeps the exported graphs and is needed for the ONNX runtime."""
+    hub id); ``onnx_cache`` keeps the exported graphs and is needed for the ONNX runtime;
+    ``doc_precision`` is what documents are embedded in (``auto`` resolved for this CPU)."""
     if batch_size < 1:
         raise ConfigError(f"batch_size={batch_size} must be ≥ 1")
     runtime = QueryRuntime.parse(query_runtime)
     if runtime is QueryRuntime.ONNX and onnx_cache is None:
         raise ConfigError("query_runtime='onnx' needs onnx_cache, the folder that keeps the exported graph")
-    model = SentenceTransformerModel(model_path, threads)
+    model = SentenceTransformerModel(model_path, threads, doc_precision)
     if runtime is QueryRuntime.ONNX:
         assert onnx_cache is not None
         standalone = StandaloneOnnxEncoder(model, model_id, profile, batch_size, cache=onnx_cache, int8=query_int8)
@@ -88,6 +90,7 @@ def open_encoder(
     query_int8: bool,
     query_runtime: QueryRuntime | str,
     torch_threads: int,
+    doc_precision: DocPrecision | str,
 ) -> SentenceTransformerEncoder:
     """The prepared encoder for ``model`` (``builtin:…``, a hub id or a local path), from plain
     keyword arguments; the built-in model is converted into ``model_cache`` first if needed.
@@ -114,6 +117,7 @@ def open_encoder(
         query_runtime=query_runtime,
         onnx_cache=model_cache,
         threads=threads,
+        doc_precision=doc_precision,
     )
 
 
@@ -132,4 +136,5 @@ def load_encoder(settings: Settings) -> SentenceTransformerEncoder:
         query_int8=settings.query_int8,
         query_runtime=settings.query_runtime,
         torch_threads=settings.torch_threads,
+        doc_precision=settings.doc_precision,
     )
