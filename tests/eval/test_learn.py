@@ -255,3 +255,29 @@ def test_the_learning_refit_ranks_clauses_too(tiny_answerer, monkeypatch: pytest
     # the full fit comes first (on a KB this small it then gives up: too few queries to rank)
     n_alts = len(LC.kb_groups(tiny_answerer.index))
     assert fits and fits[0] == (n_alts + n_units, n_units)
+
+
+def test_the_recalibration_does_not_depend_on_the_examples_ids(tiny_answerer):
+    """Learned examples carry their decision's random id; the folds of the recalibration (and of
+    its cross-validated confidence) come from the messages, so the same examples under other ids
+    give the same calibration."""
+    import eval.learn_calibration as LC
+
+    entries = list(tiny_answerer.index.entries.values())
+    tails = ("", "呢", "啊，急", "？", "请问", "谢谢", "在线等", "!!")
+    asked = [(e, f"{e.question}{tail}") for tail in tails for e in entries][:24]
+
+    def items(prefix: str) -> list[EvalItem]:
+        ins = [EvalItem(f"{prefix}{n}", q, (e.id,), "answer", None, (), "") for n, (e, q) in enumerate(asked)]
+        outs = [
+            EvalItem(f"{prefix}x{n}", f"今天天气怎么样{n}", (), "handoff", "low_confidence", (), "") for n in range(12)
+        ]
+        return ins + outs
+
+    first, second = LC.recalibrate(tiny_answerer, items("D1a2b-")), LC.recalibrate(tiny_answerer, items("Dff09-"))
+    assert isinstance(first, LC.Recalibration) and isinstance(second, LC.Recalibration)
+    assert first.calibration.to_json() == second.calibration.to_json()
+    renamed = LC.stable_ids([*items("a"), EvalItem("b", asked[0][1], (), "answer", None, (), "")])
+    # the same message (question_key folds the tails away) keeps its name, counted
+    assert renamed[0].id.endswith(".1") and renamed[-1].id.split(".")[0] == renamed[0].id.split(".")[0]
+    assert len({it.id for it in renamed}) == len(renamed)
