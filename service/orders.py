@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.detect import strip_greeting
+from service.detect import is_followup, strip_greeting
 
 # An article can say how to track a parcel or change an address; only someone who can open the
 # order can say where *this* parcel is or change *its* address. Precision comes first: a false
@@ -215,14 +215,23 @@ _WHEN = re.compile(
 )
 
 
+# …and a follow-up (``is_followup``: very short, or short and pointing back) that asks neither how
+# something is done nor who pays (查到了吗, 没有变呢, 哪些发了): it continues the order's case. 那发票怎么开
+# and 那运费谁出 are still the help center's. Dev traffic with history (1,142 messages): order-specific
+# messages answered 0.111 → 0.101, out of scope 0.096 → 0.086, no answerable message changed.
+_ASKS_HOW_OR_WHO = re.compile(rf"{_ASKS_HOW.pattern}|谁")
+
+
 def match_order_statement(norm: str) -> OrderMatch | None:
-    """In a conversation about the shopper's order: a message (normalised) that asks nothing, or
-    asks when the order ships or arrives."""
+    """In a conversation about the shopper's order: a message (normalised) that asks nothing,
+    asks when the order ships or arrives, or is a follow-up that asks neither how nor who."""
     if not _ASKS.search(norm):
         return OrderMatch("order_conversation", norm)
     m = _WHEN.search(norm)
     if m is not None and not _ASKS_ABOUT.search(norm):
         return OrderMatch("order_conversation", m.group())
+    if is_followup(norm) and not _ASKS_HOW_OR_WHO.search(norm):
+        return OrderMatch("order_followup", norm)
     return None
 
 
@@ -231,7 +240,7 @@ class OrderMatch:
     """Why a message needs the shopper's order: the rule and the text it matched."""
 
     # order_id | invoice_details | own_order_status | own_order_edit | act_on_order | invoice
-    # | order_details | imperative | reply | order_conversation
+    # | order_details | imperative | reply | order_conversation | order_followup
     rule: str
     text: str
 

@@ -66,8 +66,11 @@ def test_a_statement_in_a_conversation_about_the_order_is_handed_off(answerer: A
     # the same message with no order in the conversation goes to the confidence decision
     assert answerer.answer(statement).trace["fired"].startswith("confidence→")
     assert answerer.answer(statement, history=[HistoryTurn(role="customer", text="怎么开发票")]).reason != "needs_order"
-    # and a question in an order conversation is still the help center's
+    # and a question in an order conversation is still the help center's, unless it only follows up
     assert answerer.answer("怎么查物流", history=[card]).trace["fired"].startswith("confidence→")
+    a = answerer.answer("查到了吗", history=[card])
+    assert (a.reason, a.trace["order_rule"]) == ("needs_order", "order_followup")
+    assert answerer.answer("查到了吗").reason != "needs_order"
 
 
 def test_the_session_remembers_a_conversation_about_the_order(answerer: Answerer) -> None:
