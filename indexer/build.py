@@ -62,10 +62,11 @@ def _encode_all(
     prompt = encoder.profile.query_prompt if as_query else encoder.profile.doc_prompt
     fn = encoder.encode_queries if as_query else encoder.encode_docs
     key_id = encoder.model_id
-    if not as_query and doc_precision_of(encoder) is not DocPrecision.FP32:
+    precision = doc_precision_of(encoder)
+    if not as_query and precision is not DocPrecision.FP32:
         # bf16 vectors are close to float32's, not equal: each precision keeps its own (a float32
         # key stays the bare model id, so caches from before the setting still serve)
-        key_id = f"{encoder.model_id}\x1f{doc_precision_of(encoder)}"
+        key_id = f"{encoder.model_id}\x1f{precision}"
     if as_query:
         # A stored question must get the vector a shopper typing it would get: queries are encoded
         # one per call, and an int8 path's vectors depend on the rest of the batch. The path is

@@ -217,8 +217,8 @@ _WHEN = re.compile(
 
 # …and a follow-up (``is_followup``: very short, or short and pointing back) that asks neither how
 # something is done nor who pays (查到了吗, 没有变呢, 哪些发了): it continues the order's case. 那发票怎么开
-# and 那运费谁出 are still the help center's. Dev traffic with history (1,142 messages): order-specific
-# messages answered 0.111 → 0.101, out of scope 0.096 → 0.086, no answerable message changed.
+# and 那运费谁出 are still the help center's. Chosen on dev traffic with history: fewer order-specific
+# and out-of-scope messages answered, no answerable message changed (docs/quality.md, "Real traffic").
 _ASKS_HOW_OR_WHO = re.compile(rf"{_ASKS_HOW.pattern}|谁")
 
 

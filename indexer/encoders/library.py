@@ -92,8 +92,8 @@ class SentenceTransformerModel:
         self, texts: Sequence[str], prompt: str, batch_size: int, progress: bool = False, bf16: bool = False
     ) -> np.ndarray:
         """The library's own ``encode``: normalised float32 rows. With ``bf16`` the matrix products
-        run in bfloat16 under torch's autocast (2.6× faster on 175-character passages with AMX;
-        the vectors stay within cosine 1e-5 of float32's)."""
+        run in bfloat16 under torch's autocast: much faster on a CPU with AMX, the vectors close to
+        float32's (docs/speed.md)."""
         st = self.load()
         with self.lock, _bf16_autocast() if bf16 else nullcontext():
             out = st.encode(
@@ -177,20 +177,18 @@ class SentenceTransformerEncoder(ABC):
         return self._model.doc_precision
 
     def encode_docs(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
-        if len(texts) == 0:
-            return empty(self.dim)
         bf16 = self._model.doc_precision is DocPrecision.BF16
-        return self._model.encode(texts, self._profile.doc_prompt, self._batch_size, progress, bf16=bf16)
+        return self._library(texts, self._profile.doc_prompt, progress, bf16)
 
     def encode_queries_reference(self, texts: Sequence[str]) -> np.ndarray:
         """Queries through the library's own ``encode`` in float32: the oracle for the faster
         paths, and the naive baseline of ``make bench``."""
         return self._library(texts, self._profile.query_prompt, False)
 
-    def _library(self, texts: Sequence[str], prompt: str, progress: bool) -> np.ndarray:
+    def _library(self, texts: Sequence[str], prompt: str, progress: bool, bf16: bool = False) -> np.ndarray:
         if len(texts) == 0:
             return empty(self.dim)
-        return self._model.encode(texts, prompt, self._batch_size, progress)
+        return self._model.encode(texts, prompt, self._batch_size, progress, bf16=bf16)
 
 
 class LibraryEncoder(SentenceTransformerEncoder):
