@@ -136,7 +136,7 @@ def index_info(
     rows = [
         ("build", f"{manifest.build_id} (built {manifest.built_at} in {manifest.build_seconds:.0f} s)"),
         ("folder", str(path)),
-        ("model", f"{manifest.model_id}, dim {manifest.dim}"),
+        ("model", f"{manifest.model_id}, dim {manifest.dim}; documents in {manifest.doc_precision or 'fp32'}"),
         ("knowledge base", f"{manifest.kb_root} (hash {manifest.kb_hash[:12]})"),
         ("contents", counts),
         ("index", f"{manifest.index_kind}, chunks of {manifest.chunk_chars} characters"),

@@ -215,6 +215,8 @@ def test_index_info_is_a_short_summary_and_json_gives_the_manifest(runner: CliRu
     full = runner.invoke(app, ["index", "info", "--json"])
     manifest = json.loads(full.stdout)
     assert manifest["build_id"] in lines[0] and manifest["counts"]["entries"] > 0
+    # what the documents were embedded in (the fake encoder: float32)
+    assert manifest["doc_precision"] == "fp32" and any(line.endswith("documents in fp32") for line in lines)
 
 
 def test_serve_on_a_busy_port_exits_2_before_announcing(runner: CliRunner, env):
