@@ -305,9 +305,9 @@ def check_port_free(host: str, port: int) -> None:
 def handoffs_list(
     ctx: typer.Context,
     limit: int = typer.Option(20, "--limit", min=1, max=1000),
-    reason: str | None = typer.Option(None, "--reason"),
+    reason: str | None = typer.Option(None, "--reason", help="only this reason (needs_order, low_confidence, …)"),
     shop: str | None = typer.Option(None, "--shop", help="only this shop's tickets"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per ticket and line (JSON Lines)"),
 ) -> None:
     """Recent handoff tickets, newest first (personal data masked), with their shop and route."""
     from service.shops_tickets import ShopTickets
