@@ -51,6 +51,10 @@ _REQUEST_PATTERNS = [
     r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
     r"\b(?:human|real person|live agent|real human|talk to (?:a |an )?(?:person|agent|human)|agent please)\b",
     r"^(?:rg|zrg|转rg)$",
+    # a numbered agent (帮我转[数字x]号客服, 转3号客服): the chat widget's masking keeps the 号
+    r"转接?\s*(?:到|给)?\s*(?:\d+|[\[【][^\[\]【】\s]{1,12}[\]】])\s*号\s*(?:客服|人工)",
+    # asking whether a person has taken over (是人工吗, 是到人工客服了么?): the whole message
+    rf"^是(?:不是)?(?:转?到)?了?{_HUMAN}(?:客服|服务)?了?{_TO_END}",
 ]
 _REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
 
@@ -77,11 +81,19 @@ _ANAPHORA = re.compile(r"这样|这个|那个|这种|那种|这笔|那笔|这单
 FOLLOWUP_MAX_CHARS = 20
 
 
+# Values the chat widget masked or pasted ahead of the message ([链接x] 人工, [数字x] 转人工)
+_LEADING_MASKED = re.compile(r"^(?:[\[【][^\[\]【】\s]{1,12}[\]】]\s*)+")
+
+
 def is_user_request(norm: str) -> bool:
     """Does the shopper ask for a human agent? ``norm`` must already be normalised.
 
-    A greeting in front is looked past (你好人工, 在吗 人工): the route stage asks before stripping it."""
-    return bool(_REQUEST.search(norm) or _REQUEST.search(strip_greeting(norm)))
+    A greeting in front is looked past (你好人工, 在吗 人工), and so are masked values (a pasted
+    link or number: [链接x] 人工): the route stage asks before stripping either."""
+    if _REQUEST.search(norm) or _REQUEST.search(strip_greeting(norm)):
+        return True
+    bare = _LEADING_MASKED.sub("", norm)
+    return bare != norm and bool(_REQUEST.search(bare))
 
 
 @functools.lru_cache(maxsize=8)

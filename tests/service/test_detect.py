@@ -100,6 +100,11 @@ REAL_CHAT_REQUESTS = [
     "你好人工",  # a greeting in front
     "在吗 人工",
     "客服，人工",
+    "[链接x] 人工",  # a pasted link or a masked value in front
+    "帮我转[数字x]号客服 谢谢",  # a numbered agent
+    "转3号客服",
+    "是人工吗",  # has a person taken over?
+    "是到人工客服了么?",
 ]
 
 
@@ -141,6 +146,11 @@ def test_real_chat_requests_are_not_greetings(query: str, greeting_extras):
         "请问人工客服几点下班",
         "早上七点有人工没",
         "人工客服帮我把丢了的快递查回来了，聊完想表扬一下她",
+        "是人工审核吗",
+        "是真人秀吗",
+        "[数字x]人工费怎么算",
+        "[链接x] 这个人工智能音箱能连wifi吗",
+        "转3号线",
     ],
 )
 def test_real_chat_non_requests(query: str):
