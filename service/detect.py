@@ -16,6 +16,10 @@ import yaml
 from indexer.normalize import normalize
 from kb.errors import ConfigError
 
+# A value the platform masked before the chat reached us ([数字x], [链接x], 【订单123】): the
+# chat widget's placeholders, read by the order rules (service/orders.py) too.
+MASKED = r"[\[【][^\[\]【】\s]{1,12}[\]】]"
+
 # Words for "a person" (with the typos and homophones shoppers type: 仁工, 人共, 人宫).
 _HUMAN_WORD = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
 # What follows such a word when it names a thing or a process, not a person: 人工费, 人工智能,
@@ -52,7 +56,7 @@ _REQUEST_PATTERNS = [
     r"\b(?:human|real person|live agent|real human|talk to (?:a |an )?(?:person|agent|human)|agent please)\b",
     r"^(?:rg|zrg|转rg)$",
     # a numbered agent (帮我转[数字x]号客服, 转3号客服): the chat widget's masking keeps the 号
-    r"转接?\s*(?:到|给)?\s*(?:\d+|[\[【][^\[\]【】\s]{1,12}[\]】])\s*号\s*(?:客服|人工)",
+    rf"转接?\s*(?:到|给)?\s*(?:\d+|{MASKED})\s*号\s*(?:客服|人工)",
     # asking whether a person has taken over (是人工吗, 是到人工客服了么?): the whole message
     rf"^是(?:不是)?(?:转?到)?了?{_HUMAN}(?:客服|服务)?了?{_TO_END}",
 ]
@@ -82,7 +86,7 @@ FOLLOWUP_MAX_CHARS = 20
 
 
 # Values the chat widget masked or pasted ahead of the message ([链接x] 人工, [数字x] 转人工)
-_LEADING_MASKED = re.compile(r"^(?:[\[【][^\[\]【】\s]{1,12}[\]】]\s*)+")
+_LEADING_MASKED = re.compile(rf"^(?:{MASKED}\s*)+")
 
 
 def is_user_request(norm: str) -> bool:

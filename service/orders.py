@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from service.detect import is_followup, strip_greeting
+from service.detect import MASKED, is_followup, strip_greeting
 
 # An article can say how to track a parcel or change an address; only someone who can open the
 # order can say where *this* parcel is or change *its* address. Precision comes first: a false
@@ -15,14 +15,12 @@ from service.detect import is_followup, strip_greeting
 # never fires, and a request needs an order number, a possessive or demonstrative ("my parcel",
 # 这单) or a verb aimed at us (帮我退款), not just a topic word.
 
-# A value the platform masked before the chat reached us: [数字x], [金额x], [组织机构x].
-_MASKED = r"[\[【][^\[\]【】\s]{1,12}[\]】]"
 # An order identifier. The chat card pastes placeholders ([订单x]) or real numbers; 单号 covers
 # 订单号, 运单号, 快递单号. At least 6 digits after a label: "订单号是多少" is a how-to question.
 _ORDER_ID = re.compile(
     r"[\[【]订单[0-9a-z]{1,24}[\]】]"  # [订单x], 【订单123】 (not 【订单】, a page name)
     # 订单号:123456, 运单号 sf1234567, 订单号:[数字x]
-    rf"|(?:单号码?|订单编号|订单id)\s*[:：是为]?\s*(?:[a-z]{{0,4}}\d{{6,}}|{_MASKED})"
+    rf"|(?:单号码?|订单编号|订单id)\s*[:：是为]?\s*(?:[a-z]{{0,4}}\d{{6,}}|{MASKED})"
     # The label of a pasted order card ([订单编号:[数字x],订单金额:…]) whatever the masking left
     # after it, even 订单编号:nan: a shopper asking types 订单编号在哪看, not a colon.
     r"|订单编号\s*[:：]"
@@ -131,9 +129,9 @@ _INVOICE_REQUEST = re.compile(rf"{_ACTOR}{_OBJECT}{_INVOICE_ACT}")
 # (税号是什么, 单位抬头必须填税号吗, 抬头写公司还是个人), and a real tax number has 15–20 letters
 # and digits, at least 6 of them digits.
 _INVOICE_DETAILS = re.compile(
-    rf"(?:税号|纳税人识别号|信用代码)\s*[:：是为]?\s*(?:(?=(?:[a-z]*\d){{6}})[0-9a-z]{{15,20}}(?![0-9a-z])|{_MASKED})"
+    rf"(?:税号|纳税人识别号|信用代码)\s*[:：是为]?\s*(?:(?=(?:[a-z]*\d){{6}})[0-9a-z]{{15,20}}(?![0-9a-z])|{MASKED})"
     r"|(?:(?:单位|公司|企业|购买方|购方)(?:全称|名称)|(?:发票)?抬头)\s*[:：]\s*"
-    rf"(?:{_MASKED}|(?:(?!还是)[\u4e00-\u9fff()]){{2,30}}?(?:公司|厂|店|中心|学校|医院|研究院|研究所|事务所|协会|银行|局))"
+    rf"(?:{MASKED}|(?:(?!还是)[\u4e00-\u9fff()]){{2,30}}?(?:公司|厂|店|中心|学校|医院|研究院|研究所|事务所|协会|银行|局))"
 )
 
 # --- details of a placed order entered wrong, to be changed -------------------------------------
