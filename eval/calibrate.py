@@ -60,6 +60,11 @@ UnitKind = Literal["first", "fragment", "shopper"]
 UNIT_QUERIES: UnitKind = "shopper"
 UNIT_PER_UNIT = 4
 UNIT_WEIGHT = 5.0
+# A question given to a document unit (a clause's, in alternatives.yaml) weighs this much in the
+# ranker fit, against 1 for an FAQ entry's alternative: the largest weight that kept FAQ dev hit@1
+# within 0.01 of the KB without such questions (0.9395 → 0.9308; 1.0 gave 0.9135 and the right
+# clause first for 0.773 of rules dev against 0.693 here; docs/experiments.md, 2026-12-06).
+DOC_QUESTION_WEIGHT = 0.15
 # How a shopper_queries pseudo-query opens and ends (one of each, at random; "" is no opening).
 ASK_OPENINGS = ("", "", "", "请问", "我想问下", "问一下", "如果", "卖家说", "我这个", "想知道")
 ASK_ENDINGS: tuple[str, ...] = ("吗", "怎么办", "怎么算", "是什么规定", "平台怎么处理", "有规定吗")
@@ -266,13 +271,15 @@ def calibrate(
 
 def kb_groups(index: Index, size: int = POOL, progress: Callable[[int, int], None] | None = None) -> list[Group]:
     """One training query per stored alternative question: its own vector and text, searched
-    with that row left out; its unit is the relevant candidate."""
+    with that row left out; its unit is the relevant candidate. A document unit's question
+    weighs DOC_QUESTION_WEIGHT."""
     rows = [r for r, c in enumerate(index.chunks) if c.kind == "alt"]
     out = []
     for n, r in enumerate(rows, 1):
         pool = index.candidate_pool(index.vectors[r], index.norm_texts[r], size, exclude_row=r)
         unit = index.chunks[r].unit_id
-        out.append(Group(pool.x, np.array([u.unit_id == unit for u in pool.units])))
+        weight = 1.0 if unit in index.entries else DOC_QUESTION_WEIGHT
+        out.append(Group(pool.x, np.array([u.unit_id == unit for u in pool.units]), weight))
         if progress:
             progress(n, len(rows))
     return out

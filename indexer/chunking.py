@@ -97,10 +97,26 @@ def pack_sentences(sentences: list[str], target: int) -> list[str]:
 
 def document_chunks(doc: Document, target: int) -> list[Chunk]:
     """The rows of ``doc``: each unit's paragraph groups packed into pieces near ``target``
-    characters; every piece of a unit carries the unit's id (``doc-id.5``, ``doc-id.s1``)."""
+    characters; every piece of a unit carries the unit's id (``doc-id.5``, ``doc-id.s1``). The
+    questions a unit was given (``Document.questions``) follow the document's text rows as
+    question rows of that unit (kind ``alt``), so their numbering leaves the text rows' ids alone."""
     out: list[Chunk] = []
+    asked: list[Chunk] = []
     for part in document_parts(doc):
         uid = unit_id(doc.id, part.key)
+        for q in doc.questions_of(uid):
+            asked.append(
+                Chunk(
+                    chunk_id=f"{doc.id}#q{len(asked) + 1}",
+                    unit_id=uid,
+                    doc_id=doc.id,
+                    kind="alt",
+                    text=q,
+                    title=doc.title,
+                    section=part.section,
+                    category=doc.category,
+                )
+            )
         for block in part.blocks:
             for piece in pack_sentences(split_sentences(block), target):
                 out.append(
@@ -115,7 +131,7 @@ def document_chunks(doc: Document, target: int) -> list[Chunk]:
                         category=doc.category,
                     )
                 )
-    return out
+    return out + asked
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from kb.errors import KBError
 from kb.learn_files import list_drafts
 from kb.loader import REPORT_LABELS, load_kb, skip_reason
 from kb.schema import ImportReport
+from kb.sidecar import SIDECAR
 
 kb_app = typer.Typer(help="Validate and inspect the knowledge base.", no_args_is_help=True)
 SHOWN_WARNINGS = 20  # the rest are in --json; an export can have thousands
@@ -64,6 +65,8 @@ def check(
         "by_category": by_category,
         "cites": sum(len(e.rules) for e in kb.entries),
         "entries_citing": sum(1 for e in kb.entries if e.rules),
+        "unit_questions": sum(len(qs) for d in kb.documents for _, qs in d.questions),
+        "units_with_questions": sum(len(d.questions) for d in kb.documents),
         "number_mismatches": [m.to_json() for m in mismatches],
         "import": kb.report.to_json(),
         "drafts": [dataclasses.asdict(d) for d in list_drafts(kb.root)],
@@ -87,6 +90,12 @@ def check(
     )
     if summary["cites"]:
         console.print(f"{summary['entries_citing']} entries cite {summary['cites']} rules clauses", highlight=False)
+    if summary["unit_questions"]:
+        console.print(
+            f"{summary['units_with_questions']} document units (clauses, sections) have "
+            f"{summary['unit_questions']} questions ({SIDECAR})",
+            highlight=False,
+        )
     _print_mismatches(mismatches)
     if kb.report.rows_read:
         _print_report(kb.report)

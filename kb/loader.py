@@ -239,7 +239,10 @@ def _content_hash(entries: list[FAQEntry], documents: list[Document], resources:
         unset = {k for k in ("replaces", "source_id", "rules") if not getattr(e, k)}
         h.update(e.model_dump_json(exclude=unset or None).encode())
     for d in sorted(documents, key=lambda d: d.id):
-        h.update(json.dumps([d.id, d.title, d.category, d.body, d.kind], ensure_ascii=False).encode())
+        fields: list[object] = [d.id, d.title, d.category, d.body, d.kind]
+        if d.questions:  # left out when absent: a KB without unit questions keeps its hash
+            fields.append([[u, list(qs)] for u, qs in d.questions])
+        h.update(json.dumps(fields, ensure_ascii=False).encode())
     for name, path in resources.files:  # what the service reads from the build: a change is a new KB
         h.update(name.encode())
         h.update(path.read_bytes())

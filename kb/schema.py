@@ -151,6 +151,13 @@ class Document:
     kind: Literal["rules", "doc"] = "rules"
     effective: dt.date | None = None
     supersedes: str | None = None
+    # Questions a unit of this document answers, as shoppers ask them (``alternatives.yaml`` keyed by
+    # the unit's id, ``doc-id.5``): searched like an FAQ entry's alternatives, shown as the unit.
+    questions: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def questions_of(self, unit: str) -> tuple[str, ...]:
+        """The questions given for answer unit ``unit`` of this document (none by default)."""
+        return next((qs for u, qs in self.questions if u == unit), ())
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The learning loop's files in a KB folder, and adding ``alternatives.yaml``'s questions to loaded entries."""
+"""The learning loop's files in a KB folder, and adding ``alternatives.yaml``'s questions to loaded
+entries and to documents' answer units (a clause ``doc-id.5``, a section ``doc-id.s2``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from kb.clauses import document_parts, unit_id
 from kb.loadstate import LoadState, fmt_validation, question_key
 from kb.schema import Source
 
@@ -49,8 +51,12 @@ def load_sidecar(state: LoadState, path: Path) -> None:
         elif len(x.entry.id) == 1:
             # Before one-character ids were slugs, row "7" was "7-<hash>", the name kefu learn wrote here.
             where.setdefault(f"{x.entry.id}-{hashlib.sha1(x.entry.id.encode()).hexdigest()[:8]}", i)
+    units = {unit_id(d.id, part.key): i for i, d in enumerate(state.documents) for part in document_parts(d)}
     for entry_id, texts in alts.items():
         at = where.get(str(entry_id))
+        if at is None and str(entry_id) in units:
+            add_unit_questions(state, units[str(entry_id)], str(entry_id), texts)
+            continue
         if at is None:
             log.warning("%s: entry %r is not in the knowledge base; its learned questions are skipped", src, entry_id)
             continue
@@ -65,3 +71,20 @@ def load_sidecar(state: LoadState, path: Path) -> None:
                 state.problem(src, f"entry {entry_id!r}: {fmt_validation(exc)}")
                 continue
             state.loaded[at] = dataclasses.replace(x, entry=entry)
+
+
+def add_unit_questions(state: LoadState, at: int, unit: str, texts: list[object]) -> None:
+    """Give document unit ``unit`` (of ``state.documents[at]``) the questions ``texts``, in order,
+    each once; blank ones are skipped."""
+    doc = state.documents[at]
+    have = {question_key(q) for q in doc.questions_of(unit)}
+    new: dict[str, None] = {}
+    for t in texts:
+        q = str(t).strip()
+        if q and question_key(q) not in have:
+            have.add(question_key(q))
+            new[q] = None
+    if new:
+        merged = (*doc.questions_of(unit), *new)
+        rest = tuple((u, qs) for u, qs in doc.questions if u != unit)
+        state.documents[at] = dataclasses.replace(doc, questions=(*rest, (unit, merged)))

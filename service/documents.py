@@ -75,7 +75,9 @@ def unit_text(index: Index, unit: DocUnit, query: str, row: int, max_chars: int 
     if not shows_passage(index, unit, max_chars):
         return unit.text
     limit = max_chars or index.manifest.chunk_chars
-    return passage(unit.text, sentence_scores(query, unit.text, index.chunks[row].text), limit)
+    best = index.chunks[row]
+    best_text = best.text if best.kind in ("rules", "doc") else ""  # a question row is not in the text
+    return passage(unit.text, sentence_scores(query, unit.text, best_text), limit)
 
 
 def shows_passage(index: Index, unit: DocUnit, max_chars: int | None = None) -> bool:
@@ -98,12 +100,14 @@ def view(index: Index, unit: str, row: int, query: str, max_chars: int | None = 
         shown = cites(index, unit)
         return UnitView(entry.id, entry.question, entry.answer, "faq", entry.id, entry.category, None, shown)
     chunk = index.chunks[row]
-    kind: Literal["rules", "doc"] = "rules" if chunk.kind == "rules" else "doc"
     doc_unit = index.doc_units.get(unit)
     if doc_unit is None:  # an index copy without units.json: the row is all there is
+        kind: Literal["rules", "doc"] = "rules" if chunk.kind == "rules" else "doc"
         return UnitView(chunk.unit_id, chunk.title, chunk.text, kind, chunk.doc_id, chunk.section)
+    # the best row may be one of the unit's questions: the unit, not the row, says what it is
     text = unit_text(index, doc_unit, query, row, max_chars)
-    return UnitView(doc_unit.id, doc_unit.label, text, kind, doc_unit.doc_id, doc_unit.section, doc_unit.clause)
+    u = doc_unit
+    return UnitView(u.id, u.label, text, u.kind, u.doc_id, u.section, u.clause)
 
 
 def resolve_unit(index: Index, name: str) -> str | None:

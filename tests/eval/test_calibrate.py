@@ -194,6 +194,26 @@ def test_kb_groups_are_alternatives_searched_without_themselves(tiny_answerer):
         assert g.relevant.sum() <= 1
 
 
+def test_a_clauses_questions_are_training_queries_of_lesser_weight(tiny_kb_dir, tiny_settings, fake_encoder):
+    from eval.calibrate import DOC_QUESTION_WEIGHT
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+
+    sidecar = "alternatives:\n  rules-return.2: [签收第八天还能退吗, 过了七天能退吗]\n"
+    (tiny_kb_dir / "alternatives.yaml").write_text(sidecar, "utf-8")
+    store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
+    build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
+    index = store.load_current(fake_encoder.model_id)
+    rows = [c for c in index.chunks if c.kind == "alt"]
+    groups = kb_groups(index, size=5)
+    by_unit = [(c.unit_id, g.weight, bool(g.relevant.any())) for c, g in zip(rows, groups, strict=True)]
+    clause = [x for x in by_unit if x[0] == "rules-return.2"]
+    assert len(clause) == 2 and all(w == DOC_QUESTION_WEIGHT and found for _, w, found in clause)
+    assert 0 < DOC_QUESTION_WEIGHT < 1
+    assert {w for u, w, _ in by_unit if u != "rules-return.2"} == {1.0}
+
+
 def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answerer, monkeypatch):
     import eval.calibrate as cal_module
     from service.answerer import Answerer
