@@ -109,16 +109,24 @@ def parse_sidecar(text: str | None) -> dict[str, list[str]]:
     return {str(k): [str(t) for t in v] for k, v in alts.items()}
 
 
-def sidecar_text(data: dict[str, list[str]]) -> str | None:
-    """The sidecar's text for ``data`` (None: nothing left, remove the file)."""
+def sidecar_text(data: dict[str, list[str]], old: str | None = None) -> str | None:
+    """The sidecar's text for ``data`` (None: nothing left, remove the file). The comment lines
+    that open the ``old`` text are kept (a curated sidecar says what it holds); a new one gets
+    kefu learn's."""
     data = {k: v for k, v in data.items() if v}
     if not data:
         return None
-    head = (
+    kept = []
+    for line in (old or "").splitlines(keepends=True):
+        if not line.startswith("#"):
+            break
+        kept.append(line if line.endswith("\n") else line + "\n")
+    head = "".join(kept) or (
         "# Alternative questions learned from shoppers' messages (kefu learn), by entry id.\n"
         "# kefu adds them to the entries of this KB; the FAQ table itself is never rewritten.\n"
     )
-    return head + yaml.safe_dump({"alternatives": data}, allow_unicode=True, sort_keys=True, width=10_000)
+    # in the file's order (a new id last), so a curated sidecar's diff shows only what was learned
+    return head + yaml.safe_dump({"alternatives": data}, allow_unicode=True, sort_keys=False, width=10_000)
 
 
 def _alt_node(text: str, entry_id: str) -> yaml.SequenceNode | None:

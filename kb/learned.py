@@ -139,9 +139,12 @@ def decide(
     if action in NEEDS_ENTRY:
         if not entry:
             raise ConfigError(f"{action} needs the entry that answers the messages (its id)")
-        found = kb.entry(entry)
+        found = kb.target(entry)
         if found is None:
-            raise NotFoundError(f"no FAQ entry {entry!r} in {kb.root}; `kefu ask` shows the ids of candidates")
+            raise NotFoundError(
+                f"no FAQ entry or document clause/section {entry!r} in {kb.root}; "
+                "`kefu ask` shows the ids of candidates"
+            )
         target = found.id
     elif entry:
         raise ConfigError(f"only attach and confirm take an entry; {action} does not")
@@ -209,6 +212,10 @@ def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None) -
     for e in kb.entries:
         for q in (e.question, *e.alt_questions):
             owner.setdefault(question_key(q), e.id)
+    for doc in kb.documents:
+        for unit, questions in doc.questions:
+            for q in questions:
+                owner.setdefault(question_key(q), unit)
     examples = read_examples(root)
     have_before = list(examples)
     have_examples = {ex.id for ex in examples}
@@ -220,7 +227,7 @@ def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None) -
         new_examples: list[Example] = []
         ids: list[str] = []
         draft = None
-        entry = kb.entry(d.entry) if d.entry else None
+        entry = kb.target(d.entry) if d.entry else None
         if d.action in NEEDS_ENTRY and entry is None:
             skipped += [(m, f"entry {d.entry!r} is no longer in the KB") for m in d.messages]
         for m in d.messages if d.action in LABELLED else ():
@@ -284,9 +291,10 @@ def _add_alternative(files: _Files, kb: KnowledgeBase, entry_id: str, text: str)
         if new is not None:
             files.put(src.path, new)
             return src.path
-    data = parse_sidecar(files.get(SIDECAR))
+    old_sidecar = files.get(SIDECAR)
+    data = parse_sidecar(old_sidecar)
     data.setdefault(entry_id, []).append(text)
-    files.put(SIDECAR, sidecar_text(data))
+    files.put(SIDECAR, sidecar_text(data, old_sidecar))
     return SIDECAR
 
 
@@ -311,10 +319,11 @@ def _revert_plan(kb: KnowledgeBase, change: Change) -> Plan:
     files = _Files(kb.root)
     for entry_id, text, rel in change.alternatives:
         if rel == SIDECAR:
-            data = parse_sidecar(files.get(SIDECAR))
+            old_sidecar = files.get(SIDECAR)
+            data = parse_sidecar(old_sidecar)
             if text in data.get(entry_id, []):
                 data[entry_id].remove(text)
-            files.put(SIDECAR, sidecar_text(data))
+            files.put(SIDECAR, sidecar_text(data, old_sidecar))
             continue
         old = files.get(rel)
         new = yaml_remove_alternative(old, entry_id, text) if old is not None else None

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from kb.clauses import parse_cite
+from kb.clauses import document_parts, parse_cite, unit_id
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # one character too: a table's ids are often 1, 2, 3…
 MIN_QUESTION = 6  # characters: shorter titles are too vague to retrieve on
@@ -228,6 +228,17 @@ class ImportReport:
 
 
 @dataclass(frozen=True)
+class AnswerTarget:
+    """What shoppers' messages can be attached to as questions: an FAQ entry, or a document's
+    answer unit (a clause, a section), whose questions live in ``alternatives.yaml``."""
+
+    id: str
+    category: str
+    questions: tuple[str, ...]  # the ones it has now
+    document: bool = False
+
+
+@dataclass(frozen=True)
 class KnowledgeBase:
     """Everything the indexer needs: entries, documents, resources, and where they came from."""
 
@@ -240,6 +251,17 @@ class KnowledgeBase:
     report: ImportReport = field(default_factory=ImportReport)
     # Files in the folder of a type kefu does not read (a PDF, a Word file), relative to ``root``.
     skipped_files: tuple[str, ...] = ()
+
+    def target(self, name: str) -> AnswerTarget | None:
+        """What ``name`` can be given questions as: an FAQ entry (``entry``), or a document's
+        clause or section by its unit id (``rules-seven-day-return.5``)."""
+        e = self.entry(name)
+        if e is not None:
+            return AnswerTarget(e.id, e.category, (e.question, *e.alt_questions))
+        for d in self.documents:
+            if name.startswith(f"{d.id}.") and any(unit_id(d.id, p.key) == name for p in document_parts(d)):
+                return AnswerTarget(name, d.category, d.questions_of(name), document=True)
+        return None
 
     def entry(self, entry_id: str) -> FAQEntry | None:
         """The entry called ``entry_id`` (its slug or, for imported rows, its original id), or

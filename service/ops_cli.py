@@ -125,7 +125,9 @@ def gaps_cmd(
 def resolve_cmd(
     ctx: typer.Context,
     gap: str = typer.Argument(..., help="a gap's id (kefu gaps), or a ticket's (kefu handoffs list)"),
-    attach: str | None = typer.Option(None, "--attach", help="the entry that answers these messages (its id)"),
+    attach: str | None = typer.Option(
+        None, "--attach", help="what answers them: an FAQ entry's id, or a clause's (rules-seven-day-return.5)"
+    ),
     out_of_scope: bool = typer.Option(False, "--out-of-scope", help="the KB should not answer them: hand off"),
     new_entry: bool = typer.Option(False, "--new-entry", help="the KB needs an entry: a draft in drafts/"),
     dismiss: bool = typer.Option(False, "--dismiss", help="nothing to learn (recorded, not shown again)"),

@@ -223,3 +223,46 @@ def test_yaml_edits_refuse_what_they_cannot_do_exactly():
     added = F.yaml_add_alternative(BLOCK_FAQ, "refund-shipping-fee", "运费: 谁出？")  # needs quoting
     assert added is not None
     assert F.yaml_remove_alternative(added, "refund-shipping-fee", "运费: 谁出？") == BLOCK_FAQ
+
+
+RULES_DOC = """---
+id: rules-return
+title: 退货规范
+category: 退货退款
+effective: 2026-01-01
+---
+
+# 退货规范
+
+第一条 为保障消费者权益，制定本规范。
+
+第二条 买家应在签收次日起七日内提出无理由退货申请。逾期提出的，平台不予支持。
+"""
+
+
+def test_messages_attach_to_a_rules_clause_through_the_sidecar_and_undo_restores_it(yaml_kb: Path):
+    (yaml_kb / "rules").mkdir()
+    (yaml_kb / "rules" / "rules-return.md").write_text(RULES_DOC, "utf-8")
+    curated = "# questions for our clauses, by clause id\nalternatives:\n  rules-return.2:\n  - 签收第八天还能退吗\n"
+    (yaml_kb / "alternatives.yaml").write_text(curated, "utf-8")
+    kb = load_kb(yaml_kb)
+    target = kb.target("rules-return.2")
+    assert target is not None and target.document and target.questions == ("签收第八天还能退吗",)
+    assert target.category == "退货退款" and kb.target("rules-return.9") is None
+    msgs = _dev(2, "逾期")
+    d = L.decide(kb, "attach", [*msgs, "签收第八天还能退吗"], entry="rules-return.2")
+    plan = L.plan_apply(kb)
+    L.write_plan(yaml_kb, plan)
+    (change,) = plan.changes
+    assert [(e, t) for e, t, _ in change.alternatives] == [("rules-return.2", m) for m in msgs]
+    assert dict(change.skipped)["签收第八天还能退吗"] == "already a question of this entry"
+    text = (yaml_kb / "alternatives.yaml").read_text("utf-8")
+    assert text.startswith("# questions for our clauses, by clause id\n")
+    (doc,) = load_kb(yaml_kb).documents
+    assert doc.questions_of("rules-return.2") == ("签收第八天还能退吗", *msgs)
+    assert {ex.relevant for ex in F.read_examples(yaml_kb)} == {("rules-return.2",)}
+    J.append_journal(yaml_kb, {"event": "applied", "decision": d.id, "who": "t", "at": "t", "change": change.to_json()})
+    L.undo(load_kb(yaml_kb), d.id)
+    assert yaml.safe_load((yaml_kb / "alternatives.yaml").read_text("utf-8")) == yaml.safe_load(curated)
+    with pytest.raises(NotFoundError, match="document clause/section"):
+        L.decide(kb, "attach", ["无关的问题"], entry="rules-return.9")
