@@ -71,7 +71,8 @@ def write_markdown(data: dict[str, Any]) -> Path:
         f"{s(ip['naive']['p99'])} |",
         "",
         f"The encoder row is kefu's query path: {data.get('query_path', 'see README')} "
-        "(`KEFU_QUERY_RUNTIME`, `KEFU_QUERY_INT8`); documents are always encoded in float32. "
+        "(`KEFU_QUERY_RUNTIME`, `KEFU_QUERY_INT8`); documents (answers, clauses, passages) are encoded in the "
+        "build, in bfloat16 where the CPU does it natively (`KEFU_DOC_PRECISION`). "
         f"Answers and encoder-only calls alternate in blocks of {RATIO_BLOCK} queries, so drift of the machine "
         "falls on both.",
         "",
