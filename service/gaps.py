@@ -70,10 +70,10 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 @dataclass(frozen=True)
 class Neighbour:
-    """A KB entry near a cluster: what it could be attached to."""
+    """A KB entry, clause or section near a cluster: what it could be attached to."""
 
     id: str
-    question: str
+    question: str  # an FAQ entry's question, or a document unit's label (《…》第五条)
     score: float  # the index's unit score (cosine scale) for the cluster's centroid
 
 
@@ -278,8 +278,10 @@ class GapFinder:
         near: list[Neighbour] = []
         for u in index.search_units(centroid, k_units=NEIGHBOURS * 4):
             e = index.entries.get(u.unit_id)
-            if e is not None and len(near) < NEIGHBOURS:
-                near.append(Neighbour(e.id, e.question, round(u.score, 4)))
+            doc = index.doc_units.get(u.unit_id)  # a clause or section: messages attach to it too
+            title = e.question if e is not None else doc.label if doc is not None else None
+            if title is not None and len(near) < NEIGHBOURS:
+                near.append(Neighbour(u.unit_id, title, round(u.score, 4)))
         kinds = Counter(m.kind for m in msgs)
         return Gap(
             id=_gap_id(keys[leader]),

@@ -232,7 +232,7 @@ def test_report_clusters_largest_first_with_examples_and_nearest_entries(tiny_in
     assert not any(set(g.messages) & set(INVOICE) and set(g.messages) & set(OTHER) for g in r.gaps)
     for g in r.gaps:
         assert 1 <= len(g.nearest) <= 3
-        assert all(n.id in tiny_index.entries for n in g.nearest)
+        assert all(n.id in tiny_index.entries or n.id in tiny_index.doc_units for n in g.nearest)
         assert [n.score for n in g.nearest] == sorted((n.score for n in g.nearest), reverse=True)
 
 
@@ -272,3 +272,18 @@ def test_find_names_a_missing_gap(tiny_index: Index):
     r = GapFinder(FakeEncoder(dim=128)).report(tiny_index, [], threshold=0.5)
     with pytest.raises(NotFoundError, match="no open gap"):
         find(r, "Gdeadbeef00")
+
+
+def test_a_clause_is_a_nearest_unit_with_its_label(tiny_kb_dir, tiny_settings, fake_encoder):
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+
+    asked = "签收第八天还能无理由退货吗"
+    (tiny_kb_dir / "alternatives.yaml").write_text(f"alternatives:\n  rules-return.2: [{asked}]\n", "utf-8")
+    store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
+    build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
+    index = store.load_current(fake_encoder.model_id)
+    messages = [msg(f"C{i}", NOW - 100 + i, asked, session=f"S{i}") for i in range(3)]
+    (g,) = GapFinder(fake_encoder).report(index, messages, threshold=0.5, until=NOW).gaps
+    assert g.nearest[0].id == "rules-return.2" and g.nearest[0].question == "《退货规范》第二条"
