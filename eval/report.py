@@ -290,6 +290,19 @@ def write_report(
             ),
             "",
         ]
+    if units := independence.get("unit_phrasings"):
+        lines += [
+            "The questions given to clauses and sections (`alternatives.yaml`) against the rules slice's splits:",
+            "",
+            _table(
+                [
+                    [split, str(v["kb_texts"]), str(v["above_0.5"]), _fmt(v["mean_max_jaccard"])]
+                    for split, v in units.items()
+                ],
+                ["split", "clause and section questions", "best Jaccard > 0.5", "mean best Jaccard"],
+            ),
+            "",
+        ]
     suites_path = folder / SUITES_FILE
     if suites_path.is_file():
         rows = json.loads(suites_path.read_text("utf-8"))

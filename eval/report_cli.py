@@ -107,7 +107,7 @@ def report_cmd(
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
     from eval.ablations import run_ablations
-    from eval.dataset import independence, phrasing_overlap
+    from eval.dataset import DATA_DIR, RULES_SPLITS, independence, phrasing_overlap
     from eval.report import REPORTS, write_report
     from eval.runner import topic_switches
     from kb.loader import load_kb
@@ -134,6 +134,15 @@ def report_cmd(
     ind["kb_phrasings"] = phrasing_overlap(
         kb_texts, {"dev": [i.query for i in dev_items], "test": [i.query for i in test_items]}
     )
+    unit_texts = [q for d in kb.documents for _, qs in d.questions for q in qs]
+    folder_data = data or s.eval_dir or DATA_DIR
+    rules_splits = {
+        name: [i.query for i in labelled_split(ctx, name, data)]
+        for name in RULES_SPLITS
+        if (folder_data / f"{name}.jsonl").is_file()
+    }
+    if unit_texts and rules_splits:  # the clauses' questions against the rules slice, the same way
+        ind["unit_phrasings"] = phrasing_overlap(unit_texts, rules_splits)
     switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
     rules = rules_slice(ctx, answerer, data, as_json)
     manifest = answerer.index.manifest.model_dump()

@@ -34,3 +34,19 @@ def test_report_shows_the_rules_slice_measured_by_the_runner(tiny_answerer, tmp_
     assert len(rows) == 2
     text = write_report(run, run, {}, [], ind, manifest, tmp_path).read_text("utf-8")
     assert "Not measured: no `rules_dev.jsonl`" in text
+
+
+def test_report_compares_the_clauses_questions_with_each_rules_split(tiny_answerer, tmp_path):
+    from eval.dataset import phrasing_overlap
+
+    faq = [EvalItem("q1", "七天无理由退货", ("refund-seven-day",), "answer", None, (), "退货退款")]
+    run = evaluate(tiny_answerer, faq).metrics
+    units = phrasing_overlap(
+        ["签收后几天内可以申请无理由退货呢", "逾期了还能退吗"],
+        {"rules_dev": ["签收后几天内可以申请无理由退货"], "rules_test": ["运费谁出"]},
+    )
+    assert units["rules_dev"]["above_0.5"] == 1 and units["rules_test"]["above_0.5"] == 0
+    ind = {"in_scope": 1, "above_0.5": 0, "share_above_0.5": 0.0, "mean_max_jaccard": 0.1, "unit_phrasings": units}
+    text = write_report(run, run, {}, [], ind, tiny_answerer.index.manifest.model_dump(), tmp_path).read_text("utf-8")
+    assert "| split | clause and section questions | best Jaccard > 0.5 | mean best Jaccard |" in text
+    assert "| rules_dev | 2 | 1 |" in text and "| rules_test | 2 | 0 |" in text
