@@ -32,7 +32,7 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB
 from service.answerer import Answerer
 from service.policy import FEATURES, RANKER_FEATURES, Calibration, fit_logistic
-from service.ranker import POOL, Group, Ranker, fit_ranker
+from service.ranker import POOL, Group, Ranker, fit_ranker, with_doc_margin
 
 FOLDS = 5
 # Default margin above the precision target, in standard errors of the precision estimate
@@ -60,11 +60,6 @@ UnitKind = Literal["first", "fragment", "shopper"]
 UNIT_QUERIES: UnitKind = "shopper"
 UNIT_PER_UNIT = 4
 UNIT_WEIGHT = 5.0
-# A question given to a document unit (a clause's, in alternatives.yaml) weighs this much in the
-# ranker fit, against 1 for an FAQ entry's alternative: the largest weight that kept FAQ dev hit@1
-# within 0.01 of the KB without such questions (0.9395 → 0.9308; 1.0 gave 0.9135 and the right
-# clause first for 0.773 of rules dev against 0.693 here; docs/experiments.md, 2026-12-06).
-DOC_QUESTION_WEIGHT = 0.15
 # How a shopper_queries pseudo-query opens and ends (one of each, at random; "" is no opening).
 ASK_OPENINGS = ("", "", "", "请问", "我想问下", "问一下", "如果", "卖家说", "我这个", "想知道")
 ASK_ENDINGS: tuple[str, ...] = ("吗", "怎么办", "怎么算", "是什么规定", "平台怎么处理", "有规定吗")
@@ -269,17 +264,28 @@ def calibrate(
     return cal, report
 
 
+def faq_alt_rows(index: Index) -> list[int]:
+    """The rows of FAQ entries' alternative questions (not the questions documents' units were given)."""
+    return [r for r, c in enumerate(index.chunks) if c.kind == "alt" and c.unit_id in index.entries]
+
+
+def ranker_view(index: Index) -> Index:
+    """The index a ranker is fitted on: ``index`` without its document units' question rows (the
+    served ranker holds those units back by ``service.ranker.DOC_MARGIN`` instead); ``index``
+    itself when it has none."""
+    rows = [r for r, c in enumerate(index.chunks) if c.kind != "alt" or c.unit_id in index.entries]
+    return index if len(rows) == len(index.chunks) else index.with_rows(rows)
+
+
 def kb_groups(index: Index, size: int = POOL, progress: Callable[[int, int], None] | None = None) -> list[Group]:
-    """One training query per stored alternative question: its own vector and text, searched
-    with that row left out; its unit is the relevant candidate. A document unit's question
-    weighs DOC_QUESTION_WEIGHT."""
-    rows = [r for r, c in enumerate(index.chunks) if c.kind == "alt"]
+    """One training query per stored FAQ alternative question (``faq_alt_rows``): its own vector
+    and text, searched with that row left out; its unit is the relevant candidate."""
+    rows = faq_alt_rows(index)
     out = []
     for n, r in enumerate(rows, 1):
         pool = index.candidate_pool(index.vectors[r], index.norm_texts[r], size, exclude_row=r)
         unit = index.chunks[r].unit_id
-        weight = 1.0 if unit in index.entries else DOC_QUESTION_WEIGHT
-        out.append(Group(pool.x, np.array([u.unit_id == unit for u in pool.units]), weight))
+        out.append(Group(pool.x, np.array([u.unit_id == unit for u in pool.units])))
         if progress:
             progress(n, len(rows))
     return out
@@ -369,6 +375,7 @@ def cross_fit_ranker(
     kb: list[Group],
     progress: Callable[[int, int], None] | None = None,
     units: Sequence[Group] = (),
+    train: Answerer | None = None,
 ) -> tuple[Ranker, list[ItemResult], dict[str, Any]]:
     """Fit the ranker on KB alternatives + document units' pseudo-queries (``unit_groups``) + dev,
     and run dev so that each item is ranked by a ranker fitted without its fold (the calibration
@@ -376,16 +383,17 @@ def cross_fit_ranker(
 
     Returns the ranker fitted on all of dev, the cross-fitted dev results (in ``items`` order)
     and a summary. Each fold is run by a variant of ``answerer``; ``answerer`` itself is untouched.
+    ``train`` (default ``answerer``) searches the dev queries for the fit: ``answerer`` over
+    ``ranker_view`` where documents have questions; the rankers then get ``with_doc_margin``.
     """
-    dev = dev_groups(answerer, items)
+    dev = dev_groups(train or answerer, items)
     weight = dev_weight(len(kb), len(dev)) if dev else 1.0
     dev = {i: dataclasses.replace(g, weight=weight) for i, g in dev.items()}
     by_id: dict[str, ItemResult] = {}
     done = 0
     for k in range(FOLDS):
-        fold_answerer = answerer.variant(
-            ranker=fit_ranker([*kb, *units, *(g for i, g in dev.items() if _fold(i) != k)])
-        )
+        fold_ranker = fit_ranker([*kb, *units, *(g for i, g in dev.items() if _fold(i) != k)])
+        fold_answerer = answerer.variant(ranker=with_doc_margin(fold_ranker, answerer.index))
         fold = [it for it in items if _fold(it.id) == k]
 
         def step(n: int, total: int, base: int = done) -> None:
@@ -395,13 +403,14 @@ def cross_fit_ranker(
         for r in run(fold_answerer, fold, step):
             by_id[r.item.id] = r
         done += len(fold)
-    ranker = fit_ranker([*kb, *units, *dev.values()])
+    ranker = with_doc_margin(fit_ranker([*kb, *units, *dev.values()]), answerer.index)
     summary = {
         "kb_queries": len(kb),
         "unit_queries": len(units),
         "unit_weight": round(float(units[0].weight), 2) if units else 0.0,
         "dev_queries": len(dev),
         "dev_weight": round(weight, 2),
+        "doc_margin": ranker.doc_margin,
         **ranker.meta,
     }
     return ranker, [by_id[it.id] for it in items], summary

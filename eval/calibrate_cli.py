@@ -19,19 +19,23 @@ from kb.errors import ConfigError
 def fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool, units: bool = True):  # type: ignore[no-untyped-def]
     """The ranker cross-fitted on dev, the KB's alternatives and (``units``) its document units'
     pseudo-queries (``unit_groups``; none in a KB without clauses or sections)."""
-    from eval.calibrate import cross_fit_ranker, kb_groups, unit_groups
+    from eval.calibrate import cross_fit_ranker, kb_groups, ranker_view, unit_groups
 
+    view = ranker_view(answerer.index)  # fitted as if documents had no questions of their own
+    train = answerer if view is answerer.index else answerer.variant(index=view)
     if quiet:
-        unit = unit_groups(answerer) if units else []
-        return cross_fit_ranker(answerer, items, kb_groups(answerer.index), units=unit)
+        unit = unit_groups(train) if units else []
+        return cross_fit_ranker(answerer, items, kb_groups(view), units=unit, train=train)
     with progress_display() as bar:
         t_kb = bar.add_task("ranker: KB alternatives", total=None)
-        kb = kb_groups(answerer.index, progress=lambda d, t: bar.update(t_kb, completed=d, total=t))
+        kb = kb_groups(view, progress=lambda d, t: bar.update(t_kb, completed=d, total=t))
         t_units = bar.add_task("ranker: document units", total=None)
-        unit = unit_groups(answerer) if units else []
+        unit = unit_groups(train) if units else []
         bar.update(t_units, completed=len(unit), total=len(unit))
         t_dev = bar.add_task("ranker: dev, cross-fitted", total=len(items))
-        return cross_fit_ranker(answerer, items, kb, lambda d, t: bar.update(t_dev, completed=d), units=unit)
+        return cross_fit_ranker(
+            answerer, items, kb, lambda d, t: bar.update(t_dev, completed=d), units=unit, train=train
+        )
 
 
 def calibrate_dev(  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.calibrate import calibrate, kb_groups, unit_groups
+from eval.calibrate import calibrate, faq_alt_rows, kb_groups, unit_groups, with_doc_margin
 from eval.dataset import EvalItem, stable_hash
 from eval.progress import Say, Ticker
 from eval.runner import ItemResult, run
@@ -95,15 +95,19 @@ def recalibrate(
     general = general_ranker()
     if general is not None:
         candidates.append(("shipped ranker", general, [general] * FOLDS))
-    if len(alt_rows) >= MIN_RANKER_ALTS:
+    if len(faq_alt_rows(index)) >= MIN_RANKER_ALTS:
         groups = kb_groups(index, progress=Ticker(log, "ranker: KB alternatives"))
         # the KB's clauses and sections have no alternatives: their pseudo-queries, as `kefu eval
         # calibrate` fits them, or this ranker would only ever see an FAQ entry win
         units = unit_groups(base)
         try:
-            full = fit_ranker([*groups, *units])
+            full = with_doc_margin(fit_ranker([*groups, *units]), index)
+            faq_rows = faq_alt_rows(index)  # the rows kb_groups made its queries from
             per: list[Ranker | None] = [
-                fit_ranker([*(g for g, r in zip(groups, alt_rows, strict=True) if r not in h), *units]) for h in held
+                with_doc_margin(
+                    fit_ranker([*(g for g, r in zip(groups, faq_rows, strict=True) if r not in h), *units]), index
+                )
+                for h in held
             ]
             candidates.append(("ranker fitted on the KB's alternatives", full, per))
         except ConfigError as exc:

@@ -195,7 +195,13 @@ def write_report(
             f"Learned ranker: fitted on {ranker.get('dev_queries')} dev queries (weight {ranker.get('dev_weight')}) "
             f"and {ranker.get('kb_queries')} KB alternative questions. The dev column above is its training data; "
             f"dev ranked by rankers fitted without each query's fold: hit@1 {_fmt(cv.get('hit@1'))}, "
-            f"MRR@10 {_fmt(cv.get('mrr@10'))}, recall@5 {_fmt(cv.get('recall@5'))}.",
+            f"MRR@10 {_fmt(cv.get('mrr@10'))}, recall@5 {_fmt(cv.get('recall@5'))}."
+            + (
+                f" A clause or section with questions of its own ranks above an FAQ entry only when it leads "
+                f"it by {ranker['doc_margin']} in ranker score."
+                if ranker.get("doc_margin")
+                else ""
+            ),
             "",
         ]
     for p in pngs:

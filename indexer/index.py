@@ -71,6 +71,14 @@ class Index:
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
         self._layout = UnitLayout(self.units, self._is_question)
+        # per unit of the layout: a document's unit (its rows' kind, or units.json), for the ranker's margin
+        self._unit_is_document = np.array(
+            [
+                u in self.doc_units or any(chunks[r].kind in ("rules", "doc") for r in self.units[u])
+                for u in self._layout.ids
+            ],
+            dtype=np.float64,
+        )
         self._norm_texts: list[str] | None = None
         self._bigrams: list[frozenset[str]] | None = None
         self._postings: tuple[BigramPostings, BigramPostings] | None = None
@@ -346,7 +354,8 @@ class Index:
             key[layout.position[exclude_unit]] = -np.inf
         order = np.argsort(-key, kind="stable")[:size]
         units = self._hits(order, cos, dense, q_best, min(len(self.chunks), POOL_VOTE_VECTORS))
-        return CandidatePool(units, pool_features(layout, order, units, dense, q_best, answer, d_rank, lexical))
+        x = pool_features(layout, order, units, dense, q_best, answer, d_rank, lexical)
+        return CandidatePool(units, x, self._unit_is_document[order])
 
     def _cosines(self, qvec: np.ndarray) -> np.ndarray:
         """Cosine of the query with every row (``scorer``; -inf where an approximate index did

@@ -37,6 +37,8 @@ class CandidatePool:
 
     units: list[UnitHit]
     x: np.ndarray  # float64 [len(units), len(POOL_FEATURES)]
+    # 1.0 where the unit is a document's (a clause, a section), 0.0 for an FAQ entry; None: not known
+    document: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

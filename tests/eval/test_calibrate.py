@@ -194,24 +194,33 @@ def test_kb_groups_are_alternatives_searched_without_themselves(tiny_answerer):
         assert g.relevant.sum() <= 1
 
 
-def test_a_clauses_questions_are_training_queries_of_lesser_weight(tiny_kb_dir, tiny_settings, fake_encoder):
-    from eval.calibrate import DOC_QUESTION_WEIGHT
+def test_a_clauses_questions_hold_it_back_by_a_margin_instead_of_training_the_ranker(
+    tiny_kb_dir, tiny_settings, fake_encoder
+):
+    from eval.calibrate import faq_alt_rows, ranker_view
     from indexer.build import build_and_swap
     from indexer.store import IndexStore
     from kb.loader import load_kb
+    from service.ranker import DOC_MARGIN, with_doc_margin
 
-    sidecar = "alternatives:\n  rules-return.2: [签收第八天还能退吗, 过了七天能退吗]\n"
-    (tiny_kb_dir / "alternatives.yaml").write_text(sidecar, "utf-8")
     store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
     build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
+    plain = store.load_current(fake_encoder.model_id)
+    assert ranker_view(plain) is plain  # nothing to leave out
+    sidecar = "alternatives:\n  rules-return.2: [签收第八天还能退吗, 过了七天能退吗]\n"
+    (tiny_kb_dir / "alternatives.yaml").write_text(sidecar, "utf-8")
+    build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
     index = store.load_current(fake_encoder.model_id)
-    rows = [c for c in index.chunks if c.kind == "alt"]
+    asked = [r for r, c in enumerate(index.chunks) if c.unit_id == "rules-return.2" and c.kind == "alt"]
+    assert len(asked) == 2 and not set(asked) & set(faq_alt_rows(index))
     groups = kb_groups(index, size=5)
-    by_unit = [(c.unit_id, g.weight, bool(g.relevant.any())) for c, g in zip(rows, groups, strict=True)]
-    clause = [x for x in by_unit if x[0] == "rules-return.2"]
-    assert len(clause) == 2 and all(w == DOC_QUESTION_WEIGHT and found for _, w, found in clause)
-    assert 0 < DOC_QUESTION_WEIGHT < 1
-    assert {w for u, w, _ in by_unit if u != "rules-return.2"} == {1.0}
+    assert len(groups) == len(faq_alt_rows(index)) == len(faq_alt_rows(plain))
+    view = ranker_view(index)
+    assert len(view.chunks) == len(index.chunks) - 2
+    assert [c.chunk_id for c in view.chunks] == [c.chunk_id for c in plain.chunks]
+    r = Ranker(("dense",), (1.0,), (0.0,), (1.0,))
+    assert with_doc_margin(r, plain).doc_margin == 0.0
+    assert with_doc_margin(r, index).doc_margin == DOC_MARGIN > 0
 
 
 def test_cross_fitting_never_ranks_an_item_with_a_ranker_that_saw_it(tiny_answerer, monkeypatch):

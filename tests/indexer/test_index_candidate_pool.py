@@ -191,3 +191,11 @@ def test_candidate_pool_reuses_lexical_evidence_and_refuses_evidence_for_another
         index.candidate_pool(q, normalize("发票怎么开"), 10, exclude_row=exclude, lexical=evidence)
     with pytest.raises(ValueError, match="exclude_row"):
         index.candidate_pool(q, text, 10, exclude_row=3, lexical=evidence)
+
+
+def test_candidate_pool_says_which_units_are_documents(tiny_index):
+    encoder = FakeEncoder(dim=128)
+    pool = tiny_index.candidate_pool(_q(encoder, "退货运费谁出"), "退货运费谁出", len(tiny_index.units))
+    assert pool.document is not None and len(pool.document) == len(pool.units) == len(tiny_index.units)
+    expected = [u.unit_id not in tiny_index.entries for u in pool.units]
+    assert pool.document.tolist() == [float(e) for e in expected] and any(expected) and not all(expected)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -126,3 +127,21 @@ def test_fit_skips_groups_that_teach_nothing_and_refuses_too_few():
     with pytest.raises(ConfigError, match="only 19 training queries"):
         fit_ranker(_groups(19) + useless * 10)
     assert fit_ranker(_groups(20) + useless).meta["queries"] == 20
+
+
+def test_a_document_unit_ranks_first_only_when_it_leads_by_the_margin():
+    # scores by hand: u0 (FAQ) 1.0, u1 (document) 1.8, u2 (document) 2.5; margin 1 → 1.0, 0.8, 1.5
+    x = [[1.0], [1.8], [2.5]]
+    doc = np.array([0.0, 1.0, 1.0])
+    r = dataclasses.replace(_ranker((1.0,)), doc_margin=1.0)
+    base = _pool(x)
+    pool = CandidatePool(base.units, base.x, doc)
+    assert [u.unit_id for u in r.rerank(pool).units] == ["u2", "u0", "u1"]
+    p = np.exp([1.5, 1.0, 0.8])
+    assert r.rerank(pool).probs == pytest.approx((p / p.sum()).tolist())
+    assert [u.unit_id for u in _ranker((1.0,)).rerank(pool).units] == ["u2", "u1", "u0"]  # no margin
+    assert [u.unit_id for u in r.rerank(base).units] == ["u2", "u1", "u0"]  # kinds not known: no margin
+    back = Ranker.from_json(r.to_json())
+    assert back.doc_margin == 1.0 and "doc_margin" not in _ranker((1.0,)).to_json()
+    with pytest.raises(ConfigError, match="doc_margin"):
+        dataclasses.replace(r, doc_margin=-0.5)
