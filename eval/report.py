@@ -282,33 +282,25 @@ def write_report(
         f"({independence.get('share_above_0.5', 0):.1%}; must be ≤ 10%). Mean: {independence.get('mean_max_jaccard')}.",
         "",
     ]
-    if phrasings := independence.get("kb_phrasings"):
-        lines += [
+    for key, intro, texts in (
+        (
+            "kb_phrasings",
             "The other direction: the KB's questions and alternatives against each split's queries. A KB "
             "written toward one split would come closer to it than to the other.",
-            "",
-            _table(
-                [
-                    [split, str(v["kb_texts"]), str(v["above_0.5"]), _fmt(v["mean_max_jaccard"])]
-                    for split, v in phrasings.items()
-                ],
-                ["split", "KB questions and alternatives", "best Jaccard > 0.5", "mean best Jaccard"],
-            ),
-            "",
-        ]
-    if units := independence.get("unit_phrasings"):
-        lines += [
+            "KB questions and alternatives",
+        ),
+        (
+            "unit_phrasings",
             "The questions given to clauses and sections (`alternatives.yaml`) against the rules slice's splits:",
-            "",
-            _table(
-                [
-                    [split, str(v["kb_texts"]), str(v["above_0.5"]), _fmt(v["mean_max_jaccard"])]
-                    for split, v in units.items()
-                ],
-                ["split", "clause and section questions", "best Jaccard > 0.5", "mean best Jaccard"],
-            ),
-            "",
-        ]
+            "clause and section questions",
+        ),
+    ):
+        if phrasings := independence.get(key):
+            rows = [
+                [split, str(v["kb_texts"]), str(v["above_0.5"]), _fmt(v["mean_max_jaccard"])]
+                for split, v in phrasings.items()
+            ]
+            lines += [intro, "", _table(rows, ["split", texts, "best Jaccard > 0.5", "mean best Jaccard"]), ""]
     suites_path = folder / SUITES_FILE
     if suites_path.is_file():
         rows = json.loads(suites_path.read_text("utf-8"))
