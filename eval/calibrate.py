@@ -273,8 +273,8 @@ def ranker_view(index: Index) -> Index:
     """The index a ranker is fitted on: ``index`` without its document units' question rows (the
     served ranker holds those units back by ``service.ranker.DOC_MARGIN`` instead); ``index``
     itself when it has none."""
-    rows = [r for r, c in enumerate(index.chunks) if c.kind != "alt" or c.unit_id in index.entries]
-    return index if len(rows) == len(index.chunks) else index.with_rows(rows)
+    drop = set(index.document_question_rows())
+    return index.with_rows([r for r in range(len(index.chunks)) if r not in drop]) if drop else index
 
 
 def kb_groups(index: Index, size: int = POOL, progress: Callable[[int, int], None] | None = None) -> list[Group]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from eval.calibrate import calibrate, faq_alt_rows, kb_groups, unit_groups, with_doc_margin
+from eval.calibrate import calibrate, faq_alt_rows, kb_groups, unit_groups
 from eval.dataset import EvalItem, stable_hash
 from eval.progress import Say, Ticker
 from eval.runner import ItemResult, run
@@ -18,7 +18,7 @@ from kb.errors import ConfigError
 from kb.loadstate import question_key
 from service.answerer import Answerer
 from service.policy import Calibration
-from service.ranker import Ranker, fit_ranker
+from service.ranker import Ranker, fit_ranker, with_doc_margin
 
 FOLDS = 5
 # A labelled calibration needs this many in-scope and out-of-scope examples; with fewer the

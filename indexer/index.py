@@ -71,14 +71,8 @@ class Index:
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
         self._layout = UnitLayout(self.units, self._is_question)
-        # per unit of the layout: a document's unit (its rows' kind, or units.json), for the ranker's margin
-        self._unit_is_document = np.array(
-            [
-                u in self.doc_units or any(chunks[r].kind in ("rules", "doc") for r in self.units[u])
-                for u in self._layout.ids
-            ],
-            dtype=np.float64,
-        )
+        # per unit of the layout: 1.0 for a document's unit (every unit not an FAQ entry), for the ranker's margin
+        self._unit_is_document = np.array([u not in entries for u in self._layout.ids], dtype=np.float64)
         self._norm_texts: list[str] | None = None
         self._bigrams: list[frozenset[str]] | None = None
         self._postings: tuple[BigramPostings, BigramPostings] | None = None
@@ -91,6 +85,10 @@ class Index:
         if on != self.dense_int8 or self._scorer is None:
             self._scorer = dense_scorer(self.vectors, self.vindex, int8=on)
         return self.dense_int8
+
+    def document_question_rows(self) -> list[int]:
+        """Rows of questions that documents' units were given (``alternatives.yaml``), not FAQ entries'."""
+        return [r for r, c in enumerate(self.chunks) if c.kind == "alt" and c.unit_id not in self.entries]
 
     def with_rows(self, rows: list[int]) -> Index:
         """A flat copy holding only the vector rows ``rows`` (ablations, held-out folds), with the

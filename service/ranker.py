@@ -189,5 +189,4 @@ def fit_ranker(groups: Sequence[Group], features: Sequence[str] = POOL_FEATURES,
 
 def with_doc_margin(ranker: Ranker, index: Index) -> Ranker:
     """``ranker`` with DOC_MARGIN where ``index`` gives document units questions of their own."""
-    has = any(c.kind == "alt" and c.unit_id not in index.entries for c in index.chunks)
-    return dataclasses.replace(ranker, doc_margin=DOC_MARGIN) if has else ranker
+    return dataclasses.replace(ranker, doc_margin=DOC_MARGIN) if index.document_question_rows() else ranker
