@@ -87,14 +87,18 @@ def confusions_cmd(
 def rules_slice(ctx: typer.Context, answerer: Any, data: Path | None, quiet: bool) -> dict[str, dict[str, Any]]:
     """The rules slice's metrics by split (``rules_dev``, ``rules_test``), for the splits the eval
     data folder has (a folder of your own may have none)."""
+    return {
+        name.removeprefix("rules_"): evaluate_items(answerer, labelled_split(ctx, name, data), name, quiet).metrics
+        for name in rules_splits(ctx, data)
+    }
+
+
+def rules_splits(ctx: typer.Context, data: Path | None) -> list[str]:
+    """The rules slice's splits (``rules_dev``, ``rules_test``) the eval data folder has."""
     from eval.dataset import DATA_DIR, RULES_SPLITS
 
     folder = data or settings_of(ctx).eval_dir or DATA_DIR
-    return {
-        name.removeprefix("rules_"): evaluate_items(answerer, labelled_split(ctx, name, data), name, quiet).metrics
-        for name in RULES_SPLITS
-        if (folder / f"{name}.jsonl").is_file()
-    }
+    return [name for name in RULES_SPLITS if (folder / f"{name}.jsonl").is_file()]
 
 
 @edge
@@ -107,7 +111,7 @@ def report_cmd(
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
     from eval.ablations import run_ablations
-    from eval.dataset import DATA_DIR, RULES_SPLITS, independence, phrasing_overlap
+    from eval.dataset import independence, phrasing_overlap
     from eval.report import REPORTS, write_report
     from eval.runner import topic_switches
     from kb.loader import load_kb
@@ -135,14 +139,9 @@ def report_cmd(
         kb_texts, {"dev": [i.query for i in dev_items], "test": [i.query for i in test_items]}
     )
     unit_texts = [q for d in kb.documents for _, qs in d.questions for q in qs]
-    folder_data = data or s.eval_dir or DATA_DIR
-    rules_splits = {
-        name: [i.query for i in labelled_split(ctx, name, data)]
-        for name in RULES_SPLITS
-        if (folder_data / f"{name}.jsonl").is_file()
-    }
-    if unit_texts and rules_splits:  # the clauses' questions against the rules slice, the same way
-        ind["unit_phrasings"] = phrasing_overlap(unit_texts, rules_splits)
+    rules_queries = {name: [i.query for i in labelled_split(ctx, name, data)] for name in rules_splits(ctx, data)}
+    if unit_texts and rules_queries:  # the clauses' questions against the rules slice, the same way
+        ind["unit_phrasings"] = phrasing_overlap(unit_texts, rules_queries)
     switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
     rules = rules_slice(ctx, answerer, data, as_json)
     manifest = answerer.index.manifest.model_dump()
