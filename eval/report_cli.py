@@ -11,6 +11,7 @@ from rich.table import Table
 
 from eval.calibrate_cli import calibrate_dev
 from eval.cli_common import DATA_OPTION, eval_runtime, evaluate_items, labelled_split, print_headline
+from eval.dataset import EvalItem
 from kb.clikit import console, edge, progress_display, settings_of
 
 
@@ -84,21 +85,13 @@ def confusions_cmd(
     )
 
 
-def rules_slice(ctx: typer.Context, answerer: Any, data: Path | None, quiet: bool) -> dict[str, dict[str, Any]]:
-    """The rules slice's metrics by split (``rules_dev``, ``rules_test``), for the splits the eval
+def rules_items(ctx: typer.Context, data: Path | None) -> dict[str, list[EvalItem]]:
+    """The rules slice's items by split (``rules_dev``, ``rules_test``), for the splits the eval
     data folder has (a folder of your own may have none)."""
-    return {
-        name.removeprefix("rules_"): evaluate_items(answerer, labelled_split(ctx, name, data), name, quiet).metrics
-        for name in rules_splits(ctx, data)
-    }
-
-
-def rules_splits(ctx: typer.Context, data: Path | None) -> list[str]:
-    """The rules slice's splits (``rules_dev``, ``rules_test``) the eval data folder has."""
     from eval.dataset import DATA_DIR, RULES_SPLITS
 
     folder = data or settings_of(ctx).eval_dir or DATA_DIR
-    return [name for name in RULES_SPLITS if (folder / f"{name}.jsonl").is_file()]
+    return {name: labelled_split(ctx, name, data) for name in RULES_SPLITS if (folder / f"{name}.jsonl").is_file()}
 
 
 @edge
@@ -139,11 +132,13 @@ def report_cmd(
         kb_texts, {"dev": [i.query for i in dev_items], "test": [i.query for i in test_items]}
     )
     unit_texts = [q for d in kb.documents for _, qs in d.questions for q in qs]
-    rules_queries = {name: [i.query for i in labelled_split(ctx, name, data)] for name in rules_splits(ctx, data)}
-    if unit_texts and rules_queries:  # the clauses' questions against the rules slice, the same way
-        ind["unit_phrasings"] = phrasing_overlap(unit_texts, rules_queries)
+    by_split = rules_items(ctx, data)
+    if unit_texts and by_split:  # the clauses' questions against the rules slice, the same way
+        ind["unit_phrasings"] = phrasing_overlap(unit_texts, {n: [i.query for i in its] for n, its in by_split.items()})
     switches = {"test": topic_switches(answerer, test.results), "dev": topic_switches(answerer, dev.results)}
-    rules = rules_slice(ctx, answerer, data, as_json)
+    rules: dict[str, dict[str, Any]] = {}  # the rules slice's metrics by split ("dev", "test")
+    for name, its in by_split.items():
+        rules[name.removeprefix("rules_")] = evaluate_items(answerer, its, name, as_json).metrics
     manifest = answerer.index.manifest.model_dump()
     path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches, rules)
     if as_json:
