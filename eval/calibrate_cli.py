@@ -19,7 +19,7 @@ from kb.errors import ConfigError
 def fit_ranker(answerer: Any, items: list[EvalItem], quiet: bool, units: bool = True):  # type: ignore[no-untyped-def]
     """The ranker cross-fitted on dev, the KB's alternatives and (``units``) its document units'
     pseudo-queries (``unit_groups``; none in a KB without clauses or sections)."""
-    from eval.calibrate import cross_fit_ranker, kb_groups, ranker_view, unit_groups
+    from eval.ranker_training import cross_fit_ranker, kb_groups, ranker_view, unit_groups
 
     view = ranker_view(answerer.index)  # fitted as if documents had no questions of their own
     train = answerer if view is answerer.index else answerer.variant(index=view)

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from eval.calibrate import calibrate, faq_alt_rows, kb_groups, unit_groups
+from eval.calibrate import calibrate
 from eval.dataset import EvalItem, stable_hash
 from eval.progress import Say, Ticker
+from eval.ranker_training import faq_alt_rows, kb_groups, unit_groups
 from eval.runner import ItemResult, run
 from indexer.index import Index
 from kb.errors import ConfigError

@@ -3,7 +3,7 @@
 ``python -m eval.train_ranker [SUITE ...]`` (default: every suite in ``../shared/foreign``): the
 bundled KB's alternative questions (each left out of the index in turn) and its labelled dev
 split, plus the ``dev`` split of every foreign suite, never a ``test`` split, and pseudo-queries
-for every source's document units (rules clauses, article sections: ``eval.calibrate.unit_groups``,
+for every source's document units (rules clauses, article sections: ``eval.ranker_training.unit_groups``,
 each weighing ``UNIT_WEIGHT`` alternatives, as ``kefu eval calibrate`` weighs them). Each source
 weighs the same in the fit, so a large suite does not decide for the rest. It prints the
 leave-one-suite-out ranking beside the bare question match, which is how the features were
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.calibrate import dev_groups, kb_groups, unit_groups
 from eval.dataset import EvalItem, load_split, resolve_labels
+from eval.ranker_training import dev_groups, kb_groups, unit_groups
 from indexer.build import build_index
 from indexer.embcache import EmbeddingCache
 from indexer.pool import POOL_FEATURES

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from functools import cached_property
 from pathlib import Path
 
@@ -216,7 +215,7 @@ class Index:
         best_row = self._layout.max_per_unit(cos[:n])
         found = np.flatnonzero((best_row >= nearest_kth) & np.isfinite(best_row))
         order = found[np.argsort(-dense[found], kind="stable")][:k_units]
-        return self._hits(order, cos, dense, q_best, k_vec)
+        return self._layout.hits(order, cos, dense, q_best, k_vec)
 
     @property
     def lexical(self) -> LexicalIndex:
@@ -250,7 +249,7 @@ class Index:
             key = dense + LEXICAL_WEIGHT * lex / max(float(lex.max()), 1e-9)
         order = np.argsort(-key, kind="stable")[:k_units]
         k_vec = min(len(self.chunks), max(64, k_units * 12))
-        return self._hits(order, cos, dense, q_best, k_vec)
+        return self._layout.hits(order, cos, dense, q_best, k_vec)
 
     def lexical_evidence(
         self, query: str, exclude_row: int | None = None, exclude_unit: str | None = None
@@ -351,7 +350,7 @@ class Index:
         if exclude_unit is not None:
             key[layout.position[exclude_unit]] = -np.inf
         order = np.argsort(-key, kind="stable")[:size]
-        units = self._hits(order, cos, dense, q_best, min(len(self.chunks), POOL_VOTE_VECTORS))
+        units = self._layout.hits(order, cos, dense, q_best, min(len(self.chunks), POOL_VOTE_VECTORS))
         x = pool_features(layout, order, units, dense, q_best, answer, d_rank, lexical)
         return CandidatePool(units, x, self._unit_is_document[order])
 
@@ -376,37 +375,7 @@ class Index:
         floor = np.float32(reached.min()) if reached.size else np.float32(0.0)
         return tuple(np.where(np.isfinite(x), x, floor) for x in scores)  # type: ignore[return-value]
 
-    def _hits(
-        self,
-        order: np.ndarray,
-        cos: np.ndarray,
-        dense: np.ndarray,
-        q_best: np.ndarray,
-        k_vec: int,
-    ) -> list[UnitHit]:
-        """UnitHits for the units ``order`` (ranked in that order) with best rows and votes."""
-        layout = self._layout
-        n = len(self.chunks)
-        # Votes as in dense search: how many of a unit's vectors are among the k_vec nearest ones
-        # (at least as close as the k_vec-th nearest; only exact ties can add one).
-        nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
-        rows = np.take(cos, layout.all[order])  # the units' row cosines, -inf in the padding
-        best = layout.all[order, rows.argmax(axis=1)].tolist()
-        near = rows >= nearest_kth
-        if not math.isfinite(nearest_kth):  # fewer rows reached than k_vec: -inf is no vote
-            near &= np.isfinite(rows)
-        votes = np.count_nonzero(near, axis=1).tolist()
-        return [
-            UnitHit(layout.ids[i], d, r, b, qb, v)
-            for r, (i, d, b, qb, v) in enumerate(
-                zip(order.tolist(), dense[order].tolist(), best, q_best[order].tolist(), votes, strict=True)
-            )
-        ]
-
     def anchor_scores(self, qvec: np.ndarray) -> np.ndarray:
         if self.anchors.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         return np.asarray(np.dot(self.anchors, np.asarray(qvec, dtype=np.float32).reshape(-1)))
-
-    def chunk(self, row: int) -> Chunk:
-        return self.chunks[row]

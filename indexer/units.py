@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -116,6 +117,28 @@ class UnitLayout:
         mixed = (q_agree + w * other) / (1.0 + w)
         score = np.where(self.mixed, mixed, overall)
         return score, q_best, np.where(np.isfinite(other), other, score)
+
+    def hits(
+        self, order: np.ndarray, cos: np.ndarray, dense: np.ndarray, q_best: np.ndarray, k_vec: int
+    ) -> list[UnitHit]:
+        """UnitHits for the units ``order`` (ranked in that order) with best rows and votes; ``cos``
+        is the padded row cosines, ``dense`` and ``q_best`` every unit's scores (``scores``)."""
+        n = self._n_rows
+        # Votes as in dense search: how many of a unit's vectors are among the k_vec nearest ones
+        # (at least as close as the k_vec-th nearest; only exact ties can add one).
+        nearest_kth = np.partition(cos[:n], n - k_vec)[n - k_vec]
+        rows = np.take(cos, self.all[order])  # the units' row cosines, -inf in the padding
+        best = self.all[order, rows.argmax(axis=1)].tolist()
+        near = rows >= nearest_kth
+        if not math.isfinite(nearest_kth):  # fewer rows reached than k_vec: -inf is no vote
+            near &= np.isfinite(rows)
+        votes = np.count_nonzero(near, axis=1).tolist()
+        return [
+            UnitHit(self.ids[i], d, r, b, qb, v)
+            for r, (i, d, b, qb, v) in enumerate(
+                zip(order.tolist(), dense[order].tolist(), best, q_best[order].tolist(), votes, strict=True)
+            )
+        ]
 
 
 class _Segments:

@@ -28,7 +28,7 @@ from kb.errors import ConfigError
 POOL = 20  # candidates reranked per query: dev recall@20 of the RRF order is 0.994, so few are lost
 L2 = 1.0  # ridge strength on the standardised weights (10 gave the same dev ranking)
 # A document unit with questions of its own (a clause's, in alternatives.yaml) would compete with FAQ
-# entries on their terms. The ranker is fitted as if documents had no questions (``eval.calibrate.ranker_view``)
+# entries on their terms. The ranker is fitted as if documents had no questions (``eval.ranker_training.ranker_view``)
 # and a document unit ranks above an FAQ entry only when it leads it by DOC_MARGIN in ranker score
 # (``Ranker.doc_margin``). Chosen on the rules and FAQ dev splits: FAQ dev cross-fitted hit@1 within
 # one query of the KB without clause questions (0.937 against 0.940), the right clause first for 0.648
@@ -54,7 +54,7 @@ class Ranker:
     pool: int = POOL
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
     # subtracted from a document unit's score: a clause or section ranks above an FAQ entry only
-    # when it leads it by this much (0: no margin; eval.calibrate sets it where documents have
+    # when it leads it by this much (0: no margin; eval.ranker_training sets it where documents have
     # questions of their own)
     doc_margin: float = 0.0
     # derived in __post_init__: the feature columns, weights divided by scale, and the bias

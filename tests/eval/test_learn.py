@@ -231,7 +231,7 @@ def test_the_learning_refit_ranks_clauses_too(tiny_answerer, monkeypatch: pytest
     """The ranker `kefu learn` fits on the KB's alternatives also sees its rules clauses'
     pseudo-queries, as `kefu eval calibrate` fits one; without them it only sees FAQ entries win."""
     import eval.learn_calibration as LC
-    from eval.calibrate import UNIT_WEIGHT
+    from eval.ranker_training import UNIT_WEIGHT
     from service.ranker import Group, Ranker, fit_ranker
 
     fits: list[tuple[int, int]] = []  # (groups, of them clause pseudo-queries) per fit
