@@ -24,6 +24,7 @@ from indexer.normalize import NORMALIZER_VERSION, normalize
 from indexer.pool import POOL_VOTE_VECTORS, CandidatePool, LexicalEvidence, lexical_columns, pool_features
 from indexer.units import ANSWER_WEIGHT, UnitHit, UnitLayout, descending_ranks, rrf
 from indexer.vectors import Hit, VectorIndex
+from kb.clauses import cite_units
 from kb.errors import IndexStateError
 from kb.modes import RetrievalMode
 
@@ -70,8 +71,10 @@ class Index:
         for i, c in enumerate(chunks):
             self.units.setdefault(c.unit_id, []).append(i)
         self._layout = UnitLayout(self.units, self._is_question)
-        # per unit of the layout: 1.0 for a document's unit (every unit not an FAQ entry), for the ranker's margin
+        # per unit of the layout: 1.0 for a document's unit (every unit not an FAQ entry), and the
+        # document units each FAQ entry cites (``rules:``): the ranker's margin (``CandidatePool``)
         self._unit_is_document = np.array([u not in entries for u in self._layout.ids], dtype=np.float64)
+        self._cites = {e: frozenset(cite_units(i.rules, self.units)) for e, i in entries.items() if i.rules}
         self._norm_texts: list[str] | None = None
         self._bigrams: list[frozenset[str]] | None = None
         self._postings: tuple[BigramPostings, BigramPostings] | None = None
@@ -352,7 +355,12 @@ class Index:
         order = np.argsort(-key, kind="stable")[:size]
         units = self._layout.hits(order, cos, dense, q_best, min(len(self.chunks), POOL_VOTE_VECTORS))
         x = pool_features(layout, order, units, dense, q_best, answer, d_rank, lexical)
-        return CandidatePool(units, x, self._unit_is_document[order])
+        return CandidatePool(units, x, self._unit_is_document[order], self._cited_in(units, exclude_unit))
+
+    def _cited_in(self, units: list[UnitHit], exclude_unit: str | None) -> np.ndarray:
+        """1.0 for each of ``units`` that an FAQ entry among ``units`` cites (a left-out unit cites nothing)."""
+        cited = frozenset().union(*(self._cites.get(u.unit_id, ()) for u in units if u.unit_id != exclude_unit))
+        return np.array([u.unit_id in cited for u in units], dtype=np.float64)
 
     def _cosines(self, qvec: np.ndarray) -> np.ndarray:
         """Cosine of the query with every row (``scorer``; -inf where an approximate index did

@@ -39,6 +39,9 @@ class CandidatePool:
     x: np.ndarray  # float64 [len(units), len(POOL_FEATURES)]
     # 1.0 where the unit is a document's (a clause, a section), 0.0 for an FAQ entry; None: not known
     document: np.ndarray | None = None
+    # 1.0 where the unit is a document's that an FAQ entry in this pool cites, else 0.0; None: not known.
+    # The ranker's ``doc_margin`` holds these back from the first place, and every document unit after it.
+    cited: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

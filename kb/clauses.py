@@ -10,6 +10,7 @@ Both the loader (cite checks) and the indexer (units) read documents through ``d
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,12 @@ def parse_cite(text: str) -> Cite:
     if m is None or n is None or n < 1:
         raise ValueError(f"rules cite {text!r} must be a document id and a clause number, like 'rules-coupons#5'")
     return Cite(m.group("doc"), n)
+
+
+def cite_units(cites: Iterable[str], known: Container[str]) -> list[str]:
+    """The answer unit ids of ``cites`` (``doc-id#5``) that are in ``known``, in order; a clause
+    not there (a KB edited after its cites were checked) is left out."""
+    return [u for u in (parse_cite(c).unit_id for c in cites) if u in known]
 
 
 def unit_id(doc_id: str, key: str) -> str:

@@ -29,11 +29,13 @@ POOL = 20  # candidates reranked per query: dev recall@20 of the RRF order is 0.
 L2 = 1.0  # ridge strength on the standardised weights (10 gave the same dev ranking)
 # A document unit with questions of its own (a clause's, in alternatives.yaml) would compete with FAQ
 # entries on their terms. The ranker is fitted as if documents had no questions (``eval.ranker_training.ranker_view``)
-# and a document unit ranks above an FAQ entry only when it leads it by DOC_MARGIN in ranker score
-# (``Ranker.doc_margin``). Chosen on the rules and FAQ dev splits: FAQ dev cross-fitted hit@1 within
-# one query of the KB without clause questions (0.937 against 0.940), the right clause first for 0.648
-# of rules dev; 0.5 gave 0.934 and 0.705, and weighing the clauses' questions in the fit instead was
-# worse on both (docs/experiments.md, 2026-12-06).
+# and a clause that an FAQ entry among the candidates cites (``CandidatePool.cited``: that entry's
+# answer already rests on it) ranks above FAQ entries only when it leads by DOC_MARGIN in ranker
+# score (``Ranker.doc_margin``); a clause no candidate cites competes on its score. Chosen on the
+# rules and FAQ dev splits (docs/experiments.md, 2026-12-06 and 12-07): a margin for every document
+# unit kept FAQ dev hit@1 within one query of the KB without clause questions (0.937 against 0.940)
+# with the right clause first for 0.648 of rules dev; the margin only for cited clauses keeps the
+# same FAQ dev hit@1 and puts the right clause first for 0.716.
 DOC_MARGIN = 1.0
 
 
@@ -91,12 +93,22 @@ class Ranker:
         return np.asarray(x[:, self._cols] @ self._w + self._b)
 
     def rerank(self, pool: CandidatePool) -> Reranked:
+        """The pool best first, with each candidate's softmax probability. With ``doc_margin``, a
+        clause that an FAQ entry in the pool cites (``pool.cited``) takes the first place only when
+        it leads by the margin, and any other document unit on its score; after the first, every
+        document unit stays the margin behind the FAQ entries, whose answers the shopper picks from
+        when the first is not it."""
         if not pool.units:
             return Reranked([], [])
         s = self.scores(pool.x)
-        if self.doc_margin and pool.document is not None:
-            s = s - self.doc_margin * pool.document
-        order = np.argsort(-s, kind="stable")  # stable: equal scores keep the RRF order
+        if self.doc_margin and pool.cited is not None and pool.document is not None:
+            first = s - self.doc_margin * pool.cited
+            top = int(np.argmax(first))  # the first of equal scores, as the stable sort takes it
+            rest = np.argsort(-(s - self.doc_margin * pool.document), kind="stable")
+            order = np.concatenate(([top], rest[rest != top]))
+            s = first
+        else:
+            order = np.argsort(-s, kind="stable")  # stable: equal scores keep the RRF order
         p = np.exp(s - s.max())
         p /= p.sum()
         hits = pool.units

@@ -193,9 +193,35 @@ def test_candidate_pool_reuses_lexical_evidence_and_refuses_evidence_for_another
         index.candidate_pool(q, text, 10, exclude_row=3, lexical=evidence)
 
 
-def test_candidate_pool_says_which_units_are_documents(tiny_index):
-    encoder = FakeEncoder(dim=128)
-    pool = tiny_index.candidate_pool(_q(encoder, "退货运费谁出"), "退货运费谁出", len(tiny_index.units))
-    assert pool.document is not None and len(pool.document) == len(pool.units) == len(tiny_index.units)
-    expected = [u.unit_id not in tiny_index.entries for u in pool.units]
-    assert pool.document.tolist() == [float(e) for e in expected] and any(expected) and not all(expected)
+CITING = """
+category: 退货退款
+entries:
+  - id: refund-deadline
+    category: 退货退款
+    question: 七天无理由退货从哪天开始算？
+    alt_questions: [七天从哪天算起, 退货期限怎么算, 签收后几天能退]
+    answer: >-
+      七天无理由退货自签收次日起计算，满七日为止，请在期限内通过订单页面提交申请；运费按退货规范由买家承担，购买运费险的可以申请理赔。
+    rules: [rules-return#第二条, rules-return#3]
+"""
+
+
+def test_candidate_pool_marks_the_clauses_an_faq_entry_in_it_cites(tiny_kb_dir, tiny_settings, fake_encoder):
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+
+    (tiny_kb_dir / "faq" / "citing.yaml").write_text(CITING, "utf-8")
+    store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
+    build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
+    index = store.load_current(fake_encoder.model_id)
+    q = _q(fake_encoder, "七天从哪天开始算")
+    pool = index.candidate_pool(q, "七天从哪天开始算", len(index.units))
+    assert pool.cited is not None and len(pool.cited) == len(pool.units) == len(index.units)
+    assert pool.document is not None
+    assert pool.document.tolist() == [float(u.unit_id not in index.entries) for u in pool.units]
+    marked = {u.unit_id for u, c in zip(pool.units, pool.cited, strict=True) if c == 1.0}
+    assert marked == {"rules-return.2", "rules-return.3"} and set(pool.cited.tolist()) == {0.0, 1.0}
+    # the citing entry not among the candidates: its clauses compete as any document unit does
+    alone = index.candidate_pool(q, "七天从哪天开始算", len(index.units), exclude_unit="refund-deadline")
+    assert alone.cited is not None and not alone.cited.any()

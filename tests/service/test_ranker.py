@@ -129,18 +129,26 @@ def test_fit_skips_groups_that_teach_nothing_and_refuses_too_few():
     assert fit_ranker(_groups(20) + useless).meta["queries"] == 20
 
 
-def test_a_document_unit_ranks_first_only_when_it_leads_by_the_margin():
-    # scores by hand: u0 (FAQ) 1.0, u1 (document) 1.8, u2 (document) 2.5; margin 1 → 1.0, 0.8, 1.5
-    x = [[1.0], [1.8], [2.5]]
-    doc = np.array([0.0, 1.0, 1.0])
+def test_a_cited_clause_goes_first_only_when_it_leads_by_the_margin_and_documents_follow_faq_entries():
+    # scores by hand: u0 (FAQ) 1.0; u1, u2 (documents an FAQ entry in the pool cites) 1.8, 2.5;
+    # u3 (a document nobody in the pool cites) 1.2. Margin 1, for the first place: 1.0, 0.8, 1.5,
+    # 1.2 → u2; after it every document is held back: 1.0, 0.8, 0.2 → u0, u1, u3
+    x = [[1.0], [1.8], [2.5], [1.2]]
     r = dataclasses.replace(_ranker((1.0,)), doc_margin=1.0)
     base = _pool(x)
-    pool = CandidatePool(base.units, base.x, doc)
-    assert [u.unit_id for u in r.rerank(pool).units] == ["u2", "u0", "u1"]
-    p = np.exp([1.5, 1.0, 0.8])
-    assert r.rerank(pool).probs == pytest.approx((p / p.sum()).tolist())
-    assert [u.unit_id for u in _ranker((1.0,)).rerank(pool).units] == ["u2", "u1", "u0"]  # no margin
-    assert [u.unit_id for u in r.rerank(base).units] == ["u2", "u1", "u0"]  # kinds not known: no margin
+    pool = CandidatePool(base.units, base.x, np.array([0.0, 1.0, 1.0, 1.0]), np.array([0.0, 1.0, 1.0, 0.0]))
+    assert [u.unit_id for u in r.rerank(pool).units] == ["u2", "u0", "u1", "u3"]
+    p = np.exp([1.0, 0.8, 1.5, 1.2])
+    assert r.rerank(pool).probs == pytest.approx((p[[2, 0, 1, 3]] / p.sum()).tolist())
+    # a clause no candidate cites takes the first place on its score (1.2 against the FAQ's 1.0);
+    # cited, it would need 2.0
+    three = _pool([[1.0], [1.8], [1.2]])
+    uncited = CandidatePool(three.units, three.x, np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 0.0]))
+    assert [u.unit_id for u in r.rerank(uncited).units] == ["u2", "u0", "u1"]
+    cited = CandidatePool(three.units, three.x, np.array([0.0, 1.0, 1.0]), np.array([0.0, 1.0, 1.0]))
+    assert [u.unit_id for u in r.rerank(cited).units] == ["u0", "u1", "u2"]
+    assert [u.unit_id for u in _ranker((1.0,)).rerank(pool).units] == ["u2", "u1", "u3", "u0"]  # no margin
+    assert [u.unit_id for u in r.rerank(base).units] == ["u2", "u1", "u3", "u0"]  # kinds not known: no margin
     back = Ranker.from_json(r.to_json())
     assert back.doc_margin == 1.0 and "doc_margin" not in _ranker((1.0,)).to_json()
     with pytest.raises(ConfigError, match="doc_margin"):
