@@ -222,6 +222,7 @@ REPORT_LABELS = {
     "short_answers_accepted": f"short answers accepted (under {MIN_ANSWER} characters)",
     "cites_dropped": "rules cites dropped (malformed, or no such clause)",
     "rows_skipped": "rows skipped",
+    "columns_ignored": "columns not read (not one of kefu's)",
 }
 
 

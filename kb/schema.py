@@ -174,7 +174,9 @@ class Resources:
     files: tuple[tuple[str, Path], ...] = ()
 
 
-NoteKind = Literal["id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped", "cite_dropped"]
+NoteKind = Literal[
+    "id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped", "cite_dropped", "column_ignored"
+]
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ class ImportReport:
             "short_answers_accepted": self.short_answers,
             "rows_skipped": self.count("skipped"),
             "cites_dropped": self.count("cite_dropped"),
+            "columns_ignored": self.count("column_ignored"),
         }
 
     def to_json(self) -> dict[str, object]:

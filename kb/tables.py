@@ -16,6 +16,37 @@ from kb.table_read import Table, TableError, read_tables
 TABLE_SUFFIXES = {".csv", ".tsv", ".jsonl", ".xlsx"}
 REQUIRED = ("question", "answer")
 OPTIONAL = ("alt_questions", "category", "id", "rules")
+# What other systems' exports call kefu's columns: the import templates of Chinese customer-service
+# and chatbot platforms name them in Chinese (标准问题, 相似问题, 答案, 分类). Compared lower-cased,
+# without spaces, underscores or hyphens. A header not listed is reported as not read.
+COLUMN_NAMES = {
+    "question": ("question", "问题", "标准问题", "标准问", "主问题", "问句", "问法", "q"),
+    "answer": ("answer", "答案", "回答", "答复", "回复", "标准答案", "答案内容", "回复内容", "a", "reply", "response"),
+    "alt_questions": (
+        "alt_questions",
+        "alternatives",
+        "similar_questions",
+        "相似问题",
+        "相似问",
+        "相似问法",
+        "扩展问题",
+        "扩展问",
+        "同义问题",
+        "其他问法",
+    ),
+    "category": ("category", "分类", "类别", "类目", "问题分类", "所属分类", "目录"),
+    "id": ("id", "编号", "问题编号", "问题id", "faq_id", "qid"),
+    "rules": ("rules", "依据", "引用条款"),
+}
+_NAME_KEY = re.compile(r"[\s_\-]+")
+_COLUMN_OF = {_NAME_KEY.sub("", n.lower()): c for c, names in COLUMN_NAMES.items() for n in names}
+
+
+def column_of(header: str) -> str | None:
+    """The kefu column a table's header names (``标准问题`` → ``question``), or None."""
+    return _COLUMN_OF.get(_NAME_KEY.sub("", str(header).strip().lower()))
+
+
 ALT_SPLIT = re.compile(r"\s*(?:\||\n|；|;)\s*")
 CITE_SPLIT = re.compile(r"\s*(?:\||\n|；|;|,|，|、)\s*")
 
@@ -43,8 +74,27 @@ def _has_columns(state: LoadState, t: Table) -> bool:
     (not a "missing answer" for every row)."""
     if t.columns is None or not (t.columns or t.rows):  # no object in a JSONL, an empty file: said otherwise
         return True
-    missing = [c for c in REQUIRED if c not in t.columns]
+    named: dict[str, list[str]] = {}
+    for header in t.columns:
+        if header:
+            named.setdefault(column_of(header) or "", []).append(header)
+    twice = [
+        f"{', '.join(hs[:-1])} and {hs[-1]} {'both' if len(hs) == 2 else 'all'} name {c}"
+        for c, hs in named.items()
+        if c and len(hs) > 1
+    ]
+    if twice:
+        state.problem(Source(t.where, 1), f"columns {'; '.join(twice)}: keep one of each (rename or delete the others)")
+        return False
+    missing = [c for c in REQUIRED if c not in named]
     if not missing:
+        for header in named.get("", []):  # a column of its own kind: its cells are not lost silently
+            state.note(
+                "column_ignored",
+                Source(t.where, 1),
+                f"column {header!r} not read (kefu reads question, answer and {', '.join(OPTIONAL)}; "
+                f"rename it to one of them if it holds one)",
+            )
         return True
     found = [c for c in t.columns if c]
     shown = ", ".join(c if len(c) <= 24 else c[:23] + "…" for c in found[:12]) or "nothing"
@@ -55,7 +105,7 @@ def _has_columns(state: LoadState, t: Table) -> bool:
     if seps:  # one column holding the whole row: another separator than the file type's
         hints = [f"the columns seem separated by {seps[0]!r}; kefu reads .csv with commas and .tsv with tabs"]
     hint = f" ({'; '.join(hints)})" if hints else ""
-    wanted = f"question and answer (optional: {', '.join(OPTIONAL)})"
+    wanted = f"question and answer (or 问题 and 答案; optional: {', '.join(OPTIONAL)})"
     what = " and ".join(missing) + (" are" if len(missing) > 1 else " is")
     if t.jsonl:
         message = f"no line has the key {' or '.join(missing)}; found: {shown}{hint}; each line needs {wanted}"
@@ -76,7 +126,7 @@ def _add_row(state: LoadState, t: Table, here: Source, row: dict[str, Any] | str
         state.problem(here, row)
         return
     state.rows_read += 1
-    row = {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+    row = {column_of(str(k)) or str(k).strip().lower(): v for k, v in row.items() if k is not None}
     missing = [c for c in REQUIRED if not _cell(row.get(c))]
     if missing:
         what = f"missing {' and '.join(missing)}"

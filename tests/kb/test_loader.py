@@ -199,7 +199,7 @@ def test_user_formats(tmp_path: Path):
     ("name", "content", "message"),
     [
         ("f.csv", "question,answer\n怎么退货,\n", "f.csv:2: missing answer"),
-        ("f.csv", "q,a\n1,2\n", "header must name the columns"),
+        ("f.csv", "ask,say\n1,2\n", "header must name the columns"),
         ("f.jsonl", '{"question": "a", "answer": "b"}\nnot json\n', "f.jsonl:2: invalid JSON"),
         ("f.tsv", "question\tanswer\n\t答案\n", "f.tsv:2: missing question"),
     ],

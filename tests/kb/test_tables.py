@@ -171,9 +171,39 @@ def test_a_jsonl_without_an_answer_key_is_one_problem(tmp_path: Path):
 
 
 def test_a_workbook_without_an_answer_column_is_one_problem(tmp_path: Path):
-    _workbook(tmp_path / "faq.xlsx", {"Sheet1": [["question", "答案"], ["怎么退货", LONG], ["怎么换货", LONG]]})
+    _workbook(tmp_path / "faq.xlsx", {"Sheet1": [["question", "说明"], ["怎么退货", LONG], ["怎么换货", LONG]]})
     [problem] = _problems(tmp_path)
-    assert problem.startswith("faq.xlsx:1: header must name the columns") and "found: question, 答案" in problem
+    assert problem.startswith("faq.xlsx:1: header must name the columns") and "found: question, 说明" in problem
+    assert "(or 问题 and 答案;" in problem
+
+
+# --- 4. other systems' column names ---------------------------------------------------------------------------
+def test_chinese_column_names_of_other_systems_exports_are_read(tmp_path: Path):
+    (tmp_path / "export.csv").write_text(
+        f"编号,标准问题,相似问题,答案,问题分类,备注\n退-01,怎么退货？,退货流程|怎样退货,{LONG},售后,老客户常问\n",
+        "utf-8",
+    )
+    (tmp_path / "more.jsonl").write_text(
+        json.dumps({"问题": "怎么换货？", "回答": LONG, "类目": "售后"}, ensure_ascii=False) + "\n", "utf-8"
+    )
+    kb = load_kb(tmp_path)
+    by_q = {e.question: e for e in kb.entries}
+    e = by_q["怎么退货？"]
+    assert (e.source_id, e.category, e.alt_questions, e.answer) == ("退-01", "售后", ("退货流程", "怎样退货"), LONG)
+    assert by_q["怎么换货？"].category == "售后"
+    report = kb.report
+    assert report.counts()["columns_ignored"] == 1
+    [note] = [str(n) for n in report.notes if n.kind == "column_ignored"]
+    assert note.startswith("export.csv:1: column '备注' not read")
+
+
+def test_two_columns_naming_the_same_field_are_one_problem(tmp_path: Path):
+    (tmp_path / "f.csv").write_text(f"问题,标准问题,答案\n怎么退货,退货怎么办,{LONG}\n", "utf-8")
+    for strict in (False, True):
+        [problem] = _problems(tmp_path, strict)
+        assert problem == (
+            "f.csv:1: columns 问题 and 标准问题 both name question: keep one of each (rename or delete the others)"
+        )
 
 
 # --- 5. one-character ids are slugs -----------------------------------------------------------------------------
