@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from kb.clauses import CLAUSE, duplicate_clauses
+from kb.encoding import EncodingError, decode_text, encoding_note
 from kb.html import PageError, decode_page, parse_page
 from kb.loadstate import LoadState, fmt_validation, slugify
 from kb.schema import MIN_RULES_BODY, SLUG, Document, RulesMeta, Source, entry_slug
@@ -152,9 +153,12 @@ def load_html(state: LoadState, path: Path) -> None:
 
 
 def read_text(state: LoadState, path: Path, src: Source) -> str | None:
-    """The file's UTF-8 text, or None with a problem recorded."""
+    """The file's text (UTF-8, or GBK or Big5 with a note: ``kb.encoding``), or None with a problem recorded."""
     try:
-        return path.read_text("utf-8-sig")
-    except UnicodeDecodeError:
-        state.problem(src, "not UTF-8 text; save the file as UTF-8")
+        text, encoding = decode_text(path.read_bytes())
+    except EncodingError as exc:
+        state.problem(src, str(exc))
         return None
+    if encoding != "utf-8":
+        state.note("encoding", src, encoding_note(encoding))
+    return text

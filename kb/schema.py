@@ -175,7 +175,7 @@ class Resources:
 
 
 NoteKind = Literal[
-    "id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped", "cite_dropped", "column_ignored"
+    "id_made_unique", "merged", "alt_dropped", "answer_differs", "skipped", "cite_dropped", "column_ignored", "encoding"
 ]
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kb.encoding import EncodingError, decode_text
 from kb.loadstate import slugify
 
 Row = tuple[int, dict[str, Any] | str]  # (line, row); a str row is the error message for that line
@@ -42,6 +43,7 @@ class Table:
     rows: tuple[Row, ...]
     sheet: str | None = None  # the sheet's name, for one sheet of several
     jsonl: bool = False  # columns are the keys of JSON objects, not a header row
+    encoding: str = "utf-8"  # what the file's text was read as (``kb.encoding.decode_text``)
 
 
 def read_tables(path: Path, rel: str) -> list[Table]:
@@ -50,19 +52,21 @@ def read_tables(path: Path, rel: str) -> list[Table]:
     prefix = f"{slugify(path.stem, 'faq')}-{suffix[1:]}"
     if suffix == ".xlsx":
         return _workbook_tables(path, rel, prefix)
-    text = _text(path)
+    text, encoding = _text(path)
     if suffix == ".jsonl":
         rows = tuple(_jsonl_rows(text))
         keys = {str(k).strip().lower(): None for _, r in rows if isinstance(r, dict) for k in r}
         dicts = any(isinstance(r, dict) for _, r in rows)
-        return [Table(rel, path.stem, prefix, tuple(keys) if dicts else None, rows, jsonl=True)]
+        return [Table(rel, path.stem, prefix, tuple(keys) if dicts else None, rows, jsonl=True, encoding=encoding)]
     reader = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
     columns = tuple(f.strip().lower() for f in reader.fieldnames or ())
-    return [Table(rel, path.stem, prefix, columns, tuple((reader.line_num, row) for row in reader))]
+    rows = tuple((reader.line_num, row) for row in reader)
+    return [Table(rel, path.stem, prefix, columns, rows, encoding=encoding)]
 
 
-def _text(path: Path) -> str:
-    """The file's UTF-8 text; TableError for a binary file, UTF-16 or another encoding."""
+def _text(path: Path) -> tuple[str, str]:
+    """The file's text and what it was read as (UTF-8, or GBK or Big5 as Excel saves "ANSI" CSV);
+    TableError for a binary file, UTF-16 or another encoding."""
     data = path.read_bytes()
     for magic, what in MAGIC.items():
         if data.startswith(magic):
@@ -70,9 +74,9 @@ def _text(path: Path) -> str:
     if b"\x00" in data[:8192]:
         raise TableError("a binary file, not text; export the table as CSV UTF-8")
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise TableError("not UTF-8 text; save the table as UTF-8") from None
+        return decode_text(data)
+    except EncodingError as exc:
+        raise TableError(str(exc)) from None
 
 
 def _jsonl_rows(text: str) -> list[Row]:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kb.clauses import parse_cite
+from kb.encoding import encoding_note
 from kb.loadstate import LoadState
 from kb.schema import SLUG, ImportedEntry, Source, entry_slug
 from kb.table_read import Table, TableError, read_tables
@@ -60,6 +61,8 @@ def load_table(state: LoadState, path: Path) -> None:
     except (TableError, OSError, csv.Error) as exc:
         state.problem(src, str(exc) if isinstance(exc, TableError) else f"cannot read table: {exc}")
         return
+    if tables and tables[0].encoding != "utf-8":
+        state.note("encoding", src, encoding_note(tables[0].encoding))
     readable = [t for t in tables if _has_columns(state, t)]
     if len(readable) == len(tables) and not any(t.rows for t in tables):
         state.problem(src, "table has no rows")
