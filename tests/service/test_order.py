@@ -197,6 +197,11 @@ def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> 
         ("你好你帮我看看 我有几个快递搞错地址了", "imperative"),  # look at my case, nothing asked
         ("增值税发票开不了 麻烦补普通发票", "invoice"),
         ("看一下这两个订单到哪了", "own_order_status"),
+        # when *this* one arrives or ships: only its order or its page can say
+        ("这件多久能送到呀", "own_order_status"),
+        ("那个包裹明天能到吗", "own_order_status"),
+        ("这个几点能送到", "own_order_status"),
+        ("这款啥时候发货", "own_order_status"),
     ],
 )
 def test_requests_in_chat_wording(query: str, rule: str) -> None:
@@ -206,7 +211,15 @@ def test_requests_in_chat_wording(query: str, rule: str) -> None:
 
 @pytest.mark.parametrize(
     "query",
-    ["麻烦看一下退款多久到账", "帮我看看这个衣服怎么洗", "想把一件衣服发给闺蜜让她帮我看看", "能补开发票吗"],
+    [
+        "麻烦看一下退款多久到账",
+        "帮我看看这个衣服怎么洗",
+        "想把一件衣服发给闺蜜让她帮我看看",
+        "能补开发票吗",
+        "这个运费险的钱多久能到账",  # money, not a parcel: the help center's
+        "这个发票什么时候开",  # 发票, not 发货
+        "这种情况一般多久能退款",
+    ],
 )
 def test_questions_around_a_look_or_an_invoice_are_not(query: str) -> None:
     assert match_order_request(normalize(query)) is None
