@@ -237,8 +237,6 @@ class AnswerTarget:
 
     id: str
     category: str
-    questions: tuple[str, ...]  # the ones it has now
-    document: bool = False
 
 
 @dataclass(frozen=True)
@@ -260,10 +258,10 @@ class KnowledgeBase:
         clause or section by its unit id (``rules-seven-day-return.5``)."""
         e = self.entry(name)
         if e is not None:
-            return AnswerTarget(e.id, e.category, (e.question, *e.alt_questions))
+            return AnswerTarget(e.id, e.category)
         for d in self.documents:
             if name.startswith(f"{d.id}.") and any(unit_id(d.id, p.key) == name for p in document_parts(d)):
-                return AnswerTarget(name, d.category, d.questions_of(name), document=True)
+                return AnswerTarget(name, d.category)
         return None
 
     def entry(self, entry_id: str) -> FAQEntry | None:
