@@ -125,7 +125,8 @@ def resolve_unit(index: Index, name: str) -> str | None:
 
 def entry_json(index: Index, name: str) -> dict[str, Any] | None:
     """``GET /v1/entries/{name}``: an FAQ entry (by its id, an id merged into it, or an imported
-    table's original id) with its cites, or a document unit with its whole text; None if unknown."""
+    table's original id) with its alternative questions and cites, or a document unit with its
+    whole text and the questions it was given; None if unknown."""
     e = index.entries.get(index.resolve(name)) or index.entries.get(index.resolve(entry_slug(name)))
     if e is not None:
         return {
@@ -134,6 +135,7 @@ def entry_json(index: Index, name: str) -> dict[str, Any] | None:
             "question": e.question,
             "answer": e.answer,
             "category": e.category,
+            "alternatives": _alt_texts(index, e.id),
             "related": list(e.related),
             "replaces": list(e.replaces),
             "cites": [vars(c) for c in cites(index, e.id)],
@@ -153,4 +155,11 @@ def entry_json(index: Index, name: str) -> dict[str, Any] | None:
         "text": u.text,
         "doc_id": u.doc_id,
         "category": u.category,
+        "questions": _alt_texts(index, u.id),
     }
+
+
+def _alt_texts(index: Index, unit: str) -> list[str]:
+    """The questions a unit was given besides its own text, as the build holds them: an FAQ entry's
+    alternatives (its own, merged entries', learned ones), a clause's or section's questions."""
+    return [index.chunks[r].text for r in index.units.get(unit, ()) if index.chunks[r].kind == "alt"]

@@ -53,6 +53,7 @@ ARTICLE = """# 退款到账说明
 def index(tiny_kb_dir: Path, tiny_settings, fake_encoder) -> Index:
     (tiny_kb_dir / "faq" / "citing.yaml").write_text(CITING_FAQ, "utf-8")
     (tiny_kb_dir / "refund-help.md").write_text(ARTICLE, "utf-8")
+    (tiny_kb_dir / "alternatives.yaml").write_text("alternatives:\n  rules-return.3: [质量问题退货运费谁出]\n", "utf-8")
     store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
     build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, 40)
     return store.load_current(fake_encoder.model_id)
@@ -119,9 +120,10 @@ def test_without_units_json_a_document_answers_with_its_row(index):
     assert entry_json(bare, "rules-return.2") is None
 
 
-def test_entry_json_of_an_faq_entry_lists_its_cites(index):
+def test_entry_json_of_an_faq_entry_lists_its_alternatives_and_cites(index):
     e = entry_json(index, "refund-deadline")
     assert e is not None and e["kind"] == "faq" and e["question"] == "七天无理由退货从哪天开始算？"
+    assert e["alternatives"] == ["七天从哪天算起", "退货期限怎么算", "签收后几天能退"]
     assert e["cites"][0] == {
         "id": "rules-return.2",
         "doc_id": "rules-return",
@@ -147,12 +149,14 @@ def test_entry_json_of_a_clause_by_its_id_or_as_a_cite(index, name):
         "text": "第三条 无理由退货的运费由买家承担；商品存在质量问题的，运费由卖家承担。",
         "doc_id": "rules-return",
         "category": "退货退款",
+        "questions": ["质量问题退货运费谁出"],  # from alternatives.yaml
     }
 
 
 def test_entry_json_of_an_article_section_is_the_whole_section(index):
     e = entry_json(index, "refund-help.s2")
     assert e is not None and e["kind"] == "doc" and e["clause"] is None and e["clause_label"] is None
+    assert e["questions"] == []
     assert e["text"] == index.doc_units["refund-help.s2"].text and "更多问题可以联系在线客服。" in e["text"]
 
 
