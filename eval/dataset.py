@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from kb.errors import KBError
-from kb.schema import KnowledgeBase
+from kb.schema import KnowledgeBase, entry_slug
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SPLITS = ("dev", "test")
@@ -43,29 +43,46 @@ class EvalItem:
         return {k: v for k, v in d.items() if v is not None}
 
 
-def parse_items(lines: Iterable[str], source: str) -> list[EvalItem]:
+def parse_items(lines: Iterable[str], source: str, strict: bool = True) -> list[EvalItem]:
+    """One EvalItem per JSON line. ``strict`` (kefu's own labelled set) asks for every field and
+    known tags; a user's set may leave out ``id`` (the file and line), ``expect`` (``answer`` when
+    it names relevant entries, else ``handoff``), the ``reason`` of a handoff (``low_confidence``:
+    the KB has no answer) and use tags of its own."""
     items = []
+    stem = Path(source).stem
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             r = json.loads(line)
+            if not isinstance(r, dict):
+                raise TypeError("a line must be a JSON object")
+            relevant = tuple(str(x) for x in r.get("relevant") or ())
+            expect = str(r["expect"]) if strict or "expect" in r else ("answer" if relevant else "handoff")
+            reason = r.get("reason")
+            if not strict and reason is None and expect == "handoff":
+                reason = "low_confidence"
             item = EvalItem(
-                id=str(r["id"]),
+                id=str(r["id"]) if strict or "id" in r else f"{stem}-{n}",
                 query=str(r["query"]),
-                relevant=tuple(r.get("relevant", [])),
-                expect=str(r["expect"]),
-                reason=r.get("reason"),
+                relevant=relevant,
+                expect=expect,
+                reason=reason,
                 tags=tuple(r.get("tags", [])),
                 category=str(r.get("category", "")),
                 context=r.get("context"),
             )
-        except (ValueError, KeyError, TypeError) as exc:
+        except KeyError as exc:
+            need = "id, query, expect" if strict else "query, and relevant (entry ids) or expect"
+            raise KBError(f"{source}:{n}: eval record without {exc}; each line needs {need}") from exc
+        except (ValueError, TypeError) as exc:
             raise KBError(f"{source}:{n}: invalid eval record ({exc})") from exc
         if item.expect not in EXPECTS:
             raise KBError(f"{source}:{n}: expect {item.expect!r} must be one of {EXPECTS}")
+        if item.expect == "answer" and not item.relevant:
+            raise KBError(f"{source}:{n}: expect answer needs the relevant entry ids (relevant: [...])")
         bad = set(item.tags) - set(TAGS)
-        if bad:
+        if strict and bad:
             raise KBError(f"{source}:{n}: unknown tags {sorted(bad)}; allowed: {', '.join(TAGS)}")
         items.append(item)
     return items
@@ -80,17 +97,20 @@ def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
         path = data_dir / f"{n}.jsonl"
         if not path.is_file():
             raise KBError(f"no eval split at {path}")
-        out.extend(parse_items(path.read_text("utf-8").splitlines(), str(path)))
+        # kefu's own set is held to every field; a user's (--data) may leave some out
+        out.extend(parse_items(path.read_text("utf-8").splitlines(), str(path), strict=data_dir == DATA_DIR))
     return out
 
 
 def resolve_labels(items: Sequence[EvalItem], aliases: Mapping[str, str]) -> list[EvalItem]:
-    """``items`` with every relevant id of a merged-away entry renamed to the entry that replaced
-    it (``FAQEntry.replaces``), duplicates dropped in order: a labelled set stays valid when the KB
-    merges two entries, and the survivor counts as the right answer."""
+    """``items`` with every relevant id renamed to the entry it names (``Index.aliases``): a
+    merged-away entry's id to the entry that replaced it, an imported row's original id
+    (``FAQ_12``, ``退货-01``) to its slug; duplicates dropped in order. A labelled set stays valid
+    when the KB merges two entries, and a user's labels may use the ids of their own export."""
     out = []
     for it in items:
-        rel = tuple(dict.fromkeys(aliases.get(r, r) for r in it.relevant))
+        # a row merged into another is known by its slug (``replaces``), not its original id
+        rel = tuple(dict.fromkeys(aliases.get(r) or aliases.get(entry_slug(r)) or r for r in it.relevant))
         out.append(it if rel == it.relevant else replace(it, relevant=rel))
     return out
 

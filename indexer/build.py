@@ -157,7 +157,9 @@ def build_index(
     anchors, h3 = _encode_all(encoder, cache, a_texts, True, progress, done, total)
     vindex = VectorIndex.build(vectors, index_kind)
     entries = {
-        e.id: EntryInfo(e.id, e.question, e.answer, e.category, tuple(e.related), tuple(e.replaces), tuple(e.rules))
+        e.id: EntryInfo(
+            e.id, e.question, e.answer, e.category, tuple(e.related), tuple(e.replaces), tuple(e.rules), e.source_id
+        )
         for e in kb.entries
     }
     bid = build_id or new_build_id(kb.content_hash)

@@ -80,6 +80,12 @@ class EntryInfo:
     related: tuple[str, ...] = ()
     replaces: tuple[str, ...] = ()  # ids of entries merged into this one (``FAQEntry.replaces``)
     rules: tuple[str, ...] = ()  # clauses the answer cites, as ``doc-id#5`` (``FAQEntry.rules``)
+    source_id: str | None = None  # an imported row's original id, when its id is a slug made from it
+
+    def to_json(self) -> dict[str, Any]:
+        """entries.json's record; ``source_id`` only when there is one (a KB of slugs writes what it did before)."""
+        data = vars(self)
+        return data if self.source_id is not None else {k: v for k, v in data.items() if k != "source_id"}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EntryInfo:
@@ -125,7 +131,7 @@ def write_parts(folder: Path, parts: BuildParts) -> None:
     np.save(folder / "anchors.npy", parts.anchors)
     (folder / "anchors.json").write_text(json.dumps(parts.anchor_labels, ensure_ascii=False), "utf-8")
     (folder / "entries.json").write_text(
-        json.dumps({k: vars(v) for k, v in parts.entries.items()}, ensure_ascii=False), "utf-8"
+        json.dumps({k: v.to_json() for k, v in parts.entries.items()}, ensure_ascii=False), "utf-8"
     )
     (folder / "units.json").write_text(
         json.dumps({k: u.to_json() for k, u in parts.units.items()}, ensure_ascii=False), "utf-8"

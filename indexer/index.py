@@ -130,8 +130,15 @@ class Index:
 
     @cached_property
     def aliases(self) -> dict[str, str]:
-        """Every merged-away entry id → the entry that replaces it (old ids stay valid names)."""
-        return {old: e.id for e in self.entries.values() for old in e.replaces}
+        """The other names of entries: every merged-away entry id → the entry that replaces it, and
+        an imported row's original id (``退货-01``, ``FAQ_12``) → its slug (the first, for duplicates)."""
+        out = {old: e.id for e in self.entries.values() for old in e.replaces}
+        for e in self.entries.values():
+            # never over an entry's own id: of two rows called 1024, the second (made 1024-2) keeps
+            # 1024 as its original, which names the first
+            if e.source_id is not None and e.source_id not in self.entries:
+                out.setdefault(e.source_id, e.id)
+        return out
 
     def resolve(self, entry_id: str) -> str:
         """``entry_id``, or the id of the entry it was merged into."""

@@ -219,7 +219,7 @@ def write_pack(index: Index, folder: Path, extras: Mapping[str, np.ndarray] | No
         "manifest": index.manifest.model_dump(mode="json"),
         "chunk_fields": _CHUNK_FIELDS,
         "chunks": [[getattr(c, f) for f in _CHUNK_FIELDS] for c in index.chunks],
-        "entries": {k: vars(v) for k, v in index.entries.items()},
+        "entries": {k: v.to_json() for k, v in index.entries.items()},
         "units": {k: u.to_json() for k, u in index.doc_units.items()},
         "anchors": anchors_digest(index.anchors, index.anchor_labels),
         "lexical_rows": int(lex._n),

@@ -20,6 +20,7 @@ from eval.dataset import (
 )
 from kb.errors import KBError
 from kb.loader import load_kb
+from kb.schema import entry_slug
 from kb.settings import BUNDLED_KB
 
 
@@ -65,7 +66,9 @@ def test_parse_items_reads_every_field():
     ("bad", "fragment"),
     [
         ("{not json", "invalid eval record"),
-        (json.dumps({"query": "x", "expect": "answer"}), "invalid eval record"),  # no id
+        (json.dumps({"query": "x", "expect": "answer"}), "eval record without 'id'; each line needs id, query, expect"),
+        (json.dumps({"id": "q", "query": "x", "expect": "answer"}), "expect answer needs the relevant entry ids"),
+        ("[1, 2]", "invalid eval record (a line must be a JSON object)"),
         (_line(expect="maybe"), "expect 'maybe'"),
         (_line(tags=["typo", "slang"]), "unknown tags ['slang']"),
     ],
@@ -94,6 +97,30 @@ def test_resolve_labels_renames_merged_entries(relevant: tuple[str, ...], expect
     [out] = resolve_labels([item], {"old": "new", "older": "new"})
     assert out.relevant == expected
     assert (out is item) == (relevant == expected)  # untouched items are passed through
+
+
+def test_a_users_labelled_set_may_leave_out_what_follows_from_the_rest():
+    lines = [
+        json.dumps({"query": "发票怎么开", "relevant": ["invoice-how"], "tags": ["vip"]}, ensure_ascii=False),
+        json.dumps({"query": "今天股市怎么样"}, ensure_ascii=False),
+        json.dumps({"query": "转人工", "expect": "handoff", "reason": "user_requested"}, ensure_ascii=False),
+    ]
+    a, b, c = parse_items(lines, "mine/test.jsonl", strict=False)
+    assert (a.id, a.expect, a.reason, a.tags) == ("test-1", "answer", None, ("vip",))
+    assert (b.id, b.expect, b.reason, b.in_scope) == ("test-2", "handoff", "low_confidence", False)
+    assert (c.expect, c.reason) == ("handoff", "user_requested")
+    with pytest.raises(KBError, match=r"mine/test.jsonl:1: eval record without 'query'; each line needs query"):
+        parse_items([json.dumps({"relevant": ["x"]})], "mine/test.jsonl", strict=False)
+
+
+def test_resolve_labels_reads_an_exports_original_ids():
+    """A user's labels name their export's ids: an original id the build keeps (``Index.aliases``),
+    and one of a row merged into another, known to the build by its slug (``replaces``)."""
+    merged = entry_slug("FAQ_7")
+    aliases = {"FAQ_12": entry_slug("FAQ_12"), merged: "faq-12-x"}
+    item = EvalItem("q1", "问题", ("FAQ_12", "FAQ_7", "rules-return.5"), "answer", None, (), "退货退款")
+    [out] = resolve_labels([item], aliases)
+    assert out.relevant == (entry_slug("FAQ_12"), "faq-12-x", "rules-return.5")  # a clause id is left alone
 
 
 def test_load_split_errors(tmp_path: Path):

@@ -197,3 +197,27 @@ def test_forced_rebuild_in_the_same_second(tiny_kb_dir, fake_encoder, store, mon
     _build(tiny_kb_dir, fake_encoder, store)
     again = _build(tiny_kb_dir, fake_encoder, store, force=True)
     assert store.current_id() == again.build_id
+
+
+def test_an_exports_original_ids_stay_names_of_its_entries_in_the_build(tmp_path: Path, fake_encoder):
+    """An imported row's original id (not a slug) is kept in entries.json and is an alias of its
+    entry, so labels and links in the export's ids still reach it; a slug id writes nothing more."""
+    import json
+
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from kb.schema import entry_slug
+
+    kb_dir = tmp_path / "shop"
+    kb_dir.mkdir()
+    answer = "现货商品付款后四十八小时内发出，预售商品以商品页写明的发货日期为准，请耐心等待。"
+    (kb_dir / "faq.csv").write_text(
+        f"编号,问题,答案\nFAQ_12,下单后多久发货？,{answer}\n1024,可以开发票吗？,{answer}\n", "utf-8"
+    )
+    home = IndexStore(tmp_path / "index", 2)
+    build_and_swap(load_kb(kb_dir), fake_encoder, home, CHUNK)
+    index = home.load_current(fake_encoder.model_id)
+    assert index.aliases == {"FAQ_12": entry_slug("FAQ_12")}
+    assert index.resolve("FAQ_12") == entry_slug("FAQ_12") and index.resolve("1024") == "1024"
+    saved = json.loads((home.current_path() / "entries.json").read_text("utf-8"))
+    assert saved[entry_slug("FAQ_12")]["source_id"] == "FAQ_12" and "source_id" not in saved["1024"]
