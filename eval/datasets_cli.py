@@ -108,6 +108,8 @@ def suite_cmd(
 
 def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Table:
     """One row per suite: bare model | kefu zero-label (| kefu after dev calibration)."""
+    from eval.suite import no_prediction
+
     table = Table(title=f"kefu eval suite — {split} splits (bare = dense question match, same encoder)")
     cols = [
         "suite",
@@ -139,7 +141,7 @@ def suite_table(results: list[Any], calibrated: bool, split: str = "test") -> Ta
             f"{k['oos_handoff_recall']:.3f}" if r.n_out else "–",
             f"{r.predicted.get('answered_precision', 0):.2f}/{r.predicted.get('coverage', 0):.2f}"
             if r.predicted
-            else r.calibration,
+            else no_prediction(r.calibration),
         ]
         if calibrated and r.calibrated:
             c = r.calibrated

@@ -193,6 +193,12 @@ def run_suite(
     )
 
 
+def no_prediction(calibration: str) -> str:
+    """The predicted column of a build that predicts nothing: a small KB's prior alone, or a
+    calibration from elsewhere (labelled, shipped)."""
+    return "– (prior only)" if calibration == "self" else f"– ({calibration})" if calibration else "–"
+
+
 def _columns(headline: dict[str, Any]) -> dict[str, float]:
     return {k: float(headline.get(k, 0.0)) for k in KEFU_COLUMNS}
 
@@ -212,7 +218,7 @@ def suites_markdown(rows: list[dict[str, Any]]) -> list[str]:
     out = [head, "|" + "---|" * 10]
     for r in rows:
         b, k, p = r["bare"], r["kefu"], r.get("predicted") or {}
-        pred = f"{p['answered_precision']:.2f} / {p['coverage']:.2f}" if p else r.get("calibration", "")
+        pred = f"{p['answered_precision']:.2f} / {p['coverage']:.2f}" if p else no_prediction(r.get("calibration", ""))
         oos = f"{k['oos_handoff_recall']:.3f}" if r["test_out"] else "– (none asked)"
         out.append(
             f"| {r['suite']} | {r['test_in']}/{r['test_out']} | {b['hit@1']:.3f} → {k['hit@1']:.3f} "

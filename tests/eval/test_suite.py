@@ -61,6 +61,9 @@ def test_suites_markdown_row():
     assert len(lines) == 3 and lines[0].count("|") == lines[2].count("|") == 11
     assert "0.500 → 0.750" in lines[2] and "0.90 / 0.60" in lines[2]
     assert suites_markdown([]) == []
+    # a small KB's prior predicts nothing, and a calibration from elsewhere says where it came from
+    assert suites_markdown([{**row, "predicted": {}}])[2].endswith("| – (prior only) |")
+    assert suites_markdown([{**row, "predicted": {}, "calibration": "labelled"}])[2].endswith("| – (labelled) |")
 
 
 def test_run_suite_builds_zero_label_and_measures_the_bare_model(tmp_path):
