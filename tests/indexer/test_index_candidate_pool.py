@@ -193,25 +193,13 @@ def test_candidate_pool_reuses_lexical_evidence_and_refuses_evidence_for_another
         index.candidate_pool(q, text, 10, exclude_row=3, lexical=evidence)
 
 
-CITING = """
-category: 退货退款
-entries:
-  - id: refund-deadline
-    category: 退货退款
-    question: 七天无理由退货从哪天开始算？
-    alt_questions: [七天从哪天算起, 退货期限怎么算, 签收后几天能退]
-    answer: >-
-      七天无理由退货自签收次日起计算，满七日为止，请在期限内通过订单页面提交申请；运费按退货规范由买家承担，购买运费险的可以申请理赔。
-    rules: [rules-return#第二条, rules-return#3]
-"""
-
-
 def test_candidate_pool_marks_the_clauses_an_faq_entry_in_it_cites(tiny_kb_dir, tiny_settings, fake_encoder):
     from indexer.build import build_and_swap
     from indexer.store import IndexStore
     from kb.loader import load_kb
+    from tests.service.test_documents import CITING_FAQ  # refund-deadline cites rules-return 第二条 and 第三条
 
-    (tiny_kb_dir / "faq" / "citing.yaml").write_text(CITING, "utf-8")
+    (tiny_kb_dir / "faq" / "citing.yaml").write_text(CITING_FAQ, "utf-8")
     store = IndexStore(tiny_settings.index_home, tiny_settings.keep_builds)
     build_and_swap(load_kb(tiny_kb_dir, strict=False), fake_encoder, store, tiny_settings.chunk_chars)
     index = store.load_current(fake_encoder.model_id)
