@@ -37,7 +37,8 @@ _TO_END = r"[\s!！?？。，,.~～…呢吗嘛么啊呀吧哦啦]*$"
 # (人工 [订单x], 人工订单号123456789: normalisation removes the space between Han characters).
 _AFTER_OPENING = r"(?:[!！?？。，,.:：;；~～…\s\[【(（]|$|\d|订单(?:编?号)?[:：是]?\s*[\[【\d]|单号)"
 _REQUEST_PATTERNS = [
-    rf"(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
+    # not after 自动: 小蜜回答不了会自动转人工吗 asks how the service works, an article answers it
+    rf"(?<!自动)(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
     rf"^{_HUMAN}(?:客服|服务)?{_AFTER_OPENING}",
     rf"^(?:{_HUMAN})+{_TO_END}",
     rf"(?:有没有|有无|还有没有|喂喂?有没有|在不在)\s*(?:个)?\s*{_HUMAN}",

@@ -61,6 +61,13 @@ def test_question_about_manual_review_is_not_a_request():
     assert not is_user_request(normalize("退款需要人工审核吗"))
 
 
+def test_asking_how_the_automatic_handover_works_is_not_a_request():
+    for q in ("机器人答不了的问题会自动转人工吗", "什么情况下会自动转到人工客服"):
+        assert not is_user_request(normalize(q)), q
+    for q in ("自动回复没用，转人工", "能转人工吗", "怎么转人工"):  # still asking for one
+        assert is_user_request(normalize(q)), q
+
+
 def test_in_scope_eval_item_about_the_queue_is_not_a_request():
     # the project's own labelled data (eval/data, expect=answer) says this is a question, not a request
     q = "618那几天找人工客服排了快一个小时的队，中途切出去回个微信再进来又要重新排，有没有什么办法能少等一会"
