@@ -18,6 +18,8 @@ from kb.html_tree import TreeBuilder, content_roots, walk
 
 _TITLE_SEPARATORS = "-|_–—·丨｜"
 _GB_CHARSETS = frozenset({"gb2312", "gbk", "gb18030", "x-gbk", "cp936", "euc-cn", "csgb2312", "chinese"})
+# Traditional Chinese pages (Taiwan, Hong Kong): read as Big5-HKSCS, which holds Big5
+_BIG5_CHARSETS = frozenset({"big5", "big5-hkscs", "big5hkscs", "cp950", "x-x-big5", "csbig5"})
 _META_CHARSET = re.compile(rb"<meta[^>]*?charset\s*=\s*[\"']?\s*([-\w.:]+)", re.I)
 
 
@@ -41,7 +43,7 @@ class HTMLPage:
 
 
 def decode_page(data: bytes) -> str:
-    """The page as text: UTF-8, or GBK (read as its superset GB18030) when a ``<meta>`` declares it.
+    """The page as text: UTF-8, or GBK (read as its superset GB18030) or Big5 when a ``<meta>`` declares it.
 
     UTF-8 is tried first even under a GB declaration: a page re-saved as UTF-8 often keeps its old
     ``<meta charset="gb2312">``, and real GBK text is practically never valid UTF-8.
@@ -57,16 +59,18 @@ def decode_page(data: bytes) -> str:
         utf8_error = exc
     m = _META_CHARSET.search(data[:4096])
     declared = m.group(1).decode("ascii", "replace").lower() if m else None
-    if declared in _GB_CHARSETS:
+    codec = "gb18030" if declared in _GB_CHARSETS else "big5hkscs" if declared in _BIG5_CHARSETS else None
+    if codec is not None:
         try:
-            return data.decode("gb18030")
+            return data.decode(codec)
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise PageError(line, f"not valid {declared} text though the page declares it; save it as UTF-8") from exc
     line = data[: utf8_error.start].count(b"\n") + 1
     if declared and declared not in {"utf-8", "utf8"}:
         raise PageError(
-            line, f"the page declares charset={declared}, which is not read (only UTF-8 and GBK); save it as UTF-8"
+            line,
+            f"the page declares charset={declared}, which is not read (only UTF-8, GBK and Big5); save it as UTF-8",
         )
     raise PageError(
         line,

@@ -276,13 +276,15 @@ def test_a_declared_gb_charset_is_honoured():
     assert decode_page('<meta charset="GB18030"><p>退货𠀀</p>'.encode("gb18030")).endswith("退货𠀀</p>")
     # re-saved as UTF-8 with the old declaration left in: still read right
     assert decode_page(GBK_PAGE.encode("utf-8")) == GBK_PAGE
+    big5 = '<meta charset="big5">\n<p>退貨政策：七天內可申請退貨</p>'
+    assert decode_page(big5.encode("big5")) == big5
 
 
 @pytest.mark.parametrize(
     ("data", "line", "message"),
     [
         ("<p>\n退货政策</p>".encode("gbk"), 2, "not UTF-8 text"),
-        ('<meta charset="big5">\n<p>退貨政策</p>'.encode("big5"), 2, "charset=big5"),
+        ('<meta charset="shift_jis">\n<p>返品</p>'.encode("shift_jis"), 2, "charset=shift_jis"),
         (b'<meta charset="gbk">\n\n<p>\x81</p>', 3, "not valid gbk text"),
     ],
 )
