@@ -197,8 +197,9 @@ def write_report(
             f"dev ranked by rankers fitted without each query's fold: hit@1 {_fmt(cv.get('hit@1'))}, "
             f"MRR@10 {_fmt(cv.get('mrr@10'))}, recall@5 {_fmt(cv.get('recall@5'))}."
             + (
-                f" A clause or section with questions of its own ranks above an FAQ entry only when it leads "
-                f"it by {ranker['doc_margin']} in ranker score."
+                f" A clause that an FAQ entry among the candidates cites comes first only when it leads the FAQ "
+                f"entries by {ranker['doc_margin']} in ranker score (other clauses on their score); after the first, "
+                f"clauses and sections stay that far behind the FAQ entries."
                 if ranker.get("doc_margin")
                 else ""
             ),
