@@ -55,9 +55,9 @@ class Ranker:
     scale: tuple[float, ...]
     pool: int = POOL
     meta: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
-    # subtracted from a document unit's score: a clause or section ranks above an FAQ entry only
-    # when it leads it by this much (0: no margin; eval.ranker_training sets it where documents have
-    # questions of their own)
+    # subtracted, for the first place, from a clause's score that an FAQ entry in the pool cites, and
+    # after it from every document unit's (``rerank``; 0: no margin; eval.ranker_training sets it
+    # where documents have questions of their own)
     doc_margin: float = 0.0
     # derived in __post_init__: the feature columns, weights divided by scale, and the bias
     _cols: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
