@@ -84,8 +84,10 @@ class EntryInfo:
 
     def to_json(self) -> dict[str, Any]:
         """entries.json's record; ``source_id`` only when there is one (a KB of slugs writes what it did before)."""
-        data = vars(self)
-        return data if self.source_id is not None else {k: v for k, v in data.items() if k != "source_id"}
+        data = dict(vars(self))  # a copy: never the instance's own __dict__
+        if self.source_id is None:
+            del data["source_id"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EntryInfo:
