@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ _NAME_KEY = re.compile(r"[\s_\-]+")
 _COLUMN_OF = {_NAME_KEY.sub("", n.lower()): c for c, names in COLUMN_NAMES.items() for n in names}
 
 
+@functools.lru_cache(maxsize=512)  # asked for every cell's key of every row: a table has few headers
 def column_of(header: str) -> str | None:
     """The kefu column a table's header names (``标准问题`` → ``question``), or None."""
     return _COLUMN_OF.get(_NAME_KEY.sub("", str(header).strip().lower()))
