@@ -223,6 +223,7 @@ REPORT_LABELS = {
     "cites_dropped": "rules cites dropped (malformed, or no such clause)",
     "rows_skipped": "rows skipped",
     "columns_ignored": "columns not read (not one of kefu's)",
+    "files_not_utf8": "files read as GBK or Big5, not UTF-8",
 }
 
 

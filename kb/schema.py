@@ -224,6 +224,7 @@ class ImportReport:
             "rows_skipped": self.count("skipped"),
             "cites_dropped": self.count("cite_dropped"),
             "columns_ignored": self.count("column_ignored"),
+            "files_not_utf8": self.count("encoding"),
         }
 
     def to_json(self) -> dict[str, object]:

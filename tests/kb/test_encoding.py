@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kb.encoding import EncodingError, decode_text, looks_chinese
-from kb.loader import load_kb
+from kb.loader import load_kb, summary_line
 
 ANSWER = "现货商品付款后四十八小时内从杭州仓发出，预售商品以商品页写明的发货日期为准，请耐心等待。"
 TRADITIONAL = "請問怎麼退貨？的一是不了人我在有他這個們中來上大為和國地到以說時要就出會可也你對生能而子那得於著下自之年"
@@ -45,6 +45,8 @@ def test_a_gbk_table_and_a_big5_article_load_with_a_note(tmp_path: Path):
     [entry] = kb.entries
     assert entry.question == "下单后多久发货？" and entry.answer == ANSWER
     assert TRADITIONAL in kb.documents[0].body
+    assert kb.report.counts()["files_not_utf8"] == 2
+    assert "2 files read as GBK or Big5, not UTF-8" in summary_line(kb.report)
     notes = sorted(str(n) for n in kb.report.notes if n.kind == "encoding")
     assert notes == [
         "faq.csv:1: read as GBK text, not UTF-8; save it as UTF-8 to be sure every character is read as meant",
