@@ -105,7 +105,7 @@ def _has_columns(state: LoadState, t: Table) -> bool:
     shown = ", ".join(c if len(c) <= 24 else c[:23] + "…" for c in found[:12]) or "nothing"
     if len(found) > 12:
         shown += f" and {len(found) - 12} more"
-    hints = [f"{close[0]} → {c}?" for c in missing if (close := difflib.get_close_matches(c, found, 1, 0.6))]
+    hints = [f"{close[0]} → {c}?" for c in missing if (close := _close_header(c, found))]
     seps = [sep for sep in ",;\t|" if len(found) == 1 and sep in found[0]]
     if seps:  # one column holding the whole row: another separator than the file type's
         hints = [f"the columns seem separated by {seps[0]!r}; kefu reads .csv with commas and .tsv with tabs"]
@@ -123,6 +123,21 @@ def _has_columns(state: LoadState, t: Table) -> bool:
         message = f"header must name the columns {wanted}; found: {shown}, so {what} missing{hint}"
     state.problem(Source(t.where, 1), message)
     return False
+
+
+# The character a Chinese header for the column carries (提问, 客户问法 → question; 解答 → answer).
+_CJK_MARK = {"question": "问", "answer": "答"}
+
+
+def _close_header(column: str, found: list[str]) -> list[str]:
+    """A header that is probably ``column`` misnamed: close in spelling (answr), or a Chinese name
+    with the column's character (提问 for question) that is not another column's."""
+    close = difflib.get_close_matches(column, found, 1, 0.6)
+    mark = _CJK_MARK.get(column)
+    if close or mark is None:
+        return close
+    others = set(_CJK_MARK.values()) - {mark}
+    return [h for h in found if mark in h and not others & set(h) and column_of(h) is None][:1]
 
 
 def _add_row(state: LoadState, t: Table, here: Source, row: dict[str, Any] | str) -> None:

@@ -197,6 +197,12 @@ def test_chinese_column_names_of_other_systems_exports_are_read(tmp_path: Path):
     assert note.startswith("export.csv:1: column '备注' not read")
 
 
+def test_a_chinese_header_kefu_does_not_know_gets_a_hint(tmp_path: Path):
+    (tmp_path / "f.csv").write_text(f"客户提问,标准解答\n怎么退货,{LONG}\n", "utf-8")
+    [problem] = _problems(tmp_path)
+    assert "客户提问 → question?" in problem and "标准解答 → answer?" in problem
+
+
 def test_two_columns_naming_the_same_field_are_one_problem(tmp_path: Path):
     (tmp_path / "f.csv").write_text(f"问题,标准问题,答案\n怎么退货,退货怎么办,{LONG}\n", "utf-8")
     for strict in (False, True):
