@@ -29,6 +29,12 @@ FOLDS = 5
 # wrong answers are near-duplicate entries, not low scores): one standard error cut dev coverage
 # from 0.70 to 0.04 (2026-11-25). So none by default; `kefu eval calibrate --margin-se 1` asks.
 PRECISION_SE_MARGIN = 0.0
+# Margin above the out-of-scope handoff target, in standard errors of the recall estimate
+# (sqrt(t(1-t)/n) over the n out-of-scope dev queries the confidence decides). Unlike precision,
+# the target binds on a handful of queries: met exactly on one assignment of dev to folds, it held
+# on 39% of the re-drawn assignments; one standard error held it on 81% (2026-12-07,
+# docs/experiments.md). `kefu eval calibrate --oos-margin-se 0` aims exactly at the target.
+OOS_SE_MARGIN = 1.0
 L2 = 1.0  # ridge strength for the logistic model (features are standardised)
 # A scope model is fitted only with at least this many in-scope and out-of-scope dev queries.
 MIN_SCOPE_EXAMPLES = 10
@@ -155,6 +161,7 @@ def calibrate(
     margin_se: float = PRECISION_SE_MARGIN,
     ranker: Ranker | None = None,
     scope: bool = False,
+    oos_margin_se: float = OOS_SE_MARGIN,
 ) -> tuple[Calibration, dict[str, Any]]:
     """Fit the confidence model and thresholds on dev ``results``. With ``ranker`` (fitted on
     the same dev split) the results must come from cross-fitted rankers (``cross_fit_ranker``),
@@ -164,14 +171,20 @@ def calibrate(
         raise ConfigError(
             f"targets must be within [0.5, 1]: precision {precision_target}, oos recall {oos_recall_target}"
         )
-    if not 0.0 <= margin_se <= 5.0:
-        raise ConfigError(f"margin_se={margin_se} must be within [0, 5] standard errors")
+    for name, v in (("margin_se", margin_se), ("oos_margin_se", oos_margin_se)):
+        if not 0.0 <= v <= 5.0:
+            raise ConfigError(f"{name}={v} must be within [0, 5] standard errors")
     names = RANKER_FEATURES if ranker is not None else FEATURES
     x, y, ins, used = _rows(results, names)
     oos = np.array([r.item.reason == "low_confidence" for r in used])
     n_in_total = sum(r.item.in_scope for r in results)
     p_cv = cross_val_probs(x, y, [r.item.id for r in used])
-    op = choose_thresholds(p_cv, y, ins, oos, n_in_total, precision_target, oos_recall_target, margin_se)
+    n_oos = int(oos.sum())
+    oos_aim = oos_recall_target
+    if n_oos:
+        se = math.sqrt(oos_recall_target * (1 - oos_recall_target) / n_oos)
+        oos_aim = min(1.0, oos_recall_target + oos_margin_se * se)
+    op = choose_thresholds(p_cv, y, ins, oos, n_in_total, precision_target, oos_aim, margin_se)
     # The scope model (in scope at all, or not) decides between clarify and handoff below the
     # answer threshold: an in-scope question the ranker is unsure about is better clarified than
     # sent to a person. Dev, cross-validated (2026-11-26): in-scope handoffs 15.3% → 8.9% of the
@@ -182,7 +195,7 @@ def calibrate(
     scope_at: float | None = None
     if scope and min(int(ins.sum()), int(oos.sum())) >= MIN_SCOPE_EXAMPLES:
         scope_probs = cross_val_probs(x, ins.astype(np.float64), [r.item.id for r in used])
-        scope_at = choose_scope_threshold(p_cv, scope_probs, oos, op.answer_at, oos_recall_target)
+        scope_at = choose_scope_threshold(p_cv, scope_probs, oos, op.answer_at, oos_aim)
         op = operating_point(p_cv, y, ins, oos, n_in_total, op.answer_at, op.clarify_at, scope_probs, scope_at)
     w, b, mean, scale = fit_logistic(x, y, L2)
     curve = []
@@ -203,6 +216,8 @@ def calibrate(
             "answered_precision": precision_target,
             "oos_handoff_recall": oos_recall_target,
             "margin_se": margin_se,
+            "oos_margin_se": oos_margin_se,
+            "oos_handoff_recall_aimed": round(oos_aim, 4),
         },
         "n_items": len(used),
         "curve": curve,

@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from eval.calibrate import PRECISION_SE_MARGIN
+from eval.calibrate import OOS_SE_MARGIN, PRECISION_SE_MARGIN
 from eval.cli_common import DATA_OPTION, eval_runtime, evaluate_items, labelled_split
 from eval.dataset import EvalItem
 from kb.clikit import console, edge, err_console, progress_display
@@ -48,6 +48,7 @@ def calibrate_dev(  # type: ignore[no-untyped-def]
     margin_se: float = PRECISION_SE_MARGIN,
     scope: bool = True,
     units: bool = True,
+    oos_margin_se: float = OOS_SE_MARGIN,
 ):
     """(calibration, report, ranker or None): the ranker cross-fitted on dev when asked and
     possible, then the confidence model and thresholds on the dev results."""
@@ -62,7 +63,9 @@ def calibrate_dev(  # type: ignore[no-untyped-def]
             err_console.print(f"[yellow]ranker not fitted:[/] {exc}; calibrating without it", highlight=False)
     if results is None:
         results = evaluate_items(answerer, items, "dev", quiet).results
-    cal, report = calibrate(results, precision, oos_recall, margin_se, ranker=fitted, scope=scope)
+    cal, report = calibrate(
+        results, precision, oos_recall, margin_se, ranker=fitted, scope=scope, oos_margin_se=oos_margin_se
+    )
     # provenance: fitted on labelled queries, for this KB only (a build of another KB will not inherit it)
     cal = dataclasses.replace(cal, origin="labelled", kb_hash=answerer.index.manifest.kb_hash)
     if fitted is not None:
@@ -80,6 +83,11 @@ def calibrate_cmd(
         PRECISION_SE_MARGIN,
         "--margin-se",
         help="aim this many standard errors above the precision target (0 = exactly at it)",
+    ),
+    oos_margin_se: float = typer.Option(
+        OOS_SE_MARGIN,
+        "--oos-margin-se",
+        help="aim this many standard errors above the out-of-scope handoff target (0 = exactly at it)",
     ),
     ship: bool = typer.Option(False, "--ship", help="also write <kb>/calibration.json, used by fresh builds"),
     dry_run: bool = typer.Option(
@@ -113,7 +121,16 @@ def calibrate_cmd(
     # be one this kefu cannot load), so a refit reproduces the same file.
     answerer = rt.answerer(calibration=Calibration())
     cal, report, fitted = calibrate_dev(
-        answerer, labelled_split(ctx, "dev", data), as_json, ranker, precision, oos_recall, margin_se, scope, units
+        answerer,
+        labelled_split(ctx, "dev", data),
+        as_json,
+        ranker,
+        precision,
+        oos_recall,
+        margin_se,
+        scope,
+        units,
+        oos_margin_se,
     )
     folder = answerer.index.folder
     assert folder is not None

@@ -20,6 +20,7 @@ from indexer.pool import CandidatePool, LexicalEvidence
 from indexer.units import UnitHit
 from kb.errors import ConfigError
 from service.detect import SensitiveDetector
+from service.orders import OrderRules
 from service.pipeline.decide import Decider, Decision
 from service.pipeline.prepare import Preparer, check_history, check_request
 from service.pipeline.respond import (
@@ -110,10 +111,12 @@ class Answerer:
         speller: Speller | None = None,
         webhook: OrderWebhook | None = None,
         ranker: Ranker | None = None,
+        orders: OrderRules | None = None,
     ) -> None:
         self.index = index
         self.encode = encode
         self.sensitive = sensitive
+        self.orders = orders or OrderRules()  # needs_order's rules for this KB (OrderRules.for_kb)
         self.options = options
         # ``is None``, not ``or``: an empty store is falsy (``__len__``), and the caller's must be the one
         # used (a shop desk reads the sessions its shops' answerers write)
@@ -162,6 +165,7 @@ class Answerer:
                     greetings=self.greetings,
                     order_detection=o.order_detection,
                     handoff_candidates=o.handoff_candidates,
+                    orders=self.orders,
                 ),
                 retrieve=Retriever(
                     index=self.index,
@@ -206,6 +210,7 @@ class Answerer:
             synonyms=self.synonyms,
             speller=self.speller,
             ranker=ranker,
+            orders=self.orders,
         )
 
     # --- the two verbs ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ sensitive checks."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.detect import MASKED, is_followup, strip_greeting
@@ -59,6 +60,19 @@ _THIS_WHEN = re.compile(
     r"(?:多久|几天|几点|什么时候|啥时候?|哪天|今天|明天|后天)(?:能|才能|可以|会|才|就|大概)?"
     r"(?:到(?!账)|送到|送达|发货|发出|寄出|发(?!票))"
 )
+# What the shopper's own account holds, owes or charged: 我的88VIP还剩几天到期, 我花呗这个月要还多少,
+# 我今天付的那笔钱扣了多少. An article says where to look it up (在哪看花呗账单 asks that, and
+# _ASKS_ABOUT keeps it quiet); only the account can say the figure. The thing and the figure asked
+# must go together: 我的会员有多少权益 asks about a programme, 我的积分有多少 about a balance.
+_OWNER = r"我(?:的|们的)?[^,.!?;我]{0,8}?"
+_OWN_ACCOUNT = re.compile(
+    _OWNER + r"(?:(?:余额|零钱|积分|京豆|淘金币|金币|购物金|礼金|额度|红包|优惠券)[^,.!?;]{0,6}?"
+    r"(?:还剩|剩下?多少|剩几|还有多少|还有几|有多少|是多少)"
+    r"|(?:花呗|白条|借呗|信用卡|账单)[^,.!?;]{0,6}?(?:(?:要|该|得|需要)?还多少|还?欠多少)"
+    r"|(?:会员|88vip|vip|plus|优惠券|红包|礼金|积分|京豆)[^,.!?;]{0,6}?"
+    r"(?:还剩几天|剩几天|(?:几号|哪天|什么时候|啥时候|几天|多久)(?:能|会|就)?到期|到期了?(?:没|吗|么))"
+    r"|(?:那|这)笔钱?[^,.!?;]{0,6}?扣了?多少)"
+)
 # An order already placed and paid: changing its address is then an act on that order.
 _PLACED = r"(?:(?:已经|已|刚|刚刚|才)(?:下单|下了单|付款|付了款|支付了?|买了)|下完单|付完款)"
 _ADDRESS_EDIT = (
@@ -85,7 +99,7 @@ _ACTOR = (
 _OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|刚下的|刚买的)?(?:订单|单子|钱|款|快递|包裹|货)?的?"
 _ACT = (
     r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
-    rf"|{_CANCEL}|催|{_INTERCEPT}|{_ADDRESS_EDIT}"
+    rf"|{_CANCEL}|催(?!眠|化|生|泪|肥|熟)|{_INTERCEPT}|{_ADDRESS_EDIT}"  # not 给我催眠
     r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个|这[两几]个)?(?:物流|快递|订单|包裹|单号|到哪))"
 )
 _ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
@@ -245,7 +259,7 @@ def match_order_statement(norm: str) -> OrderMatch | None:
 class OrderMatch:
     """Why a message needs the shopper's order: the rule and the text it matched."""
 
-    # order_id | invoice_details | own_order_status | own_order_edit | act_on_order | invoice
+    # order_id | invoice_details | own_order_status | own_order_edit | own_account | act_on_order | invoice
     # | order_details | imperative | reply | order_conversation | order_followup
     rule: str
     text: str
@@ -265,10 +279,25 @@ def match_reply(query: str) -> OrderMatch | None:
     return OrderMatch("reply", query.strip())
 
 
-def match_order_request(norm: str) -> OrderMatch | None:
+# The wording rules (not the order numbers and invoice details, which are the order itself): a KB
+# whose own FAQ questions are worded so answers them (atec's 可以帮我取消花呗吗, a bank's 我的信用卡
+# 额度是多少) has made that wording its topic, and the rule is off for it (``OrderRules.for_kb``).
+WORDING_RULES = (
+    "own_order_status",
+    "own_order_edit",
+    "own_account",
+    "act_on_order",
+    "invoice",
+    "order_details",
+    "imperative",
+)
+
+
+def match_order_request(norm: str, off: frozenset[str] = frozenset()) -> OrderMatch | None:
     """The first rule by which ``norm`` (normalised) needs the shopper's own order or account,
-    or None. An order number, a pasted order card or invoice details always count; the wording
-    rules are skipped for questions about how to do something or whether a message is genuine."""
+    or None; rules named in ``off`` are skipped. An order number, a pasted order card or invoice
+    details always count; the wording rules are skipped for questions about how to do something
+    or whether a message is genuine."""
     for rule, pattern in (("order_id", _ORDER_ID), ("order_id", _LONG_NUMBER), ("invoice_details", _INVOICE_DETAILS)):
         m = pattern.search(norm)
         if m is not None:
@@ -279,17 +308,47 @@ def match_order_request(norm: str) -> OrderMatch | None:
         ("own_order_status", _OWN_STATUS, _REPORTED_BEFORE),
         ("own_order_status", _THIS_WHEN, _REPORTED_BEFORE),
         ("own_order_edit", _OWN_EDIT, _REPORTED_BEFORE),
+        ("own_account", _OWN_ACCOUNT, _REPORTED_BEFORE),
         ("act_on_order", _ACTOR_ACT, _NOT_OURS),
         ("invoice", _INVOICE_REQUEST, _NOT_OURS),
     ):
+        if rule in off:
+            continue
         m = _first(pattern, norm, unless)
         if m is not None:
             return OrderMatch(rule, m.group())
-    if not _ASKS_HOW.search(norm) and not _ACCOUNT.search(norm):
+    if "order_details" not in off and not _ASKS_HOW.search(norm) and not _ACCOUNT.search(norm):
         m = _first(_DETAILS_WRONG, norm, _REPORTED_BEFORE) or _BARE_REPORT.match(strip_greeting(norm))
         if m is not None:
             return OrderMatch("order_details", m.group())
-    m = _IMPERATIVE.search(norm)
+    m = _IMPERATIVE.search(norm) if "imperative" not in off else None
     if m is not None and not _QUESTION.search(norm):
         return OrderMatch("imperative", m.group())
     return None
+
+
+@dataclass(frozen=True)
+class OrderRules:
+    """``match_order_request`` for one KB: the wording rules its own FAQ questions match are off
+    (``kb_topics`` says which, and how many questions each matched)."""
+
+    off: frozenset[str] = frozenset()
+    kb_topics: tuple[tuple[str, int], ...] = ()
+
+    def match(self, norm: str) -> OrderMatch | None:
+        return match_order_request(norm, self.off)
+
+    @classmethod
+    def for_kb(cls, questions: Iterable[str]) -> OrderRules:
+        """Rules off for a KB whose FAQ questions (normalised) they match. The first rule that
+        fires may hide a later one, so the questions are read again until none fires."""
+        counts: dict[str, int] = {}
+        pending = list(questions)
+        while pending:
+            off = frozenset(counts)
+            matched = ((q, match_order_request(q, off)) for q in pending)
+            fired = [(q, m) for q, m in matched if m is not None and m.rule in WORDING_RULES]
+            for _, m in fired:
+                counts[m.rule] = counts.get(m.rule, 0) + 1
+            pending = [q for q, _ in fired]  # only these could match another rule once theirs is off
+        return cls(frozenset(counts), tuple(sorted(counts.items())))

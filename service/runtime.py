@@ -23,6 +23,7 @@ from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
 from service.detect import SensitiveDetector
+from service.orders import OrderRules
 from service.policy import Calibration
 from service.sessions import SessionStore
 from service.speller import speller_for
@@ -53,6 +54,19 @@ def kb_sensitive(settings: Settings, index: Index, kb_root: Path | None = None) 
             ", ".join(f"{t.term} ({t.entries})" for t in detector.kb_topics),
         )
     return detector
+
+
+def kb_orders(index: Index) -> OrderRules:
+    """needs_order's rules for ``index``'s KB: the wording rules its own FAQ questions match are off
+    (``OrderRules.for_kb``), which the log names."""
+    rules = OrderRules.for_kb(normalize(e.question) for e in index.entries.values())
+    if rules.kb_topics:
+        log.info(
+            "build %s: needs_order rules its own FAQ questions match are this KB's topics, not handoffs: %s",
+            index.manifest.build_id,
+            ", ".join(f"{rule} ({n})" for rule, n in rules.kb_topics),
+        )
+    return rules
 
 
 def resources_root(index: Index) -> Path:
@@ -152,6 +166,7 @@ class Runtime:
             index=index,
             encode=encode or self.encoder.encode_queries,
             sensitive=kb_sensitive(self.settings, index, root),
+            orders=kb_orders(index),
             options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,

@@ -44,7 +44,7 @@ from service.answerer import Answerer
 from service.pipeline.retrieve import Retrieval
 from service.policy import RANKER_FEATURES, Calibration, fit_logistic
 from service.ranker import Group, Ranker, fit_ranker
-from service.runtime import kb_sensitive, options_from
+from service.runtime import kb_orders, kb_sensitive, options_from
 
 MODELS = Path(__file__).resolve().parent / "models"
 GENERAL_RANKER = MODELS / "general_ranker.json"
@@ -366,6 +366,7 @@ def build_calibrator(
             kb_sensitive(settings, index),
             options_from(settings),
             calibration=Calibration(),
+            orders=kb_orders(index),
         )
         try:
             got = self_calibrate(

@@ -171,6 +171,7 @@ class ShopDesk:
             synonyms=platform.synonyms,
             speller=platform.speller,
             sessions=self.platform_sessions,
+            orders=platform.orders,
         )
         self._platform = (platform, variant)
         return variant

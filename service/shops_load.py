@@ -143,5 +143,6 @@ def load_shop(
         greetings=platform.greetings,
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
         speller=speller,
+        orders=platform.orders,
     )
     return LoadedShop(rec.build_id, answerer, index.nbytes + SHOP_OVERHEAD)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.detect import SensitiveDetector, is_greeting, is_user_request
-from service.orders import OrderMatch, match_order_request, match_order_statement, match_reply
+from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
 from service.schemas import Reason
@@ -36,10 +36,12 @@ class Router:
         greetings: Sequence[str] = (),
         order_detection: bool = True,
         handoff_candidates: bool = False,
+        orders: OrderRules | None = None,
     ) -> None:
         self.sensitive = sensitive
         self.greetings = tuple(greetings)
         self.order_detection = order_detection
+        self.orders = orders or OrderRules()  # the KB's own wording rules off (OrderRules.for_kb)
         # A request for a person or a sensitive message is handed off whatever the KB holds; its
         # candidates would only be context for the agent, at the price of an encoding.
         self.handoff_candidates = handoff_candidates
@@ -59,7 +61,7 @@ class Router:
         # answer. Still searched, so the article rides along as a suggestion.
         order = None
         if self.order_detection:
-            order = match_order_request(norm) or match_reply(p.query)
+            order = self.orders.match(norm) or match_reply(p.query)
             if order is None and p.order_context:  # the chat is about the order: a statement describes it
                 order = match_order_statement(norm)
         if order is not None:

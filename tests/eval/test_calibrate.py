@@ -188,3 +188,24 @@ def test_no_scope_model_without_enough_out_of_scope_examples():
     results = synthetic(n_oos=5)
     cal, report = calibrate(results, 0.95, 0.95, scope=True)
     assert cal.scope_at is None and report["operating_point_cv"]["scope_at"] is None
+
+
+def test_the_out_of_scope_target_is_aimed_a_standard_error_above():
+    # 45 out-of-scope queries: one standard error of a 0.9 recall is sqrt(0.9·0.1/45) ≈ 0.0447
+    results = synthetic()
+    cal, report = calibrate(results, 0.95, 0.9, oos_margin_se=1.0)
+    aimed = report["targets"]["oos_handoff_recall_aimed"]
+    assert aimed == pytest.approx(0.9 + (0.9 * 0.1 / 45) ** 0.5, abs=1e-4)
+    assert report["operating_point_cv"]["oos_handoff_recall"] >= aimed
+    _, bare = calibrate(results, 0.95, 0.9, oos_margin_se=0.0)
+    assert bare["targets"]["oos_handoff_recall_aimed"] == 0.9
+    assert bare["operating_point_cv"]["oos_handoff_recall"] >= 0.9
+    # never aimed above every out-of-scope query
+    _, high = calibrate(results, 0.95, 0.99, oos_margin_se=5.0)
+    assert high["targets"]["oos_handoff_recall_aimed"] == 1.0
+
+
+@pytest.mark.parametrize("margin", [-0.5, 6.0])
+def test_an_out_of_range_oos_margin_is_a_config_error(margin: float):
+    with pytest.raises(ConfigError, match="oos_margin_se"):
+        calibrate(synthetic(), oos_margin_se=margin)

@@ -9,7 +9,7 @@ import pytest
 
 from indexer.normalize import normalize
 from kb.settings import Settings
-from service.orders import agent_on_order, match_order_request, match_order_statement, match_reply
+from service.orders import OrderRules, agent_on_order, match_order_request, match_order_statement, match_reply
 
 # --- the detector ------------------------------------------------------------------------------
 NEEDS_ORDER = [
@@ -307,3 +307,62 @@ def test_the_detector_is_fast_on_the_longest_message() -> None:
     for _ in range(20):
         assert match_order_request(text) is None
     assert (time.perf_counter() - t0) / 20 < 0.005
+
+
+# --- what the shopper's own account holds, owes or charged --------------------------------------
+@pytest.mark.parametrize(
+    "query",
+    [
+        "我的淘金币还剩多少",
+        "我白条下个月要还多少钱",
+        "我的优惠券哪天到期啊",
+        "我昨天充的那笔钱扣了多少",
+        "我这个账户余额是多少",
+        "我的plus会员到期了没",
+    ],
+)
+def test_own_account_figures_need_the_account(query: str) -> None:
+    m = match_order_request(normalize(query))
+    assert m is not None and m.rule == "own_account"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "在哪里看我的花呗账单还要还多少",  # where to look it up: an article says
+        "花呗分6期每期还多少",  # no owner: the fee rule answers it
+        "我的会员有多少种权益",  # a programme, not a balance
+        "优惠券一般多久到期",
+        "对方说我的余额还剩五块",  # someone else said it
+        "给我催眠的音乐",  # 催眠 is not 催 (a chase)
+    ],
+)
+def test_account_questions_an_article_answers_are_not(query: str) -> None:
+    assert match_order_request(normalize(query)) is None
+
+
+# --- a KB that answers such wording itself ------------------------------------------------------
+def test_rules_the_kbs_own_questions_match_are_off_for_it() -> None:
+    kb = [normalize(q) for q in ("我的积分还剩多少", "怎么修改收货地址", "可以帮我取消花呗吗")]
+    rules = OrderRules.for_kb(kb)
+    assert rules.off == {"own_account", "act_on_order"}
+    assert dict(rules.kb_topics) == {"own_account": 1, "act_on_order": 1}
+    assert rules.match(normalize("我的京豆还剩多少")) is None
+    assert match_order_request(normalize("我的京豆还剩多少")) is not None  # on for other KBs
+    # the other rules and the order itself still count
+    assert rules.match(normalize("我的快递三天没动了")) is not None
+    assert rules.match(normalize("订单号：123456789012")) is not None
+
+
+def test_a_rule_hidden_behind_the_first_is_found_too() -> None:
+    # this question matches own_order_status first and act_on_order behind it: both are the KB's
+    q = normalize("我的快递怎么还没到帮我催一下")
+    first = match_order_request(q)
+    assert first is not None and first.rule == "own_order_status"
+    assert OrderRules.for_kb([q]).off == {"own_order_status", "act_on_order"}
+
+
+def test_a_kb_without_such_questions_keeps_every_rule() -> None:
+    rules = OrderRules.for_kb([normalize("七天无理由退货怎么申请"), normalize("运费险怎么理赔")])
+    assert rules == OrderRules()
+    assert rules.match(normalize("我的淘金币还剩多少")) is not None

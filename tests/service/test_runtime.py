@@ -147,6 +147,42 @@ def test_sensitive_terms_a_kb_asks_about_are_its_topics(tmp_path, fake_encoder, 
     assert answerer.explain("我要报警").reason == "sensitive"  # the KB never asks about it
 
 
+def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, caplog):
+    """A wallet's FAQ asks 我的积分还剩多少 itself: for that KB the question is answered, not handed
+    off as needs_order; an order number still is."""
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from kb.settings import Settings
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    rows = [
+        "id,question,answer,category",
+        "w1,我的积分还剩多少,打开钱包首页，积分一栏显示余额。,积分",
+        "w2,积分可以换什么,可以兑换优惠券和话费。,积分",
+    ]
+    (kb / "faq.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128")
+    build_and_swap(load_kb(kb, strict=False), fake_encoder, IndexStore(settings.index_home), settings.chunk_chars)
+    with caplog.at_level(logging.INFO, logger="kefu.runtime"):
+        answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+    assert answerer.orders.kb_topics == (("own_account", 1),)
+    assert any("own_account (1)" in r.getMessage() for r in caplog.records)
+    assert answerer.explain("我的京豆还剩多少").rule is None
+    assert answerer.explain("订单号：123456789012").reason == "needs_order"
+    assert answerer.variant().orders is answerer.orders  # variants (eval, cross-fitting) keep them
+
+
+def test_the_bundled_help_center_asks_no_order_wording():
+    from indexer.normalize import normalize
+    from kb.loader import load_kb
+    from kb.settings import BUNDLED_KB
+    from service.orders import OrderRules
+
+    assert OrderRules.for_kb(normalize(e.question) for e in load_kb(BUNDLED_KB).entries) == OrderRules()
+
+
 def test_the_bundled_help_center_asks_about_no_sensitive_term():
     """Its questions never use one (its alternatives do, as the cases it hands off): every term
     stays an alarm for it."""
