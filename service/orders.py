@@ -100,7 +100,10 @@ _OBJECT = r"(?:把|将)?(?:这个|这笔|这单|我的|那个|那笔|刚才的|�
 _ACT = (
     r"(?:退款|退钱|退(?:一下|下)款|退了|退掉|(?:办理|处理|申请)(?:一下)?退款"
     rf"|{_CANCEL}|催(?!眠|化|生|泪|肥|熟)|{_INTERCEPT}|{_ADDRESS_EDIT}"  # not 给我催眠
-    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个|这[两几]个)?(?:物流|快递|订单|包裹|单号|到哪))"
+    r"|(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个|这[两几]个)?(?:物流|快递|订单|包裹|单号|到哪)"
+    # an after-sale case opened for them (帮我申请售后, 给我换货); 帮我安装 alone may ask whether
+    # the installer does it, so a visit needs the verb that books it (帮我预约上门安装)
+    r"|(?:申请|办理|安排|预约)(?:一下|下)?(?:售后|换货|换新|维修|返修|上门取件|上门安装|安装)|售后|换货)"
 )
 _ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
 # Said by someone else (对方说我的快递丢了, 短信说…被退回, 客服说给我退款): scam calls and
@@ -111,7 +114,7 @@ _REPORTED_BEFORE = re.compile(rf"{_REPORTED}$")
 # 卖家会不会直接给我退款, 智能助手能帮我查快递吗 describe what others do or can do.
 _NOT_OURS = re.compile(
     r"(?:(?:卖家|商家|店家|店铺|老板|对方|快递员|他们|她们|平台|智能助手|智能客服|助手|机器人|小秘|小蜜|阿里小秘)"
-    r"(?:说|答应|同意|承诺|不肯?|没有?|不愿意?|一直|还是|就是|都|也|已经|会不会|会|可能|能不能|能|可以|直接|主动|要|怎么)*"
+    r"(?:说|答应|同意|承诺|拒绝|拒不|不肯?|没有?|不愿意?|一直|还是|就是|都|也|已经|会不会|会|可能|能不能|能|可以|直接|主动|要|怎么)*"
     rf"|[不没]|不肯|不愿意?|电话|{_REPORTED})$"
 )
 # Bare imperatives (催单, 催一下发货, 拦截快递, 把快递拦下来) count only when they are not a
@@ -182,6 +185,17 @@ _DETAILS_WRONG = re.compile(
     rf"(?<![给发跟和])(?:我|这个){_BETWEEN}{_DETAIL}[^,.!?;]{{0,4}}?(?:{_WRONG}|{_CHANGE_ASKED})"
     rf"|(?<![给发跟和])我[^,.!?;]{{0,2}}?{_WRONG}了?{_DETAIL}"
     rf"|{_DETAIL}.{{0,6}}?{_WRONG}.{{0,8}}?{_CHANGE}"
+)
+# …or the new value handed over (电话改为[电话x], 新地址是:湖北…, 收货地址改成朝阳路12号): a masked
+# value, a mobile number, or a place name ending as addresses do; said, not asked (地址改成别的城市运费会变吗
+# and 电话改成这个可以吗 ask).
+_NEW_VALUE = (
+    rf"(?:[\u4e00-\u9fff]{{0,8}}?{MASKED}|1[3-9]\d{{9}}(?!\d)"
+    r"|(?!别|其他|其它|另|外地|外省)[\u4e00-\u9fff]{2,12}?(?:省|市|区|县|镇|路|街|号|小区|栋|单元|室))"
+)
+_NEW_DETAIL = re.compile(
+    rf"(?:(?:新|现在的?)(?:收货|收件)?(?:地址|电话|手机号?|联系方式)(?:是|为)|{_DETAIL}(?:改|换|修改|更改)(?:为|成))"
+    rf"\s*[:：]?\s*{_NEW_VALUE}"
 )
 # The whole message is the report (收货人名字写错了, 电话留错了!): in a chat, that is how a shopper
 # asks us to fix it. Once it describes the case (地址填错了还没发货, …货已经发了), as the help
@@ -318,7 +332,11 @@ def match_order_request(norm: str, off: frozenset[str] = frozenset()) -> OrderMa
         if m is not None:
             return OrderMatch(rule, m.group())
     if "order_details" not in off and not _ASKS_HOW.search(norm) and not _ACCOUNT.search(norm):
-        m = _first(_DETAILS_WRONG, norm, _REPORTED_BEFORE) or _BARE_REPORT.match(strip_greeting(norm))
+        m = (
+            _first(_DETAILS_WRONG, norm, _REPORTED_BEFORE)
+            or (None if _QUESTION.search(norm) else _first(_NEW_DETAIL, norm, _REPORTED_BEFORE))
+            or _BARE_REPORT.match(strip_greeting(norm))
+        )
         if m is not None:
             return OrderMatch("order_details", m.group())
     m = _IMPERATIVE.search(norm) if "imperative" not in off else None

@@ -366,3 +366,34 @@ def test_a_kb_without_such_questions_keeps_every_rule() -> None:
     rules = OrderRules.for_kb([normalize("七天无理由退货怎么申请"), normalize("运费险怎么理赔")])
     assert rules == OrderRules()
     assert rules.match(normalize("我的淘金币还剩多少")) is not None
+
+
+@pytest.mark.parametrize(
+    ("query", "rule"),
+    [
+        ("东西收到了，麻烦帮我申请售后", "act_on_order"),
+        ("给我换货吧", "act_on_order"),
+        ("帮我预约一下上门安装", "act_on_order"),
+        ("我要出远门，收件电话改为[电话x]", "order_details"),  # the new value handed over
+        ("新地址是：浙江[地址x]", "order_details"),
+        ("收货地址改成人民路8号", "order_details"),
+        ("现在的手机号是13912345678", "order_details"),
+    ],
+)
+def test_after_sale_acts_and_new_details_need_the_order(query: str, rule: str) -> None:
+    m = match_order_request(normalize(query))
+    assert m is not None and m.rule == rule
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "卖家拒绝给我换货，平台能管吗",  # what the seller refuses: a dispute the help center explains
+        "商家拒不给我退款怎么投诉",
+        "师傅能帮我安装吗",  # whether the installer does it
+        "地址改成别的城市运费会变吗",  # no new value, and a question
+        "电话改成[电话x]可以吗",  # asks whether it can be done
+    ],
+)
+def test_disputes_and_questions_about_changes_are_not(query: str) -> None:
+    assert match_order_request(normalize(query)) is None
