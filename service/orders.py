@@ -52,6 +52,12 @@ _STATUS = (
     r"|(?:没|不)动(?:了|静)|卡(?:住|在)|停在|丢了|丢件|没拿到|(?<!会)被(?:退回|拒收)|显示(?:已)?签收)"
 )
 _OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}")
+# When the courier or the installer comes (上门取件什么时候来, 师傅几点上门): an appointment of the
+# shopper's own, which only the order shows; 一般几点来 asks about the service (_ASKS_ABOUT).
+_VISIT_WHEN = re.compile(
+    r"(?:上门取件|取件|快递员|快递小哥|师傅|安装人员|维修人员)[^,.!?;]{0,6}?"
+    r"(?:什么时候|啥时候?|几点|几时|哪天|今天|明天)(?:能|会|可以|才|大概)?(?:来|上门|到)"
+)
 # When *this* one ships or arrives (这个多久能到啊, 那个几点能到, 这个货今天可以送到么): a pointing word
 # stands for the order or the product in front of the shopper, and only its order or its page can
 # say. No question of the bundled KB's 7,559 nor of its labelled dev split has this shape; 到账 is money.
@@ -321,6 +327,7 @@ def match_order_request(norm: str, off: frozenset[str] = frozenset()) -> OrderMa
     for rule, pattern, unless in (
         ("own_order_status", _OWN_STATUS, _REPORTED_BEFORE),
         ("own_order_status", _THIS_WHEN, _REPORTED_BEFORE),
+        ("own_order_status", _VISIT_WHEN, _REPORTED_BEFORE),
         ("own_order_edit", _OWN_EDIT, _REPORTED_BEFORE),
         ("own_account", _OWN_ACCOUNT, _REPORTED_BEFORE),
         ("act_on_order", _ACTOR_ACT, _NOT_OURS),

@@ -397,3 +397,17 @@ def test_after_sale_acts_and_new_details_need_the_order(query: str, rule: str) -
 )
 def test_disputes_and_questions_about_changes_are_not(query: str) -> None:
     assert match_order_request(normalize(query)) is None
+
+
+@pytest.mark.parametrize(
+    ("query", "fires"),
+    [
+        ("上门取件的师傅什么时候来", True),  # the shopper's own appointment
+        ("快递员今天能来取件吗", True),
+        ("上门取件一般几点来", False),  # the service in general
+        ("上门取件要收费吗", False),
+    ],
+)
+def test_when_the_courier_or_installer_comes(query: str, fires: bool) -> None:
+    m = match_order_request(normalize(query))
+    assert (m is not None and m.rule == "own_order_status") == fires
