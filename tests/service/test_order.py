@@ -411,3 +411,22 @@ def test_disputes_and_questions_about_changes_are_not(query: str) -> None:
 def test_when_the_courier_or_installer_comes(query: str, fires: bool) -> None:
     m = match_order_request(normalize(query))
     assert (m is not None and m.rule == "own_order_status") == fires
+
+
+@pytest.mark.parametrize(
+    ("query", "rule"),
+    [
+        ("我的物流一直不更新", "own_order_status"),
+        ("我的物流没更新，说好今天到的", "own_order_status"),
+        ("我买了一台洗衣机，能改一下收货人吗", "own_order_edit"),
+        ("我昨天订了两箱牛奶，想换个手机号", "own_order_edit"),
+    ],
+)
+def test_my_parcels_tracking_and_my_orders_recipient(query: str, rule: str) -> None:
+    m = match_order_request(normalize(query))
+    assert m is not None and m.rule == rule
+
+
+@pytest.mark.parametrize("query", ["物流信息一般多久更新一次", "下单后还能改收货人吗", "怎么修改我的收货电话"])
+def test_how_tracking_updates_and_how_to_change_a_recipient_are_not(query: str) -> None:
+    assert match_order_request(normalize(query)) is None
