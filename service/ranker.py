@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from indexer.index import Index
-from indexer.pool import POOL_FEATURES, CandidatePool
+from indexer.pool import POOL_FEATURES, QUESTION, CandidatePool
 from indexer.units import UnitHit
 from kb.errors import ConfigError
 
@@ -59,6 +59,10 @@ class Ranker:
     # after it from every document unit's (``rerank``; 0: no margin; eval.ranker_training sets it
     # where documents have questions of their own)
     doc_margin: float = 0.0
+    # the candidate whose best question cosine leads every other's by more than this goes first
+    # whatever the scores say (``rerank``; 0: never). Self-calibration sets it for a plain FAQ table
+    # (service/selfcal.py ``QUESTION_LEAD``), where the question match is the evidence a KB has.
+    question_lead: float = 0.0
     # derived in __post_init__: the feature columns, weights divided by scale, and the bias
     _cols: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
     _w: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
@@ -82,6 +86,8 @@ class Ranker:
             raise ConfigError("ranker scales must be positive")
         if not math.isfinite(self.doc_margin) or self.doc_margin < 0:
             raise ConfigError(f"ranker doc_margin={self.doc_margin} must be a finite number ≥ 0")
+        if not (math.isfinite(self.question_lead) and 0 <= self.question_lead < 1):
+            raise ConfigError(f"ranker question_lead={self.question_lead} must be a cosine gap within [0, 1)")
         if self.pool < 2:
             raise ConfigError(f"ranker pool={self.pool} must be ≥ 2 (one candidate leaves nothing to rank)")
         object.__setattr__(self, "_cols", np.array([POOL_FEATURES.index(f) for f in self.features]))
@@ -97,7 +103,8 @@ class Ranker:
         clause that an FAQ entry in the pool cites (``pool.cited``) takes the first place only when
         it leads by the margin, and any other document unit on its score; after the first, every
         document unit stays the margin behind the FAQ entries, whose answers the shopper picks from
-        when the first is not it."""
+        when the first is not it. With ``question_lead``, a candidate whose question cosine leads by
+        more than it goes first."""
         if not pool.units:
             return Reranked([], [])
         s = self.scores(pool.x)
@@ -109,6 +116,11 @@ class Ranker:
             s = first
         else:
             order = np.argsort(-s, kind="stable")  # stable: equal scores keep the RRF order
+        if self.question_lead and len(order) > 1:
+            q = pool.x[:, QUESTION]
+            best, second = np.argsort(-q, kind="stable")[:2]
+            if q[best] - q[second] > self.question_lead and order[0] != best:
+                order = np.concatenate(([best], order[order != best]))
         p = np.exp(s - s.max())
         p /= p.sum()
         hits = pool.units
@@ -128,6 +140,7 @@ class Ranker:
             "pool": self.pool,
             "meta": self.meta,
             **({"doc_margin": self.doc_margin} if self.doc_margin else {}),
+            **({"question_lead": self.question_lead} if self.question_lead else {}),
         }
 
     @classmethod
@@ -141,6 +154,7 @@ class Ranker:
                 pool=int(data.get("pool", POOL)),
                 meta=dict(data.get("meta") or {}),
                 doc_margin=float(data.get("doc_margin", 0.0)),
+                question_lead=float(data.get("question_lead", 0.0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ranker in the calibration is malformed ({e}); run `kefu eval calibrate` again") from e

@@ -153,3 +153,42 @@ def test_a_cited_clause_goes_first_only_when_it_leads_by_the_margin_and_document
     assert back.doc_margin == 1.0 and "doc_margin" not in _ranker((1.0,)).to_json()
     with pytest.raises(ConfigError, match="doc_margin"):
         dataclasses.replace(r, doc_margin=-0.5)
+
+
+def _question_pool(scores: list[float], questions: list[float]) -> CandidatePool:
+    """A pool whose first feature is the score the ranker reads and whose question column is given."""
+    x = np.zeros((len(scores), F))
+    x[:, 0] = scores
+    x[:, POOL_FEATURES.index("question")] = questions
+    units = [UnitHit(f"u{i}", 0.9, i, i, q, 1) for i, q in enumerate(questions)]
+    return CandidatePool(units, x)
+
+
+def test_a_decisive_question_match_goes_first():
+    r = dataclasses.replace(_ranker((1.0,)), question_lead=0.01)
+    # the ranker prefers u0; u2's question cosine leads u1's (the next best) by 0.02 > 0.01
+    out = r.rerank(_question_pool([0.9, 0.5, 0.1], [0.80, 0.85, 0.87]))
+    assert [u.unit_id for u in out.units] == ["u2", "u0", "u1"]
+    assert [u.rank for u in out.units] == [0, 1, 2]
+    # its probability is still its own softmax share (the confidence reads the first's)
+    s = np.array([0.9, 0.5, 0.1])
+    p = np.exp(s) / np.exp(s).sum()
+    assert out.probs == pytest.approx([p[2], p[0], p[1]])
+    # a lead of 0.005 decides nothing: the ranker's order stands
+    assert [u.unit_id for u in r.rerank(_question_pool([0.9, 0.5, 0.1], [0.80, 0.865, 0.87])).units] == [
+        "u0",
+        "u1",
+        "u2",
+    ]
+    # without a lead the question column is one feature among others
+    plain = _ranker((1.0,)).rerank(_question_pool([0.9, 0.5, 0.1], [0.80, 0.85, 0.87]))
+    assert [u.unit_id for u in plain.units] == ["u0", "u1", "u2"]
+
+
+def test_question_lead_round_trips_and_is_checked():
+    r = dataclasses.replace(_ranker((1.0,)), question_lead=0.01)
+    assert Ranker.from_json(r.to_json()).question_lead == 0.01
+    assert "question_lead" not in _ranker((1.0,)).to_json()  # older readers see what they saw
+    for bad in (-0.1, 1.0, math.nan):
+        with pytest.raises(ConfigError, match="question_lead"):
+            dataclasses.replace(_ranker((1.0,)), question_lead=bad)

@@ -153,3 +153,22 @@ def test_candidate_pool_without_a_unit_matches_brute_force(shop):
     for u in less.units:
         if u.unit_id in before:
             assert np.isclose(u.score, before[u.unit_id], atol=1e-6)
+
+
+def test_a_plain_faq_table_lets_a_decisive_question_match_decide(shop):
+    """One question per entry: the shipped ranker reorders only what the question match does not
+    decide. A KB with alternatives (the bundled one) keeps the ranker's order."""
+    from service.selfcal import QUESTION_LEAD, plain_faq
+
+    settings, enc, store = shop
+    build_and_swap(load_kb(settings.kb_dir), enc, store, settings.chunk_chars)
+    answerer = _answerer(settings, enc, store)
+    assert plain_faq(answerer.index)
+    got = self_calibrate(answerer, enc.encode_queries, precision=0.8)
+    assert Ranker.from_json(got.calibration.ranker or {}).question_lead == QUESTION_LEAD
+
+
+def test_a_kb_with_alternatives_or_documents_is_not_plain(tiny_index):
+    from service.selfcal import plain_faq
+
+    assert not plain_faq(tiny_index)
