@@ -193,7 +193,7 @@ def test_no_scope_model_without_enough_out_of_scope_examples():
 def test_the_out_of_scope_target_is_aimed_a_standard_error_above():
     # 45 out-of-scope queries: one standard error of a 0.9 recall is sqrt(0.9·0.1/45) ≈ 0.0447
     results = synthetic()
-    cal, report = calibrate(results, 0.95, 0.9, oos_margin_se=1.0)
+    _, report = calibrate(results, 0.95, 0.9, oos_margin_se=1.0)
     aimed = report["targets"]["oos_handoff_recall_aimed"]
     assert aimed == pytest.approx(0.9 + (0.9 * 0.1 / 45) ** 0.5, abs=1e-4)
     assert report["operating_point_cv"]["oos_handoff_recall"] >= aimed
