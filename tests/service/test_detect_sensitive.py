@@ -103,6 +103,8 @@ def test_uppercase_regex_escapes_keep_their_meaning():
         "我气炸了",
         "手机被打炸了",
         "美炸了",
+        "这价格太炸了",
+        "双十一的优惠真的炸了",
         "杀价",
         "秒杀",
         "杀毒软件",
