@@ -182,6 +182,11 @@ class _Term:
 # Groups a KB's own questions never turn off (``SensitiveDetector.for_kb``): a message about
 # harming oneself or someone else goes to a person whatever the KB answers.
 ALWAYS_SENSITIVE = frozenset({"self_harm", "threat"})
+# Groups whose handoff still shows the shopper what to read while a person comes: someone who names a
+# lawsuit, the police, the press or a regulator is escalating a dispute or a fraud, and the help
+# center's dispute and anti-fraud rules answer much of it (被骗了去报案要带哪些证据). Not for harm to
+# oneself or others, nor for a product that hurt someone: there a person answers first.
+SUGGESTING_GROUPS = frozenset({"legal", "police", "media", "regulator"})
 
 
 @dataclass(frozen=True)

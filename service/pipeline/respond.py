@@ -26,7 +26,8 @@ DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (K
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
 # Handoffs whose candidates are worth the shopper's look while they wait: not sure enough to
-# answer, or the article is right but only someone with the order can finish the job.
+# answer, or the article is right but only someone with the order can finish the job (and a
+# sensitive message that escalates a dispute: ``Rule.suggest``).
 SUGGESTING_REASONS = ("low_confidence", "needs_order")
 # Handoffs that show their candidates (when searched) as answers: context for the human agent.
 AGENT_CONTEXT_REASONS = ("user_requested", "sensitive")
@@ -87,10 +88,10 @@ class Responder:
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
             said = EMPTY_REPLY if d.reason == "empty_query" else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
-            if d.reason in AGENT_CONTEXT_REASONS:
-                items = [self.item(c, d.search_text) for c in cands[: min(AGENT_CONTEXT, top_k)]]
-            if d.reason in SUGGESTING_REASONS:  # not the answer, still worth a look
+            if d.reason in SUGGESTING_REASONS or (d.rule is not None and d.rule.suggest):  # worth a look
                 suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]
+            elif d.reason in AGENT_CONTEXT_REASONS:
+                items = [self.item(c, d.search_text) for c in cands[: min(AGENT_CONTEXT, top_k)]]
             if d.reason == "needs_order" and self.webhook is not None:
                 event = OrderEvent(d.query, d.prepared.norm, d.session_id, ticket_id, tuple(i.id for i in suggestions))
                 trace["webhook"] = self.webhook.send(event).describe()

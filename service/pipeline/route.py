@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.detect import SensitiveDetector, is_greeting, is_user_request
+from service.detect import SUGGESTING_GROUPS, SensitiveDetector, is_greeting, is_user_request
 from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
@@ -24,6 +24,7 @@ class Rule:
     search: bool  # the message is still searched: its candidates go with the handoff
     remember: bool  # the message is the session's last question (not for an empty one or a greeting)
     order: OrderMatch | None = None  # needs_order: the wording that matched
+    suggest: bool = False  # a handoff whose candidates the shopper sees as suggestions while waiting
 
 
 class Router:
@@ -56,7 +57,9 @@ class Router:
             return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)
         hit = self.sensitive.match(norm)
         if hit is not None:
-            return Rule("sensitive", "handoff", f"sensitive:{hit.group}", self.handoff_candidates, remember=True)
+            suggest = hit.group in SUGGESTING_GROUPS  # searched so the dispute and fraud rules ride along
+            search = self.handoff_candidates or suggest
+            return Rule("sensitive", "handoff", f"sensitive:{hit.group}", search, remember=True, suggest=suggest)
         # Where is *my* parcel, refund *this* order: an article can explain, only the order can
         # answer. Still searched, so the article rides along as a suggestion.
         order = None

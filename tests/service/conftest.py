@@ -88,7 +88,13 @@ def assert_shape(a: Answer) -> dict:
         assert set(data["handoff"]) == {"ticket_id", "message", "route"} and data["handoff"]["message"]
     else:
         assert data["handoff"] is None
-    if data["reason"] in ("low_confidence", "needs_order"):  # the best candidates, best first, ride along
+    suggesting = data["reason"] in ("low_confidence", "needs_order") or data["trace"].get("fired") in (
+        "sensitive:legal",
+        "sensitive:police",
+        "sensitive:media",
+        "sensitive:regulator",
+    )
+    if suggesting:  # the best candidates, best first, ride along
         ranked_ids = [c["id"] for c in data["trace"].get("candidates", [])]
         assert [i["id"] for i in data["suggestions"]] == ranked_ids[: len(data["suggestions"])]
         assert len(data["suggestions"]) == min(3, len(ranked_ids))

@@ -78,7 +78,7 @@ def test_with_handoff_candidates_a_rule_handoff_shows_the_agent_its_candidates(a
     assert a.handoff is not None and ticket.id == a.handoff.ticket_id
     assert ticket.candidates and ticket.candidates[0]["id"] == a.answers[0].id
     assert a.trace["fired"] == "user_requested"
-    s = answerer.answer("退货运费谁出？不给退我就去法院起诉", top_k=1)
+    s = answerer.answer("退货运费谁出？充电宝都炸了", top_k=1)
     assert (s.reason, len(s.answers)) == ("sensitive", 1)  # at most top_k
 
 
@@ -88,13 +88,24 @@ def test_user_request_wins_over_a_confident_match(answerer: Answerer):
 
 
 def test_sensitive_handoff(answerer: Answerer):
-    a = answerer.answer("退货运费谁出？不给退我就去法院起诉")
+    a = answerer.answer("退货运费谁出？充电宝都炸了")
     assert_shape(a)
     assert (a.decision, a.reason) == ("handoff", "sensitive")
-    assert a.trace["fired"] == "sensitive:legal"
-    assert a.answers == []  # decided before any search
+    assert a.trace["fired"] == "sensitive:safety"
+    assert a.answers == [] and a.suggestions == [] and "candidates" not in a.trace  # decided before any search
     assert a.handoff is not None and answerer.tickets is not None
     assert answerer.tickets.list(reason="sensitive")[0].id == a.handoff.ticket_id
+
+
+def test_a_dispute_escalated_to_court_still_shows_what_to_read(answerer: Answerer):
+    """Naming a lawsuit hands off as before, and the help center's answers ride along as
+    suggestions (not as answers) while the shopper waits; the ticket records them."""
+    a = answerer.answer("退货运费谁出？不给退我就去法院起诉")
+    assert_shape(a)
+    assert (a.decision, a.reason, a.trace["fired"]) == ("handoff", "sensitive", "sensitive:legal")
+    assert a.answers == [] and 1 <= len(a.suggestions) <= 3
+    assert [i.id for i in a.suggestions] == [c["id"] for c in a.trace["candidates"]][: len(a.suggestions)]
+    assert answerer.tickets is not None and answerer.tickets.list(reason="sensitive")[0].candidates
 
 
 @pytest.mark.parametrize("query", ["你好", "谢谢", "好的谢谢", "在吗？"])

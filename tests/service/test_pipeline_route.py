@@ -17,7 +17,7 @@ from service.pipeline.prepare import Prepared
 from service.pipeline.route import Router
 from tests.fakes import FAKE_CAL
 
-SENSITIVE = SensitiveDetector({"legal": ["起诉"], "police": ["报警"]})
+SENSITIVE = SensitiveDetector({"legal": ["起诉"], "police": ["报警"], "self_harm": ["不想活"]})
 
 
 def _prepared(query: str) -> Prepared:
@@ -34,7 +34,8 @@ def _prepared(query: str) -> Prepared:
         ("转人工", "user_requested", "handoff", "user_requested", False, True),
         ("我要起诉你们，转人工", "user_requested", "handoff", "user_requested", False, True),  # person first
         # sensitive comes before needs_order
-        ("我的快递到哪了？再不到我就报警", "sensitive", "handoff", "sensitive:police", False, True),
+        # searched: what to read while a person comes (the police, a court: a dispute escalated)
+        ("我的快递到哪了？再不到我就报警", "sensitive", "handoff", "sensitive:police", True, True),
         ("我的快递到哪了", "needs_order", "handoff", "needs_order", True, True),  # searched for suggestions
     ],
 )
@@ -80,7 +81,7 @@ def test_handoff_candidates_has_a_person_or_sensitive_handoff_searched() -> None
 
 # --- what routing first buys the answerer -----------------------------------------------------------
 PERSON = ["转人工", "人工", "你好，转人工", "七天无理由退货怎么弄？转人工"]
-RULE_QUERIES = [*PERSON, "退货运费谁出？不给退我就去法院起诉", "？", "你好"]
+RULE_QUERIES = [*PERSON, "退货运费谁出？充电宝都炸了", "？", "你好"]
 
 
 @pytest.fixture
@@ -113,6 +114,13 @@ def test_a_rule_handoff_makes_no_encoder_call_and_no_candidate_pool(
         assert a.reason in ("user_requested", "sensitive", "empty_query", "greeting"), query
         assert answerer.explain(query).searched is None
     assert calls == []
+
+
+def test_only_an_escalated_dispute_among_sensitive_messages_is_searched() -> None:
+    router = Router(sensitive=SENSITIVE)
+    legal, harm = router.run(_prepared("我要起诉")), router.run(_prepared("我不想活了"))
+    assert legal is not None and legal.search and legal.suggest
+    assert harm is not None and not harm.search and not harm.suggest
 
 
 def test_a_question_and_a_needs_order_message_are_encoded_once(counted: tuple[Answerer, list[Sequence[str]]]) -> None:
