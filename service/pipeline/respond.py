@@ -25,10 +25,9 @@ EMPTY_REPLY = "没有看到您的问题内容，请直接输入您想咨询的�
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
-# Handoffs whose candidates are worth the shopper's look while they wait: not sure enough to
-# answer, or the article is right but only someone with the order can finish the job (and a
-# sensitive message that escalates a dispute: ``Rule.suggest``).
-SUGGESTING_REASONS = ("low_confidence", "needs_order")
+# A low-confidence handoff's candidates are worth the shopper's look while they wait (not sure
+# enough to answer); a rule's handoff says whether its are (``Rule.suggest``: needs_order, an
+# escalated dispute).
 # Handoffs that show their candidates (when searched) as answers: context for the human agent.
 AGENT_CONTEXT_REASONS = ("user_requested", "sensitive")
 AGENT_CONTEXT = 3  # at most this many (and at most top_k)
@@ -88,7 +87,7 @@ class Responder:
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
             said = EMPTY_REPLY if d.reason == "empty_query" else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
-            if d.reason in SUGGESTING_REASONS or (d.rule is not None and d.rule.suggest):  # worth a look
+            if d.rule.suggest if d.rule is not None else d.reason == "low_confidence":  # worth a look
                 suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]
             elif d.reason in AGENT_CONTEXT_REASONS:
                 items = [self.item(c, d.search_text) for c in cands[: min(AGENT_CONTEXT, top_k)]]

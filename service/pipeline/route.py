@@ -68,5 +68,5 @@ class Router:
             if order is None and p.order_context:  # the chat is about the order: a statement describes it
                 order = match_order_statement(norm)
         if order is not None:
-            return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order)
+            return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order, suggest=True)
         return None

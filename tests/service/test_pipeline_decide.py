@@ -23,7 +23,7 @@ PREPARED = Prepared("你好，发漂怎么开", "你好,发漂怎么开", "发�
 PERSON = Rule("user_requested", "handoff", "user_requested", search=False, remember=True)
 GREETING = Rule("greeting", "clarify", "greeting", search=False, remember=False)
 MATCH = OrderMatch("order_id", "单号123")
-ORDER = Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=MATCH)
+ORDER = Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=MATCH, suggest=True)
 
 
 def _searched(confidence: float, text: str = "发票怎么开", synonyms: tuple[str, ...] = ()) -> Searched:

@@ -127,7 +127,8 @@ def test_a_person_requested_shows_its_candidates_only_when_searched(responder: R
 
 
 def test_a_needs_order_handoff_tells_the_webhook(responder: Responder):
-    rule = Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=OrderMatch("order_id", "x"))
+    order = OrderMatch("order_id", "x")
+    rule = Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order, suggest=True)
     a = responder.run(_decision(responder.index, "handoff", "needs_order", rule), 3, time.perf_counter())
     assert isinstance(responder.webhook, RecordingWebhook)
     [event] = responder.webhook.events

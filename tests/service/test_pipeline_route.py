@@ -52,6 +52,7 @@ def test_rules_in_order_of_precedence(
         remember,
     )
     assert (rule.order is not None) == (reason == "needs_order")
+    assert rule.suggest == (reason == "needs_order" or fired == "sensitive:police")  # its candidates ride along
 
 
 def test_a_question_goes_on_to_retrieval() -> None:
