@@ -60,12 +60,10 @@ OOS_SHARE = 0.3  # assumed share of incoming questions the KB has no answer for 
 # of them reach the prior's threshold against 15% of the real out-of-scope queries).
 OOS_RECALL = 0.6
 CLARIFY_OOS_RECALL = 0.75  # below the answer threshold, unanswerable ones handed off rather than clarified
-# In a plain FAQ table (one question per entry, no alternatives, no documents) the question match is
-# the evidence: the shipped ranker, fitted on other KBs, may only reorder what it does not decide. A
-# candidate whose question cosine leads the next by more than this goes first (``Ranker.question_lead``).
-# Dev, the ranker fitted with one source left out and scored on it (docs/experiments.md, 2026-12-07):
-# unionpay_a 0.606 → 0.636 hit@1 (its question match 0.639), the five other suites unchanged; 0.005
-# cost chip2019 0.007; with alternatives it costs what they teach the ranker (bundled: −0.002 to −0.03).
+# In a plain FAQ table (one question per entry, no alternatives, no documents) a candidate whose
+# question cosine leads the next by more than this goes first (``Ranker.question_lead``). Dev, ranker
+# fitted with the suite left out (docs/experiments.md, 2026-12-07): unionpay_a 0.606 → 0.636 hit@1
+# (question match 0.639), five suites unchanged; with alternatives it costs what they teach the ranker.
 QUESTION_LEAD = 0.01
 MAX_QUERIES = 1500  # pseudo-queries of each kind: enough for stable thresholds, bounded build time
 MIN_QUERIES = 40  # fewer answerable or unanswerable pseudo-queries than this: the shipped prior alone
