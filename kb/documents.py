@@ -136,10 +136,13 @@ def load_html(state: LoadState, path: Path) -> None:
     """Add the help-center page at ``path`` as a plain document of its visible text."""
     src = Source(state.rel(path))
     try:
-        page = parse_page(decode_page(path.read_bytes()))
+        text, encoding = decode_page(path.read_bytes())
+        page = parse_page(text)
     except PageError as exc:
         state.problem(Source(src.path, exc.line), str(exc))
         return
+    if encoding not in ("utf-8", "utf-16"):
+        state.note("encoding", src, encoding_note(encoding))
     if page.size < MIN_DOC_BODY:
         where = f" inside {page.region}" if page.region else ""
         state.problem(

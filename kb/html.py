@@ -1,6 +1,7 @@
 """HTML help-center pages as Markdown-like text, for the loader and the document chunker.
 
-``decode_page`` turns bytes into text (UTF-8, or GBK when the page declares a GB charset);
+``decode_page`` turns bytes into text (UTF-8, or the GBK or Big5 the page declares or, declaring
+none, is found to be: ``kb.encoding``);
 ``parse_page`` parses with the standard library's ``html.parser`` into a small tree, keeps the
 content (``<main>``, else the ``<article>`` elements, else the whole body) and writes it out:
 ``<h1>``–``<h6>`` as ``#`` headings (the chunker splits along them), list items as ``- ``/``1. ``
@@ -13,6 +14,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from kb.encoding import GBK, EncodingError, decode_text
 from kb.html_text import Writer, inline_text
 from kb.html_tree import TreeBuilder, content_roots, walk
 
@@ -42,19 +44,22 @@ class HTMLPage:
     line: int  # the line where that region starts
 
 
-def decode_page(data: bytes) -> str:
-    """The page as text: UTF-8, or GBK (read as its superset GB18030) or Big5 when a ``<meta>`` declares it.
+def decode_page(data: bytes) -> tuple[str, str]:
+    """(text, encoding) of the page: UTF-8, or GBK (read as its superset GB18030) or Big5 when a
+    ``<meta>`` declares it or, when none does, when the bytes read as Chinese text in one of them
+    (``kb.encoding.decode_text``, as for text files: an old export saved as "ANSI" often has no
+    declaration).
 
     UTF-8 is tried first even under a GB declaration: a page re-saved as UTF-8 often keeps its old
     ``<meta charset="gb2312">``, and real GBK text is practically never valid UTF-8.
     """
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # Windows Notepad's "Unicode"
         try:
-            return data.decode("utf-16")
+            return data.decode("utf-16"), "utf-16"
         except UnicodeDecodeError as exc:
             raise PageError(1, "not valid UTF-16 text despite its byte order mark; save the page as UTF-8") from exc
     try:
-        return data.decode("utf-8-sig")
+        return data.decode("utf-8-sig"), "utf-8"
     except UnicodeDecodeError as exc:
         utf8_error = exc
     m = _META_CHARSET.search(data[:4096])
@@ -62,11 +67,16 @@ def decode_page(data: bytes) -> str:
     codec = "gb18030" if declared in _GB_CHARSETS else "big5hkscs" if declared in _BIG5_CHARSETS else None
     if codec is not None:
         try:
-            return data.decode(codec)
+            return data.decode(codec), GBK if codec == "gb18030" else "big5"
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise PageError(line, f"not valid {declared} text though the page declares it; save it as UTF-8") from exc
     line = data[: utf8_error.start].count(b"\n") + 1
+    if declared is None or declared in {"utf-8", "utf8"}:  # none, or one the bytes do not keep
+        try:
+            return decode_text(data)
+        except EncodingError:
+            pass  # the error below says where UTF-8 failed
     if declared and declared not in {"utf-8", "utf8"}:
         raise PageError(
             line,
@@ -74,8 +84,7 @@ def decode_page(data: bytes) -> str:
         )
     raise PageError(
         line,
-        f"not UTF-8 text (byte 0x{data[utf8_error.start]:02x}); save the page as UTF-8, "
-        'or declare its encoding with <meta charset="gbk"> if it is GBK',
+        f"not UTF-8 text (byte 0x{data[utf8_error.start]:02x}), nor GBK or Big5; save the page as UTF-8",
     )
 
 

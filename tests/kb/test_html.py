@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from indexer.chunking import PATH_SEP, chunk_kb
 from kb.documents import MIN_DOC_BODY
+from kb.encoding import GBK
 from kb.errors import KBError
 from kb.html import PageError, decode_page, parse_page
 from kb.loader import load_kb
@@ -272,18 +273,31 @@ def test_an_aspnet_page_wrapped_in_a_form_is_kept():
 
 
 def test_a_declared_gb_charset_is_honoured():
-    assert decode_page(GBK_PAGE.encode("gbk")) == GBK_PAGE
-    assert decode_page('<meta charset="GB18030"><p>退货𠀀</p>'.encode("gb18030")).endswith("退货𠀀</p>")
+    assert decode_page(GBK_PAGE.encode("gbk")) == (GBK_PAGE, GBK)
+    text, _ = decode_page('<meta charset="GB18030"><p>退货𠀀</p>'.encode("gb18030"))
+    assert text.endswith("退货𠀀</p>")
     # re-saved as UTF-8 with the old declaration left in: still read right
-    assert decode_page(GBK_PAGE.encode("utf-8")) == GBK_PAGE
+    assert decode_page(GBK_PAGE.encode("utf-8")) == (GBK_PAGE, "utf-8")
     big5 = '<meta charset="big5">\n<p>退貨政策：七天內可申請退貨</p>'
-    assert decode_page(big5.encode("big5")) == big5
+    assert decode_page(big5.encode("big5")) == (big5, "big5")
+
+
+@pytest.mark.parametrize(
+    ("page", "codec", "encoding"),
+    [
+        ("<p>\n退货政策：签收后七天内可申请退货</p>", "gbk", GBK),  # declares nothing
+        ('<meta charset="utf-8">\n<p>退货政策：签收后七天内可申请退货</p>', "gbk", GBK),  # declares what it is not
+        ("<p>退貨政策：七天內可申請退貨，運費由買家承擔</p>", "big5", "big5"),
+    ],
+)
+def test_an_undeclared_or_misdeclared_chinese_page_is_read_as_what_it_is(page: str, codec: str, encoding: str):
+    assert decode_page(page.encode(codec)) == (page, encoding)
 
 
 @pytest.mark.parametrize(
     ("data", "line", "message"),
     [
-        ("<p>\n退货政策</p>".encode("gbk"), 2, "not UTF-8 text"),
+        (b"<p>\n\xff\xfe\xfd broken</p>", 2, "not UTF-8 text"),
         ('<meta charset="shift_jis">\n<p>返品</p>'.encode("shift_jis"), 2, "charset=shift_jis"),
         (b'<meta charset="gbk">\n\n<p>\x81</p>', 3, "not valid gbk text"),
     ],
@@ -326,10 +340,22 @@ def test_a_gbk_page_loads(tmp_path: Path):
     assert doc.title == "售后服务说明" and "运费由商家承担" in doc.body
 
 
+def test_an_undeclared_gbk_page_loads_with_a_note(tmp_path: Path):
+    undeclared = "\n".join(line for line in GBK_PAGE.splitlines() if "charset" not in line)
+    (tmp_path / "after-sales.html").write_bytes(undeclared.encode("gbk"))
+    kb = load_kb(tmp_path)
+    (doc,) = kb.documents
+    assert doc.title == "售后服务说明" and "运费由商家承担" in doc.body
+    assert [str(n) for n in kb.report.notes if n.kind == "encoding"] == [
+        "after-sales.html:1: read as GBK text, not UTF-8; save it as UTF-8 to be sure every character is read as meant"
+    ]
+    assert kb.report.counts()["files_not_utf8"] == 1
+
+
 def test_an_undecodable_page_is_a_problem_with_file_and_line(tmp_path: Path):
-    (tmp_path / "returns.html").write_bytes("<html>\n<body>\n<p>退货政策</p>".encode("gbk"))
+    (tmp_path / "returns.html").write_bytes(b"<html>\n<body>\n<p>\xff\xfe\xfd returns</p>")
     (problem,) = _problems(tmp_path)
-    assert problem.startswith("returns.html:3: not UTF-8 text") and '<meta charset="gbk">' in problem
+    assert problem.startswith("returns.html:3: not UTF-8 text") and "nor GBK or Big5" in problem
 
 
 def test_a_page_with_too_little_text_is_a_problem(tmp_path: Path):
