@@ -38,7 +38,7 @@ from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
 from eval.learn_stage import StagedExamples, kb_folder, stage
 from eval.progress import Say, Ticker
 from eval.runner import run
-from indexer.build import build_index, verify
+from indexer.build import build_index, copy_resources, verify
 from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder
 from indexer.index import Index
@@ -185,6 +185,7 @@ def learn(
             write_plan(root, plan)
             tmp = store.new_tmp(bid)
             index.save(tmp)
+            copy_resources(staged, tmp)  # the build serves as built, as `kefu build`'s does
             if report:
                 (tmp / "calibration_report.json").write_text(json.dumps(report, ensure_ascii=False), "utf-8")
             verify(Index.load(tmp, encoder.model_id))

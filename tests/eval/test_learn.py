@@ -66,6 +66,9 @@ def test_learn_applies_rebuilds_and_ships(setup):
     index = store.load_current(enc.model_id)
     texts = {c.text for c in index.chunks if c.unit_id == ENTRY and c.kind == "alt"}
     assert set(msgs) <= texts
+    # the shipped build carries its resources, as a `kefu build` does (the service reads them there)
+    built = {p.name for p in (store.current_path() / "resources").iterdir()}
+    assert built and built == {p.name for p in (store.builds / served / "resources").iterdir()}
     assert J.states(s.kb_dir)[d.id].status == "applied"
     events = [r["event"] for r in J.read_journal(s.kb_dir)]
     assert events[-1] == "learned" and "applying" in events
