@@ -64,10 +64,10 @@ def decode_page(data: bytes) -> tuple[str, str]:
         utf8_error = exc
     m = _META_CHARSET.search(data[:4096])
     declared = m.group(1).decode("ascii", "replace").lower() if m else None
-    codec = "gb18030" if declared in _GB_CHARSETS else "big5hkscs" if declared in _BIG5_CHARSETS else None
+    codec = GBK if declared in _GB_CHARSETS else "big5hkscs" if declared in _BIG5_CHARSETS else None
     if codec is not None:
         try:
-            return data.decode(codec), GBK if codec == "gb18030" else "big5"
+            return data.decode(codec), codec if codec == GBK else "big5"
         except UnicodeDecodeError as exc:
             line = data[: exc.start].count(b"\n") + 1
             raise PageError(line, f"not valid {declared} text though the page declares it; save it as UTF-8") from exc
