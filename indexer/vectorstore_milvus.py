@@ -19,6 +19,7 @@ prunes (HNSW, IVF) would buy nothing per shop and lose exactness.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,8 @@ FETCH_BATCH = 2_000  # primary keys per get call
 # Strong: a search sees every row written before it, also rows another process (kefu shops add)
 # wrote just before the registry pointed at them. On Milvus Lite it costs nothing measurable.
 CONSISTENCY = "Strong"
+
+log = logging.getLogger("kefu.vectorstore")
 
 
 class MilvusVectorStore:
@@ -84,7 +87,7 @@ class MilvusVectorStore:
                 self._create(client)
             else:
                 self._check_dim(client)
-                client.load_collection(self.collection)  # a reopened collection starts released
+                self._load(client)  # a reopened collection starts released
         except (ConfigError, IndexStateError):
             raise
         except Exception as exc:  # pymilvus raises its own tree and gRPC/OS errors
@@ -108,6 +111,27 @@ class MilvusVectorStore:
         params = client.prepare_index_params()
         params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
         client.create_collection(self.collection, schema=schema, index_params=params, num_partitions=NUM_PARTITIONS)
+
+    def _load(self, client: Any) -> None:
+        """Load the collection. Milvus Lite writes each segment's index file after a flush, in a
+        thread of its own and in place; a process killed meanwhile leaves it cut short, and every
+        later load of the whole collection fails on it. Those files are copies of the stored rows
+        that Milvus Lite rebuilds when they are missing, so a cut-short one is removed and the load
+        tried once more; any other failure is raised as it is."""
+        try:
+            client.load_collection(self.collection)
+        except Exception:
+            torn = drop_torn_index_files(Path(self.uri), self.collection) if self.is_lite else []
+            if not torn:
+                raise
+            log.warning(
+                "Milvus Lite at %s: removed %d index file(s) a crash left half-written (%s); "
+                "rebuilt from the stored rows",
+                self.uri,
+                len(torn),
+                ", ".join(p.name for p in torn),
+            )
+            client.load_collection(self.collection)
 
     def _check_dim(self, client: Any) -> None:
         info = client.describe_collection(self.collection)
@@ -254,6 +278,35 @@ class MilvusVectorStore:
                 self._client = None
                 if self.is_lite:
                     _release_lite(self.uri)
+
+
+def drop_torn_index_files(db: Path, collection: str) -> list[Path]:
+    """Remove the index files of a Milvus Lite collection (``<db>/collections/<name>/partitions/
+    */indexes/*.idx``, NumPy arrays for a FLAT index) that hold fewer bytes than their header
+    promises; files in any other format are left alone. Returns the files removed."""
+    torn = []
+    for path in sorted((db / "collections" / collection / "partitions").glob("*/indexes/*.idx")):
+        if _npy_is_short(path):
+            path.unlink()
+            torn.append(path)
+    return torn
+
+
+def _npy_is_short(path: Path) -> bool:
+    """True when ``path`` starts as a NumPy array file and ends before its data does."""
+    from numpy.lib import format as npy
+
+    try:
+        with path.open("rb") as f:
+            version = npy.read_magic(f)
+            read = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+            shape, _, dtype = read(f)
+            need = f.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except ValueError:  # not a NumPy file (another index format), or a header cut short
+        return path.stat().st_size < 128 and path.read_bytes().startswith(b"\x93NUMPY")
+    except OSError:
+        return False
+    return path.stat().st_size < need
 
 
 def _release_lite(path: str) -> None:
