@@ -51,7 +51,13 @@ _REQUEST_PATTERNS = [
     # greeting; it asks for a person only with a verb that hands the chat over: 转客服, 我要找客服.
     r"转接?\s*(?:一下|个|到|给)?\s*(?:你们的?)?客服(?!电话|热线|号码|邮箱|时间|几点|上班|下班|排)",
     rf"^我?(?:(?:要|想要|需要)找?|想?找)(?:个|一下)?客服{_TO_END}",
-    r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让)?\s*(?:你|这个)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai)",
+    r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让)?\s*(?:你|这个)?\s*(?:再)?\s*(?:和|跟|同)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai)",
+    # the bot told to stop (机器人别回了, 自动回复不要再发了)
+    r"(?:机器人|智能客服|自动回复)\s*(?:你)?\s*(?:别|不要|不用)\s*(?:再)?\s*(?:回|说|答|发)",
+    # a person to talk to, said as a want (我要跟人说话, 想找个真人聊): not 跟人聊天被骗了, a story
+    r"(?:要|想|让我)\s*(?:跟|和|找)\s*(?:个)?\s*(?:真|活)?人\s*(?:说话|聊|谈|沟通|对话|讲)",
+    # the whole message a call for the service (客服客服, 在线客服): one 客服 alone stays a greeting
+    rf"^(?:(?:客服){{2,}}|在线(?:客服|人工))(?:客服|人工)?{_TO_END}",
     r"(?:换|找|叫)\s*(?:个|一个)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
     r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
     r"\b(?:human|real person|live agent|real human|talk to (?:a |an )?(?:person|agent|human)|agent please)\b",

@@ -112,6 +112,16 @@ REAL_CHAT_REQUESTS = [
     "转3号客服",
     "是人工吗",  # has a person taken over?
     "是到人工客服了么?",
+    "我不要和机器人聊",  # the bot refused, with 和/跟 between
+    "不想跟机器人说了",
+    "机器人别回了",
+    "自动回复不要再发了",
+    "我要跟人说话",
+    "想找个真人聊聊",
+    "客服客服",
+    "客服客服客服！",
+    "在线客服",
+    "在线人工？",
 ]
 
 
@@ -158,6 +168,9 @@ def test_real_chat_requests_are_not_greetings(query: str, greeting_extras):
         "[数字x]人工费怎么算",
         "[链接x] 这个人工智能音箱能连wifi吗",
         "转3号线",
+        "我跟人聊天的时候被骗了怎么办",  # a story, not a want
+        "在线客服几点下班",
+        "机器人回复说可以退，这算数吗",
     ],
 )
 def test_real_chat_non_requests(query: str):
