@@ -31,6 +31,7 @@ def bundled_detector() -> SensitiveDetector:
         ("我要打12315投诉", "regulator", "12315"),
         ("我要去网上曝光你们", "media", "曝光"),
         ("充电宝充着充着爆炸了", "safety", "爆炸"),
+        ("新买的衣服颜色不错，可是熨斗插上电就炸了", "safety", "炸了"),  # 颜色 elsewhere: not the slang
         ("被骗光了我真的不想活了", "self_harm", "不想活"),
     ],
 )
@@ -105,6 +106,9 @@ def test_uppercase_regex_escapes_keep_their_meaning():
         "美炸了",
         "这价格太炸了",
         "双十一的优惠真的炸了",
+        "这件衣服颜色太炸了",
+        "这个配色也太炸了吧",
+        "设计直接炸了",
         "杀价",
         "秒杀",
         "杀毒软件",
