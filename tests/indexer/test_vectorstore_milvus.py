@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from indexer.vectorstore import open_vector_store
-from indexer.vectorstore_milvus import COLLECTION, drop_torn_index_files
+from indexer.vectorstore_milvus import COLLECTION, MilvusVectorStore, drop_torn_index_files
 
 DIM = 16
 
@@ -60,3 +60,57 @@ def test_collection_loads_after_an_index_file_was_cut_short(tmp_path: Path, capl
         assert again.search("s1", "b1", rows[:1], 1)[0][0].row == 0
     finally:
         again.close()
+
+
+class _FakeServer:
+    """A Milvus server's client as MilvusVectorStore uses it: rows by key, each read's level
+    recorded; ``lagging`` rows are left out of reads that are not Strong, as a server's replica
+    that has not caught up with the last writes leaves them."""
+
+    def __init__(self, lagging: int = 0) -> None:
+        self.rows: dict[str, dict[str, object]] = {}
+        self.levels: list[str] = []
+        self.flushes = 0
+        self.lagging = lagging
+
+    def delete(self, collection: str, ids: list[str]) -> None:
+        for pk in ids:
+            self.rows.pop(pk, None)
+
+    def insert(self, collection: str, data: list[dict[str, object]]) -> None:
+        self.rows.update({str(d["pk"]): d for d in data})
+
+    def flush(self, collection: str) -> None:
+        self.flushes += 1
+
+    def get(self, collection: str, ids: list[str], output_fields: list[str], consistency_level: str) -> list:
+        self.levels.append(consistency_level)
+        found = [self.rows[pk] for pk in ids if pk in self.rows]
+        return found if consistency_level == "Strong" else found[: max(0, len(found) - self.lagging)]
+
+
+def server_store(client: _FakeServer) -> MilvusVectorStore:
+    store = MilvusVectorStore("http://milvus.example:19530", DIM)
+    store._client = client
+    return store
+
+
+def test_a_server_load_reads_bounded_and_strong_only_when_rows_are_missing() -> None:
+    rows = unit_rows(5, 9)
+    caught_up = _FakeServer()
+    store = server_store(caught_up)
+    store.upsert("s1", "b1", range(5), rows)
+    np.testing.assert_allclose(store.fetch("s1", "b1", 5), rows, atol=1e-6)
+    assert caught_up.levels == ["Bounded"]
+
+    behind = _FakeServer(lagging=2)
+    store = server_store(behind)
+    store.upsert("s1", "b1", range(5), rows)
+    np.testing.assert_allclose(store.fetch("s1", "b1", 5), rows, atol=1e-6)
+    assert behind.levels == ["Bounded", "Strong"]
+
+
+def test_a_server_seals_on_its_own_so_flush_sends_nothing() -> None:
+    client = _FakeServer()
+    server_store(client).flush()
+    assert client.flushes == 0
