@@ -59,6 +59,7 @@ DISTINCT = 100  # shops built for real; larger fleets copy their builds under ne
 QUERIES = 600  # random (shop, query) pairs answered per fleet size and backend, cold and warm each
 SAME_QUERIES = 1_000  # fixed (shop, query) pairs answered on every backend and compared
 SECTION = "## Many shops (`python -m eval.bench --only shops`)"  # the docs/benchmarks.md heading it owns
+MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")  # a KEFU_MILVUS_URI that is not a Lite file
 
 
 def run_backend(
@@ -99,6 +100,8 @@ def run_backend(
         shops.cache_path = cache
         pool = foreign_pool()
         out: dict[str, Any] = {"builds": [], "fleets": {}}
+        if kind == "milvus":  # which Milvus answered: its memory is in this process only for Lite
+            out["milvus"] = "server" if (s.milvus_uri or "").startswith(MILVUS_SERVER_SCHEMES) else "Lite"
         ids: list[str] = []
         kbs = work / "kbs"
         rng = random.Random(SEED)
@@ -216,6 +219,11 @@ def run(
     return out
 
 
+def _label(kind: str, backend: dict[str, Any]) -> str:
+    """The backend as the tables name it: milvus says which Milvus it ran on."""
+    return f"{kind} ({backend['milvus']})" if backend.get("milvus") else kind
+
+
 def _ms(m: dict[str, Any]) -> str:
     return f"{m['p50_ms']} / {m['p99_ms']}"
 
@@ -234,8 +242,9 @@ def markdown(data: dict[str, Any] | None) -> list[str]:
         "the platform help center answer together. *Cold*: a desk just started (most shops asked for the first "
         "time are loaded then); *warm*: after `ShopDesk.preload` loaded the shops the memory budget holds. RSS: "
         "this process with those shops loaded (Milvus Lite 3 runs its server as threads of the process using it, "
-        "so its memory is in the milvus rows; a child process would be shown after the +). Figures before "
-        "the shop pack and the memory-sized LRU: [scaling](scaling.md#what-was-measured).",
+        "so its memory is in the rows of `milvus (Lite)`; a Milvus server's is its own process's, not in these "
+        "figures; a child process would be shown after the +). Figures before the shop pack and the memory-sized "
+        "LRU, and Milvus Lite at scale: [scaling](scaling.md#what-was-measured).",
         *([f"Measured {data['date']}: {data['note']}."] if data.get("note") else []),
         "",
         "| backend | shops | cold p50 / p99 ms | cold: shop loaded | warm p50 / p99 ms | shops loaded (est. MB) "
@@ -246,11 +255,16 @@ def markdown(data: dict[str, Any] | None) -> list[str]:
         for size, m in b["fleets"].items():
             c, w = m["cold"], m["warm"]
             lines.append(
-                f"| {kind} | {int(size):,} | {_ms(c)} | {c['loaded_share']} | {_ms(w)} | {m['loaded']:,} "
+                f"| {_label(kind, b)} | {int(size):,} | {_ms(c)} | {c['loaded_share']} | {_ms(w)} | {m['loaded']:,} "
                 f"({m['loaded_mb']:,}) | {m['rss_mb']:,} (+ {m['milvus_rss_mb']:,}) | {m['preload']['ms_per_shop']} "
                 f"| {c['failed'] + w['failed']} |"
             )
-    http = [(k, size, m["http"]) for k, b in data["backends"].items() for size, m in b["fleets"].items() if "http" in m]
+    http = [
+        (_label(k, b), size, m["http"])
+        for k, b in data["backends"].items()
+        for size, m in b["fleets"].items()
+        if "http" in m
+    ]
     if http:
         lines += [
             "",
@@ -284,7 +298,7 @@ def markdown(data: dict[str, Any] | None) -> list[str]:
             f"{r['seconds']} s, {r['answers_meanwhile']} answers meanwhile, {r['failed']} failed"
             for r in (b["add_30_entries"], b["rebuild_30_entries"])
         ]
-        lines.append(f"| {kind} | {bs['p50']} / {bs['p90']} / {bs['max']} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {_label(kind, b)} | {bs['p50']} / {bs['p90']} / {bs['max']} | {cells[0]} | {cells[1]} |")
     same = data.get("same_answers")
     if same:
         lines += [
