@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +64,9 @@ def test_collection_loads_after_an_index_file_was_cut_short(tmp_path: Path, capl
 
 
 class _FakeServer:
-    """A Milvus server's client as MilvusVectorStore uses it: rows by key, each read's level
-    recorded; ``lagging`` rows are left out of reads that are not Strong, as a server's replica
-    that has not caught up with the last writes leaves them."""
+    """A Milvus server's client as MilvusVectorStore uses it: rows by key, read by a filter on
+    shop and build, each read's level recorded; ``lagging`` rows are left out of reads that are
+    not Strong, as a server's replica that has not caught up with the last writes leaves them."""
 
     def __init__(self, lagging: int = 0) -> None:
         self.rows: dict[str, dict[str, object]] = {}
@@ -83,9 +84,12 @@ class _FakeServer:
     def flush(self, collection: str) -> None:
         self.flushes += 1
 
-    def get(self, collection: str, ids: list[str], output_fields: list[str], consistency_level: str) -> list:
+    def query(
+        self, collection: str, filter: str, output_fields: list[str], limit: int, consistency_level: str
+    ) -> list[dict[str, object]]:
         self.levels.append(consistency_level)
-        found = [self.rows[pk] for pk in ids if pk in self.rows]
+        wanted = dict(re.findall(r'(shop|build) == "([^"]+)"', filter))
+        found = [d for d in self.rows.values() if all(d[k] == v for k, v in wanted.items())][:limit]
         return found if consistency_level == "Strong" else found[: max(0, len(found) - self.lagging)]
 
 
@@ -99,6 +103,7 @@ def test_a_server_load_reads_bounded_and_strong_only_when_rows_are_missing() -> 
     rows = unit_rows(5, 9)
     caught_up = _FakeServer()
     store = server_store(caught_up)
+    store.upsert("s2", "b1", range(5), unit_rows(5, 10))  # another shop's rows are not read
     store.upsert("s1", "b1", range(5), rows)
     np.testing.assert_allclose(store.fetch("s1", "b1", 5), rows, atol=1e-6)
     assert caught_up.levels == ["Bounded"]
