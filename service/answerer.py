@@ -237,6 +237,20 @@ class Answerer:
         decision = self._decide(query, session_id or SessionStore.new_id(), history)
         return self.stages.respond.run(decision, k, started, history)
 
+    def respond(
+        self,
+        decision: Decision,
+        top_k: int | None = None,
+        history: Sequence[HistoryTurn] | None = None,
+        started: float | None = None,
+    ) -> Answer:
+        """The answer to a decision ``explain`` made, with its effects (the session turn, a
+        ticket): what ``answer`` returns for the same message, for a caller that decided first
+        and answers only if it still needs to (a shop's desk, beside the shop's load)."""
+        k = self.options.top_k if top_k is None else top_k
+        check_request(decision.prepared.query, k, history, self.options.max_query_chars)
+        return self.stages.respond.run(decision, k, time.perf_counter() if started is None else started, history)
+
     def _decide(self, query: str, session_id: str, history: Sequence[HistoryTurn] | None) -> Decision:
         s = self.stages
         prepared = s.prepare.run(query, session_id, history)

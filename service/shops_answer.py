@@ -34,6 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from indexer.vectorstore import check_shop_id
 from kb.errors import InputError, KefuError
 from kb.settings import Settings
 from service.answerer import Answerer
+from service.pipeline.decide import Decision
 from service.schemas import Answer, HistoryTurn
 from service.sessions import SessionStore
 from service.shops import Shops
@@ -60,6 +62,9 @@ EncodeFn = Callable[[Sequence[str]], np.ndarray]
 SHOP_MEMORY_SHARE = 0.25
 SHOP_MEMORY_CAP = 3 << 29  # 1.5 GiB
 PRELOAD_FILL = 0.9  # ShopDesk.preload stops when the loaded shops hold this share of the budget
+# Shops being loaded for a question, beside the platform's decision (``ShopDesk.answer``); two at once
+# as the machine has cores, and a load mostly waits on a file or the vector store.
+_LOADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="kefu-shop-load")
 
 log = logging.getLogger("kefu.shops")
 
@@ -247,15 +252,38 @@ class ShopDesk:
         history: Sequence[HistoryTurn] | None = None,
     ) -> Answer:
         t0 = time.perf_counter()
-        rec, shop_answerer = self.shop_answerer(shop, platform)
         k = platform.options.top_k if top_k is None else top_k
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
         sid = session_id or SessionStore.new_id()
+        self.shops.registry.require(check_shop_id(shop))  # an unknown shop is refused before any work
+        variant = self.platform_variant(platform)
+        early: Decision | None = None
+        if self.is_loaded(shop):
+            rec, shop_answerer = self.shop_answerer(shop, platform)
+        else:
+            # A shop not loaded yet is read from its build and the vector store while the platform
+            # decides (its encode and a Milvus read both leave the interpreter lock): the decision
+            # has no effects, and the platform's answer is made from it below only if still needed.
+            loading = _LOADS.submit(self.shop_answerer, shop, platform)
+            try:
+                early = variant.explain(query, session_id=sid, history=history)
+            finally:
+                rec, shop_answerer = loading.result()
         before = Prior(self.sessions.messages(sid), tuple(history or ()))  # read before this message joins them
         own = Side.of(Route.SHOP, shop_answerer.answer(query, session_id=sid, top_k=k, history=history))
         other: Side | None = None
         if own.answer.reason not in ("empty_query", "greeting"):  # nothing to search for
-            variant = self.platform_variant(platform)
-            other = Side.of(Route.PLATFORM, variant.answer(query, session_id=sid, top_k=k, history=history))
+            if early is not None:
+                said = variant.respond(early, top_k=k, history=history, started=t0)
+            else:
+                said = variant.answer(query, session_id=sid, top_k=k, history=history)
+            other = Side.of(Route.PLATFORM, said)
         return merge(query, rec, own, other, k, sid, t0, tickets=self.tickets, webhook=self.webhook, before=before)
+
+    def is_loaded(self, shop: str) -> bool:
+        """Whether ``shop``'s answerer for the build the registry names is loaded."""
+        rec = self.shops.registry.get(check_shop_id(shop))
+        with self._lock:
+            loaded = self._loaded.get(shop)
+        return rec is not None and loaded is not None and loaded.build_id == rec.build_id

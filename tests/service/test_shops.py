@@ -329,3 +329,23 @@ def test_a_rebuild_drops_only_the_build_no_longer_kept(shops: Shops, tmp_path: P
     assert store.count("acme", first) == 0  # two builds are kept: the serving one and the one before
     assert store.holds("acme", second, ENTRIES * 4) and store.holds("acme", third, ENTRIES * 4)
     assert store.count("bobo") == ENTRIES * 4
+
+
+def test_a_shop_loaded_for_a_question_answers_as_a_loaded_one(shops: Shops, desk, tmp_path: Path) -> None:
+    # Unloaded, the shop is read beside the platform's decision (ShopDesk.answer); the answer must
+    # not depend on it: the same decision, answers and scores as once the shop is loaded.
+    d, platform = desk
+    shops.add("acme", write_shop_kb(tmp_path / "acme", "acme", "跑鞋"))
+
+    def seen(a):  # what an answer says, without its ids and timings
+        return a.decision, a.reason, [(x.id, x.score, x.source.owner) for x in a.answers], a.trace.get("lead")
+
+    for query in ("跑鞋5号有没有赠品？", "七天无理由退货需要满足什么条件？", "今天股市怎么样"):
+        d._loaded.clear()
+        assert not d.is_loaded("acme")
+        cold = d.answer(platform, query, "acme")
+        assert d.is_loaded("acme")
+        assert seen(cold) == seen(d.answer(platform, query, "acme")), query
+    d._loaded.clear()
+    d.answer(platform, "七天无理由退货需要满足什么条件？", "acme", session_id="s-cold")
+    assert d.platform_variant(platform).sessions.last("s-cold") is not None  # the platform's answer, made
