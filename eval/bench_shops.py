@@ -52,6 +52,7 @@ from eval.bench_shops_measure import (
     same_answers_sample,
     while_serving,
 )
+from indexer.vectorstore_milvus import is_server_uri
 from kb.settings import Settings
 
 SIZES = (100, 1_000, 5_000)
@@ -59,7 +60,6 @@ DISTINCT = 100  # shops built for real; larger fleets copy their builds under ne
 QUERIES = 600  # random (shop, query) pairs answered per fleet size and backend, cold and warm each
 SAME_QUERIES = 1_000  # fixed (shop, query) pairs answered on every backend and compared
 SECTION = "## Many shops (`python -m eval.bench --only shops`)"  # the docs/benchmarks.md heading it owns
-MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")  # a KEFU_MILVUS_URI that is not a Lite file
 
 
 def run_backend(
@@ -101,7 +101,7 @@ def run_backend(
         pool = foreign_pool()
         out: dict[str, Any] = {"builds": [], "fleets": {}}
         if kind == "milvus":  # which Milvus answered: its memory is in this process only for Lite
-            out["milvus"] = "server" if (s.milvus_uri or "").startswith(MILVUS_SERVER_SCHEMES) else "Lite"
+            out["milvus"] = "server" if is_server_uri(s.milvus_uri or "") else "Lite"
         ids: list[str] = []
         kbs = work / "kbs"
         rng = random.Random(SEED)

@@ -54,6 +54,11 @@ SERVER_READ = "Bounded"
 log = logging.getLogger("kefu.vectorstore")
 
 
+def is_server_uri(uri: str) -> bool:
+    """Whether a KEFU_MILVUS_URI names a Milvus server (any other is a Milvus Lite file path)."""
+    return uri.startswith(("http://", "https://", "tcp://", "unix:"))
+
+
 class MilvusVectorStore:
     """``VectorStore`` on Milvus (Lite or server)."""
 
@@ -67,7 +72,7 @@ class MilvusVectorStore:
 
     @property
     def is_lite(self) -> bool:
-        return not self.uri.startswith(("http://", "https://", "tcp://", "unix:"))
+        return not is_server_uri(self.uri)
 
     def warm_up(self) -> None:
         """Connect and create the collection if it is missing; IndexStateError (503) when the

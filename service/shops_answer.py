@@ -183,12 +183,22 @@ class ShopDesk:
 
     def shop_answerer(self, shop: str, platform: Answerer) -> tuple[ShopRecord, Answerer]:
         """The shop's answerer for the build the registry names (loaded on first use, LRU)."""
-        rec = self.shops.registry.require(check_shop_id(shop))
+        return self._answerer_for(self.shops.registry.require(check_shop_id(shop)), platform)
+
+    def _loaded_answerer(self, rec: ShopRecord) -> Answerer | None:
+        """The shop's answerer if the build ``rec`` names is loaded (now the most recently used)."""
         with self._lock:
-            loaded = self._loaded.get(shop)
-            if loaded is not None and loaded.build_id == rec.build_id:
-                self._loaded.move_to_end(shop)
-                return rec, loaded.answerer
+            loaded = self._loaded.get(rec.id)
+            if loaded is None or loaded.build_id != rec.build_id:
+                return None
+            self._loaded.move_to_end(rec.id)
+            return loaded.answerer
+
+    def _answerer_for(self, rec: ShopRecord, platform: Answerer) -> tuple[ShopRecord, Answerer]:
+        answerer = self._loaded_answerer(rec)
+        if answerer is not None:
+            return rec, answerer
+        shop = rec.id
         loaded = load_shop(self.shops, rec, platform, self.encode, self.sessions, self.model_id)
         with self._lock:
             old = self._loaded.pop(shop, None)
@@ -256,16 +266,17 @@ class ShopDesk:
         if k < 1:
             raise InputError(f"top_k={k} must be ≥ 1")
         sid = session_id or SessionStore.new_id()
-        self.shops.registry.require(check_shop_id(shop))  # an unknown shop is refused before any work
+        rec = self.shops.registry.require(check_shop_id(shop))  # an unknown shop is refused before any work
         variant = self.platform_variant(platform)
         early: Decision | None = None
-        if self.is_loaded(shop):
-            rec, shop_answerer = self.shop_answerer(shop, platform)
+        answerer = self._loaded_answerer(rec)
+        if answerer is not None:
+            shop_answerer = answerer
         else:
             # A shop not loaded yet is read from its build and the vector store while the platform
             # decides (its encode and a Milvus read both leave the interpreter lock): the decision
             # has no effects, and the platform's answer is made from it below only if still needed.
-            loading = _LOADS.submit(self.shop_answerer, shop, platform)
+            loading = _LOADS.submit(self._answerer_for, rec, platform)
             try:
                 early = variant.explain(query, session_id=sid, history=history)
             finally:
@@ -284,6 +295,4 @@ class ShopDesk:
     def is_loaded(self, shop: str) -> bool:
         """Whether ``shop``'s answerer for the build the registry names is loaded."""
         rec = self.shops.registry.get(check_shop_id(shop))
-        with self._lock:
-            loaded = self._loaded.get(shop)
-        return rec is not None and loaded is not None and loaded.build_id == rec.build_id
+        return rec is not None and self._loaded_answerer(rec) is not None
