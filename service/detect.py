@@ -96,15 +96,38 @@ FOLLOWUP_MAX_CHARS = 20
 _LEADING_MASKED = re.compile(rf"^(?:{MASKED}\s*)+")
 
 
-def is_user_request(norm: str) -> bool:
-    """Does the shopper ask for a human agent? ``norm`` must already be normalised.
+def is_user_request(norm: str, typed: str | None = None) -> bool:
+    """Does the shopper ask for a human agent? ``norm`` must already be normalised; ``typed`` is
+    the message as typed, when the caller has it.
 
     A greeting in front is looked past (你好人工, 在吗 人工), and so are masked values (a pasted
-    link or number: [链接x] 人工): the route stage asks before stripping either."""
+    link or number: [链接x] 人工): the route stage asks before stripping either. Chat windows send
+    what a shopper typed in several goes as one message with spaces between (看中商品 人工, 其他问题
+    人工客服, 人工 你好); normalising joins Han characters across a space, so with ``typed`` the
+    last go is asked on its own, and the first when a greeting or another call follows it. A
+    request in the middle, or opening a string of keywords, is a topic (排队 人工 等待时长, 人工
+    解决不了 升级), and 天然的还是人工, typed in one go, stays a question about the product."""
+    if _asks_person(norm):
+        return True
+    if typed is None or not _HUMAN_TYPED.search(typed):
+        return False
+    parts = [normalize(p) for p in _TYPED_BREAK.split(typed) if p.strip()]
+    if len(parts) < 2:
+        return False
+    return _asks_person(parts[-1]) or (_asks_person(parts[0]) and (is_greeting(parts[1]) or _asks_person(parts[1])))
+
+
+def _asks_person(norm: str) -> bool:
     if _REQUEST.search(norm) or _REQUEST.search(strip_greeting(norm)):
         return True
     bare = _LEADING_MASKED.sub("", norm)
     return bare != norm and bool(_REQUEST.search(bare))
+
+
+# Where a typed message breaks into the separate goes it was typed in, and a cheap check that one
+# of them could name a person at all (most messages never reach the split).
+_TYPED_BREAK = re.compile(r"[\s,，.。!！?？;；~～…]+")
+_HUMAN_TYPED = re.compile(r"人工|仁工|人共|人宫|真人|活人|坐席|客服")
 
 
 @functools.lru_cache(maxsize=8)

@@ -53,7 +53,7 @@ class Router:
             return Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
         if is_greeting(norm, self.greetings):
             return Rule("greeting", "clarify", "greeting", search=False, remember=False)
-        if is_user_request(norm):
+        if is_user_request(norm, p.query):
             return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)
         hit = self.sensitive.match(norm)
         if hit is not None:

@@ -249,3 +249,36 @@ def test_is_followup(text: str, expected: bool):
 def test_followup_length_bound():
     assert is_followup("那" + "a" * (FOLLOWUP_MAX_CHARS - 1))
     assert not is_followup("那" + "a" * FOLLOWUP_MAX_CHARS)
+
+
+# --- several goes typed into one message (the chat window joins them with spaces) -------------------
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "看中商品 人工",
+        "其他问题 人工客服",
+        "VA[数字x] 这单对应哪个订单 在吗 人工",
+        "人工 你好",
+        "人工服务 您好 在吗",
+        "人工 是人工吗",
+        "人工 人工 申请店铺 怎么申请店铺",
+    ],
+)
+def test_a_call_for_a_person_typed_as_its_own_go_is_a_request(typed: str):
+    assert not is_user_request(normalize(typed))  # joined up by normalisation it reads as one phrase
+    assert is_user_request(normalize(typed), typed)
+
+
+@pytest.mark.parametrize(
+    "typed",
+    [
+        "排队 人工 等待时长",  # keywords about the queue
+        "评价 人工客服 入口",
+        "人工 解决不了 升级",  # opening a string of keywords, not followed by a greeting or a call
+        "这个钻石是天然的还是人工",  # typed in one go: a question about the product
+        "客服 你好",  # 客服 alone is a greeting, split or not
+        "安装要人工费吗 谢谢",
+    ],
+)
+def test_a_person_word_among_keywords_or_in_one_go_is_not_a_request(typed: str):
+    assert not is_user_request(normalize(typed), typed)

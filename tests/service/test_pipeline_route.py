@@ -33,6 +33,7 @@ def _prepared(query: str) -> Prepared:
         ("你好", "greeting", "clarify", "greeting", False, False),
         ("转人工", "user_requested", "handoff", "user_requested", False, True),
         ("我要起诉你们，转人工", "user_requested", "handoff", "user_requested", False, True),  # person first
+        ("看中商品 人工", "user_requested", "handoff", "user_requested", False, True),  # read as typed, in goes
         # sensitive comes before needs_order
         # searched: what to read while a person comes (the police, a court: a dispute escalated)
         ("我的快递到哪了？再不到我就报警", "sensitive", "handoff", "sensitive:police", True, True),
