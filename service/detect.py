@@ -66,6 +66,8 @@ _REQUEST_PATTERNS = [
     rf"转接?\s*(?:到|给)?\s*(?:\d+|{MASKED})\s*号\s*(?:客服|人工)",
     # asking whether a person has taken over (是人工吗, 是到人工客服了么?): the whole message
     rf"^是(?:不是)?(?:转?到)?了?{_HUMAN}(?:客服|服务)?了?{_TO_END}",
+    # the whole message asks where the people are (人呢, 客服呢?, 人都去哪了): to a bot, a call for a person
+    rf"^(?:(?:你们的?)?(?:人|客服|小二)都?(?:呢|去哪(?:了|儿了)?|哪去了|跑哪去了)){{1,3}}{_TO_END}",
 ]
 _REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
 
@@ -73,7 +75,7 @@ _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 # Particles and filler that carry no request: stripped before matching greetings.
 _PARTICLES = re.compile(r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]+")
 _GREETING_CORE = re.compile(
-    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|早|早上好|上午好|中午好|下午好|晚上好|"
+    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|有人么|有人在么|有人没有?|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|"
     r"谢谢|多谢|感谢|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|ok|okay|收到|懂了|辛苦了|辛苦|拜拜|再见|bye)+$"
 )
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
@@ -127,7 +129,7 @@ def _asks_person(norm: str) -> bool:
 # Where a typed message breaks into the separate goes it was typed in, and a cheap check that one
 # of them could name a person at all (most messages never reach the split).
 _TYPED_BREAK = re.compile(r"[\s,，.。!！?？;；~～…]+")
-_HUMAN_TYPED = re.compile(r"人工|仁工|人共|人宫|真人|活人|坐席|客服")
+_HUMAN_TYPED = re.compile(r"人工|仁工|人共|人宫|真人|活人|坐席|客服|人都?(?:呢|去哪|哪去|跑哪)")
 
 
 @functools.lru_cache(maxsize=8)

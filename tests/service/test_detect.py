@@ -262,6 +262,8 @@ def test_followup_length_bound():
         "人工服务 您好 在吗",
         "人工 是人工吗",
         "人工 人工 申请店铺 怎么申请店铺",
+        "能不能配个贺卡 人呢",
+        "申请价保 人呢?",
     ],
 )
 def test_a_call_for_a_person_typed_as_its_own_go_is_a_request(typed: str):
@@ -282,3 +284,18 @@ def test_a_call_for_a_person_typed_as_its_own_go_is_a_request(typed: str):
 )
 def test_a_person_word_among_keywords_or_in_one_go_is_not_a_request(typed: str):
     assert not is_user_request(normalize(typed), typed)
+
+
+@pytest.mark.parametrize("query", ["人呢", "人呢?", "客服呢", "人都去哪了", "你们的人呢"])
+def test_asking_where_the_people_are_is_a_request(query: str):
+    assert is_user_request(normalize(query))
+
+
+@pytest.mark.parametrize("query", ["收件人呢", "联系人呢怎么填", "那个人呢说好的赠品"])
+def test_someone_else_s_whereabouts_is_not_a_request(query: str):
+    assert not is_user_request(normalize(query))
+
+
+@pytest.mark.parametrize("text", ["有人么", "有人没", "有人没有", "有人在么", "有没有人"])
+def test_is_anyone_there_in_any_wording_is_a_greeting(text: str, greeting_extras):
+    assert is_greeting(normalize(text), greeting_extras)
