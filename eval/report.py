@@ -142,6 +142,23 @@ def rules_markdown(rules: dict[str, dict[str, Any]]) -> list[str]:
     return [_table(rows, ["split", "n", *[label for _, label in RULES_COLUMNS]])]
 
 
+def calibration_line(served: dict[str, Any], report: dict[str, Any]) -> str:
+    """The thresholds the build serves, and the dev operating point the curve and plots show: the
+    fit's own, or (a build that took a shipped calibration) thresholds refit on this build's dev
+    evidence for the curve, which vectors encoded on another CPU can move a little."""
+    line = f"Calibration: `{served.get('source', 'default')}`"
+    if served.get("answer_at") is not None:
+        line += f", served at answer ≥ {served['answer_at']:.4f}"
+        if served.get("scope_at") is not None:
+            line += f" (clarify below it when scope ≥ {served['scope_at']:.4f})"
+    what = (
+        "thresholds refit on dev for the curve below (cross-validated; not what is served)"
+        if report.get("refit")
+        else "its operating point on dev (cross-validated)"
+    )
+    return f"{line}; {what}: {json.dumps(report.get('operating_point_cv', {}))}."
+
+
 def write_report(
     test: dict[str, Any],
     dev: dict[str, Any],
@@ -184,8 +201,7 @@ def write_report(
             ["metric", "test", "dev", "target"],
         ),
         "",
-        f"Calibration: `{(manifest.get('calibration') or {}).get('source', 'default')}`; "
-        f"operating point on dev (cross-validated): {json.dumps(calibration.get('operating_point_cv', {}))}.",
+        calibration_line(manifest.get("calibration") or {}, calibration),
         "",
     ]
     ranker = calibration.get("ranker")

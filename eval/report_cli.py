@@ -121,9 +121,10 @@ def report_cmd(
         cal_report = json.loads(cal_path.read_text("utf-8"))
     else:  # a build that took the shipped calibration: refit on dev for the curve (not stored)
         cal = answerer.calibration
-        cal_report = calibrate_dev(
+        refit = calibrate_dev(
             answerer, dev_items, as_json, ranker=answerer.ranker is not None, scope=cal.scope_at is not None
         )[1]
+        cal_report = {**refit, "refit": True}
     abl = run_ablations(answerer, dev_items) if ablations else []
     kb = load_kb(s.kb_dir)
     ind: dict[str, Any] = dict(independence(dev_items + test_items, kb))

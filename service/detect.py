@@ -102,13 +102,10 @@ def is_user_request(norm: str, typed: str | None = None) -> bool:
     """Does the shopper ask for a human agent? ``norm`` must already be normalised; ``typed`` is
     the message as typed, when the caller has it.
 
-    A greeting in front is looked past (你好人工, 在吗 人工), and so are masked values (a pasted
-    link or number: [链接x] 人工): the route stage asks before stripping either. Chat windows send
-    what a shopper typed in several goes as one message with spaces between (看中商品 人工, 其他问题
-    人工客服, 人工 你好); normalising joins Han characters across a space, so with ``typed`` the
-    last go is asked on its own, and the first when a greeting or another call follows it. A
-    request in the middle, or opening a string of keywords, is a topic (排队 人工 等待时长, 人工
-    解决不了 升级), and 天然的还是人工, typed in one go, stays a question about the product."""
+    A greeting in front is looked past (你好人工), and so are masked values ([链接x] 人工). Chat
+    windows join what was typed in several goes with spaces (看中商品 人工, 人工 你好), which
+    normalising erases: with ``typed``, its last go is asked alone, and its first when a greeting or
+    another call follows. A request amid keywords is a topic (排队 人工 等待时长, 人工 解决不了 升级)."""
     if _asks_person(norm):
         return True
     if typed is None or not _HUMAN_TYPED.search(typed):

@@ -50,3 +50,18 @@ def test_report_compares_the_clauses_questions_with_each_rules_split(tiny_answer
     text = write_report(run, run, {}, [], ind, tiny_answerer.index.manifest.model_dump(), tmp_path).read_text("utf-8")
     assert "| split | clause and section questions | best Jaccard > 0.5 | mean best Jaccard |" in text
     assert "| rules_dev | 2 | 1 |" in text and "| rules_test | 2 | 0 |" in text
+
+
+def test_thecalibration_line_gives_the_served_thresholds_and_says_when_the_curve_is_a_refit():
+    from eval.report import calibration_line
+
+    served = {"source": "dev-logistic", "answer_at": 0.75, "scope_at": 0.88}
+    op = {"answer_at": 0.72, "coverage": 0.94}
+    own = calibration_line(served, {"operating_point_cv": op})
+    assert own.startswith(
+        "Calibration: `dev-logistic`, served at answer ≥ 0.7500 (clarify below it when scope ≥ 0.8800);"
+    )
+    assert "its operating point on dev" in own and '"answer_at": 0.72' in own
+    refit = calibration_line(served, {"operating_point_cv": op, "refit": True})
+    assert "refit on dev for the curve below" in refit and "not what is served" in refit
+    assert calibration_line({}, {}).startswith("Calibration: `default`; its operating point")
