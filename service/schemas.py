@@ -81,7 +81,7 @@ class Answer(BaseModel):
         default_factory=list,
         description="on a low-confidence or needs_order handoff: the best candidates, not the answer (not "
         "confident enough, or the shopper's own order is needed); shown to the agent in the ticket and to the "
-        "shopper as 'while you wait' links",
+        "shopper as 'while you wait' links; none for a message plainly about something else",
     )
     message: str | None = Field(None, description="what to say besides the answers (clarify prompt, greeting)")
     session_id: str

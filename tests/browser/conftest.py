@@ -121,6 +121,9 @@ OTHER_FAQ = {
 }
 
 
+OUT_OF_SCOPE = "chitchat:\n  - 讲个笑话听听\n  - 今天天气怎么样\n  - 你叫什么名字\n"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
@@ -191,6 +194,10 @@ def _build_index(root: Path) -> dict[str, str]:
     for name, faq in (("shop", SHOP_FAQ), ("other", OTHER_FAQ)):
         (kb / "faq" / f"{name}.yaml").write_text(yaml.safe_dump(faq, allow_unicode=True, sort_keys=False), "utf-8")
     (kb / "rules" / "rules-return.md").write_text(TINY_RULES, "utf-8")
+    # The shop's own out-of-scope examples: the fake encoder matches characters, and the bundled ones
+    # hold 退 and 钱 (房东不退, 多少钱), so 退钱 would read as off topic and show no suggestions.
+    (kb / "resources").mkdir()
+    (kb / "resources" / "out_of_scope.yaml").write_text(OUT_OF_SCOPE, "utf-8")
     data = root / "data"
     store = IndexStore(data / "index", 3)
     build_and_swap(load_kb(kb, strict=False), FakeEncoder(dim=128, model_id=MODEL_ID), store, 60)

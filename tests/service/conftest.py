@@ -19,6 +19,7 @@ from kb.settings import Settings
 from service.answerer import Answerer
 from service.api import create_app
 from service.detect import SUGGESTING_GROUPS
+from service.pipeline.respond import SUGGEST_MIN_ANCHOR_GAP
 from service.schemas import Answer
 from tests.fakes import FAKE_CAL
 
@@ -90,7 +91,10 @@ def assert_shape(a: Answer) -> dict:
     else:
         assert data["handoff"] is None
     fired = str(data["trace"].get("fired", ""))
-    suggesting = data["reason"] in ("low_confidence", "needs_order") or (
+    # a low-confidence message plainly about something else suggests nothing (respond.py)
+    off_topic = (data["trace"].get("features") or {}).get("anchor_gap", 0.0) < SUGGEST_MIN_ANCHOR_GAP
+    suggesting = (data["reason"] == "low_confidence" and not off_topic) or data["reason"] == "needs_order"
+    suggesting = suggesting or (
         fired.startswith("sensitive:") and fired.removeprefix("sensitive:") in SUGGESTING_GROUPS
     )
     if suggesting:  # the best candidates, best first, ride along

@@ -3,6 +3,7 @@ and webhook."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from service.pipeline.prepare import Prepared
 from service.pipeline.respond import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Responder
 from service.pipeline.retrieve import Candidate, Searched
 from service.pipeline.route import Rule
+from service.policy import Features
 from service.schemas import Decision as Outcome
 from service.schemas import HistoryTurn, Reason
 from service.sessions import SessionStore, Turn
@@ -115,6 +117,21 @@ def test_a_low_confidence_handoff_suggests_and_records_the_candidates(responder:
     [ticket] = responder.tickets.list()
     assert ticket.id == a.handoff.ticket_id and ticket.reason == "low_confidence" and ticket.session_id == "S1"
     assert ticket.candidates[0] == {"id": ENTRIES[0], "score": 0.9} and len(ticket.candidates) == 4
+
+
+@pytest.mark.parametrize(("anchor_gap", "suggested"), [(-0.08, False), (-0.03, True), (-0.01, True), (0.05, True)])
+def test_a_low_confidence_handoff_plainly_off_topic_suggests_nothing(
+    responder: Responder, anchor_gap: float, suggested: bool
+):
+    """今天股市怎么样 asked of a tea shop: nearer the general out-of-scope examples than anything in
+    the KB, so no 'while you wait' links; the agent's ticket keeps the candidates."""
+    f = Features(0.85, 0.85, 0.01, anchor_gap, 0.1, 0.0, 2.0, 0.3)
+    d = _decision(responder.index, "handoff", "low_confidence")
+    assert d.searched is not None
+    d = dataclasses.replace(d, searched=dataclasses.replace(d.searched, features=f))
+    a = responder.run(d, 3, time.perf_counter())
+    assert [i.id for i in a.suggestions] == (list(ENTRIES) if suggested else [])
+    assert responder.tickets is not None and len(responder.tickets.list()[0].candidates) == 4
 
 
 def test_a_person_requested_shows_its_candidates_only_when_searched(responder: Responder):
