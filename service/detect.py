@@ -110,10 +110,11 @@ def is_user_request(norm: str, typed: str | None = None) -> bool:
         return True
     if typed is None or not _HUMAN_TYPED.search(typed):
         return False
-    parts = [normalize(p) for p in _TYPED_BREAK.split(typed) if p.strip()]
+    parts = [p for p in _TYPED_BREAK.split(typed) if p.strip()]
     if len(parts) < 2:
         return False
-    return _asks_person(parts[-1]) or (_asks_person(parts[0]) and (is_greeting(parts[1]) or _asks_person(parts[1])))
+    first, second, last = (normalize(p) for p in (parts[0], parts[1], parts[-1]))
+    return _asks_person(last) or (_asks_person(first) and (is_greeting(second) or _asks_person(second)))
 
 
 def _asks_person(norm: str) -> bool:
@@ -123,8 +124,7 @@ def _asks_person(norm: str) -> bool:
     return bare != norm and bool(_REQUEST.search(bare))
 
 
-# Where a typed message breaks into the separate goes it was typed in, and a cheap check that one
-# of them could name a person at all (most messages never reach the split).
+# Where a typed message breaks into its goes, and a cheap check that one could name a person at all.
 _TYPED_BREAK = re.compile(r"[\s,，.。!！?？;；~～…]+")
 _HUMAN_TYPED = re.compile(r"人工|仁工|人共|人宫|真人|活人|坐席|客服|人都?(?:呢|去哪|哪去|跑哪)")
 

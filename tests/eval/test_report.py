@@ -52,7 +52,7 @@ def test_report_compares_the_clauses_questions_with_each_rules_split(tiny_answer
     assert "| rules_dev | 2 | 1 |" in text and "| rules_test | 2 | 0 |" in text
 
 
-def test_thecalibration_line_gives_the_served_thresholds_and_says_when_the_curve_is_a_refit():
+def test_the_calibration_line_gives_the_served_thresholds_and_says_when_the_curve_is_a_refit():
     from eval.report import calibration_line
 
     served = {"source": "dev-logistic", "answer_at": 0.75, "scope_at": 0.88}
