@@ -117,7 +117,7 @@ _ACT = (
 _ACTOR_ACT = re.compile(rf"{_ACTOR}{_OBJECT}{_ACT}|地址.{{0,8}}?{_ACTOR}(?:改|修改|更改|换)|把钱退给我|退钱给我")
 # Said by someone else (对方说我的快递丢了, 短信说…被退回, 客服说给我退款): scam calls and
 # messages quote exactly these phrases, and the security articles answer them.
-_REPORTED = r"(?:说|称|告诉我)(?:要|会)?"
+_REPORTED = r"(?:说|称|告诉我)(?:要|会|可以|能)?"
 _REPORTED_BEFORE = re.compile(rf"{_REPORTED}$")
 # …and the actor is not us when someone else is the subject or it is negated: 卖家不给我退款,
 # 卖家会不会直接给我退款, 智能助手能帮我查快递吗 describe what others do or can do.

@@ -113,6 +113,7 @@ HOW_TO = [
     "商家说给我退款",
     "对方说我的快递丢了，按运费三倍赔我",
     "有人打电话说给我退钱 这是啥情况 真的假的",
+    "机器人客服说可以给我退款，这话算数吗",  # 说可以…: what was said, not asked of us
     "智能助手能帮我查快递吗",
     # not orders
     "13812345678收不到验证码",  # a mobile number is not an order number
