@@ -27,16 +27,16 @@ from service.pipeline.respond import (
     CLARIFY_CHOICES,
     CLARIFY_PROMPT,
     DEFAULT_HANDOFF_MESSAGE,
-    EMPTY_REPLY,
-    GREETING_REPLY,
     SUGGESTIONS,
     Responder,
+    empty_reply,
+    greeting_reply,
 )
 from service.pipeline.retrieve import CANDIDATE_UNITS, EncodeFn, Retrieval, Retriever, blend, see_also
 from service.pipeline.route import Router
 from service.policy import Calibration, Features
 from service.ranker import Ranker
-from service.schemas import Answer, HistoryTurn
+from service.schemas import Answer, HistoryTurn, Welcome
 from service.sessions import SessionStore
 from service.speller import Speller
 from service.synonyms import SynonymExpander
@@ -47,8 +47,6 @@ __all__ = [
     "CANDIDATE_UNITS",
     "CLARIFY_CHOICES",
     "CLARIFY_PROMPT",
-    "EMPTY_REPLY",
-    "GREETING_REPLY",
     "SUGGESTIONS",
     "Answerer",
     "AnswererOptions",
@@ -57,6 +55,8 @@ __all__ = [
     "Retrieval",
     "blend",
     "check_history",
+    "empty_reply",
+    "greeting_reply",
     "see_also",
 ]
 
@@ -250,6 +250,11 @@ class Answerer:
         k = self.options.top_k if top_k is None else top_k
         check_request(decision.prepared.query, k, history, self.options.max_query_chars)
         return self.stages.respond.run(decision, k, time.perf_counter() if started is None else started, history)
+
+    def welcome(self) -> Welcome:
+        """What a chat opens with: the greeting reply and the KB's own example questions."""
+        examples = self.stages.respond.examples
+        return Welcome(message=greeting_reply(examples), examples=list(examples))
 
     def _decide(self, query: str, session_id: str, history: Sequence[HistoryTurn] | None) -> Decision:
         s = self.stages

@@ -31,7 +31,15 @@ from service.api_state import ServiceState, get_state, readiness, ready_answerer
 from service.console import install as install_console
 from service.documents import entry_json
 from service.pii import mask_pii
-from service.schemas import Answer, AnswerRequest, ErrorBody, FeedbackRequest, FeedbackResult, describe_invalid
+from service.schemas import (
+    Answer,
+    AnswerRequest,
+    ErrorBody,
+    FeedbackRequest,
+    FeedbackResult,
+    Welcome,
+    describe_invalid,
+)
 from service.web import install as install_web
 
 log = logging.getLogger("kefu.api")
@@ -137,6 +145,11 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         elif result.previous != req.vote:
             st.metrics.feedback_changed.labels(req.vote).inc()
         return FeedbackResult(answer_id=req.answer_id, vote=req.vote, replaced=result.previous)
+
+    @app.get("/v1/welcome", response_model=Welcome, summary="the greeting a chat opens with")
+    def welcome(answerer: Answerer = Depends(ready_answerer)) -> Welcome:
+        """The greeting reply and example questions from the knowledge base served (the chat page shows them)."""
+        return answerer.welcome()
 
     # ``:path`` so an imported id with a slash (URL-encoded as %2F) still reaches the route.
     @app.get("/v1/entries/{entry_id:path}", summary="one FAQ entry or document chunk")

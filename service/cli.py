@@ -210,6 +210,7 @@ def chat(
     answerer = _answerer(ctx, record)
     session = None
     console.print("[bold]kefu 客服[/] — 输入问题，回车发送；输入 /quit 退出。")
+    console.print(answerer.welcome().message, highlight=False)
     while True:
         try:
             q = console.input("[bold cyan]你> [/]")

@@ -194,6 +194,18 @@ class FeedbackResult(BaseModel):
     replaced: Vote | None = Field(description="the earlier vote this one replaced, if any")
 
 
+class Welcome(BaseModel):
+    """What a chat opens with (GET /v1/welcome)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message: str = Field(description="the greeting, with the example questions in it")
+    examples: list[str] = Field(
+        description="questions of the KB served to suggest asking (the shortest of its largest categories); "
+        "none for a KB of documents alone"
+    )
+
+
 class ErrorBody(BaseModel):
     error: str
     message: str

@@ -5,8 +5,9 @@ the order webhook."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
+from indexer.folder import EntryInfo
 from indexer.index import Index
 from kb.settings import HANDOFF_MESSAGE
 from service.documents import depends_on_query, view
@@ -17,11 +18,12 @@ from service.sessions import SessionStore, Turn
 from service.tickets import Prior, TicketStore
 from service.webhook import OrderEvent, OrderWebhook
 
-GREETING_REPLY = "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”“怎么修改收货地址”。"
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
-# An empty message opens no ticket (nothing for an agent to read), so its reply asks for the
-# question and promises no person.
-EMPTY_REPLY = "没有看到您的问题内容，请直接输入您想咨询的问题，例如“退款多久到账”。"
+# The greeting and empty-message replies give examples of what to ask, taken from the KB served
+# (``welcome_examples``): a tea shop's shoppers must not be told to ask about refunds of a
+# marketplace. At most this many, each a question of at most WELCOME_MAX_CHARS characters.
+WELCOME_EXAMPLES = 2
+WELCOME_MAX_CHARS = 16
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
@@ -57,6 +59,7 @@ class Responder:
         self.tickets = tickets
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         self.handoff_message = handoff_message
+        self.examples = welcome_examples(index.entries.values())  # what the greeting suggests asking
         # What an answer item shows besides its score, for every unit whose view does not depend on
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).
@@ -80,7 +83,7 @@ class Responder:
         if d.outcome == "answer":
             items = [self.item(c, d.search_text) for c in cands[:top_k]]
         elif d.outcome == "clarify" and d.reason == "greeting":
-            message = GREETING_REPLY
+            message = greeting_reply(self.examples)
         elif d.outcome == "clarify":
             items = [self.item(c, d.search_text) for c in cands[:CLARIFY_CHOICES]]
             message = CLARIFY_PROMPT
@@ -91,7 +94,7 @@ class Responder:
                 reason = d.reason or "low_confidence"
                 prior = Prior(earlier, tuple(history or ()))
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
-            said = EMPTY_REPLY if d.reason == "empty_query" else self.handoff_message
+            said = empty_reply(self.examples) if d.reason == "empty_query" else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.rule.suggest if d.rule is not None else d.reason == "low_confidence" and _on_topic(d):
                 suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]
@@ -140,3 +143,38 @@ def _on_topic(d: Decision) -> bool:
     """Whether a low-confidence message is near enough the KB for its candidates to be worth a look."""
     f = d.searched.features if d.searched is not None else None
     return f is None or f.anchor_gap >= SUGGEST_MIN_ANCHOR_GAP
+
+
+def welcome_examples(entries: Iterable[EntryInfo], n: int = WELCOME_EXAMPLES) -> tuple[str, ...]:
+    """Up to ``n`` of the KB's own FAQ questions to suggest asking: the shortest question of each
+    of the largest categories in turn (a category's first entry breaks a tie), without the closing
+    question mark; none longer than WELCOME_MAX_CHARS. A KB of documents alone has none."""
+    by_category: dict[str, list[str]] = {}
+    for e in entries:
+        q = e.question.strip().rstrip("？?。.！!～~ ")
+        if 0 < len(q) <= WELCOME_MAX_CHARS:
+            by_category.setdefault(e.category, []).append(q)
+    # Largest first; among equals, the category met first (dicts keep insertion order).
+    ranked = sorted(by_category.values(), key=len, reverse=True)
+    picks: list[str] = []
+    for round_ in range(n):  # a KB of one or two categories gives its next shortest ones
+        for questions in ranked:
+            shortest = sorted(questions, key=len)
+            if round_ < len(shortest) and shortest[round_] not in picks:
+                picks.append(shortest[round_])
+            if len(picks) == n:
+                return tuple(picks)
+    return tuple(picks)
+
+
+def greeting_reply(examples: Sequence[str]) -> str:
+    """The reply to a greeting: what kefu is and, where the KB has them, what to ask."""
+    like = "，例如" + "".join(f"“{q}”" for q in examples) if examples else ""
+    return f"您好！我是智能客服，请直接描述您遇到的问题{like}。"
+
+
+def empty_reply(examples: Sequence[str]) -> str:
+    """The reply to an empty message. It opens no ticket (nothing for an agent to read), so it
+    asks for the question and promises no person."""
+    like = f"，例如“{examples[0]}”" if examples else ""
+    return f"没有看到您的问题内容，请直接输入您想咨询的问题{like}。"

@@ -87,6 +87,25 @@ def test_answer_card_shows_the_answer_and_its_source(open_tab, kefu: Kefu):
     expect(last_card(page).locator(".cites").first).to_have_text("依据：《退货规范》第三条")
 
 
+def test_the_welcome_offers_the_kbs_own_questions(open_tab, kefu: Kefu):
+    """The first card's examples come from the KB served (GET v1/welcome): the shortest question of
+    each category, as buttons that ask them."""
+    page = open_tab().page
+    page.goto(kefu.url)
+    welcome = page.locator("#log .msg.welcome .card")
+    examples = welcome.locator("button.example")
+    expect(examples).to_have_text(["退款多久能到账", "怎么查看订单的物流信息"])
+    expect(welcome.locator(".text")).to_contain_text("例如“退款多久能到账”“怎么查看订单的物流信息”")
+    examples.first.click()
+    expect(page.locator("#log .msg.user .bubble").last).to_have_text("退款多久能到账")
+    answer = last_card(page)
+    expect(answer).to_have_attribute("data-decision", "answer")
+    expect(answer.locator(".q")).to_have_text("退款多久能到账？")
+    page.reload()  # the conversation comes back under the same welcome
+    expect(page.locator("#log .card").first.locator("button.example")).to_have_count(2)
+    expect(page.locator("#log .msg.user .bubble")).to_have_text(["退款多久能到账"])
+
+
 def test_clarify_options_send_the_chosen_question(open_tab, kefu: Kefu):
     page = open_tab().page
     page.goto(kefu.url)

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from kb.errors import InputError
-from service.answerer import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Answerer
+from service.answerer import CLARIFY_PROMPT, Answerer, empty_reply, greeting_reply
 from service.policy import Calibration
 from tests.fakes import FAKE_CAL
 from tests.service.conftest import assert_shape
@@ -114,7 +114,12 @@ def test_greeting_is_a_clarify_without_answers(answerer: Answerer, query: str):
     assert_shape(a)
     assert (a.decision, a.reason) == ("clarify", "greeting")
     assert a.answers == [] and a.handoff is None
-    assert a.message == GREETING_REPLY
+    # examples of what to ask, from the KB served: the shortest question of each of its two categories
+    assert a.message == greeting_reply(("退货的运费应该由谁来承担", "怎么查看订单的物流信息"))
+    assert (
+        a.message
+        == "您好！我是智能客服，请直接描述您遇到的问题，例如“退货的运费应该由谁来承担”“怎么查看订单的物流信息”。"
+    )
 
 
 def test_greeting_prefix_is_stripped_before_retrieval(answerer: Answerer):
@@ -135,7 +140,7 @@ def test_empty_or_punctuation_only_is_an_empty_query_handoff(answerer: Answerer,
 def test_punctuation_only_gets_the_empty_reply(answerer: Answerer):
     handoff = answerer.answer("？？？").handoff
     assert handoff is not None
-    assert handoff.message == EMPTY_REPLY
+    assert handoff.message == empty_reply(("退货的运费应该由谁来承担",))
 
 
 def test_out_of_scope_is_a_low_confidence_handoff(answerer: Answerer):

@@ -114,6 +114,15 @@ def test_health_and_ready(client: TestClient, settings: Settings):
     assert body["calibration_note"] == calibration_note(manifest)
 
 
+def test_welcome_suggests_the_kbs_own_questions(client: TestClient):
+    """What the chat page opens with: the tiny KB's shortest question of each category, also in
+    the greeting reply, never another KB's examples."""
+    body = client.get("/v1/welcome").json()
+    assert body["examples"] == ["退货的运费应该由谁来承担", "怎么查看订单的物流信息"]
+    assert body["message"] == client.post("/v1/answer", json={"query": "你好"}).json()["message"]
+    assert all(q in body["message"] for q in body["examples"]) and "退款多久到账" not in body["message"]
+
+
 # --- not ready -------------------------------------------------------------------------------------------
 def test_without_an_index_the_app_starts_but_is_not_ready(tmp_path: Path, fake_encoder):
     s = Settings(data_dir=tmp_path / "empty", model="fake:hash-128")
@@ -122,6 +131,7 @@ def test_without_an_index_the_app_starts_but_is_not_ready(tmp_path: Path, fake_e
         _assert_error(c.get("/readyz"), 503, "kefu build")
         _assert_error(c.post("/v1/answer", json={"query": "退款多久到账"}), 503, "kefu build")
         _assert_error(c.get("/v1/entries/refund-seven-day"), 503, "kefu build")
+        _assert_error(c.get("/v1/welcome"), 503, "kefu build")
         assert c.get("/metrics").status_code == 200
 
 

@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from indexer.folder import EntryInfo
 from service.orders import OrderMatch
 from service.pipeline.decide import Decision, Thresholds
 from service.pipeline.prepare import Prepared
-from service.pipeline.respond import CLARIFY_PROMPT, EMPTY_REPLY, GREETING_REPLY, Responder
+from service.pipeline.respond import (
+    CLARIFY_PROMPT,
+    WELCOME_MAX_CHARS,
+    Responder,
+    empty_reply,
+    greeting_reply,
+    welcome_examples,
+)
 from service.pipeline.retrieve import Candidate, Searched
 from service.pipeline.route import Rule
 from service.policy import Features
@@ -23,6 +31,7 @@ from service.tickets import TicketStore
 from service.webhook import Delivery, OrderEvent, OrderWebhook
 
 ENTRIES = ("refund-shipping-fee", "refund-seven-day", "logistics-track")
+EXAMPLES = ("退货的运费应该由谁来承担", "怎么查看订单的物流信息")  # the tiny KB's, by welcome_examples
 
 
 class RecordingWebhook(OrderWebhook):
@@ -93,7 +102,8 @@ def test_a_clarify_offers_three_choices(responder: Responder):
 def test_a_greeting_is_answered_and_not_remembered(responder: Responder):
     rule = Rule("greeting", "clarify", "greeting", search=False, remember=False)
     a = responder.run(_decision(responder.index, "clarify", "greeting", rule, searched=False), 3, time.perf_counter())
-    assert (a.answers, a.message, a.handoff) == ([], GREETING_REPLY, None)
+    assert (a.answers, a.message, a.handoff) == ([], greeting_reply(EXAMPLES), None)
+    assert all(f"“{q}”" in (a.message or "") for q in EXAMPLES)
     assert responder.sessions.last("S1") is None
 
 
@@ -104,9 +114,39 @@ def test_an_empty_message_is_handed_off_without_a_ticket(responder: Responder, n
     rule = Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
     d = _decision(responder.index, "handoff", "empty_query", rule, searched=False, norm=norm)
     a = responder.run(d, 3, time.perf_counter())
-    assert a.handoff is not None and (a.handoff.ticket_id, a.handoff.message) == ("-", EMPTY_REPLY)
+    said = empty_reply(EXAMPLES[:1])
+    assert a.handoff is not None and (a.handoff.ticket_id, a.handoff.message) == ("-", said)
     assert responder.tickets is not None and responder.tickets.count() == 0
-    assert "人工" not in EMPTY_REPLY and "客服接入" not in EMPTY_REPLY and "问题" in EMPTY_REPLY
+    assert "人工" not in said and "客服接入" not in said and "问题" in said and EXAMPLES[0] in said
+
+
+def _entry(question: str, category: str) -> EntryInfo:
+    return EntryInfo(id=question, question=question, answer="…", category=category)
+
+
+def test_welcome_examples_are_the_shortest_question_of_each_largest_category():
+    entries = [
+        _entry("茶叶有保质期吗？", "保存"),
+        _entry("可以开发票吗", "发票"),
+        _entry("下单后多久发货？", "物流"),
+        _entry("茶叶怎么保存", "保存"),
+        _entry("包邮吗？", "物流"),
+        _entry("普洱茶要怎么存放才能越陈越香，放多少年最好喝呢", "保存"),
+    ]
+    # 保存 (3) before 物流 (2); 发票 (1) is not reached; the question mark is dropped
+    assert welcome_examples(entries) == ("茶叶怎么保存", "包邮吗")
+    assert welcome_examples(entries, n=3) == ("茶叶怎么保存", "包邮吗", "可以开发票吗")
+
+
+def test_welcome_examples_of_one_category_and_of_none():
+    one = [_entry("茶叶怎么保存？", "茶"), _entry("包邮吗", "茶"), _entry("有没有小包装的试饮装", "茶")]
+    assert welcome_examples(one) == ("包邮吗", "茶叶怎么保存")  # its two shortest
+    long = "这个问题写得很长很长，超过了一句问候里能举的例子该有的长度吗"
+    assert len(long) > WELCOME_MAX_CHARS and welcome_examples([_entry(long, "x")]) == ()
+    assert welcome_examples([]) == ()
+    # a KB without FAQ questions to suggest: the replies say no example and stay whole sentences
+    assert greeting_reply(()) == "您好！我是智能客服，请直接描述您遇到的问题。"
+    assert empty_reply(()) == "没有看到您的问题内容，请直接输入您想咨询的问题。"
 
 
 def test_a_low_confidence_handoff_suggests_and_records_the_candidates(responder: Responder):

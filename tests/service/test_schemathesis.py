@@ -35,6 +35,7 @@ OPERATIONS = [
     ("POST", "/v1/answer"),
     ("POST", "/v1/feedback"),
     ("GET", "/v1/entries/{entry_id}"),
+    ("GET", "/v1/welcome"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),

@@ -14,8 +14,9 @@
     needs_order: "这个问题需要查看您的订单，已为您转接人工客服",
     low_confidence: "这个问题我还不能确定答案，已为您转接人工客服",
   };
-  const WELCOME =
-    "您好！我是智能客服，请直接描述您遇到的问题，例如“退款多久到账”。\n需要人工帮助时，随时点下方的「转人工」。";
+  // Until GET v1/welcome answers (or if it cannot): the greeting without the KB's example questions.
+  let welcome = { message: "您好！我是智能客服，请直接描述您遇到的问题。", examples: [] };
+  const HUMAN_HINT = "需要人工帮助时，随时点下方的「转人工」。";
 
   const $ = (id) => document.getElementById(id);
   const log = $("log");
@@ -229,9 +230,43 @@
     return f;
   }
 
+  // The first card: the KB's greeting, its example questions as buttons that ask them.
+  function welcomeRow() {
+    const row = el("div", "msg bot welcome");
+    const card = el("article", "card greeting");
+    card.dataset.decision = "greeting";
+    card.dataset.reason = "greeting";
+    card.appendChild(el("p", "text", welcome.message + "\n" + HUMAN_HINT));
+    if (welcome.examples.length) {
+      const options = el("div", "options examples");
+      for (const q of welcome.examples) {
+        const b = el("button", "option example", q);
+        b.type = "button";
+        b.addEventListener("click", () => ask(q));
+        options.appendChild(b);
+      }
+      card.appendChild(options);
+    }
+    row.appendChild(card);
+    return row;
+  }
+
+  async function loadWelcome() {
+    try {
+      const r = await fetch(new URL("v1/welcome", document.baseURI), { credentials: "same-origin" });
+      const data = r.ok ? await r.json() : null;
+      if (!data || typeof data.message !== "string") return;
+      welcome = { message: data.message, examples: Array.isArray(data.examples) ? data.examples.map(String) : [] };
+      const shown = log.querySelector(".msg.welcome");
+      if (shown) shown.replaceWith(welcomeRow());
+    } catch (e) {
+      /* offline or not ready: the plain greeting stays */
+    }
+  }
+
   function render() {
     log.textContent = "";
-    renderBot({ decision: "greeting", reason: "greeting", message: WELCOME, answers: [], suggestions: [] });
+    log.appendChild(welcomeRow());
     for (const item of state.items) {
       if (item.role === "user") renderUser(item.text);
       else if (item.role === "bot") renderBot(item.answer);
@@ -368,4 +403,5 @@
 
   setElder(readStore(ELDER) === "1");
   render();
+  loadWelcome();
 })();
