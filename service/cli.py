@@ -24,6 +24,9 @@ handoffs_app = typer.Typer(help="Handoff tickets (转人工 records).", no_args_
 
 DECISION_STYLE = {"answer": "green", "clarify": "yellow", "handoff": "red"}
 DECISION_ZH = {"answer": "回答", "clarify": "澄清", "handoff": "转人工"}
+# An answer card is read, not scanned like a table: at most this wide (about 48 Chinese characters a
+# line), on a wide terminal and when piped (where the console is PIPE_WIDTH wide so tables stay whole).
+CARD_WIDTH = 100
 
 
 def card_heading(item: AnswerItem) -> tuple[str, str]:
@@ -75,6 +78,7 @@ def render(a: Answer) -> None:
                 title_align="left",
                 subtitle_align="right",
                 border_style=style if i == 1 else "dim",
+                width=min(console.width, CARD_WIDTH),
             )
         )
     if a.suggestions:  # a low-confidence handoff: what the shopper may read while waiting
