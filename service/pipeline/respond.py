@@ -4,11 +4,14 @@ the order webhook."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Sequence
 
+from indexer.chunking import DocUnit
 from indexer.folder import EntryInfo
 from indexer.index import Index
+from kb.clauses import PATH_SEP
 from kb.settings import HANDOFF_MESSAGE
 from service.documents import depends_on_query, view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
@@ -59,7 +62,8 @@ class Responder:
         self.tickets = tickets
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         self.handoff_message = handoff_message
-        self.examples = welcome_examples(index.entries.values())  # what the greeting suggests asking
+        # what the greeting suggests asking
+        self.examples = welcome_examples(index.entries.values(), doc_units=index.doc_units.values())
         # What an answer item shows besides its score, for every unit whose view does not depend on
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).
@@ -145,21 +149,43 @@ def _on_topic(d: Decision) -> bool:
     return f is None or f.anchor_gap >= SUGGEST_MIN_ANCHOR_GAP
 
 
-def welcome_examples(entries: Iterable[EntryInfo], n: int = WELCOME_EXAMPLES) -> tuple[str, ...]:
+def welcome_examples(
+    entries: Iterable[EntryInfo], n: int = WELCOME_EXAMPLES, doc_units: Iterable[DocUnit] = ()
+) -> tuple[str, ...]:
     """Up to ``n`` of the KB's own FAQ questions to suggest asking: the shortest question of each
     of the largest categories in turn (a category's first entry breaks a tie), without the closing
-    question mark; none longer than WELCOME_MAX_CHARS. A KB of documents alone has none."""
-    by_category: dict[str, list[str]] = {}
-    for e in entries:
-        q = e.question.strip().rstrip("？?。.！!～~ ")
-        if 0 < len(q) <= WELCOME_MAX_CHARS:
-            by_category.setdefault(e.category, []).append(q)
-    # Largest first; among equals, the category met first (dicts keep insertion order).
-    ranked = sorted(by_category.values(), key=len, reverse=True)
+    question mark; none longer than WELCOME_MAX_CHARS. A KB of help articles alone suggests their
+    section headings the same way, article by article (发货时间, 退款时间); rules clauses have none."""
+    questions = [(e.category, e.question.strip().rstrip("？?。.！!～~ ")) for e in entries]
+    picks = _shortest_of_largest(questions, n)
+    if picks or not doc_units:
+        return picks
+    headings = []
+    for u in doc_units:
+        heading = u.section.split(PATH_SEP)[-1]
+        if u.kind == "doc" and heading != u.title:
+            headings.append((u.doc_id, _NUMBERING.sub("", heading).strip()))
+    return _shortest_of_largest(headings, n)
+
+
+# A heading's own numbering (一、 1. （二） 第三节), which an example question does not say.
+_NUMBERING = re.compile(
+    r"^(?:[（(]?[一二三四五六七八九十\d]+[)）、.．](?!\d)|第[一二三四五六七八九十\d]+[章节部分])\s*"
+)
+
+
+def _shortest_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str, ...]:
+    """Up to ``n`` texts of (group, text) pairs: the shortest of each group, largest group first
+    (the group met first breaks a tie), then each group's next shortest; none longer than
+    WELCOME_MAX_CHARS."""
+    groups: dict[str, list[str]] = {}
+    for group, text in texts:
+        if 0 < len(text) <= WELCOME_MAX_CHARS:
+            groups.setdefault(group, []).append(text)
+    ranked = [sorted(g, key=len) for g in sorted(groups.values(), key=len, reverse=True)]  # both stable
     picks: list[str] = []
-    for round_ in range(n):  # a KB of one or two categories gives its next shortest ones
-        for questions in ranked:
-            shortest = sorted(questions, key=len)
+    for round_ in range(n):  # a KB of one or two groups gives its next shortest ones
+        for shortest in ranked:
             if round_ < len(shortest) and shortest[round_] not in picks:
                 picks.append(shortest[round_])
             if len(picks) == n:

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from indexer.chunking import DocUnit
 from indexer.folder import EntryInfo
+from kb.clauses import PATH_SEP
 from service.orders import OrderMatch
 from service.pipeline.decide import Decision, Thresholds
 from service.pipeline.prepare import Prepared
@@ -144,7 +146,7 @@ def test_welcome_examples_of_one_category_and_of_none():
     long = "这个问题写得很长很长，超过了一句问候里能举的例子该有的长度吗"
     assert len(long) > WELCOME_MAX_CHARS and welcome_examples([_entry(long, "x")]) == ()
     assert welcome_examples([]) == ()
-    # a KB without FAQ questions to suggest: the replies say no example and stay whole sentences
+    # a KB without FAQ questions or article sections to suggest: the replies name no example
     assert greeting_reply(()) == "您好！我是智能客服，请直接描述您遇到的问题。"
     assert empty_reply(()) == "没有看到您的问题内容，请直接输入您想咨询的问题。"
 
@@ -205,3 +207,23 @@ def test_a_ticket_keeps_the_messages_before_it_and_the_callers_history(responder
         ("agent", "请问是哪个订单", "request"),
     ]
     assert [t.message for t in responder.sessions.turns("S1")] == ["退货运费谁出？", "退货运费谁出"]
+
+
+def _section(doc: str, heading: str, kind: str = "doc", clause: int | None = None) -> DocUnit:
+    path = PATH_SEP.join(["配送说明", heading]) if heading else "配送说明"
+    return DocUnit(f"{doc}.{heading}", doc, kind, "配送说明", "文档", path, clause, "…")  # type: ignore[arg-type]
+
+
+def test_a_kb_of_articles_suggests_their_section_headings():
+    units = [
+        _section("shipping", "一、发货时间"),
+        _section("shipping", "2. 配送范围与运费"),
+        _section("shipping", ""),  # the part before the first heading: the title, not a topic
+        _section("returns", "（一）退货条件"),
+        _section("rules", "第五条", kind="rules", clause=5),  # a clause is not a topic to ask about
+    ]
+    assert welcome_examples([], doc_units=units) == ("发货时间", "退货条件")
+    assert welcome_examples([], n=3, doc_units=units) == ("发货时间", "退货条件", "配送范围与运费")
+    assert welcome_examples([], doc_units=[_section("x", "1.5倍运费的地区")]) == ("1.5倍运费的地区",)  # a number
+    # FAQ questions come first where a KB has them
+    assert welcome_examples([_entry("包邮吗", "物流")], doc_units=units) == ("包邮吗",)
