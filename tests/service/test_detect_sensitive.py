@@ -56,6 +56,54 @@ def test_sensitive_non_matches(bundled_detector: SensitiveDetector, query: str):
     assert bundled_detector.match(normalize(query)) is None
 
 
+# Messages in English: the same groups, matched on whole words of the lowercased text.
+@pytest.mark.parametrize(
+    ("query", "group"),
+    [
+        ("This is a scam, I will sue you", "legal"),
+        ("I'm talking to my lawyer about this", "legal"),
+        ("I'll call the police", "police"),
+        ("I will report you to the police", "police"),
+        ("I'm filing with consumer protection", "regulator"),
+        ("My charger caught fire last night", "safety"),
+        ("the power bank EXPLODED", "safety"),
+        ("I got food poisoning from this", "safety"),
+        ("my son was hospitalized after using it", "safety"),
+        ("I got an electric shock from the kettle", "safety"),
+        ("I want to kill myself", "self_harm"),
+        ("I don’t want to live anymore", "self_harm"),  # a curly apostrophe, as phones type it
+        ("feeling suicidal", "self_harm"),
+        ("I’ll kill you", "threat"),
+        ("I know where you live", "threat"),
+        ("I'm going to hurt you", "threat"),
+    ],
+)
+def test_english_messages_match_their_group(bundled_detector: SensitiveDetector, query: str, group: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.group == group
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "how long does shipping take",
+        "my phone battery is going to die",  # a battery, not a person
+        "I'm going to shoot a video of the unboxing",
+        "Police sunglasses for men",  # a brand
+        "how to kill weeds in the garden",
+        "Killer Queen poster",
+        "this deal is on fire",
+        "is the jacket fireproof",
+        "the issue is resolved",  # sue inside a word
+        "I will pursue a refund",
+        "the court shoes are too small",
+        "hospitality gift set",
+    ],
+)
+def test_everyday_english_is_not_sensitive(bundled_detector: SensitiveDetector, query: str):
+    assert bundled_detector.match(normalize(query)) is None
+
+
 def test_sensitive_terms_are_normalised_too():
     det = SensitiveDetector.from_terms(["消費者協會"])  # Traditional term matches simplified text
     assert det.match(normalize("我去消费者协会投诉")) is not None
