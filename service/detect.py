@@ -60,7 +60,8 @@ _REQUEST_PATTERNS = [
     rf"^(?:(?:客服){{2,}}|在线(?:客服|人工))(?:客服|人工)?{_TO_END}",
     r"(?:换|找|叫)\s*(?:个|一个)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
     r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
-    r"\b(?:human|real person|live agent|real human|talk to (?:a |an )?(?:person|agent|human)|agent please)\b",
+    r"\b(?:human|real (?:person|human)|live agent|agent please)\b",
+    r"\b(?:talk|speak) to (?:an? )?(?:person|agent|human|representative)\b",
     r"^(?:rg|zrg|转rg)$",
     # a numbered agent (帮我转[数字x]号客服, 转3号客服): the chat widget's masking keeps the 号
     rf"转接?\s*(?:到|给)?\s*(?:\d+|{MASKED})\s*号\s*(?:客服|人工)",
@@ -75,7 +76,7 @@ _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 # Particles and filler that carry no request: stripped before matching greetings.
 _PARTICLES = re.compile(r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]+")
 _GREETING_CORE = re.compile(
-    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|有人么|有人在么|有人没有?|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|"
+    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|有人么|有人在么|有人没有?|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|goodmorning|goodafternoon|goodevening|"
     r"谢谢|多谢|感谢|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|ok|okay|收到|懂了|辛苦了|辛苦|拜拜|再见|bye)+$"
 )
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
@@ -94,8 +95,7 @@ _ANAPHORA = re.compile(r"这样|这个|那个|这种|那种|这笔|那笔|这单
 FOLLOWUP_MAX_CHARS = 20
 
 
-# Values the chat widget masked or pasted ahead of the message ([链接x] 人工, [数字x] 转人工)
-_LEADING_MASKED = re.compile(rf"^(?:{MASKED}\s*)+")
+_LEADING_MASKED = re.compile(rf"^(?:{MASKED}\s*)+")  # masked or pasted ahead: [链接x] 人工, [数字x] 转人工
 
 
 def is_user_request(norm: str, typed: str | None = None) -> bool:

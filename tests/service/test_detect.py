@@ -34,6 +34,8 @@ def greeting_extras() -> tuple[str, ...]:
         "我要找真人",
         "human agent please",
         "Can I talk to a real person",
+        "can I speak to a representative",
+        "I want to speak to a person",
         "别让机器人回答了",
         "找你们主管来",
         "我买的东西坏了，联系卖家三天都不回，物流也一直不动，问了好几次都没人管，实在没办法了，麻烦转人工处理一下吧",
@@ -183,7 +185,9 @@ def test_bare_customer_service_greeting_is_a_greeting(greeting_extras):
 
 
 # --- greetings ------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text", ["你好", "在吗", "谢谢", "thx", "好的谢谢", "您好！", "Thanks!", "你好呀~"])
+@pytest.mark.parametrize(
+    "text", ["你好", "在吗", "谢谢", "thx", "好的谢谢", "您好！", "Thanks!", "你好呀~", "good morning", "Good evening!"]
+)
 def test_greetings(text: str, greeting_extras):
     assert is_greeting(normalize(text))
     assert is_greeting(normalize(text), greeting_extras)
@@ -195,7 +199,16 @@ def test_haha_greetings(text: str, greeting_extras):
 
 
 @pytest.mark.parametrize(
-    "text", ["你好，怎么退款", "谢谢，那运费谁出", "在吗 我的快递到哪了", "退款多久到账", "", "！！！"]
+    "text",
+    [
+        "你好，怎么退款",
+        "谢谢，那运费谁出",
+        "在吗 我的快递到哪了",
+        "退款多久到账",
+        "",
+        "！！！",
+        "good morning, where is my parcel",
+    ],
 )
 def test_not_greetings(text: str, greeting_extras):
     assert not is_greeting(normalize(text), greeting_extras)
