@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexer.encoder import Encoder
 from indexer.index import Index
+from indexer.vectorstore import SHOP_ID
 from kb.errors import KefuError, ModelError, NotFoundError
 from kb.settings import Settings
 from service.answerer import Answerer
@@ -147,9 +148,13 @@ def create_app(settings: Settings | None = None, encoder: Encoder | None = None)
         return FeedbackResult(answer_id=req.answer_id, vote=req.vote, replaced=result.previous)
 
     @app.get("/v1/welcome", response_model=Welcome, summary="the greeting a chat opens with")
-    def welcome(answerer: Answerer = Depends(ready_answerer)) -> Welcome:
-        """The greeting reply and example questions from the knowledge base served (the chat page shows them)."""
-        return answerer.welcome()
+    def welcome(
+        shop: str | None = Query(None, pattern=SHOP_ID.pattern, description="a shop's chat: its KB's questions"),
+        answerer: Answerer = Depends(ready_answerer),
+    ) -> Welcome:
+        """The greeting reply and example questions from the knowledge base served, or the shop's
+        (the chat page shows them)."""
+        return answerer.welcome() if shop is None else state.shops.welcome(answerer, shop)
 
     # ``:path`` so an imported id with a slash (URL-encoded as %2F) still reaches the route.
     @app.get("/v1/entries/{entry_id:path}", summary="one FAQ entry or document chunk")

@@ -17,7 +17,7 @@ from kb.errors import ForbiddenError, IndexStateError, KefuError, NotFoundError
 from kb.settings import Settings
 from service.answerer import Answerer
 from service.runtime import Runtime, order_webhook
-from service.schemas import Answer, AnswerRequest
+from service.schemas import Answer, AnswerRequest, Welcome
 from service.sessions_store import SessionFile
 from service.shops import Shops
 from service.shops_answer import ShopDesk, shop_capacity
@@ -67,6 +67,17 @@ class ShopsState:
     def answer(self, platform: Answerer, req: AnswerRequest) -> Answer:
         if req.shop is None:
             raise NotFoundError("no shop in the request")
+        return self._ready(platform).answer(
+            platform, req.query, req.shop, session_id=req.session_id, top_k=req.top_k, history=req.history
+        )
+
+    def welcome(self, platform: Answerer, shop: str) -> Welcome:
+        """What the shop's chat opens with: its greeting and questions of its own KB."""
+        _, answerer = self._ready(platform).shop_answerer(shop, platform)
+        return answerer.welcome()
+
+    def _ready(self, platform: Answerer) -> ShopDesk:
+        """The desk, its vector store connected (tried again if it was not), preloading started."""
         desk = self.desk
         if desk is None:
             raise IndexStateError(f"shops are not served yet: {self.not_ready}")
@@ -80,9 +91,7 @@ class ShopsState:
                     raise
         if self._preload is None:
             self._start_preload(desk, platform)
-        return desk.answer(
-            platform, req.query, req.shop, session_id=req.session_id, top_k=req.top_k, history=req.history
-        )
+        return desk
 
     def _start_preload(self, desk: ShopDesk, platform: Answerer) -> None:
         """Load the other shops in the background (``ShopDesk.preload``, paced), from the first

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
@@ -34,6 +35,9 @@ from indexer.build import build_and_swap
 from indexer.encoder import FakeEncoder
 from indexer.store import IndexStore, write_calibration
 from kb.loader import load_kb
+from kb.settings import Settings
+from service import selfcal
+from service.shops import Shops
 from tests.browser.fake_serve import MODEL_ID
 from tests.conftest import TINY_RULES
 from tests.fakes import FAKE_CAL
@@ -122,6 +126,14 @@ OTHER_FAQ = {
 
 
 OUT_OF_SCOPE = "chitchat:\n  - 讲个笑话听听\n  - 今天天气怎么样\n  - 你叫什么名字\n"
+# A shop on the platform (``?shop=tea``, the widget's data-kefu-shop): a small table of its own.
+TEA_SHOP = "tea"
+TEA_FAQ = (
+    "question,answer,category\n"
+    "茶叶怎么保存？,密封、避光、防潮保存，绿茶建议放冰箱冷藏。,保存\n"
+    "茶叶有保质期吗？,绿茶十八个月，红茶和普洱保存得当可以长期存放。,保存\n"
+    "下单后多久发货？,付款后四十八小时内从杭州发货，节假日顺延。,物流\n"
+)
 
 
 def free_port() -> int:
@@ -144,12 +156,14 @@ HOST_CSS = (
 
 def _host_server(kefu: str) -> ThreadingHTTPServer:
     widget = f'<script src="{kefu}/widget.js" data-kefu-url="{kefu}"></script>'
+    shop_widget = f'<script src="{kefu}/widget.js" data-kefu-url="{kefu}" data-kefu-shop="{TEA_SHOP}"></script>'
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             pages = {
                 "/": ("text/html", HOST_PAGE.format(script=widget)),
                 "/blank": ("text/html", HOST_PAGE.format(script="")),
+                "/tea": ("text/html", HOST_PAGE.format(script=shop_widget)),  # a shop's own page
                 "/host.css": ("text/css", HOST_CSS),
                 "/favicon.ico": ("image/svg+xml", '<svg xmlns="http://www.w3.org/2000/svg"/>'),
             }
@@ -202,7 +216,16 @@ def _build_index(root: Path) -> dict[str, str]:
     store = IndexStore(data / "index", 3)
     build_and_swap(load_kb(kb, strict=False), FakeEncoder(dim=128, model_id=MODEL_ID), store, 60)
     write_calibration(store.current_path(), FAKE_CAL.to_json())
-    return {"KEFU_KB_DIR": str(kb), "KEFU_DATA_DIR": str(data), "KEFU_MODEL": MODEL_ID, "KEFU_CHUNK_CHARS": "60"}
+    env = {"KEFU_KB_DIR": str(kb), "KEFU_DATA_DIR": str(data), "KEFU_MODEL": MODEL_ID, "KEFU_CHUNK_CHARS": "60"}
+    tea = root / "tea" / "faq.csv"
+    tea.parent.mkdir()
+    tea.write_text(TEA_FAQ, "utf-8")
+    # the fake encoder's thresholds for the shop too (its self-calibration is for real cosines)
+    with mock.patch.object(selfcal, "build_calibrator", lambda *a, **k: lambda index: (FAKE_CAL.to_json(), "fake")):
+        shops = Shops(Settings(kb_dir=kb, data_dir=data, model=MODEL_ID, chunk_chars=60), FakeEncoder(128, MODEL_ID))
+        shops.add(TEA_SHOP, tea)
+        shops.close()
+    return env
 
 
 def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30.0) -> None:

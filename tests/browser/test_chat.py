@@ -106,6 +106,40 @@ def test_the_welcome_offers_the_kbs_own_questions(open_tab, kefu: Kefu):
     expect(page.locator("#log .msg.user .bubble")).to_have_text(["退款多久能到账"])
 
 
+def test_a_shops_chat_answers_from_its_own_kb(open_tab, kefu: Kefu):
+    """?shop=tea (what the widget's data-kefu-shop opens): the shop's questions in the welcome, its
+    answers, and a conversation kept apart from the platform's in the same browser."""
+    page = open_tab().page
+    page.goto(f"{kefu.url}/?shop=tea")
+    examples = page.locator("#log .msg.welcome button.example")
+    expect(examples).to_have_text(["茶叶怎么保存", "下单后多久发货"])
+    examples.first.click()
+    answer = last_card(page)
+    expect(answer).to_have_attribute("data-decision", "answer")
+    expect(answer.locator(".q")).to_have_text("茶叶怎么保存？")
+    expect(answer.locator(".source").first).to_have_text("来源：常见问题「茶叶怎么保存？」 · 保存")
+    page.goto(kefu.url)  # the platform's own chat: its welcome, none of the shop's conversation
+    expect(page.locator("#log .msg.welcome button.example")).to_have_text(["退款多久能到账", "怎么查看订单的物流信息"])
+    expect(page.locator("#log .msg.user")).to_have_count(0)
+    page.goto(f"{kefu.url}/?shop=tea")
+    expect(page.locator("#log .msg.user .bubble")).to_have_text(["茶叶怎么保存"])
+
+
+def test_a_shop_that_is_not_there_is_said_so(open_tab, kefu: Kefu):
+    tab = open_tab()
+    page = tab.page
+    tab.expected_console = ("404",)  # the browser logs the refused requests
+    page.goto(f"{kefu.url}/?shop=ghost")  # a shop id no shop has
+    ask(page, "茶叶怎么保存")
+    expect(page.locator("#log .note.error").last).to_have_text("这家店铺的在线客服暂未开通，请稍后再试。")
+    assert tab.failed == [f"404 {kefu.url}/v1/welcome?shop=ghost", f"404 {kefu.url}/v1/answer"]
+    tab.failed.clear()  # both expected
+    page.goto(f"{kefu.url}/?shop=Bad%20Shop")  # not a shop id at all: nothing is sent
+    expect(page.locator("#log .note.error")).to_contain_text("这家店铺的客服地址不正确")
+    expect(page.get_by_role("button", name="发送")).to_be_disabled()
+    expect(page.get_by_label("输入您的问题")).to_be_disabled()
+
+
 def test_clarify_options_send_the_chosen_question(open_tab, kefu: Kefu):
     page = open_tab().page
     page.goto(kefu.url)

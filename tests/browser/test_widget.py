@@ -63,6 +63,19 @@ def test_widget_opens_the_chat_on_another_site(open_tab, kefu: Kefu):
     assert origins == {kefu.shop_url.split("/")[2], kefu.url.split("/")[2]}, tab.requests
 
 
+def test_a_shops_widget_opens_that_shops_chat(open_tab, kefu: Kefu):
+    page = open_tab().page
+    page.goto(f"{kefu.shop_url}/tea")  # the snippet with data-kefu-shop="tea"
+    bubble(page).click()
+    frame_element = page.locator("[data-kefu-widget] iframe")
+    assert frame_element.get_attribute("src") == f"{kefu.url}/?embed=1&shop=tea"
+    chat = page.frame_locator("[data-kefu-widget] iframe")
+    expect(chat.locator("#log .msg.welcome button.example")).to_have_text(["茶叶怎么保存", "下单后多久发货"])
+    chat.get_by_label("输入您的问题").fill("茶叶怎么保存")
+    chat.get_by_role("button", name="发送").click()
+    expect(chat.locator("#log .card.answer .q")).to_have_text("茶叶怎么保存？")
+
+
 def test_widget_on_a_phone_takes_the_whole_screen(open_tab, kefu: Kefu):
     page = open_tab(375, 740).page
     page.goto(kefu.shop_url)

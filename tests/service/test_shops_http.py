@@ -65,6 +65,20 @@ def test_unknown_or_unsafe_shop_is_a_clear_4xx(http) -> None:
     assert r.status_code == 422 and "shop" in r.json()["message"]
 
 
+def test_a_shops_chat_opens_with_its_own_questions(http) -> None:
+    c, _ = http
+    acme = c.get("/v1/welcome", params={"shop": "acme"}).json()
+    assert acme["examples"] and all(q.startswith("跑鞋") for q in acme["examples"])
+    assert acme["message"] == c.post("/v1/answer", json={"query": "你好", "shop": "acme"}).json()["message"]
+    assert all(q.startswith("茶叶") for q in c.get("/v1/welcome", params={"shop": "bobo"}).json()["examples"])
+    platform = c.get("/v1/welcome").json()["examples"]
+    assert platform and not any(q.startswith(("跑鞋", "茶叶")) for q in platform)
+    r = c.get("/v1/welcome", params={"shop": "ghost"})
+    assert r.status_code == 404 and "kefu shops add ghost" in r.json()["message"]
+    r = c.get("/v1/welcome", params={"shop": "../acme"})
+    assert r.status_code == 422 and "shop" in r.json()["message"]
+
+
 def test_shop_tokens_scope_admin(http) -> None:
     c, tokens = http
     acme = c.post("/v1/answer", json={"query": "转人工", "shop": "acme"}).json()["handoff"]["ticket_id"]

@@ -3,7 +3,12 @@
 "use strict";
 
 (function () {
-  const STORE = "kefu.chat.v1"; // {session_id, items, votes}: a reload restores the conversation
+  const params = new URLSearchParams(location.search);
+  // A shop's chat (?shop=acme-shoes, the widget's data-kefu-shop): answered from that shop's KB with the
+  // platform's help center beside it, and remembered apart from the platform's conversation.
+  const SHOP_RE = /^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$/;
+  const shop = params.get("shop");
+  const STORE = "kefu.chat.v1" + (shop ? "." + shop : ""); // {session_id, items, votes}: a reload restores it
   const ELDER = "kefu.elder"; // "1" when 长辈模式 is on
   const MAX_ITEMS = 80; // transcript kept in localStorage
   const SESSION_RE = /^[A-Za-z0-9_-]{1,64}$/;
@@ -24,7 +29,7 @@
   const input = $("q");
   const sendButton = $("send");
   const root = document.documentElement;
-  const embedded = new URLSearchParams(location.search).get("embed") === "1";
+  const embedded = params.get("embed") === "1";
 
   // --- storage (a page with storage switched off still chats, it only forgets on reload) ---------------
   function readStore(key) {
@@ -253,7 +258,8 @@
 
   async function loadWelcome() {
     try {
-      const r = await fetch(new URL("v1/welcome", document.baseURI), { credentials: "same-origin" });
+      const path = "v1/welcome" + (shop ? "?shop=" + encodeURIComponent(shop) : "");
+      const r = await fetch(new URL(path, document.baseURI), { credentials: "same-origin" });
       const data = r.ok ? await r.json() : null;
       if (!data || typeof data.message !== "string") return;
       welcome = { message: data.message, examples: Array.isArray(data.examples) ? data.examples.map(String) : [] };
@@ -294,6 +300,7 @@
   function problem(status, data) {
     if (status === 429) return "发送太频繁了，请稍等片刻再试。";
     if (status === 503) return "客服系统暂时繁忙，请稍后再试。";
+    if (status === 404 && shop) return "这家店铺的在线客服暂未开通，请稍后再试。";
     if (status === 413 || status === 422) return "消息太长或格式不对，请精简后再发送（最多 500 字）。";
     return "抱歉，出了点问题" + (data && data.message ? "：" + data.message : "，请稍后再试。");
   }
@@ -322,6 +329,7 @@
     try {
       const body = { query: text };
       if (state.session_id) body.session_id = state.session_id;
+      if (shop) body.shop = shop;
       const r = await post("v1/answer", body);
       typing.remove();
       if (!r.ok || !r.data || !r.data.decision) {
@@ -403,5 +411,11 @@
 
   setElder(readStore(ELDER) === "1");
   render();
-  loadWelcome();
+  if (shop && !SHOP_RE.test(shop)) {
+    // a wrong embed code: say so rather than answer from the platform's help center alone
+    note("这家店铺的客服地址不正确（shop=" + shop + "），请联系店铺检查嵌入代码。", true);
+    input.disabled = sendButton.disabled = $("human").disabled = true;
+  } else {
+    loadWelcome();
+  }
 })();

@@ -2,7 +2,8 @@
  * kefu chat widget. On any page:
  *   <script src="https://KEFU_HOST/widget.js" data-kefu-url="https://KEFU_HOST"></script>
  * draws a floating button that opens kefu's chat page in an iframe. Optional: data-kefu-label (the
- * button's text, default 在线客服). The only global is window.KefuWidget {open, close, toggle, isOpen}.
+ * button's text, default 在线客服) and data-kefu-shop (a shop's id: its chat, answered from that
+ * shop's knowledge base with the platform's help center beside it). The only global is window.KefuWidget {open, close, toggle, isOpen}.
  * The site's origin must be listed in kefu's KEFU_FRAME_ANCESTORS, or the browser refuses the frame.
  */
 (function () {
@@ -21,6 +22,14 @@
   if (!script || !script.getAttribute("data-kefu-url")) base = new URL("./", base); // beside widget.js
   var path = base.pathname.replace(/\/+$/, "");
   var chatUrl = base.origin + path + "/?embed=1";
+  var shop = script && script.getAttribute("data-kefu-shop");
+  if (shop) {
+    if (!/^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$/.test(shop)) {
+      console.error("kefu widget: data-kefu-shop is not a shop id (lowercase letters, digits, - and _): " + shop);
+      return;
+    }
+    chatUrl += "&shop=" + shop;
+  }
   var kefuOrigin = base.origin;
   var label = (script && script.getAttribute("data-kefu-label")) || "在线客服";
 
