@@ -73,6 +73,9 @@ def test_a_shops_chat_opens_with_its_own_questions(http) -> None:
     assert all(q.startswith("茶叶") for q in c.get("/v1/welcome", params={"shop": "bobo"}).json()["examples"])
     platform = c.get("/v1/welcome").json()["examples"]
     assert platform and not any(q.startswith(("跑鞋", "茶叶")) for q in platform)
+    shop_answer = c.post("/v1/answer", json={"query": "跑鞋5号有没有赠品？", "shop": "acme"}).json()
+    vote = {"answer_id": shop_answer["answer_id"], "session_id": shop_answer["session_id"], "vote": "up"}
+    assert c.post("/v1/feedback", json=vote).status_code == 200  # a shop's answers take votes too
     r = c.get("/v1/welcome", params={"shop": "ghost"})
     assert r.status_code == 404 and "kefu shops add ghost" in r.json()["message"]
     r = c.get("/v1/welcome", params={"shop": "../acme"})
