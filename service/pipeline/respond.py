@@ -24,7 +24,8 @@ from service.webhook import OrderEvent, OrderWebhook
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
 # The greeting and empty-message replies give examples of what to ask, taken from the KB served
 # (``welcome_examples``): a tea shop's shoppers must not be told to ask about refunds of a
-# marketplace. At most this many, each a question of at most WELCOME_MAX_CHARS characters.
+# marketplace. At most this many, each at most WELCOME_MAX_CHARS wide (a Chinese character is one, a
+# Latin letter or space half: "How do I reset my password" is 13).
 WELCOME_EXAMPLES = 2
 WELCOME_MAX_CHARS = 16
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
@@ -180,9 +181,9 @@ def _shortest_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str,
     WELCOME_MAX_CHARS."""
     groups: dict[str, list[str]] = {}
     for group, text in texts:
-        if 0 < len(text) <= WELCOME_MAX_CHARS:
+        if 0 < _width(text) <= WELCOME_MAX_CHARS:
             groups.setdefault(group, []).append(text)
-    ranked = [sorted(g, key=len) for g in sorted(groups.values(), key=len, reverse=True)]  # both stable
+    ranked = [sorted(g, key=_width) for g in sorted(groups.values(), key=len, reverse=True)]  # both stable
     picks: list[str] = []
     for round_ in range(n):  # a KB of one or two groups gives its next shortest ones
         for shortest in ranked:
@@ -191,6 +192,10 @@ def _shortest_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str,
             if len(picks) == n:
                 return tuple(picks)
     return tuple(picks)
+
+
+def _width(text: str) -> float:
+    return sum(0.5 if c.isascii() else 1.0 for c in text)
 
 
 def greeting_reply(examples: Sequence[str]) -> str:

@@ -146,6 +146,8 @@ def test_welcome_examples_of_one_category_and_of_none():
     long = "这个问题写得很长很长，超过了一句问候里能举的例子该有的长度吗"
     assert len(long) > WELCOME_MAX_CHARS and welcome_examples([_entry(long, "x")]) == ()
     assert welcome_examples([]) == ()
+    english = [_entry("How long does shipping take?", "Shipping"), _entry("Can I return an item?", "Returns")]
+    assert welcome_examples(english) == ("How long does shipping take", "Can I return an item")  # letters count half
     # a KB without FAQ questions or article sections to suggest: the replies name no example
     assert greeting_reply(()) == "您好！我是智能客服，请直接描述您遇到的问题。"
     assert empty_reply(()) == "没有看到您的问题内容，请直接输入您想咨询的问题。"
