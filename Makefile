@@ -28,8 +28,11 @@ setup: $(STAMP) ## create .venv and install kefu with dev extras (quick when don
 # Browser tests use Debian's chromium: Playwright's own browser download cannot work offline.
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-browser: ## install Debian's chromium for the browser tests (once)
-	@command -v $(CHROMIUM) >/dev/null || { $(SUDO) apt-get install -y -q chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q chromium >/dev/null; }; }
+# A Chinese font and an emoji font too (1.6 + 9.9 MB): without them Chromium draws every character
+# (and 👍) as a box, which the tests' layout checks and the screenshots in docs/ would measure and show.
+BROWSER_PACKAGES = chromium fonts-wqy-microhei fonts-noto-color-emoji
+browser: ## install Debian's chromium, a Chinese font and an emoji font for the browser tests (once)
+	@{ command -v $(CHROMIUM) >/dev/null && fc-list :lang=zh | grep -q . && fc-list | grep -qi emoji; } 2>/dev/null || { $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q $(BROWSER_PACKAGES) >/dev/null; }; }
 	@$(CHROMIUM) --version 2>/dev/null
 
 model: setup ## convert the built-in model into the cache (first time only)
