@@ -97,6 +97,7 @@ def load_resources(root: Path) -> Resources:
         out_of_scope=lists(read_yaml("out_of_scope.yaml")),
         greetings=greet.get("greetings", ()),
         thanks=greet.get("thanks", ()),
+        examples=greet.get("examples", ()),
         files=tuple(files.items()),
     )
 

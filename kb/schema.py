@@ -169,6 +169,8 @@ class Resources:
     out_of_scope: dict[str, tuple[str, ...]] = field(default_factory=dict)
     greetings: tuple[str, ...] = ()
     thanks: tuple[str, ...] = ()
+    # Questions the greeting suggests asking (greetings.yaml ``examples:``); none: the KB's own are picked
+    examples: tuple[str, ...] = ()
     # The files these came from (the KB's own, else the bundled one), by file name: a build copies
     # them into its folder and hashes them into the KB hash, so it serves without the KB's path.
     files: tuple[tuple[str, Path], ...] = ()

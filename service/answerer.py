@@ -112,6 +112,7 @@ class Answerer:
         webhook: OrderWebhook | None = None,
         ranker: Ranker | None = None,
         orders: OrderRules | None = None,
+        examples: Sequence[str] = (),
     ) -> None:
         self.index = index
         self.encode = encode
@@ -123,6 +124,7 @@ class Answerer:
         self.sessions = sessions if sessions is not None else SessionStore()
         self.tickets = tickets
         self.greetings = tuple(greetings)
+        self.examples = tuple(examples)  # what the greeting suggests asking; none: the KB's own are picked
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
         self.synonyms = synonyms or SynonymExpander({})
         self.speller = speller
@@ -185,6 +187,7 @@ class Answerer:
                     tickets=self.tickets,
                     webhook=self.webhook,
                     handoff_message=o.handoff_message,
+                    examples=self.examples,
                 ),
             )
             self.__dict__["_stages"] = stages  # not through __setattr__, which would drop it again
@@ -211,6 +214,7 @@ class Answerer:
             speller=self.speller,
             ranker=ranker,
             orders=self.orders,
+            examples=self.examples,
         )
 
     # --- the two verbs ---------------------------------------------------------------------------

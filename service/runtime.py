@@ -171,6 +171,7 @@ class Runtime:
             sessions=self.sessions,
             tickets=self.tickets,
             greetings=resources.greetings + resources.thanks,
+            examples=resources.examples,
             synonyms=SynonymExpander(resources.synonyms),
             calibration=calibration,
             speller=speller_for(index.norm_texts, resources.userdict) if self.settings.correct_typos else None,

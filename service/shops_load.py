@@ -144,5 +144,6 @@ def load_shop(
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
         speller=speller,
         orders=platform.orders,
+        examples=own.examples if own is not None else (),
     )
     return LoadedShop(rec.build_id, answerer, index.nbytes + SHOP_OVERHEAD)

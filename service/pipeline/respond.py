@@ -57,14 +57,15 @@ class Responder:
         tickets: TicketStore | None = None,
         webhook: OrderWebhook | None = None,
         handoff_message: str = DEFAULT_HANDOFF_MESSAGE,
+        examples: Sequence[str] = (),
     ) -> None:
         self.index = index
         self.sessions = sessions
         self.tickets = tickets
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
         self.handoff_message = handoff_message
-        # what the greeting suggests asking
-        self.examples = welcome_examples(index.entries.values(), doc_units=index.doc_units.values())
+        # what the greeting suggests asking: the KB's choice (greetings.yaml ``examples:``), else picked from it
+        self.examples = tuple(examples) or welcome_examples(index.entries.values(), doc_units=index.doc_units.values())
         # What an answer item shows besides its score, for every unit whose view does not depend on
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).

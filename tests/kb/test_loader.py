@@ -71,6 +71,15 @@ def test_resources_are_the_kbs_own_else_bundled_and_part_of_the_hash(tmp_path: P
     assert own.content_hash != bundled.content_hash  # the service reads these: a change is a new build
 
 
+def test_a_kbs_own_greetings_may_name_the_questions_its_chat_suggests(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    assert load_kb(tmp_path).resources.examples == ()  # the bundled greetings name none: picked from the KB
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "greetings.yaml").write_text("greetings: [您好]\nexamples: [怎么泡茶, 包邮吗]\n", "utf-8")
+    own = load_kb(tmp_path).resources
+    assert (own.greetings, own.examples) == (("您好",), ("怎么泡茶", "包邮吗"))
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

@@ -122,6 +122,14 @@ def test_greeting_is_a_clarify_without_answers(answerer: Answerer, query: str):
     )
 
 
+def test_the_greeting_suggests_the_kbs_chosen_examples(answerer: Answerer):
+    """greetings.yaml ``examples:`` (Resources.examples, passed by the runtime) replace the picked ones."""
+    answerer.examples = ("怎么查物流", "运费谁出")
+    assert answerer.welcome().examples == ["怎么查物流", "运费谁出"]
+    assert answerer.answer("你好").message == greeting_reply(("怎么查物流", "运费谁出"))
+    assert answerer.variant().welcome() == answerer.welcome()  # variants keep them
+
+
 def test_greeting_prefix_is_stripped_before_retrieval(answerer: Answerer):
     a = answerer.answer("你好，退货运费谁出")
     assert a.decision == "answer" and a.answers[0].id == "refund-shipping-fee"

@@ -37,7 +37,7 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     (kb / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
     (kb / "resources").mkdir()
     (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
-    (kb / "resources" / "greetings.yaml").write_text("greetings: [掌柜在吗]\nthanks: []\n", "utf-8")
+    (kb / "resources" / "greetings.yaml").write_text("greetings: [掌柜在吗]\nthanks: []\nexamples: [运费谁出]\n", "utf-8")
     settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128", chunk_chars=60)
     store = IndexStore(settings.index_home)
     build_and_swap(load_kb(kb, strict=False), fake_encoder, store, settings.chunk_chars)
@@ -46,6 +46,7 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
     assert answerer.answer("让店长亲自来跟我说").reason == "sensitive"
     assert answerer.answer("掌柜在吗").reason == "greeting"
+    assert answerer.welcome().examples == ["运费谁出"]  # the examples the KB chose, from the build's copy
 
 
 def test_handoff_candidates_is_a_setting(tiny_settings, tiny_index, fake_encoder):
