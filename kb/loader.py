@@ -33,7 +33,6 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -75,7 +74,9 @@ def load_resources(root: Path) -> Resources:
     bundled file where that folder has none."""
     files = {name: path for name in RESOURCE_FILES if (path := resource_file(root, name)) is not None}
 
-    def read_yaml(name: str) -> dict[str, Any]:
+    def lists(name: str) -> dict[str, tuple[str, ...]]:
+        """The file's mapping of names to lists of phrases; a scalar where a list belongs is an
+        error (``examples: 怎么泡茶`` would otherwise be read character by character)."""
         p = files.get(name)
         if p is None:
             return {}
@@ -85,16 +86,18 @@ def load_resources(root: Path) -> Resources:
             raise KBError(f"{p}: invalid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise KBError(f"{p}: expected a mapping of names to lists")
-        return data
+        out = {}
+        for k, v in data.items():
+            if v is not None and not isinstance(v, list):
+                raise KBError(f"{p}: {k!s} must be a list (one '- item' a line), got {v!r}; write it as a list")
+            out[str(k)] = tuple(str(x) for x in (v or []))
+        return out
 
-    def lists(data: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-        return {str(k): tuple(str(x) for x in (v or [])) for k, v in data.items()}
-
-    greet = lists(read_yaml("greetings.yaml"))
+    greet = lists("greetings.yaml")
     return Resources(
         userdict=files.get("userdict.txt"),
-        synonyms=lists(read_yaml("synonyms.yaml")),
-        out_of_scope=lists(read_yaml("out_of_scope.yaml")),
+        synonyms=lists("synonyms.yaml"),
+        out_of_scope=lists("out_of_scope.yaml"),
         greetings=greet.get("greetings", ()),
         thanks=greet.get("thanks", ()),
         examples=greet.get("examples", ()),
