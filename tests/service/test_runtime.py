@@ -37,7 +37,8 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     (kb / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
     (kb / "resources").mkdir()
     (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
-    (kb / "resources" / "greetings.yaml").write_text("greetings: [掌柜在吗]\nthanks: []\nexamples: [运费谁出]\n", "utf-8")
+    greetings = "greetings: [掌柜在吗]\nthanks: []\nexamples: [运费谁出]\n"
+    (kb / "resources" / "greetings.yaml").write_text(greetings, "utf-8")
     settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128", chunk_chars=60)
     store = IndexStore(settings.index_home)
     build_and_swap(load_kb(kb, strict=False), fake_encoder, store, settings.chunk_chars)
