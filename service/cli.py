@@ -208,10 +208,16 @@ def chat(
     record: bool = typer.Option(
         False, "--record", help="open a handoff ticket and tell KEFU_ORDER_WEBHOOK as the server would (off: try only)"
     ),
+    shop: str | None = typer.Option(None, "--shop", help="chat as this shop's shoppers do (as `kefu ask --shop`)"),
 ) -> None:
     """Interactive session with history (follow-ups such as “那运费呢” use the previous question).
     As with `kefu ask`, a handoff opens a ticket for an agent only with --record."""
-    answerer = _answerer(ctx, record)
+    if shop is not None:
+        from service.shops_cli import shop_asker
+
+        answerer = shop_asker(ctx, shop, record)
+    else:
+        answerer = _answerer(ctx, record)
     session = None
     console.print("[bold]kefu 客服[/] — 输入问题，回车发送；输入 /quit 退出。")
     console.print(answerer.welcome().message, highlight=False)

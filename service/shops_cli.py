@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from kb.clikit import console, edge, settings_of
-from service.schemas import Answer, HistoryTurn
+from service.schemas import Answer, HistoryTurn, Welcome
 from service.shops import ShopBuild, Shops
 
 if TYPE_CHECKING:
@@ -44,6 +44,10 @@ class ShopAsker:
         history: Sequence[HistoryTurn] | None = None,
     ) -> Answer:
         return self.desk.answer(self.platform, query, self.shop, session_id=session_id, top_k=top_k, history=history)
+
+    def welcome(self) -> Welcome:
+        """What the shop's chat opens with: its greeting and questions of its own KB."""
+        return self.desk.shop_answerer(self.shop, self.platform)[1].welcome()
 
     def keep_sessions(self, settings: Settings) -> None:
         """Keep sessions in the session file (``kefu ask --session``): the desk's and its platform

@@ -139,6 +139,8 @@ def test_cli_add_list_token_remove(env: Settings, runner, tmp_path: Path, monkey
     assert got["trace"]["shop"] == "acme"
     r = runner.invoke(app, ["ask", "--shop", "acme", "-"], input="七天无理由退货需要满足什么条件？\n转人工\n")
     assert r.exit_code == 0 and r.output.splitlines()[1].startswith("handoff\tuser_requested"), r.output
+    r = runner.invoke(app, ["chat", "--shop", "acme"], input="跑鞋5号有没有赠品？\n/quit\n")
+    assert r.exit_code == 0 and "例如“跑鞋" in r.output and "acme-5" in r.output, r.output  # its questions, its answer
     r = runner.invoke(app, ["ask", "--shop", "ghost", "多久发货"])
     assert r.exit_code == 6 and "no shop 'ghost'" in r.output
     r = runner.invoke(app, ["ask", "--shop", "Bad Shop", "多久发货"])
