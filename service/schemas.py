@@ -201,7 +201,7 @@ class Welcome(BaseModel):
 
     message: str = Field(description="the greeting, with the example questions in it")
     examples: list[str] = Field(
-        description="questions of the KB served to suggest asking (the shortest of its largest categories), "
+        description="questions of the KB served to suggest asking (one of each of its largest categories), "
         "or a KB of help articles' section headings"
     )
 

@@ -28,6 +28,9 @@ CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说�
 # Latin letter or space half: "How do I reset my password" is 13).
 WELCOME_EXAMPLES = 2
 WELCOME_MAX_CHARS = 16
+# Of a category's questions, the one nearest this width: a whole short question (退款多久能到账), not
+# a keyword fragment an imported table may hold as a question (社保 借呗, 运费).
+WELCOME_WIDTH = 8
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
@@ -154,12 +157,13 @@ def _on_topic(d: Decision) -> bool:
 def welcome_examples(
     entries: Iterable[EntryInfo], n: int = WELCOME_EXAMPLES, doc_units: Iterable[DocUnit] = ()
 ) -> tuple[str, ...]:
-    """Up to ``n`` of the KB's own FAQ questions to suggest asking: the shortest question of each
-    of the largest categories in turn (a category's first entry breaks a tie), without the closing
-    question mark; none longer than WELCOME_MAX_CHARS. A KB of help articles alone suggests their
-    section headings the same way, article by article (发货时间, 退款时间); rules clauses have none."""
+    """Up to ``n`` of the KB's own FAQ questions to suggest asking: of each of the largest
+    categories in turn (a category's first entry breaks a tie), the question nearest WELCOME_WIDTH
+    wide, without the closing question mark; none wider than WELCOME_MAX_CHARS. A KB of help
+    articles alone suggests their section headings the same way, article by article (发货时间,
+    退款时间); rules clauses have none."""
     questions = [(e.category, e.question.strip().rstrip("？?。.！!～~ ")) for e in entries]
-    picks = _shortest_of_largest(questions, n)
+    picks = _best_of_largest(questions, n)
     if picks or not doc_units:
         return picks
     headings = []
@@ -167,7 +171,7 @@ def welcome_examples(
         heading = u.section.split(PATH_SEP)[-1]
         if u.kind == "doc" and heading != u.title:
             headings.append((u.doc_id, _NUMBERING.sub("", heading).strip()))
-    return _shortest_of_largest(headings, n)
+    return _best_of_largest(headings, n)
 
 
 # A heading's own numbering (一、 1. （二） 第三节), which an example question does not say.
@@ -176,20 +180,20 @@ _NUMBERING = re.compile(
 )
 
 
-def _shortest_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str, ...]:
-    """Up to ``n`` texts of (group, text) pairs: the shortest of each group, largest group first
-    (the group met first breaks a tie), then each group's next shortest; none longer than
+def _best_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str, ...]:
+    """Up to ``n`` texts of (group, text) pairs: the best fit (``_fit``) of each group, largest group
+    first (the group met first breaks a tie), then each group's next best; none wider than
     WELCOME_MAX_CHARS."""
     groups: dict[str, list[str]] = {}
     for group, text in texts:
         if 0 < _width(text) <= WELCOME_MAX_CHARS:
             groups.setdefault(group, []).append(text)
-    ranked = [sorted(g, key=_width) for g in sorted(groups.values(), key=len, reverse=True)]  # both stable
+    ranked = [sorted(g, key=_fit) for g in sorted(groups.values(), key=len, reverse=True)]  # both stable
     picks: list[str] = []
-    for round_ in range(n):  # a KB of one or two groups gives its next shortest ones
-        for shortest in ranked:
-            if round_ < len(shortest) and shortest[round_] not in picks:
-                picks.append(shortest[round_])
+    for round_ in range(n):  # a KB of one or two groups gives its next best ones
+        for best in ranked:
+            if round_ < len(best) and best[round_] not in picks:
+                picks.append(best[round_])
             if len(picks) == n:
                 return tuple(picks)
     return tuple(picks)
@@ -197,6 +201,11 @@ def _shortest_of_largest(texts: Iterable[tuple[str, str]], n: int) -> tuple[str,
 
 def _width(text: str) -> float:
     return sum(0.5 if c.isascii() else 1.0 for c in text)
+
+
+def _fit(text: str) -> tuple[float, float]:
+    """Nearest WELCOME_WIDTH first; of two as near, the shorter."""
+    return abs(_width(text) - WELCOME_WIDTH), _width(text)
 
 
 def greeting_reply(examples: Sequence[str]) -> str:

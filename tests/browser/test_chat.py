@@ -88,8 +88,8 @@ def test_answer_card_shows_the_answer_and_its_source(open_tab, kefu: Kefu):
 
 
 def test_the_welcome_offers_the_kbs_own_questions(open_tab, kefu: Kefu):
-    """The first card's examples come from the KB served (GET v1/welcome): the shortest question of
-    each category, as buttons that ask them."""
+    """The first card's examples come from the KB served (GET v1/welcome): a question of each
+    category (the one nearest 8 characters), as buttons that ask them."""
     page = open_tab().page
     page.goto(kefu.url)
     welcome = page.locator("#log .msg.welcome .card")
@@ -112,17 +112,17 @@ def test_a_shops_chat_answers_from_its_own_kb(open_tab, kefu: Kefu):
     page = open_tab().page
     page.goto(f"{kefu.url}/?shop=tea")
     examples = page.locator("#log .msg.welcome button.example")
-    expect(examples).to_have_text(["茶叶怎么保存", "下单后多久发货"])
+    expect(examples).to_have_text(["茶叶有保质期吗", "下单后多久发货"])
     examples.first.click()
     answer = last_card(page)
     expect(answer).to_have_attribute("data-decision", "answer")
-    expect(answer.locator(".q")).to_have_text("茶叶怎么保存？")
-    expect(answer.locator(".source").first).to_have_text("来源：常见问题「茶叶怎么保存？」 · 保存")
+    expect(answer.locator(".q")).to_have_text("茶叶有保质期吗？")
+    expect(answer.locator(".source").first).to_have_text("来源：常见问题「茶叶有保质期吗？」 · 保存")
     page.goto(kefu.url)  # the platform's own chat: its welcome, none of the shop's conversation
     expect(page.locator("#log .msg.welcome button.example")).to_have_text(["退款多久能到账", "怎么查看订单的物流信息"])
     expect(page.locator("#log .msg.user")).to_have_count(0)
     page.goto(f"{kefu.url}/?shop=tea")
-    expect(page.locator("#log .msg.user .bubble")).to_have_text(["茶叶怎么保存"])
+    expect(page.locator("#log .msg.user .bubble")).to_have_text(["茶叶有保质期吗"])
 
 
 def test_a_shop_that_is_not_there_is_said_so(open_tab, kefu: Kefu):

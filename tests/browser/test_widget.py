@@ -70,7 +70,7 @@ def test_a_shops_widget_opens_that_shops_chat(open_tab, kefu: Kefu):
     frame_element = page.locator("[data-kefu-widget] iframe")
     assert frame_element.get_attribute("src") == f"{kefu.url}/?embed=1&shop=tea"
     chat = page.frame_locator("[data-kefu-widget] iframe")
-    expect(chat.locator("#log .msg.welcome button.example")).to_have_text(["茶叶怎么保存", "下单后多久发货"])
+    expect(chat.locator("#log .msg.welcome button.example")).to_have_text(["茶叶有保质期吗", "下单后多久发货"])
     chat.get_by_label("输入您的问题").fill("茶叶怎么保存")
     chat.get_by_role("button", name="发送").click()
     expect(chat.locator("#log .card.answer .q")).to_have_text("茶叶怎么保存？")

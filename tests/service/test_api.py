@@ -115,7 +115,7 @@ def test_health_and_ready(client: TestClient, settings: Settings):
 
 
 def test_welcome_suggests_the_kbs_own_questions(client: TestClient):
-    """What the chat page opens with: the tiny KB's shortest question of each category, also in
+    """What the chat page opens with: a question of each of the tiny KB's categories, also in
     the greeting reply, never another KB's examples."""
     body = client.get("/v1/welcome").json()
     assert body["examples"] == ["退货的运费应该由谁来承担", "怎么查看订单的物流信息"]
