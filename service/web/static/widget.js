@@ -3,7 +3,8 @@
  *   <script src="https://KEFU_HOST/widget.js" data-kefu-url="https://KEFU_HOST"></script>
  * draws a floating button that opens kefu's chat page in an iframe. Optional: data-kefu-label (the
  * button's text, default 在线客服) and data-kefu-shop (a shop's id: its chat, answered from that
- * shop's knowledge base with the platform's help center beside it). The only global is window.KefuWidget {open, close, toggle, isOpen}.
+ * shop's knowledge base with the platform's help center beside it). The only global is
+ * window.KefuWidget {open, close, toggle, isOpen}.
  * The site's origin must be listed in kefu's KEFU_FRAME_ANCESTORS, or the browser refuses the frame.
  */
 (function () {
