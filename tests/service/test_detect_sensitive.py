@@ -98,6 +98,7 @@ def test_english_messages_match_their_group(bundled_detector: SensitiveDetector,
         "I will pursue a refund",
         "the court shoes are too small",
         "hospitality gift set",
+        "can it be delivered to my mum in hospital",  # a place, not an incident (住院 is one)
     ],
 )
 def test_everyday_english_is_not_sensitive(bundled_detector: SensitiveDetector, query: str):
