@@ -99,6 +99,8 @@ def test_english_messages_match_their_group(bundled_detector: SensitiveDetector,
         "the court shoes are too small",
         "hospitality gift set",
         "can it be delivered to my mum in hospital",  # a place, not an incident (住院 is one)
+        "does the electric shock collar come with a charger",  # a product's name
+        "is Exploding Kittens in stock",  # a card game
     ],
 )
 def test_everyday_english_is_not_sensitive(bundled_detector: SensitiveDetector, query: str):
