@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from pathlib import Path
@@ -56,6 +57,21 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(learn_app, name="learn")
 app.add_typer(gaps_app, name="gaps")
 app.command("stats")(stats)
+
+
+def one_line_summaries(t: typer.Typer) -> None:
+    """Give every command of ``t`` (and of its groups) its docstring's first paragraph as one line
+    for the command lists: typer's rich help keeps a docstring's line breaks there, so a summary
+    wrapped in the source broke mid-sentence at any terminal width."""
+    for c in t.registered_commands:
+        if c.short_help is None and c.help is None and c.callback is not None:
+            c.short_help = " ".join((inspect.getdoc(c.callback) or "").split("\n\n")[0].split())
+    for g in t.registered_groups:
+        if g.typer_instance is not None:
+            one_line_summaries(g.typer_instance)
+
+
+one_line_summaries(app)
 
 if __name__ == "__main__":  # pragma: no cover
     app()

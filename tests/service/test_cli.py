@@ -286,3 +286,14 @@ def test_card_names_a_clause_and_the_clauses_an_faq_answer_cites(monkeypatch: py
     # a clause whose title is the document's alone (a build without units.json) still gets its label
     bare = clause.model_copy(update={"title": "七天无理由退货规范"})
     assert "1. 《七天无理由退货规范》第五条" in _card(Answer(**base, answers=[bare]), monkeypatch)
+
+
+@pytest.mark.parametrize("group", [[], ["eval"], ["shops"]])
+def test_command_lists_show_each_summary_unbroken(runner: CliRunner, group: list[str]):
+    """A docstring wrapped in the source is one flowing summary in the command list, not a line
+    broken mid-sentence wherever the source wrapped it."""
+    r = runner.invoke(app, [*group, "--help"], env={"COLUMNS": "400"}, terminal_width=400)
+    assert r.exit_code == 0, r.output
+    rows = [line for line in r.stdout.splitlines() if line.startswith("│ ")]
+    continued = [row for row in rows if row[2] == " " and row.strip("│ ")]  # a summary's second line
+    assert rows and not continued, continued
