@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from indexer.vectorstore import SHOP_ID
 from kb.settings import MAX_TOP_K
 
 Decision = Literal["answer", "clarify", "handoff"]
@@ -131,7 +132,7 @@ class AnswerRequest(BaseModel):
     shop: str | None = Field(
         None,
         max_length=64,
-        pattern=r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$",
+        pattern=SHOP_ID.pattern,
         description="the shop whose KB is searched together with the platform help center (`kefu shops list`)",
     )
     history: list[HistoryTurn] | None = Field(

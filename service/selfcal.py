@@ -359,8 +359,9 @@ def _answer_threshold(p: np.ndarray, right: np.ndarray, weight: np.ndarray, prec
 def _scope_threshold(
     p: np.ndarray, s: np.ndarray, is_in: np.ndarray, weight: np.ndarray, answer_at: float, oos_recall: float
 ) -> float:
-    """Lowest scope threshold that still hands off ``oos_recall`` of the unanswerable pseudo-queries
-    (weighted) that are not answered; below it a query is clarified, at or above it handed off."""
+    """Lowest scope threshold at which ``oos_recall`` of all the unanswerable pseudo-queries
+    (weighted; the answered ones count as not handed off) are still handed off; below the answer
+    threshold a query whose scope reaches it is clarified, any other handed off."""
     oos = ~is_in
     total = float(weight[oos].sum())
     for t in np.unique(np.concatenate([s, [1.0]])):  # ascending

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from indexer.store import IndexStore, write_calibration
+from indexer.vectorstore import SHOP_ID
 from kb.settings import Settings
 from service.api import create_app
 from service.web import PAGES, STATIC, chat_csp
@@ -210,3 +211,12 @@ def test_pages_are_counted_in_metrics(client: TestClient):
     text = client.get("/metrics").text
     assert 'kefu_requests_total{path="/",status="200"}' in text
     assert 'kefu_requests_total{path="/widget.js",status="200"}' in text
+
+
+@pytest.mark.parametrize("script", ["chat.js", "widget.js"])
+def test_scripts_check_shop_ids_as_the_server_does(script: str):
+    """The chat page and the widget refuse a malformed shop id before asking; their pattern is a
+    copy of the server's (a browser cannot import it), so a change to one must reach the others."""
+    source = (STATIC / script).read_text("utf-8")
+    literals = re.findall(r"/(\^\[a-z0-9\][^/\n]*\$)/", source)
+    assert literals == [SHOP_ID.pattern], literals
