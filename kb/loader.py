@@ -33,6 +33,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,10 +44,12 @@ from kb.faqyaml import load_yaml
 from kb.loadstate import LoadState
 from kb.schema import (
     MIN_ANSWER,
+    REPLY_KINDS,
     Document,
     FAQEntry,
     ImportReport,
     KnowledgeBase,
+    Replies,
     Resources,
     Source,
 )
@@ -74,9 +77,7 @@ def load_resources(root: Path) -> Resources:
     bundled file where that folder has none."""
     files = {name: path for name in RESOURCE_FILES if (path := resource_file(root, name)) is not None}
 
-    def lists(name: str) -> dict[str, tuple[str, ...]]:
-        """The file's mapping of names to lists of phrases; a scalar where a list belongs is an
-        error (``examples: 怎么泡茶`` would otherwise be read character by character)."""
+    def mapping(name: str) -> dict[str, Any]:
         p = files.get(name)
         if p is None:
             return {}
@@ -86,14 +87,21 @@ def load_resources(root: Path) -> Resources:
             raise KBError(f"{p}: invalid YAML: {exc}") from exc
         if not isinstance(data, dict):
             raise KBError(f"{p}: expected a mapping of names to lists")
+        return {str(k): v for k, v in data.items()}
+
+    def lists(name: str, data: dict[str, Any] | None = None) -> dict[str, tuple[str, ...]]:
+        """The file's mapping of names to lists of phrases; a scalar where a list belongs is an
+        error (``examples: 怎么泡茶`` would otherwise be read character by character)."""
         out = {}
-        for k, v in data.items():
+        for k, v in (mapping(name) if data is None else data).items():
             if v is not None and not isinstance(v, list):
-                raise KBError(f"{p}: {k!s} must be a list (one '- item' a line), got {v!r}; write it as a list")
-            out[str(k)] = tuple(str(x) for x in (v or []))
+                raise KBError(f"{files[name]}: {k} must be a list (one '- item' a line), got {v!r}; write it as a list")
+            out[k] = tuple(str(x) for x in (v or []))
         return out
 
-    greet = lists("greetings.yaml")
+    greetings_file = mapping("greetings.yaml")
+    replies = _replies(files.get("greetings.yaml"), greetings_file.pop("replies", None))
+    greet = lists("greetings.yaml", greetings_file)
     return Resources(
         userdict=files.get("userdict.txt"),
         synonyms=lists("synonyms.yaml"),
@@ -101,8 +109,27 @@ def load_resources(root: Path) -> Resources:
         greetings=greet.get("greetings", ()),
         thanks=greet.get("thanks", ()),
         examples=greet.get("examples", ()),
+        replies=replies,
         files=tuple(files.items()),
     )
+
+
+def _replies(path: Path | None, data: Any) -> Replies:
+    """greetings.yaml's ``replies:`` (what kefu says, in the KB's words), checked."""
+    if data is None:
+        return Replies()
+    if not isinstance(data, dict):
+        raise KBError(f"{path}: replies must be a mapping of {', '.join(REPLY_KINDS)} to a text, got {data!r}")
+    out = {}
+    for k, v in data.items():
+        if k not in REPLY_KINDS:
+            raise KBError(f"{path}: replies has no {k!r}; it takes {', '.join(REPLY_KINDS)}")
+        if not isinstance(v, str) or not v.strip():
+            raise KBError(f"{path}: replies.{k} must be a non-empty text, got {v!r}")
+        if "{examples}" in v and k not in ("greeting", "empty"):
+            raise KBError(f"{path}: replies.{k} has {{examples}}, which only the greeting and empty replies fill")
+        out[k] = v.strip()
+    return Replies(**out)
 
 
 def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True) -> KnowledgeBase:

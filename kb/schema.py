@@ -160,6 +160,20 @@ class Document:
         return next((qs for u, qs in self.questions if u == unit), ())
 
 
+REPLY_KINDS = ("greeting", "empty", "clarify", "handoff")
+
+
+@dataclass(frozen=True)
+class Replies:
+    """What kefu says in the KB's own words (greetings.yaml ``replies:``); None: kefu's default. The
+    greeting and the empty-message reply may hold ``{examples}``, where the suggested questions go."""
+
+    greeting: str | None = None
+    empty: str | None = None
+    clarify: str | None = None  # before the options of a 您是不是想问…
+    handoff: str | None = None  # KEFU_HANDOFF_MESSAGE is the text of a KB that sets none
+
+
 @dataclass(frozen=True)
 class Resources:
     """Domain resources used by normalisation, lexical search and the decision policy."""
@@ -171,6 +185,7 @@ class Resources:
     thanks: tuple[str, ...] = ()
     # Questions the greeting suggests asking (greetings.yaml ``examples:``); none: the KB's own are picked
     examples: tuple[str, ...] = ()
+    replies: Replies = field(default_factory=Replies)
     # The files these came from (the KB's own, else the bundled one), by file name: a build copies
     # them into its folder and hashes them into the KB hash, so it serves without the KB's path.
     files: tuple[tuple[str, Path], ...] = ()

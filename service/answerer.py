@@ -19,6 +19,7 @@ from indexer.index import Index
 from indexer.pool import CandidatePool, LexicalEvidence
 from indexer.units import UnitHit
 from kb.errors import ConfigError
+from kb.schema import Replies
 from service.detect import SensitiveDetector
 from service.orders import OrderRules
 from service.pipeline.decide import Decider, Decision
@@ -113,6 +114,7 @@ class Answerer:
         ranker: Ranker | None = None,
         orders: OrderRules | None = None,
         examples: Sequence[str] = (),
+        replies: Replies | None = None,
     ) -> None:
         self.index = index
         self.encode = encode
@@ -125,6 +127,7 @@ class Answerer:
         self.tickets = tickets
         self.greetings = tuple(greetings)
         self.examples = tuple(examples)  # what the greeting suggests asking; none: the KB's own are picked
+        self.replies = replies or Replies()  # what kefu says in the KB's own words (greetings.yaml)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
         self.synonyms = synonyms or SynonymExpander({})
         self.speller = speller
@@ -188,6 +191,7 @@ class Answerer:
                     webhook=self.webhook,
                     handoff_message=o.handoff_message,
                     examples=self.examples,
+                    replies=self.replies,
                 ),
             )
             self.__dict__["_stages"] = stages  # not through __setattr__, which would drop it again
@@ -215,6 +219,7 @@ class Answerer:
             ranker=ranker,
             orders=self.orders,
             examples=self.examples,
+            replies=self.replies,
         )
 
     # --- the two verbs ---------------------------------------------------------------------------
@@ -258,7 +263,7 @@ class Answerer:
     def welcome(self) -> Welcome:
         """What a chat opens with: the greeting reply and the KB's own example questions."""
         examples = self.stages.respond.examples
-        return Welcome(message=greeting_reply(examples), examples=list(examples))
+        return Welcome(message=greeting_reply(examples, self.replies.greeting), examples=list(examples))
 
     def _decide(self, query: str, session_id: str, history: Sequence[HistoryTurn] | None) -> Decision:
         s = self.stages

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -138,12 +138,15 @@ def load_shop(
         index,
         encode,
         platform.sensitive,  # the rules are the platform's, so both sides fire alike
-        platform.options,
+        replace(platform.options, handoff_message=own.replies.handoff)
+        if own is not None and own.replies.handoff
+        else platform.options,
         sessions=sessions,
         greetings=platform.greetings,
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
         speller=speller,
         orders=platform.orders,
         examples=own.examples if own is not None else (),
+        replies=own.replies if own is not None else None,
     )
     return LoadedShop(rec.build_id, answerer, index.nbytes + SHOP_OVERHEAD)

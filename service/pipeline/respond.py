@@ -12,6 +12,7 @@ from indexer.chunking import DocUnit
 from indexer.folder import EntryInfo
 from indexer.index import Index
 from kb.clauses import PATH_SEP
+from kb.schema import Replies
 from kb.settings import HANDOFF_MESSAGE
 from service.documents import depends_on_query, view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
@@ -61,6 +62,7 @@ class Responder:
         webhook: OrderWebhook | None = None,
         handoff_message: str = DEFAULT_HANDOFF_MESSAGE,
         examples: Sequence[str] = (),
+        replies: Replies | None = None,
     ) -> None:
         self.index = index
         self.sessions = sessions
@@ -69,6 +71,7 @@ class Responder:
         self.handoff_message = handoff_message
         # what the greeting suggests asking: the KB's choice (greetings.yaml ``examples:``), else picked from it
         self.examples = tuple(examples) or welcome_examples(index.entries.values(), doc_units=index.doc_units.values())
+        self.replies = replies or Replies()  # the greeting, empty-message and clarify texts in the KB's words
         # What an answer item shows besides its score, for every unit whose view does not depend on
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).
@@ -92,10 +95,10 @@ class Responder:
         if d.outcome == "answer":
             items = [self.item(c, d.search_text) for c in cands[:top_k]]
         elif d.outcome == "clarify" and d.reason == "greeting":
-            message = greeting_reply(self.examples)
+            message = greeting_reply(self.examples, self.replies.greeting)
         elif d.outcome == "clarify":
             items = [self.item(c, d.search_text) for c in cands[:CLARIFY_CHOICES]]
-            message = CLARIFY_PROMPT
+            message = self.replies.clarify or CLARIFY_PROMPT
         else:
             ticket_id = "-"
             if ticketed and self.tickets is not None:
@@ -103,7 +106,7 @@ class Responder:
                 reason = d.reason or "low_confidence"
                 prior = Prior(earlier, tuple(history or ()))
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
-            said = empty_reply(self.examples) if d.reason == "empty_query" else self.handoff_message
+            said = empty_reply(self.examples, self.replies.empty) if d.reason == "empty_query" else self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.rule.suggest if d.rule is not None else d.reason == "low_confidence" and _on_topic(d):
                 suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]
@@ -208,14 +211,25 @@ def _fit(text: str) -> tuple[float, float]:
     return abs(_width(text) - WELCOME_WIDTH), _width(text)
 
 
-def greeting_reply(examples: Sequence[str]) -> str:
-    """The reply to a greeting: what kefu is and, where the KB has them, what to ask."""
+def greeting_reply(examples: Sequence[str], template: str | None = None) -> str:
+    """The reply to a greeting: what kefu is and, where the KB has them, what to ask. ``template``:
+    the KB's own wording (greetings.yaml ``replies.greeting``), its ``{examples}`` filled."""
+    if template is not None:
+        return _fill(template, examples)
     like = "，例如" + "".join(f"“{q}”" for q in examples) if examples else ""
     return f"您好！我是智能客服，请直接描述您遇到的问题{like}。"
 
 
-def empty_reply(examples: Sequence[str]) -> str:
+def empty_reply(examples: Sequence[str], template: str | None = None) -> str:
     """The reply to an empty message. It opens no ticket (nothing for an agent to read), so it
-    asks for the question and promises no person."""
+    asks for the question and promises no person. ``template``: the KB's own wording."""
+    if template is not None:
+        return _fill(template, examples[:1])
     like = f"，例如“{examples[0]}”" if examples else ""
     return f"没有看到您的问题内容，请直接输入您想咨询的问题{like}。"
+
+
+def _fill(template: str, examples: Sequence[str]) -> str:
+    """``template`` with ``{examples}`` as the questions quoted one after another (replace, not
+    format: a KB's text may hold other braces)."""
+    return template.replace("{examples}", "".join(f"“{q}”" for q in examples)).strip()

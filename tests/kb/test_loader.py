@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from kb.errors import KBError
 from kb.loader import load_kb
 from kb.loadstate import question_key
+from kb.schema import Replies
 from kb.settings import BUNDLED_KB
 
 ANSWER = (
@@ -78,6 +80,35 @@ def test_a_kbs_own_greetings_may_name_the_questions_its_chat_suggests(tmp_path: 
     (tmp_path / "resources" / "greetings.yaml").write_text("greetings: [您好]\nexamples: [怎么泡茶, 包邮吗]\n", "utf-8")
     own = load_kb(tmp_path).resources
     assert (own.greetings, own.examples) == (("您好",), ("怎么泡茶", "包邮吗"))
+
+
+def test_a_kbs_own_greetings_may_word_its_replies(tmp_path: Path):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    assert load_kb(tmp_path).resources.replies == Replies()  # the bundled file words none: kefu's own
+    (tmp_path / "resources").mkdir()
+    text = "replies:\n  greeting: 'Hi! Ask me, e.g. {examples}'\n  handoff: ' An agent will be with you shortly. '\n"
+    (tmp_path / "resources" / "greetings.yaml").write_text(text + "examples: [Do you ship abroad]\n", "utf-8")
+    own = load_kb(tmp_path).resources
+    assert own.replies == Replies(greeting="Hi! Ask me, e.g. {examples}", handoff="An agent will be with you shortly.")
+    assert own.examples == ("Do you ship abroad",) and own.greetings == ()
+
+
+@pytest.mark.parametrize(
+    ("replies", "message"),
+    [
+        ("replies: [您好]", "replies must be a mapping of greeting, empty, clarify, handoff"),
+        ("replies:\n  goodbye: 再见", "replies has no 'goodbye'; it takes greeting, empty, clarify, handoff"),
+        ("replies:\n  handoff: ''", "replies.handoff must be a non-empty text"),
+        ("replies:\n  clarify: [一, 二]", "replies.clarify must be a non-empty text"),
+        ("replies:\n  handoff: '请稍候，例如{examples}'", "replies.handoff has {examples}, which only the greeting"),
+    ],
+)
+def test_replies_that_cannot_be_said_are_refused(tmp_path: Path, replies: str, message: str):
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    (tmp_path / "resources").mkdir()
+    (tmp_path / "resources" / "greetings.yaml").write_text(replies + "\n", "utf-8")
+    with pytest.raises(KBError, match=re.escape(message)):
+        load_kb(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ import pytest
 from indexer.chunking import DocUnit
 from indexer.folder import EntryInfo
 from kb.clauses import PATH_SEP
+from kb.schema import Replies
 from service.orders import OrderMatch
 from service.pipeline.decide import Decision, Thresholds
 from service.pipeline.prepare import Prepared
@@ -120,6 +121,23 @@ def test_an_empty_message_is_handed_off_without_a_ticket(responder: Responder, n
     assert a.handoff is not None and (a.handoff.ticket_id, a.handoff.message) == ("-", said)
     assert responder.tickets is not None and responder.tickets.count() == 0
     assert "人工" not in said and "客服接入" not in said and "问题" in said and EXAMPLES[0] in said
+
+
+def test_a_kb_words_its_greeting_empty_and_clarify_replies(responder: Responder):
+    """greetings.yaml ``replies:``: {examples} is filled (the empty reply suggests one), the
+    clarify prompt is the KB's; a brace the KB wrote is kept as written."""
+    kb = Replies(greeting="Hi {name}! Try {examples}", empty="Type a question, e.g. {examples}", clarify="Did you mean")
+    r = responder
+    r.replies = kb
+    greet = Rule("greeting", "clarify", "greeting", search=False, remember=False)
+    said = r.run(_decision(r.index, "clarify", "greeting", greet, searched=False), 3, time.perf_counter()).message
+    assert said == f"Hi {{name}}! Try “{EXAMPLES[0]}”“{EXAMPLES[1]}”" == greeting_reply(EXAMPLES, kb.greeting)
+    empty = Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
+    a = r.run(_decision(r.index, "handoff", "empty_query", empty, searched=False, norm=""), 3, time.perf_counter())
+    assert a.handoff is not None and a.handoff.message == f"Type a question, e.g. “{EXAMPLES[0]}”"
+    assert r.run(_decision(r.index, "clarify", "ambiguous"), 10, time.perf_counter()).message == "Did you mean"
+    plain = "您好，请问有什么可以帮您？"
+    assert greeting_reply(EXAMPLES, plain) == plain  # no {examples}: none said
 
 
 def _entry(question: str, category: str) -> EntryInfo:

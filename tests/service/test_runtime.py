@@ -38,6 +38,7 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     (kb / "resources").mkdir()
     (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
     greetings = "greetings: [掌柜在吗]\nthanks: []\nexamples: [运费谁出]\n"
+    greetings += "replies:\n  greeting: 掌柜在的，您问{examples}\n  handoff: 掌柜马上来\n"
     (kb / "resources" / "greetings.yaml").write_text(greetings, "utf-8")
     settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128", chunk_chars=60)
     store = IndexStore(settings.index_home)
@@ -48,6 +49,9 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     assert answerer.answer("让店长亲自来跟我说").reason == "sensitive"
     assert answerer.answer("掌柜在吗").reason == "greeting"
     assert answerer.welcome().examples == ["运费谁出"]  # the examples the KB chose, from the build's copy
+    assert answerer.answer("掌柜在吗").message == answerer.welcome().message == "掌柜在的，您问“运费谁出”"
+    handoff = answerer.answer("转人工").handoff
+    assert handoff is not None and handoff.message == "掌柜马上来"  # the KB's words before KEFU_HANDOFF_MESSAGE's
 
 
 def test_handoff_candidates_is_a_setting(tiny_settings, tiny_index, fake_encoder):

@@ -33,7 +33,9 @@ def http(tiny_settings: Settings, tiny_index, fake_encoder, tmp_path: Path, monk
     shops.add("acme", write_shop_kb(tmp_path / "acme", "acme", "跑鞋"))
     bobo = write_shop_kb(tmp_path / "bobo", "bobo", "茶叶")
     (bobo / "resources").mkdir()  # the questions its chat suggests, chosen by the shop
-    (bobo / "resources" / "greetings.yaml").write_text("examples: [茶叶怎么泡才好喝]\n", "utf-8")
+    said = "examples: [茶叶怎么泡才好喝]\n"
+    said += "replies:\n  greeting: 茶铺小二在，想问{examples}吗\n  handoff: 茶铺掌柜这就来\n"
+    (bobo / "resources" / "greetings.yaml").write_text(said, "utf-8")
     shops.add("bobo", bobo)
     tokens = {shop: shops.registry.new_token(shop) for shop in ("acme", "bobo")}
     shops.close()
@@ -73,7 +75,13 @@ def test_a_shops_chat_opens_with_its_own_questions(http) -> None:
     acme = c.get("/v1/welcome", params={"shop": "acme"}).json()
     assert acme["examples"] and all(q.startswith("跑鞋") for q in acme["examples"])
     assert acme["message"] == c.post("/v1/answer", json={"query": "你好", "shop": "acme"}).json()["message"]
-    assert c.get("/v1/welcome", params={"shop": "bobo"}).json()["examples"] == ["茶叶怎么泡才好喝"]
+    bobo = c.get("/v1/welcome", params={"shop": "bobo"}).json()
+    assert (bobo["examples"], bobo["message"]) == (["茶叶怎么泡才好喝"], "茶铺小二在，想问“茶叶怎么泡才好喝”吗")
+    assert c.post("/v1/answer", json={"query": "你好", "shop": "bobo"}).json()["message"] == bobo["message"]
+    bobo_person = c.post("/v1/answer", json={"query": "转人工", "shop": "bobo"}).json()["handoff"]
+    assert (bobo_person["route"], bobo_person["message"]) == ("shop", "茶铺掌柜这就来")  # the shop's own words
+    acme_person = c.post("/v1/answer", json={"query": "转人工", "shop": "acme"}).json()["handoff"]
+    assert acme_person["message"] != "茶铺掌柜这就来"
     platform = c.get("/v1/welcome").json()["examples"]
     assert platform and not any(q.startswith(("跑鞋", "茶叶")) for q in platform)
     shop_answer = c.post("/v1/answer", json={"query": "跑鞋5号有没有赠品？", "shop": "acme"}).json()
