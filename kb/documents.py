@@ -1,4 +1,5 @@
-"""Read documents into a load: Markdown rules with front matter, plain Markdown/text, and HTML pages."""
+"""Read documents into a load: Markdown rules with front matter, plain Markdown/text, HTML pages and
+Word documents."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from kb.clauses import CLAUSE, duplicate_clauses
+from kb.docx import DocxError, parse_docx
 from kb.encoding import EncodingError, decode_text, encoding_note
 from kb.html import PageError, decode_page, parse_page
 from kb.loadstate import LoadState, fmt_validation, slugify
@@ -153,6 +155,24 @@ def load_html(state: LoadState, path: Path) -> None:
         )
         return
     add_plain_doc(state, path, page.body, src, page.title)
+
+
+def load_docx(state: LoadState, path: Path) -> None:
+    """Add the Word document at ``path`` as a plain document, split along its headings."""
+    src = Source(state.rel(path))
+    try:
+        doc = parse_docx(path.read_bytes())
+    except DocxError as exc:
+        state.problem(src, f"{exc}; save it from Word as .docx, or copy its text into a .md file")
+        return
+    if len(doc.body.strip()) < MIN_DOC_BODY:
+        state.problem(
+            src,
+            f"document has {len(doc.body.strip())} characters of text, fewer than {MIN_DOC_BODY}: text in "
+            "pictures or text boxes is not read; copy it into the document's body or into a .md file",
+        )
+        return
+    add_plain_doc(state, path, doc.body, src, doc.title)
 
 
 def read_text(state: LoadState, path: Path, src: Source) -> str | None:

@@ -8,6 +8,7 @@ Accepted inside the folder (recursively):
   ``category`` and ``id``: kb/documents.py);
 - ``*.html``/``*.htm`` — help-center pages, read as plain documents (kb/html.py): headings,
   lists, tables and paragraphs kept; scripts, navigation, headers/footers and hidden parts dropped;
+- ``*.docx`` — Word documents, read as plain documents (kb/docx.py): headings, lists, tables;
 - ``*.csv``, ``*.tsv``, ``*.jsonl``, ``*.xlsx`` — FAQ tables with columns ``question``, ``answer``
   and optional ``alt_questions`` (separated by ``|`` or new lines), ``category``, ``id``, ``rules``
   (cited clauses such as ``rules-coupons#5``, separated by ``|``); every visible, non-empty sheet
@@ -38,7 +39,7 @@ from typing import Any
 import yaml
 
 from kb.checks import cross_check
-from kb.documents import HTML_SUFFIXES, add_plain_doc, load_html, load_markdown, read_text
+from kb.documents import HTML_SUFFIXES, add_plain_doc, load_docx, load_html, load_markdown, read_text
 from kb.errors import KBError
 from kb.faqyaml import load_yaml
 from kb.loadstate import LoadState
@@ -165,6 +166,8 @@ def load_kb(path: Path, strict: bool | None = None, *, log_changes: bool = True)
                 add_plain_doc(loader, p, text, src)
         elif suffix in HTML_SUFFIXES:
             load_html(loader, p)
+        elif suffix == ".docx":
+            load_docx(loader, p)
         elif suffix in TABLE_SUFFIXES:
             load_table(loader, p)
         elif not quiet_file(rel):
@@ -210,12 +213,13 @@ QUIET_NAMES = frozenset({"Thumbs.db", "desktop.ini"})
 KEFU_FILES = frozenset({"calibration.json"})  # at the top of a KB: the shipped calibration (indexer/build.py)
 SKIP_HINTS = {
     **dict.fromkeys(
-        (".pdf", ".doc", ".docx", ".odt", ".rtf", ".pages", ".ppt", ".pptx", ".epub"), "save it as .md, .txt or .html"
+        (".pdf", ".odt", ".rtf", ".pages", ".ppt", ".pptx", ".epub"), "save it as .docx, .md, .txt or .html"
     ),
     **dict.fromkeys((".xls", ".xlsm", ".ods", ".numbers"), "save it as .xlsx or export it as CSV UTF-8"),
     **dict.fromkeys(
         (".png", ".jpg", ".jpeg", ".gif", ".webp", ".svg", ".bmp"), "images are not read; articles' text is"
     ),
+    ".doc": "save it from Word as .docx",
     ".json": "write FAQ rows as JSON Lines (.jsonl): one object per line",
     ".markdown": "rename it .md",
 }

@@ -83,7 +83,7 @@ def _folder_with_strays(tmp_path: Path) -> Path:
     (kb / "sub").mkdir(parents=True)
     (kb / "guide.md").write_text("# 指南\n\n" + ARTICLE, "utf-8")
     (kb / "manual.pdf").write_bytes(b"%PDF-1.4")
-    (kb / "sub" / "terms.docx").write_bytes(b"PK")
+    (kb / "sub" / "terms.doc").write_bytes(b"\xd0\xcf\x11\xe0")  # Word 97-2003: not a zip
     # Silent: hidden files and folders, Office's lock files, kefu's own files.
     (kb / ".DS_Store").write_bytes(b"\x00")
     (kb / ".git").mkdir()
@@ -103,9 +103,9 @@ def test_unsupported_files_are_listed_and_logged_without_failing(tmp_path: Path,
     with caplog.at_level(logging.WARNING, logger="kefu.kb"):
         kb = load_kb(kb_dir)
     assert [d.title for d in kb.documents] == ["指南"]
-    assert kb.skipped_files == ("manual.pdf", "sub/terms.docx")
+    assert kb.skipped_files == ("manual.pdf", "sub/terms.doc")
     [line] = [r.getMessage() for r in caplog.records]
-    assert "2 files skipped" in line and "manual.pdf, sub/terms.docx" in line
+    assert "2 files skipped" in line and "manual.pdf, sub/terms.doc" in line
     with caplog.at_level(logging.WARNING, logger="kefu.kb"):
         caplog.clear()
         load_kb(kb_dir, log_changes=False)
@@ -120,16 +120,16 @@ def test_cli_check_says_which_files_it_skipped_and_why(tmp_path: Path):
     assert r.exit_code == 0, r.output
     out = re.sub(r"\s+", " ", r.output)
     assert "2 files skipped" in out
-    assert "warning: manual.pdf: skipped: kefu does not read .pdf files; save it as .md, .txt or .html" in out
-    assert "warning: sub/terms.docx: skipped" in out
+    pdf = "warning: manual.pdf: skipped: kefu does not read .pdf files; save it as .docx, .md, .txt or .html"
+    assert pdf in out and "warning: sub/terms.doc: skipped" in out
     assert [line for line in r.output.splitlines() if line.startswith("warning:")] == [
-        "warning: manual.pdf: skipped: kefu does not read .pdf files; save it as .md, .txt or .html",
-        "warning: sub/terms.docx: skipped: kefu does not read .docx files; save it as .md, .txt or .html",
+        pdf,
+        "warning: sub/terms.doc: skipped: kefu does not read .doc files; save it from Word as .docx",
     ]
     for quiet in ("DS_Store", "HEAD", "~$faq", "calibration.json", "journal", "notes.pdf"):
         assert quiet not in out
     data = json.loads(CliRunner().invoke(app, ["kb", "check", str(kb_dir), "--json"]).output)
-    assert data["skipped_files"] == ["manual.pdf", "sub/terms.docx"]
+    assert data["skipped_files"] == ["manual.pdf", "sub/terms.doc"]
 
 
 def test_the_bundled_kb_skips_nothing():
