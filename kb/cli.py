@@ -84,9 +84,9 @@ def check(
     table.add_row("[bold]total", f"[bold]{len(kb.entries)}", f"[bold]{len(kb.documents)}")
     console.print(table)
     console.print(
-        f"OK: {len(kb.entries)} entries, {summary['alt_questions']} alternative questions, "
-        f"{len(kb.documents)} documents, {chars:,} characters, {len(by_category)} categories; "
-        f"hash {summary['content_hash']}"
+        f"OK: {_n(len(kb.entries), 'entry', 'entries')}, {_n(summary['alt_questions'], 'alternative question')}, "
+        f"{_n(len(kb.documents), 'document')}, {_n(chars, 'character')}, "
+        f"{_n(len(by_category), 'category', 'categories')}; hash {summary['content_hash']}"
     )
     if summary["cites"]:
         console.print(f"{summary['entries_citing']} entries cite {summary['cites']} rules clauses", highlight=False)
@@ -148,3 +148,8 @@ def _print_report(report: ImportReport) -> None:
         console.print(f"warning: {note}", highlight=False, soft_wrap=True, markup=False)
     if len(report.notes) > SHOWN_WARNINGS:
         console.print(f"… and {len(report.notes) - SHOWN_WARNINGS} more warnings (all of them with --json)")
+
+
+def _n(count: int, one: str, many: str = "") -> str:
+    """``1 document``, ``2 documents``, ``1,024 characters``."""
+    return f"{count:,} {one if count == 1 else many or one + 's'}"
