@@ -55,11 +55,12 @@ def check(
     chars = sum(len(e.question) + sum(map(len, e.alt_questions)) + len(e.answer) for e in kb.entries)
     chars += sum(len(re.sub(r"\s", "", d.body)) for d in kb.documents)
     mismatches = number_mismatches(kb)
+    alts = sum(len(e.alt_questions) for e in kb.entries)
     summary = {
         "entries": len(kb.entries),
         "documents": len(kb.documents),
         "categories": len(by_category),  # as the table lists them: of entries and of documents
-        "alt_questions": sum(len(e.alt_questions) for e in kb.entries),
+        "alt_questions": alts,
         "characters": chars,
         "content_hash": kb.content_hash[:16],
         "by_category": by_category,
@@ -84,7 +85,7 @@ def check(
     table.add_row("[bold]total", f"[bold]{len(kb.entries)}", f"[bold]{len(kb.documents)}")
     console.print(table)
     console.print(
-        f"OK: {_n(len(kb.entries), 'entry', 'entries')}, {_n(summary['alt_questions'], 'alternative question')}, "
+        f"OK: {_n(len(kb.entries), 'entry', 'entries')}, {_n(alts, 'alternative question')}, "
         f"{_n(len(kb.documents), 'document')}, {_n(chars, 'character')}, "
         f"{_n(len(by_category), 'category', 'categories')}; hash {summary['content_hash']}"
     )
