@@ -63,6 +63,10 @@ class Ranker:
     # whatever the scores say (``rerank``; 0: never). Self-calibration sets it for a plain FAQ table
     # (service/selfcal.py ``QUESTION_LEAD``), where the question match is the evidence a KB has.
     question_lead: float = 0.0
+    # the candidate with the best question cosine is kept within the first this many (``rerank``; 0:
+    # not kept), so a plain FAQ table's clarify options and handoff suggestions hold its question
+    # match where the ranker put it lower (service/selfcal.py ``QUESTION_WITHIN``)
+    question_within: int = 0
     # derived in __post_init__: the feature columns, weights divided by scale, and the bias
     _cols: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
     _w: np.ndarray = dataclasses.field(init=False, repr=False, compare=False)
@@ -90,6 +94,8 @@ class Ranker:
             raise ConfigError(f"ranker question_lead={self.question_lead} must be a cosine gap within [0, 1)")
         if self.pool < 2:
             raise ConfigError(f"ranker pool={self.pool} must be ≥ 2 (one candidate leaves nothing to rank)")
+        if not 0 <= self.question_within <= self.pool:
+            raise ConfigError(f"ranker question_within={self.question_within} must be within [0, pool={self.pool}]")
         object.__setattr__(self, "_cols", np.array([POOL_FEATURES.index(f) for f in self.features]))
         object.__setattr__(self, "_w", np.asarray(self.weights) / np.asarray(self.scale))
         object.__setattr__(self, "_b", -float(np.dot(self._w, self.mean)))
@@ -104,7 +110,8 @@ class Ranker:
         it leads by the margin, and any other document unit on its score; after the first, every
         document unit stays the margin behind the FAQ entries, whose answers the shopper picks from
         when the first is not it. With ``question_lead``, a candidate whose question cosine leads by
-        more than it goes first."""
+        more than it goes first; with ``question_within``, the best question match is moved up to
+        that place when the scores put it lower."""
         if not pool.units:
             return Reranked([], [])
         s = self.scores(pool.x)
@@ -121,6 +128,12 @@ class Ranker:
             best, second = np.argsort(-q, kind="stable")[:2]
             if q[best] - q[second] > self.question_lead and order[0] != best:
                 order = np.concatenate(([best], order[order != best]))
+        if self.question_within and len(order) > self.question_within:
+            best = int(np.argmax(pool.x[:, QUESTION]))  # the first of equal cosines
+            rest = order[order != best]
+            if int(np.flatnonzero(order == best)[0]) >= self.question_within:
+                k = self.question_within - 1
+                order = np.concatenate((rest[:k], [best], rest[k:]))
         p = np.exp(s - s.max())
         p /= p.sum()
         hits = pool.units
@@ -141,6 +154,7 @@ class Ranker:
             "meta": self.meta,
             **({"doc_margin": self.doc_margin} if self.doc_margin else {}),
             **({"question_lead": self.question_lead} if self.question_lead else {}),
+            **({"question_within": self.question_within} if self.question_within else {}),
         }
 
     @classmethod
@@ -155,6 +169,7 @@ class Ranker:
                 meta=dict(data.get("meta") or {}),
                 doc_margin=float(data.get("doc_margin", 0.0)),
                 question_lead=float(data.get("question_lead", 0.0)),
+                question_within=int(data.get("question_within", 0)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"ranker in the calibration is malformed ({e}); run `kefu eval calibrate` again") from e

@@ -65,6 +65,11 @@ CLARIFY_OOS_RECALL = 0.75  # below the answer threshold, unanswerable ones hande
 # fitted with the suite left out (docs/experiments.md, 2026-12-07): unionpay_a 0.606 → 0.636 hit@1
 # (question match 0.639), five suites unchanged; with alternatives it costs what they teach the ranker.
 QUESTION_LEAD = 0.01
+# …and its best question match is kept among the first three candidates (the clarify options and a
+# handoff's suggestions): one source left out (pools, ranker fitted on the others, dev), the right
+# entry among the first three on unionpay_a 0.739 → 0.782 and on its 40–150-entry cuts by up to
+# 0.09, the pair-data suites within 0.001 (docs/experiments.md, session 22).
+QUESTION_WITHIN = 3
 MAX_QUERIES = 1500  # pseudo-queries of each kind: enough for stable thresholds, bounded build time
 MIN_QUERIES = 40  # fewer answerable or unanswerable pseudo-queries than this: the shipped prior alone
 FOLDS = 5
@@ -214,7 +219,7 @@ def self_calibrate(
     answerable, unanswerable = pseudo_queries(index, limit)
     ranker, prior = general_ranker(), general_confidence()
     if ranker is not None and plain_faq(index):
-        ranker = replace(ranker, question_lead=QUESTION_LEAD)
+        ranker = replace(ranker, question_lead=QUESTION_LEAD, question_within=QUESTION_WITHIN)
     small = len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES
     if small and ranker is not None and prior is not None:
         # too few questions to measure anything on: the shipped prior as it is, said as such

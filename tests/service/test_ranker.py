@@ -185,6 +185,43 @@ def test_a_decisive_question_match_goes_first():
     assert [u.unit_id for u in plain.units] == ["u0", "u1", "u2"]
 
 
+def test_the_best_question_match_is_kept_among_the_first_few():
+    """question_within=3: the candidate with the best question cosine goes third when the scores put
+    it lower (the clarify options and suggestions hold it); where it already is in the first three,
+    or with question_within 0, the ranker's order stands."""
+    r = dataclasses.replace(_ranker((1.0,)), question_within=3)
+    # scores order u0 u1 u2 u3 u4; u4 has the best question cosine
+    out = r.rerank(_question_pool([0.9, 0.8, 0.7, 0.6, 0.5], [0.80, 0.81, 0.82, 0.83, 0.86]))
+    assert [u.unit_id for u in out.units] == ["u0", "u1", "u4", "u2", "u3"]
+    assert [u.rank for u in out.units] == [0, 1, 2, 3, 4]
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5])
+    p = np.exp(s) / np.exp(s).sum()
+    assert out.probs == pytest.approx(p[[0, 1, 4, 2, 3]].tolist())  # each its own share
+    second = r.rerank(_question_pool([0.9, 0.8, 0.7, 0.6], [0.80, 0.86, 0.82, 0.83]))
+    assert [u.unit_id for u in second.units] == ["u0", "u1", "u2", "u3"]  # already second
+    assert [
+        u.unit_id for u in _ranker((1.0,)).rerank(_question_pool([0.9, 0.8, 0.7, 0.6], [0.8, 0.8, 0.8, 0.9])).units
+    ] == [
+        "u0",
+        "u1",
+        "u2",
+        "u3",
+    ]
+    # with a decisive lead as well, the lead decides the first and nothing else moves
+    both = dataclasses.replace(r, question_lead=0.01)
+    assert [u.unit_id for u in both.rerank(_question_pool([0.9, 0.8, 0.7, 0.6], [0.80, 0.81, 0.82, 0.86])).units] == [
+        "u3",
+        "u0",
+        "u1",
+        "u2",
+    ]
+    back = Ranker.from_json(r.to_json())
+    assert back.question_within == 3 and "question_within" not in _ranker((1.0,)).to_json()
+    for bad in (-1, 21):
+        with pytest.raises(ConfigError, match="question_within"):
+            dataclasses.replace(_ranker((1.0,)), question_within=bad)
+
+
 def test_question_lead_round_trips_and_is_checked():
     r = dataclasses.replace(_ranker((1.0,)), question_lead=0.01)
     assert Ranker.from_json(r.to_json()).question_lead == 0.01

@@ -158,14 +158,15 @@ def test_candidate_pool_without_a_unit_matches_brute_force(shop):
 def test_a_plain_faq_table_lets_a_decisive_question_match_decide(shop):
     """One question per entry: the shipped ranker reorders only what the question match does not
     decide. A KB with alternatives (the bundled one) keeps the ranker's order."""
-    from service.selfcal import QUESTION_LEAD, plain_faq
+    from service.selfcal import QUESTION_LEAD, QUESTION_WITHIN, plain_faq
 
     settings, enc, store = shop
     build_and_swap(load_kb(settings.kb_dir), enc, store, settings.chunk_chars)
     answerer = _answerer(settings, enc, store)
     assert plain_faq(answerer.index)
     got = self_calibrate(answerer, enc.encode_queries, precision=0.8)
-    assert Ranker.from_json(got.calibration.ranker or {}).question_lead == QUESTION_LEAD
+    ranker = Ranker.from_json(got.calibration.ranker or {})
+    assert (ranker.question_lead, ranker.question_within) == (QUESTION_LEAD, QUESTION_WITHIN)
 
 
 def test_a_kb_with_alternatives_or_documents_is_not_plain(tiny_index):
