@@ -19,7 +19,6 @@ from indexer.index import Index
 from indexer.normalize import normalize
 from indexer.store import IndexStore
 from kb.loader import load_resources
-from kb.schema import Replies
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
@@ -86,13 +85,11 @@ def resources_root(index: Index) -> Path:
     return kb_root if kb_root.is_dir() else BUNDLED_KB
 
 
-def options_from(settings: Settings, replies: Replies | None = None) -> AnswererOptions:
-    """The answerer's options from the settings; a KB's own handoff text (greetings.yaml
-    ``replies.handoff``) before KEFU_HANDOFF_MESSAGE."""
+def options_from(settings: Settings) -> AnswererOptions:
     return AnswererOptions(
         top_k=settings.top_k,
         max_query_chars=settings.max_query_chars,
-        handoff_message=(replies.handoff if replies is not None else None) or settings.handoff_message,
+        handoff_message=settings.handoff_message,
         retrieval=settings.retrieval,
         expand_synonyms=settings.expand_synonyms,
         see_also=settings.see_also,
@@ -170,7 +167,7 @@ class Runtime:
             encode=encode or self.encoder.encode_queries,
             sensitive=kb_sensitive(self.settings, index, root),
             orders=kb_orders(index),
-            options=options_from(self.settings, resources.replies),
+            options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,
             greetings=resources.greetings + resources.thanks,

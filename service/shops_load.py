@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -138,9 +138,7 @@ def load_shop(
         index,
         encode,
         platform.sensitive,  # the rules are the platform's, so both sides fire alike
-        replace(platform.options, handoff_message=own.replies.handoff)
-        if own is not None and own.replies.handoff
-        else platform.options,
+        platform.options,
         sessions=sessions,
         greetings=platform.greetings,
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,

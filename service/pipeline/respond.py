@@ -68,10 +68,10 @@ class Responder:
         self.sessions = sessions
         self.tickets = tickets
         self.webhook = webhook  # told of each needs_order handoff (KEFU_ORDER_WEBHOOK)
-        self.handoff_message = handoff_message
+        self.replies = replies or Replies()  # the greeting, empty, clarify and handoff texts in the KB's words
+        self.handoff_message = self.replies.handoff or handoff_message  # the KB's before KEFU_HANDOFF_MESSAGE
         # what the greeting suggests asking: the KB's choice (greetings.yaml ``examples:``), else picked from it
         self.examples = tuple(examples) or welcome_examples(index.entries.values(), doc_units=index.doc_units.values())
-        self.replies = replies or Replies()  # the greeting, empty-message and clarify texts in the KB's words
         # What an answer item shows besides its score, for every unit whose view does not depend on
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).
@@ -216,7 +216,7 @@ def greeting_reply(examples: Sequence[str], template: str | None = None) -> str:
     the KB's own wording (greetings.yaml ``replies.greeting``), its ``{examples}`` filled."""
     if template is not None:
         return _fill(template, examples)
-    like = "，例如" + "".join(f"“{q}”" for q in examples) if examples else ""
+    like = f"，例如{_quoted(examples)}" if examples else ""
     return f"您好！我是智能客服，请直接描述您遇到的问题{like}。"
 
 
@@ -225,11 +225,16 @@ def empty_reply(examples: Sequence[str], template: str | None = None) -> str:
     asks for the question and promises no person. ``template``: the KB's own wording."""
     if template is not None:
         return _fill(template, examples[:1])
-    like = f"，例如“{examples[0]}”" if examples else ""
+    like = f"，例如{_quoted(examples[:1])}" if examples else ""
     return f"没有看到您的问题内容，请直接输入您想咨询的问题{like}。"
 
 
+def _quoted(examples: Sequence[str]) -> str:
+    """The questions quoted one after another: “A”“B”."""
+    return "".join(f"“{q}”" for q in examples)
+
+
 def _fill(template: str, examples: Sequence[str]) -> str:
-    """``template`` with ``{examples}`` as the questions quoted one after another (replace, not
-    format: a KB's text may hold other braces)."""
-    return template.replace("{examples}", "".join(f"“{q}”" for q in examples)).strip()
+    """``template`` with ``{examples}`` as the questions quoted (replace, not format: a KB's text may
+    hold other braces)."""
+    return template.replace("{examples}", _quoted(examples)).strip()
