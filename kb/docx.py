@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import zipfile
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from io import BytesIO
 from xml.etree import ElementTree as ET
@@ -47,13 +48,13 @@ def parse_docx(data: bytes) -> DocxText:
         ) from None
     except (NotImplementedError, RuntimeError, OSError) as exc:  # an unknown compression, an encrypted part
         raise DocxError(f"cannot be unpacked ({exc})") from exc
-    levels = _heading_styles(_xml(styles)) if styles is not None else {}
+    levels, lists = _styles(_xml(styles)) if styles is not None else ({}, set())
     body = _xml(document).find(f"{W}body")
     lines: list[str] = []
     first_heading = ""
     for el in body if body is not None else ():
         if el.tag == f"{W}p":
-            text, level, listed = _paragraph(el, levels)
+            text, level, listed = _paragraph(el, levels, lists)
             if not text:
                 continue
             if level:
@@ -90,20 +91,25 @@ def _xml(data: bytes) -> ET.Element:
         raise DocxError(f"has a damaged part ({exc}); open and save it again in Word") from exc
 
 
-def _heading_styles(styles: ET.Element) -> dict[str, int]:
-    """Heading level by paragraph style id (``Heading1``, or ``1`` as Chinese Word names 标题 1)."""
-    out = {}
+def _styles(styles: ET.Element) -> tuple[dict[str, int], set[str]]:
+    """Heading level by paragraph style id (``Heading1``, or ``1`` as Chinese Word names 标题 1), and
+    the ids of list styles (List Bullet, List Number: their numbering is in the style, not the paragraph)."""
+    levels, lists = {}, set()
     for s in styles.iter(f"{W}style"):
         sid = s.get(f"{W}styleId")
         name_el = s.find(f"{W}name")
-        name = (name_el.get(f"{W}val") or "") if name_el is not None else ""
-        m = _HEADING_NAME.match(name.strip())
-        if sid and (m or name.strip().lower() == "title"):
-            out[sid] = int(m.group(1)) if m else 1
-    return out
+        name = ((name_el.get(f"{W}val") or "") if name_el is not None else "").strip()
+        if not sid:
+            continue
+        m = _HEADING_NAME.match(name)
+        if m or name.lower() == "title":
+            levels[sid] = int(m.group(1)) if m else 1
+        elif s.find(f"{W}pPr/{W}numPr") is not None:
+            lists.add(sid)
+    return levels, lists
 
 
-def _paragraph(p: ET.Element, levels: dict[str, int]) -> tuple[str, int, bool]:
+def _paragraph(p: ET.Element, levels: dict[str, int], lists: AbstractSet[str] = frozenset()) -> tuple[str, int, bool]:
     """(text, heading level or 0, in a list) of one paragraph."""
     parts = []
     for el in p.iter():
@@ -116,12 +122,12 @@ def _paragraph(p: ET.Element, levels: dict[str, int]) -> tuple[str, int, bool]:
     level, listed = 0, False
     if props is not None:
         style = props.find(f"{W}pStyle")
-        if style is not None:
-            level = levels.get(style.get(f"{W}val") or "", 0)
+        sid = (style.get(f"{W}val") or "") if style is not None else ""
+        level = levels.get(sid, 0)
         outline = props.find(f"{W}outlineLvl")
         if not level and outline is not None and (v := outline.get(f"{W}val", "")).isdigit() and int(v) < 6:
             level = int(v) + 1
-        listed = props.find(f"{W}numPr") is not None
+        listed = props.find(f"{W}numPr") is not None or sid in lists
     return text, min(level, 6), listed
 
 

@@ -19,6 +19,8 @@ STYLES = f"""<w:styles {NS}>
 <w:style w:type="paragraph" w:styleId="1"><w:name w:val="heading 1"/></w:style>
 <w:style w:type="paragraph" w:styleId="Heading2"><w:name w:val="Heading 2"/></w:style>
 <w:style w:type="paragraph" w:styleId="a3"><w:name w:val="List Paragraph"/></w:style>
+<w:style w:type="paragraph" w:styleId="ListBullet"><w:name w:val="List Bullet"/>
+<w:pPr><w:numPr><w:numId w:val="2"/></w:numPr></w:pPr></w:style>
 </w:styles>"""
 CORE = (
     '<cp:coreProperties xmlns:cp="http://schemas.openxmlformats.org/package/2006/metadata/core-properties" '
@@ -58,6 +60,7 @@ SHIPPING = docx(
     p("运费", "Heading2"),
     p("单笔订单满99元包邮；不满99元收取8元运费。"),
     p("新疆、西藏暂不支持冷链商品", "a3", listed=True),
+    p("生鲜商品只发顺丰冷运", "ListBullet"),  # numbered by its style, as Word's List Bullet is
     table([["地区", "时效"], ["江浙沪", "次日达"], ["其他地区", "2到4天"]]),
 )
 
@@ -72,6 +75,7 @@ def test_headings_lists_and_tables_become_markdown_like_text():
         "## 运费",
         "单笔订单满99元包邮；不满99元收取8元运费。",
         "- 新疆、西藏暂不支持冷链商品",
+        "- 生鲜商品只发顺丰冷运",
         "地区 | 时效",
         "江浙沪 | 次日达",
         "其他地区 | 2到4天\n",
