@@ -56,6 +56,8 @@ def check(
     chars += sum(len(re.sub(r"\s", "", d.body)) for d in kb.documents)
     mismatches = number_mismatches(kb)
     alts = sum(len(e.alt_questions) for e in kb.entries)
+    # what the chat says in the KB's own words (resources/greetings.yaml), by kind
+    replies = {k: v for k, v in dataclasses.asdict(kb.resources.replies).items() if v is not None}
     summary = {
         "entries": len(kb.entries),
         "documents": len(kb.documents),
@@ -72,6 +74,8 @@ def check(
         "import": kb.report.to_json(),
         "drafts": [dataclasses.asdict(d) for d in list_drafts(kb.root)],
         "skipped_files": list(kb.skipped_files),
+        "replies": replies,
+        "examples": list(kb.resources.examples),
     }
     if as_json:
         print(json.dumps(summary, ensure_ascii=False))
@@ -97,6 +101,10 @@ def check(
             f"{summary['unit_questions']} questions ({SIDECAR})",
             highlight=False,
         )
+    if replies or kb.resources.examples:
+        own = ", ".join(replies) or "none"
+        asks = "、".join(kb.resources.examples) or "picked from the KB"
+        console.print(f"the chat's own replies: {own}; it suggests asking: {asks}", highlight=False)
     _print_mismatches(mismatches)
     if kb.report.rows_read:
         _print_report(kb.report)

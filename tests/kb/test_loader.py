@@ -274,3 +274,20 @@ def test_cli_check_prints_counts_and_errors(tmp_path: Path):
     bad = CliRunner().invoke(app, ["kb", "check", str(tmp_path)])
     assert bad.exit_code == 3
     assert "faq.yaml:" in bad.output and "answer" in bad.output
+
+
+def test_cli_check_says_what_the_chat_says_in_the_kbs_words(tmp_path: Path):
+    from kefu_cli import app
+
+    _faq(tmp_path / "a.yaml", [_entry("a")])
+    plain = CliRunner().invoke(app, ["kb", "check", str(tmp_path)])
+    assert plain.exit_code == 0 and "own replies" not in plain.output  # the bundled greetings word none
+    (tmp_path / "resources").mkdir()
+    said = "examples: [怎么泡茶]\nreplies:\n  greeting: 茶铺小二在，可以问我{examples}\n  handoff: 掌柜马上来\n"
+    (tmp_path / "resources" / "greetings.yaml").write_text(said, "utf-8")
+    r = CliRunner().invoke(app, ["kb", "check", str(tmp_path)], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    assert "the chat's own replies: greeting, handoff; it suggests asking: 怎么泡茶" in r.output
+    data = json.loads(CliRunner().invoke(app, ["kb", "check", str(tmp_path), "--json"]).output)
+    assert data["replies"] == {"greeting": "茶铺小二在，可以问我{examples}", "handoff": "掌柜马上来"}
+    assert data["examples"] == ["怎么泡茶"]
