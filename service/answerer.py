@@ -262,8 +262,7 @@ class Answerer:
 
     def welcome(self) -> Welcome:
         """What a chat opens with: the greeting reply and the KB's own example questions."""
-        examples = self.stages.respond.examples
-        return Welcome(message=greeting_reply(examples, self.replies.greeting), examples=list(examples))
+        return self.stages.respond.welcome()
 
     def _decide(self, query: str, session_id: str, history: Sequence[HistoryTurn] | None) -> Decision:
         s = self.stages

@@ -17,7 +17,7 @@ from kb.settings import HANDOFF_MESSAGE
 from service.documents import depends_on_query, view
 from service.pipeline.decide import TRACE_DECIMALS, Decision
 from service.pipeline.retrieve import Candidate
-from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, HistoryTurn, SourceRef
+from service.schemas import Answer, AnswerItem, Cite, HandoffInfo, HistoryTurn, SourceRef, Welcome
 from service.sessions import SessionStore, Turn
 from service.tickets import Prior, TicketStore
 from service.webhook import OrderEvent, OrderWebhook
@@ -76,6 +76,10 @@ class Responder:
         # the query (all but a long section's passage): cites parsed and models built once, not in
         # every answer. By FAQ entry, or by document unit and best row (which row it shows).
         self._shown: dict[tuple[str, int | None], tuple[str, str, str, SourceRef, tuple[Cite, ...]]] = {}
+
+    def welcome(self) -> Welcome:
+        """What a chat opens with: the reply a greeting gets and the questions it names."""
+        return Welcome(message=greeting_reply(self.examples, self.replies.greeting), examples=list(self.examples))
 
     def run(self, d: Decision, top_k: int, started: float, history: Sequence[HistoryTurn] | None = None) -> Answer:
         """The answer to ``d`` showing up to ``top_k`` answers; ``elapsed_ms`` counts from ``started``.
