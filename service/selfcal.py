@@ -190,6 +190,15 @@ def general_ranker(path: Path = GENERAL_RANKER) -> Ranker | None:
     return Ranker.from_json(json.loads(path.read_text("utf-8")))
 
 
+def shipped_ranker(index: Index, path: Path = GENERAL_RANKER) -> Ranker | None:
+    """The shipped KB-agnostic ranker as ``index`` is served with it: in a plain FAQ table a
+    decisive question match goes first and the best one stays among the first three."""
+    ranker = general_ranker(path)
+    if ranker is not None and plain_faq(index):
+        ranker = replace(ranker, question_lead=QUESTION_LEAD, question_within=QUESTION_WITHIN)
+    return ranker
+
+
 def general_confidence(path: Path = GENERAL_CONFIDENCE) -> dict[str, Any] | None:
     """The shipped confidence prior (``python -m eval.train_ranker``), or None if absent."""
     if not path.is_file():
@@ -217,9 +226,7 @@ def self_calibrate(
     t0 = time.perf_counter()
     index = answerer.index
     answerable, unanswerable = pseudo_queries(index, limit)
-    ranker, prior = general_ranker(), general_confidence()
-    if ranker is not None and plain_faq(index):
-        ranker = replace(ranker, question_lead=QUESTION_LEAD, question_within=QUESTION_WITHIN)
+    ranker, prior = shipped_ranker(index), general_confidence()
     small = len(answerable) < MIN_QUERIES or len(unanswerable) < MIN_QUERIES
     if small and ranker is not None and prior is not None:
         # too few questions to measure anything on: the shipped prior as it is, said as such

@@ -209,3 +209,43 @@ def test_the_out_of_scope_target_is_aimed_a_standard_error_above():
 def test_an_out_of_range_oos_margin_is_a_config_error(margin: float):
     with pytest.raises(ConfigError, match="oos_margin_se"):
         calibrate(synthetic(), oos_margin_se=margin)
+
+
+def _ranked(n_right: int, n_wrong: int) -> list[ItemResult]:
+    rng = np.random.default_rng(0)
+    return [_result(i, "correct", 0.9, rng) for i in range(n_right)] + [
+        _result(n_right + i, "wrong", 0.7, rng) for i in range(n_wrong)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fitted_right", "shipped_right", "kept"),
+    [(9, 6, "fitted"), (6, 9, "shipped"), (7, 7, "shipped")],  # a tie keeps the one fitted on many KBs
+)
+def test_a_ranker_fitted_on_dev_is_kept_only_where_it_ranks_dev_better_than_the_shipped_one(
+    tiny_answerer, monkeypatch: pytest.MonkeyPatch, fitted_right: int, shipped_right: int, kept: str
+):
+    import eval.calibrate_cli as cli
+    from eval.runner import RunResult
+    from service.selfcal import general_ranker
+
+    shipped, fitted = general_ranker(), Ranker(("question",), (1.0,), (0.0,), (1.0,))
+    assert shipped is not None
+    asked: list[Ranker | None] = []
+
+    def evaluate_items(answerer, items, label, quiet):  # the shipped ranker's run over dev
+        asked.append(answerer.ranker)
+        return RunResult(_ranked(shipped_right, 10 - shipped_right), 0.1)
+
+    monkeypatch.setattr(cli, "evaluate_items", evaluate_items)
+    got, results, summary = cli._against_shipped(
+        tiny_answerer, [], True, fitted, _ranked(fitted_right, 10 - fitted_right), {"dev_queries": 10}
+    )
+    assert asked == [shipped]  # dev asked once more, with the shipped ranker as served
+    assert summary["kept"] == kept
+    assert got == (fitted if kept == "fitted" else shipped)
+    assert sum(r.top1_correct for r in results) == (fitted_right if kept == "fitted" else shipped_right)
+    if kept == "shipped":
+        assert summary["fitted_dev_hit@1"] == fitted_right / 10
+    else:
+        assert summary["shipped_dev_hit@1"] == shipped_right / 10

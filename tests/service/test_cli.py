@@ -129,15 +129,21 @@ def test_build_then_ask(
     assert json.loads(r.stdout)["reason"] == "user_requested"
 
 
-def test_eval_calibrate_goes_on_without_a_ranker_it_cannot_fit(runner: CliRunner, env):
-    """The tiny KB has 9 alternatives and none of the dev split's entries: too little to rank."""
+def test_eval_calibrate_takes_the_shipped_ranker_when_it_cannot_fit_one(runner: CliRunner, env):
+    """The tiny KB has 9 alternatives and none of the dev split's entries: too little to fit a
+    ranker on, so the build is calibrated with the shipped KB-agnostic one, as it says."""
+    from service.selfcal import general_ranker
+
     r = runner.invoke(app, ["eval", "calibrate", "--json"])
     assert r.exit_code == 0, r.output
     assert "ranker not fitted" in r.stderr and "need at least 20" in r.stderr
+    assert "the shipped KB-agnostic one kept" in r.stderr and "none could be fitted" in r.stderr
     out = json.loads(r.stdout.strip().splitlines()[-1])
-    assert out["ranker"] is None
+    assert out["ranker"]["kept"] == "shipped" and out["ranker"]["fitted_dev_hit@1"] is None
     manifest = json.loads((IndexStore(env.index_home).current_path() / "manifest.json").read_text("utf-8"))
-    assert manifest["calibration"]["ranker"] is None and manifest["calibration"]["source"] == "dev-logistic"
+    shipped = general_ranker()  # as served: the tiny KB has alternatives, so no plain-table rules
+    assert shipped is not None and manifest["calibration"]["ranker"] == shipped.to_json()
+    assert manifest["calibration"]["source"] == "dev-logistic"
 
 
 def _own_split(folder: Path) -> Path:
