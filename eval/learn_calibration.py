@@ -7,13 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from eval.calibrate import calibrate
 from eval.dataset import EvalItem, stable_hash
 from eval.progress import Say, Ticker
 from eval.ranker_training import faq_alt_rows, kb_groups, unit_groups
-from eval.runner import ItemResult, run
+from eval.runner import ItemResult, run, summarize
 from indexer.index import Index
 from kb.errors import ConfigError
 from kb.loadstate import question_key
@@ -129,7 +127,7 @@ def recalibrate(
                 done += 1
                 tick(done, len(items))
         results = [by_id[it.id] for it in items]
-        hit1 = float(np.mean([r.top1_correct for r in results if r.item.in_scope]))
+        hit1 = float(summarize(results, 0.0)["retrieval"]["hit@1"])  # of the in-scope examples, as reports count it
         log(f"{name}: cross-fitted hit@1 {hit1:.3f} on {n_in} labelled dev examples")
         if best is None or hit1 > best[0]:
             best = (hit1, name, full_ranker, results)
