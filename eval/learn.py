@@ -47,8 +47,11 @@ from kb.errors import ConfigError, IndexStateError
 from kb.learn_journal import append_journal, kb_lock, now_iso, whoami
 from kb.learned import Plan, plan_apply, write_plan
 from kb.loader import load_kb
+from kb.schema import KnowledgeBase
 from kb.settings import BUNDLED_KB, Settings
+from service.answerer import Answerer
 from service.policy import Calibration
+from service.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,50 @@ class LearnResult:
         }
 
 
-def _served(store: IndexStore, model_id: str) -> Index | None:
+@dataclass(frozen=True)
+class Candidate:
+    """A KB built in memory and calibrated as ``kefu learn`` ships it."""
+
+    index: Index  # its manifest carries the calibration
+    answerer: Answerer  # calibrated; a variant, so it opens no tickets
+    how: str  # the calibration, in one line
+    report: dict[str, Any]  # the labelled calibration's report ({} when self-calibrated)
+
+
+def candidate(
+    rt: Runtime,
+    kb: KnowledgeBase,
+    store: IndexStore,
+    dev: Sequence[EvalItem],
+    precision: float,
+    oos_recall: float,
+    log: Say,
+) -> Candidate:
+    """``kb`` built with ``rt``'s encoder (the embedding cache of ``store`` encodes only new texts)
+    and recalibrated on ``dev`` (``recalibrate``), or with too few labelled examples self-calibrated
+    as ``kefu build`` does. The caller holds ``store``'s build lock."""
+    from service.selfcal import build_calibrator
+
+    settings, encoder = rt.settings, rt.encoder
+    embcache = EmbeddingCache(store.cache_path)
+    try:
+        index = build_index(kb, encoder, settings.chunk_chars, settings.index_kind, embcache, Ticker(log, "embedding"))
+    finally:
+        embcache.close()
+    base = rt.answerer(index=index, calibration=Calibration()).variant()  # variant: no tickets
+    got = recalibrate(base, dev, precision, oos_recall, log)
+    if isinstance(got, Recalibration):
+        cal, how, report = got.calibration, got.how, got.report
+    else:
+        log(f"no labelled calibration ({got}); self-calibrating from the KB as `kefu build` does")
+        fitted, how = build_calibrator(settings, encoder, Ticker(log, "self-calibration"))(index)
+        cal, report = Calibration.from_json(fitted), {}
+    index.manifest.calibration = cal.to_json()
+    return Candidate(index, base.variant(calibration=cal), how, report)
+
+
+def served_build(store: IndexStore, model_id: str) -> Index | None:
+    """The build served now, if it is one of ``model_id``."""
     try:
         return store.load_current(model_id)
     except IndexStateError:
@@ -104,9 +150,6 @@ def learn(
     """Apply the pending decisions of the KB at ``settings.kb_dir`` and ship the result if it does
     not lose more than ``tolerance`` on the learned or the labelled test set (see the module).
     ``cache``: another embedding cache than the index home's (experiments share the user's)."""
-    from service.runtime import Runtime
-    from service.selfcal import build_calibrator
-
     if not 0.0 <= tolerance <= 1.0:
         raise ConfigError(f"tolerance={tolerance} must be within [0, 1]")
     t0 = time.perf_counter()
@@ -119,7 +162,7 @@ def learn(
         plan = plan_apply(kb)
         staged = stage(kb_path, plan, strict)
         store = IndexStore(settings.index_home, settings.keep_builds, cache)
-        served = _served(store, encoder.model_id)
+        served = served_build(store, encoder.model_id)
         if not plan.changes and served is not None and served.manifest.kb_hash == staged.content_hash:
             log("nothing to learn: no pending decisions, and the served build is of this KB")
             return LearnResult(plan, None, False, (), (), "", time.perf_counter() - t0)
@@ -129,25 +172,10 @@ def learn(
         )
         rt = Runtime.create(settings, encoder=encoder)
         with store.build_lock():
-            embcache = EmbeddingCache(store.cache_path)
-            try:
-                index = build_index(
-                    staged, encoder, settings.chunk_chars, settings.index_kind, embcache, Ticker(log, "embedding")
-                )
-            finally:
-                embcache.close()
-            base = rt.answerer(index=index, calibration=Calibration()).variant()  # variant: no tickets
             staged_root = StagedExamples(root, plan)
             dev = [*staged_root.items("dev"), *labelled_dev]
-            got = recalibrate(base, dev, precision, oos_recall, log)
-            if isinstance(got, Recalibration):
-                cal, how, report = got.calibration, got.how, got.report
-            else:
-                log(f"no labelled calibration ({got}); self-calibrating from the KB as `kefu build` does")
-                fitted, how = build_calibrator(settings, encoder, Ticker(log, "self-calibration"))(index)
-                cal, report = Calibration.from_json(fitted), {}
-            index.manifest.calibration = cal.to_json()
-            after = base.variant(calibration=cal)
+            fitted = candidate(rt, staged, store, dev, precision, oos_recall, log)
+            index, after, how, report = fitted.index, fitted.answerer, fitted.how, fitted.report
             before = rt.answerer(index=served).variant() if served is not None else None
             sets = (("learned test", staged_root.items("test")), ("labelled test", list(labelled_test)))
             comparisons = []

@@ -4,6 +4,7 @@ eval/learn.py)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ from rich.table import Table
 from eval.learn import LearnResult
 from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
 from eval.learn_stage import kb_folder
+from eval.learn_tune import TuneResult
 from kb.clikit import console, edge, err_console, settings_of
 from kb.errors import ConfigError
 from kb.learn_journal import Action, Decision, states
@@ -109,6 +111,18 @@ def _row(label: str, f: Figures | None) -> list[str]:
     return [label, f"{f.n_in}/{f.n_out}", _fmt(f.hit1), _fmt(f.precision), _fmt(f.coverage), _fmt(f.oos_recall)]
 
 
+def _print_comparisons(title: str, comparisons: Sequence[Comparison], sides: tuple[str, str]) -> None:
+    if not comparisons:
+        return
+    table = Table(title=title)
+    for col in ("set", "in/out", "hit@1", "answered precision", "coverage", "out-of-scope handoff"):
+        table.add_column(col, justify="left" if col == "set" else "right")
+    for c in comparisons:
+        table.add_row(*_row(f"{c.name}, {sides[0]}", c.before))
+        table.add_row(*_row(f"{c.name}, {sides[1]}", c.after))
+    console.print(table)
+
+
 def _print_result(r: LearnResult, tolerance: float) -> None:
     if r.nothing_to_do:
         console.print("nothing to learn: no pending decisions, and the served build is of this KB")
@@ -121,15 +135,7 @@ def _print_result(r: LearnResult, tolerance: float) -> None:
         highlight=False,
     )
     console.print(r.calibration, highlight=False, soft_wrap=True)
-    if r.comparisons:
-        table = Table(title=f"before → after (build {r.build_id})")
-        for col in ("set", "in/out", "hit@1", "answered precision", "coverage", "out-of-scope handoff"):
-            table.add_column(col, justify="left" if col == "set" else "right")
-        c: Comparison
-        for c in r.comparisons:
-            table.add_row(*_row(f"{c.name}, before", c.before))
-            table.add_row(*_row(f"{c.name}, after", c.after))
-        console.print(table)
+    _print_comparisons(f"before → after (build {r.build_id})", r.comparisons, ("before", "after"))
     if r.refused and not r.shipped:
         console.print(
             f"[bold red]refused:[/] lost more than {tolerance} on {'; '.join(r.refused)}. The KB files and the served "
@@ -273,6 +279,85 @@ def undo_cmd(
         f"decision {decision} undone: removed {len(c.alternatives)} alternative questions, {len(c.examples)} "
         f"examples{', its draft' if c.draft else ''}; run `kefu learn` to rebuild",
         highlight=False,
+    )
+
+
+@learn_app.command("tune")
+@edge
+def tune_cmd(
+    ctx: typer.Context,
+    epochs: int = typer.Option(3, "--epochs", min=1, help="passes over the learned examples"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the tuned model (default: <model cache>/tuned)"),
+    tolerance: float = typer.Option(
+        DEFAULT_TOLERANCE, "--tolerance", help="largest loss of hit@1, precision or out-of-scope recall allowed"
+    ),
+    force: bool = typer.Option(False, "--force", help="keep the tuned model even if it loses more than the tolerance"),
+    data: Path | None = typer.Option(
+        None, "--data", help="labelled set tuned on (dev) and checked (test) too; default as for `kefu learn`"
+    ),
+    who: str | None = WHO,
+    as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
+) -> None:
+    """Tune the model on the learned examples, build and calibrate the KB with it and with the
+    current model, compare both on the learned and labelled test examples, and keep the tuned model
+    only if it loses nothing beyond the tolerance. It serves once KEFU_MODEL names it (then run
+    `kefu learn` and restart the server)."""
+    from eval.dataset import load_split
+    from eval.learn_tune import tune_kb
+    from indexer.encoder import load_encoder
+    from indexer.tune import TuneOptions
+
+    s = settings_of(ctx)
+    folder = _labelled_folder(s, data)
+
+    def say(msg: str) -> None:
+        if not as_json:
+            err_console.print(msg, highlight=False, soft_wrap=True)
+
+    result = tune_kb(
+        s,
+        load_encoder(s),
+        options=TuneOptions(epochs=epochs),
+        out_root=out,
+        tolerance=tolerance,
+        force=force,
+        labelled_dev=load_split("dev", folder) if folder is not None else [],
+        labelled_test=load_split("test", folder) if folder is not None else [],
+        who=who,
+        say=say,
+    )
+    if as_json:
+        print(json.dumps(result.to_json(), ensure_ascii=False))
+    else:
+        _print_tuned(result, tolerance)
+    if not result.kept:
+        raise typer.Exit(1)
+
+
+def _print_tuned(r: TuneResult, tolerance: float) -> None:
+    t = r.tuned
+    console.print(
+        f"tuned on {t.examples} examples, {t.epochs} epochs in {t.seconds:.0f} s "
+        f"(loss {' → '.join(f'{x:.3f}' for x in t.epoch_loss)})",
+        highlight=False,
+    )
+    console.print(f"current model: {r.calibration[0]}", highlight=False, soft_wrap=True)
+    console.print(f"tuned model: {r.calibration[1]}", highlight=False, soft_wrap=True)
+    _print_comparisons("current model → tuned model", r.comparisons, ("current model", "tuned model"))
+    if not r.kept:
+        console.print(
+            f"[bold red]not kept:[/] lost more than {tolerance} on {'; '.join(r.refused)}; the tuned model was "
+            "removed, nothing else changed (learn from more messages first, or keep it anyway with --force)",
+            highlight=False,
+        )
+        return
+    forced = f" (forced past: {'; '.join(r.refused)})" if r.forced else ""
+    console.print(
+        f"kept{forced}: {t.folder}\nto serve it: KEFU_MODEL={t.folder} KEFU_MODEL_PROFILE={r.profile} kefu learn "
+        "(rebuilds and recalibrates the KB with it, as measured above), then restart the server with the same "
+        "settings; every shop behind the server shares the model",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -1,7 +1,7 @@
 """The learning curve: a KB without alternative questions learns from its dev traffic, in rounds.
 
-``python -m eval.learning [bundled] [SUITE_DIR ...]`` (default: the bundled KB stripped of its
-alternatives, and ../shared/foreign/unionpay_a). For each KB, in a temporary folder and index
+``python -m eval.learning [--tune] [bundled] [SUITE_DIR ...]`` (default: the bundled KB stripped
+of its alternatives, and ../shared/foreign/unionpay_a). For each KB, in a temporary folder and index
 home (the user's KB and index are never touched; the user's embedding cache is shared):
 
 - round 0 is the KB as ``kefu build`` builds it, with no alternatives and no labels;
@@ -19,7 +19,11 @@ home (the user's KB and index are never touched; the user's embedding cache is s
 - the **test** split is evaluated on the served build after every round: hit@1, coverage at the
   calibrated precision, answered precision, out-of-scope handoff recall.
 
-Nothing is tuned here: the rounds, the operator's rules and the learn defaults were fixed before
+With ``--tune``, after the 50% and the last round the encoder is tuned on what was learned
+(``kefu learn tune``, forced so its figures are kept either way), and the test split is asked of
+the tuned model's build next to the served one.
+
+Nothing is fitted to test here: the rounds, the operator's rules and the learn defaults were fixed before
 the first run, and the test split is only ever evaluated. For the bundled KB the reference is the
 bundled KB as shipped (its alternatives and its labelled calibration), built the same way.
 Results: eval/reports/learning.json and learning_curve.png, a section of the eval report.
@@ -55,6 +59,7 @@ from kb.schema import KnowledgeBase
 from kb.settings import BUNDLED_KB, Settings
 
 ROUNDS = (0.25, 0.5, 0.75, 1.0)  # shares of dev replayed after round 0
+TUNE_AT = (0.5, 1.0)  # rounds after which `--tune` also tunes the encoder (`kefu learn tune`)
 LEARNING_FILE = "learning.json"
 PLOT = "learning_curve.png"
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
@@ -85,10 +90,26 @@ class Round:
 
 
 @dataclass(frozen=True)
+class TunedRound:
+    """``kefu learn tune`` after a round: the served build and the tuned model's build on test."""
+
+    share: float
+    examples: int  # learned dev examples tuned on
+    kept: bool  # whether its own guard (the learned test examples) kept it
+    served: Figures
+    tuned: Figures
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "served": self.served.to_json(), "tuned": self.tuned.to_json()}
+
+
+@dataclass(frozen=True)
 class Curve:
     suite: str
     rounds: tuple[Round, ...]
     reference: Figures | None  # the KB as shipped (bundled only)
+    tuned: tuple[TunedRound, ...] = ()
 
     def recovery(self, r: Round) -> float | None:
         """Share of the hit@1 gap between round 0 and the reference that round ``r`` closed."""
@@ -102,6 +123,7 @@ class Curve:
             "suite": self.suite,
             "reference": self.reference.to_json() if self.reference else None,
             "rounds": [{**r.to_json(), "recovery": self.recovery(r)} for r in self.rounds],
+            "tuned": [t.to_json() for t in self.tuned],
         }
 
 
@@ -176,8 +198,10 @@ def run_curve(
     encoder: Encoder,
     say: Say,
     rounds: Sequence[float] = ROUNDS,
-) -> list[Round]:
-    """Round 0 and one round per share of ``rounds`` on the KB folder ``kb_dir`` (written to)."""
+    tune_at: Sequence[float] = (),
+) -> tuple[list[Round], list[TunedRound]]:
+    """Round 0 and one round per share of ``rounds`` on the KB folder ``kb_dir`` (written to);
+    after the rounds in ``tune_at``, the encoder tuned on what was learned so far as well."""
     from service.runtime import Runtime
     from service.selfcal import build_calibrator
 
@@ -200,6 +224,7 @@ def run_curve(
     def served_test() -> Figures:
         return Figures.of(run(rt.answerer().variant(), test, Ticker(say, f"{name}: test")))
 
+    tuned: list[TunedRound] = []
     out = [
         Round(
             0.0,
@@ -250,7 +275,33 @@ def run_curve(
         )
         say(f"{name}: round {share:.0%} test hit@1 {r.test.hit1:.3f}, shipped {r.shipped}")
         out.append(r)
-    return out
+        if share in tune_at:
+            tuned.append(tune_round(name, share, s, encoder, test, kb_dir.parent / "models", cache, say))
+    return out, tuned
+
+
+def tune_round(
+    name: str, share: float, s: Settings, encoder: Encoder, test: list[EvalItem], models: Path, cache: Path, say: Say
+) -> TunedRound:
+    """``kefu learn tune`` on what the rounds so far taught, and the test split asked of the served
+    build and of the tuned model's; test only measures, it decides nothing (the learned test
+    examples alone say whether the tuning would be kept)."""
+    from eval.learn_tune import tune_kb
+    from indexer.encoders.library import SentenceTransformerEncoder
+    from indexer.model.onnx_query import remove_graphs
+
+    if not isinstance(encoder, SentenceTransformerEncoder):
+        raise ConfigError(f"--tune needs a sentence-transformers model, not {encoder.model_id}")
+    t0 = time.perf_counter()
+    say(f"{name}: tuning the encoder after round {share:.0%}")
+    got = tune_kb(s, encoder, out_root=models, force=True, labelled_test=test, who=OPERATOR, say=say, cache=cache)
+    remove_graphs(Path(s.model_cache), str(got.tuned.folder.resolve()))  # the model goes with the temporary folder
+    learned = [c for c in got.comparisons if c.name == "learned test"]
+    kept = all(not c.losses(DEFAULT_TOLERANCE) for c in learned) and bool(learned)
+    on_test = next(c for c in got.comparisons if c.name == "labelled test")
+    assert on_test.before is not None
+    say(f"{name}: tuned after {share:.0%}: test hit@1 {on_test.before.hit1:.3f} → {on_test.after.hit1:.3f}")
+    return TunedRound(share, got.tuned.examples, kept, on_test.before, on_test.after, time.perf_counter() - t0)
 
 
 def reference_figures(test: list[EvalItem], settings: Settings, encoder: Encoder, home: Path, say: Say) -> Figures:
@@ -267,7 +318,7 @@ def reference_figures(test: list[EvalItem], settings: Settings, encoder: Encoder
     return Figures.of(run(Runtime.create(s, encoder=encoder).answerer().variant(), test, Ticker(say, "reference")))
 
 
-def measure(suite: str, settings: Settings, encoder: Encoder, say: Say) -> Curve:
+def measure(suite: str, settings: Settings, encoder: Encoder, say: Say, tune: bool = False) -> Curve:
     with tempfile.TemporaryDirectory(prefix="kefu-learning-") as tmp:
         work = Path(tmp)
         if suite == "bundled":
@@ -281,8 +332,15 @@ def measure(suite: str, settings: Settings, encoder: Encoder, say: Say) -> Curve
             shutil.copytree(folder / "kb", work / "kb")
             dev, test = load_split("dev", folder), load_split("test", folder)
             reference, name = None, folder.name
-        rounds = run_curve(name, work / "kb", dev, test, settings, encoder, say)
-    return Curve(name, tuple(rounds), reference)
+        rounds, tuned = run_curve(name, work / "kb", dev, test, settings, encoder, say, tune_at=TUNE_AT if tune else ())
+    return Curve(name, tuple(rounds), reference, tuple(tuned))
+
+
+def _arrow(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    def f(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    return f"{f(a[key])} → {f(b[key])}"
 
 
 def learning_markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -312,6 +370,21 @@ def learning_markdown(rows: list[dict[str, Any]]) -> list[str]:
                 f"| {prec} | {oos} |"
             )
         out.append("")
+        if c.get("tuned"):
+            out += [
+                "The encoder tuned on what was learned (`kefu learn tune`), test split, served build → tuned model:",
+                "",
+                "| after | examples | kept by its guard | test hit@1 | coverage | answered precision "
+                "| out-of-scope handoff |",
+                "|" + "---|" * 7,
+            ]
+            for t in c["tuned"]:
+                a, b = t["served"], t["tuned"]
+                out.append(
+                    f"| {t['share']:.0%} | {t['examples']} | {'yes' if t['kept'] else 'no'} | {_arrow(a, b, 'hit1')} "
+                    f"| {_arrow(a, b, 'coverage')} | {_arrow(a, b, 'precision')} | {_arrow(a, b, 'oos_recall')} |"
+                )
+            out.append("")
     return out
 
 
@@ -351,7 +424,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eval.report import REPORTS
     from indexer.encoder import load_encoder
 
-    suites = list(argv if argv is not None else sys.argv[1:]) or list(DEFAULT_SUITES)
+    args = list(argv if argv is not None else sys.argv[1:])
+    tune = "--tune" in args
+    suites = [a for a in args if a != "--tune"] or list(DEFAULT_SUITES)
     settings = Settings()
     encoder = load_encoder(settings)
 
@@ -362,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = REPORTS / LEARNING_FILE
     kept = json.loads(path.read_text("utf-8")) if path.is_file() else []
     for suite in suites:
-        curve = measure(suite, settings, encoder, say).to_json()
+        curve = measure(suite, settings, encoder, say, tune).to_json()
         # curves of suites not run this time are kept: the report shows every one measured last
         kept = [c for c in kept if c["suite"] != curve["suite"]] + [curve]
         path.write_text(json.dumps(kept, ensure_ascii=False, indent=1), "utf-8")

@@ -77,7 +77,7 @@ class SentenceTransformerModel:
         if self._st is None:
             with self._load_lock:
                 if self._st is None:
-                    self._st = _load_st(self.path, self.threads)
+                    self._st = load_st(self.path, self.threads)
         return self._st
 
     def dimension(self) -> int:
@@ -141,6 +141,11 @@ class SentenceTransformerEncoder(ABC):
     @property
     def profile(self) -> Profile:
         return self._profile
+
+    @property
+    def model_path(self) -> str:
+        """The sentence-transformers model this encoder serves (a folder, or a hub id in the local cache)."""
+        return self._model.path
 
     @property
     def model_loaded(self) -> bool:
@@ -210,7 +215,8 @@ class LibraryEncoder(SentenceTransformerEncoder):
         return self.encode_queries_reference(texts)
 
 
-def _load_st(model_path: str, threads: int) -> Any:
+def load_st(model_path: str, threads: int) -> Any:
+    """A fresh sentence-transformers model from ``model_path`` on the CPU, from local files only."""
     import torch
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging

@@ -21,6 +21,7 @@ exporter's versions; it is written atomically, and replaces the model's older gr
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -256,6 +257,17 @@ _export_lock = threading.Lock()
 
 def _stem(model_id: str, variant: str) -> str:
     return f"query-{variant}-{re.sub(r'[^A-Za-z0-9._-]+', '_', model_id)[-80:]}"
+
+
+def remove_graphs(cache_root: Path, model_id: str) -> int:
+    """Delete the cached graphs (and sidecars) of ``model_id``, for a model folder that is removed;
+    returns how many files went."""
+    gone = 0
+    for variant in ("int8", "fp32"):
+        for f in (cache_root / "onnx").glob(f"{glob.escape(_stem(model_id, variant))}-*"):
+            f.unlink(missing_ok=True)
+            gone += 1
+    return gone
 
 
 def _graph_path(cache_root: Path, model_id: str, variant: str, key: str) -> Path:

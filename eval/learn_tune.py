@@ -1,0 +1,219 @@
+"""``kefu learn tune``: the encoder tuned on a KB's learned examples, measured through the whole
+pipeline before anyone serves it.
+
+Learned messages added as alternative questions teach little beyond themselves; tuning the encoder
+on them (indexer/tune.py) moves the space, and the rest of the KB's traffic with it. One run, under
+the KB's lock, on the KB as ``kefu learn`` will leave it (pending decisions staged, as it stages them):
+
+1. the learned ``answer`` examples of the dev split (``kefu learn attach`` and ``confirm``), with
+   any labelled dev set, each paired with its entry's question and its hardest wrong entry under
+   the current model;
+2. the model tuned on them, saved as a new sentence-transformers folder (named by its weights);
+3. the KB built with the tuned model and calibrated as ``kefu learn`` ships it
+   (``eval.learn.candidate``), and asked the learned test examples and the labelled test set next
+   to the build served now (or, with none of this model served, the KB built the same way with
+   the current model): the tuned model is kept only if it loses no more than the tolerance on
+   either (``--force`` keeps it anyway), else its folder is removed again.
+
+Nothing is served from it until the operator says so: the model is one for the whole server (every
+shop behind it shares it), so switching is configuration, ``KEFU_MODEL=<folder>``, then ``kefu
+learn`` (which rebuilds and recalibrates with it, as measured here) and a restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from eval.dataset import EvalItem
+from eval.learn import candidate, served_build
+from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
+from eval.learn_stage import StagedExamples, kb_folder, stage
+from eval.progress import Say, Ticker
+from eval.runner import run
+from indexer.build import describe_calibration
+from indexer.encoder import load_encoder
+from indexer.encoders.library import SentenceTransformerEncoder
+from indexer.model.onnx_query import remove_graphs
+from indexer.store import IndexStore
+from indexer.tune import Tuned, TuneOptions, tune, with_hard_negatives
+from kb.errors import ConfigError
+from kb.learn_journal import append_journal, kb_lock, now_iso, whoami
+from kb.learned import plan_apply
+from kb.loader import load_kb
+from kb.schema import KnowledgeBase
+from kb.settings import BUNDLED_KB, Settings
+from service.runtime import Runtime
+
+# Fewer examples than this teach the model a handful of entries, not the KB's wording (measured
+# with ~180 on the bundled KB and ~300 on a bank FAQ: docs/experiments.md).
+MIN_EXAMPLES = 50
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    tuned: Tuned
+    kept: bool  # False: it lost more than the tolerance, and its folder was removed
+    profile: str  # the prompt profile to serve it with (KEFU_MODEL_PROFILE)
+    refused: tuple[str, ...]  # the losses (empty when none, or when forced past: see ``forced``)
+    forced: bool
+    comparisons: tuple[Comparison, ...]
+    calibration: tuple[str, str]  # current model, tuned model: one line each
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": str(self.tuned.folder),
+            "kept": self.kept,
+            "profile": self.profile,
+            "examples": self.tuned.examples,
+            "epochs": self.tuned.epochs,
+            "epoch_loss": [round(x, 4) for x in self.tuned.epoch_loss],
+            "tuning_seconds": round(self.tuned.seconds, 1),
+            "refused": list(self.refused),
+            "forced": self.forced,
+            "comparisons": [c.to_json() for c in self.comparisons],
+            "calibration": {"current": self.calibration[0], "tuned": self.calibration[1]},
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def tune_kb(
+    settings: Settings,
+    encoder: SentenceTransformerEncoder,
+    *,
+    options: TuneOptions | None = None,
+    out_root: Path | None = None,
+    tolerance: float = DEFAULT_TOLERANCE,
+    force: bool = False,
+    precision: float = 0.95,
+    oos_recall: float = 0.95,
+    labelled_dev: Sequence[EvalItem] = (),
+    labelled_test: Sequence[EvalItem] = (),
+    who: str | None = None,
+    say: Say | None = None,
+    cache: Path | None = None,
+) -> TuneResult:
+    """Tune ``encoder``'s model on the learned examples of the KB at ``settings.kb_dir`` (see the
+    module); the folder goes under ``out_root`` (default: ``<model_cache>/tuned``). ``cache``:
+    another embedding cache than the index home's (experiments share the user's)."""
+    if not 0.0 <= tolerance <= 1.0:
+        raise ConfigError(f"tolerance={tolerance} must be within [0, 1]")
+    if not hasattr(encoder, "model_path"):
+        raise ConfigError(f"model {encoder.model_id} cannot be tuned: tuning needs a sentence-transformers model")
+    t0 = time.perf_counter()
+    log = say or (lambda _m: None)
+    kb_path = Path(settings.kb_dir).expanduser()
+    root = kb_folder(kb_path)
+    strict = True if root.resolve() == BUNDLED_KB.resolve() else None
+    with kb_lock(root, wait_s=0):
+        kb = load_kb(kb_path, strict=strict, log_changes=False)
+        plan = plan_apply(kb)
+        staged, learned = stage(kb_path, plan, strict), StagedExamples(root, plan)
+        dev = [*learned.items("dev"), *labelled_dev]
+        questions = {e.id: e.question for e in staged.entries if e.question}
+        examples = with_hard_negatives(encoder, [(it.query, it.relevant) for it in dev if it.in_scope], questions)
+        if len(examples) < MIN_EXAMPLES:
+            raise ConfigError(
+                f"{len(examples)} answered dev examples with an FAQ entry; tuning needs {MIN_EXAMPLES}. Attach or "
+                "confirm more messages (`kefu learn attach`, `kefu learn confirm`) and tune again"
+            )
+        log(f"tuning {encoder.model_id} on {len(examples)} examples")
+        tuned = tune(
+            encoder.model_path,
+            encoder.profile.query_prompt,
+            examples,
+            out_root or Path(settings.model_cache) / "tuned",
+            options,
+            Ticker(log, "tuning"),
+        )
+        try:
+            comparisons, hows = _compare(
+                settings, encoder, tuned, staged, learned, dev, labelled_test, cache, log, precision, oos_recall
+            )
+        except BaseException:
+            _discard(tuned, settings)
+            raise
+        losses = tuple(loss for c in comparisons for loss in c.losses(tolerance))
+        if not comparisons:
+            losses = ("no learned or labelled test examples to compare on",)
+        kept = force or not losses
+        if not kept:
+            _discard(tuned, settings)
+        append_journal(
+            root,
+            {
+                "event": "tuned" if kept else "tuning refused",
+                "who": who or whoami(),
+                "at": now_iso(),
+                "model": str(tuned.folder),
+                "base": encoder.model_id,
+                "examples": tuned.examples,
+                "forced": bool(losses) and force,
+                "losses": list(losses),
+                "comparisons": [c.to_json() for c in comparisons],
+            },
+        )
+    return TuneResult(
+        tuned,
+        kept,
+        encoder.profile.name,
+        losses,
+        bool(losses) and force,
+        tuple(comparisons),
+        hows,
+        time.perf_counter() - t0,
+    )
+
+
+def _discard(tuned: Tuned, settings: Settings) -> None:
+    """Remove a tuned model made by this run (one of the same weights made earlier stays), and the
+    query graphs exported for it."""
+    if tuned.new:
+        remove_graphs(Path(settings.model_cache), str(tuned.folder.resolve()))
+        shutil.rmtree(tuned.folder, ignore_errors=True)
+
+
+def _compare(
+    settings: Settings,
+    encoder: SentenceTransformerEncoder,
+    tuned: Tuned,
+    staged: KnowledgeBase,
+    learned: StagedExamples,
+    dev: Sequence[EvalItem],
+    labelled_test: Sequence[EvalItem],
+    cache: Path | None,
+    log: Say,
+    precision: float,
+    oos_recall: float,
+) -> tuple[list[Comparison], tuple[str, str]]:
+    """The served build (or the KB built with the current model) against the staged KB built and
+    calibrated with the tuned model, on the learned and the labelled test examples."""
+    tuned_settings = settings.with_overrides(model=str(tuned.folder), model_profile=encoder.profile.name)
+    store = IndexStore(settings.index_home, settings.keep_builds, cache)
+    served = served_build(store, encoder.model_id)
+    with store.build_lock():
+        if served is not None:
+            before = Runtime.create(settings, encoder=encoder).answerer(index=served).variant()
+            before_how = (
+                f"served build {served.manifest.build_id}: {describe_calibration(served.manifest.calibration or {})}"
+            )
+        else:
+            log("no build of the current model is served: the KB built with it, to compare with")
+            fitted = candidate(
+                Runtime.create(settings, encoder=encoder), staged, store, dev, precision, oos_recall, log
+            )
+            before, before_how = fitted.answerer, fitted.how
+        log("the KB with the tuned model")
+        rt = Runtime.create(tuned_settings, encoder=load_encoder(tuned_settings))
+        after = candidate(rt, staged, store, dev, precision, oos_recall, log)
+    comparisons = []
+    for name, items in (("learned test", learned.items("test")), ("labelled test", list(labelled_test))):
+        if items:
+            log(f"comparing on {len(items)} {name} examples")
+            comparisons.append(Comparison(name, Figures.of(run(before, items)), Figures.of(run(after.answerer, items))))
+    return comparisons, (before_how, after.how)
