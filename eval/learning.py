@@ -407,6 +407,14 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
             ls="--",
             label=f"{c['suite']}: precision",
         )
+        if c.get("tuned"):
+            axes[0].scatter(
+                [t["share"] * 100 for t in c["tuned"]],
+                [t["tuned"]["hit1"] for t in c["tuned"]],
+                marker="*",
+                s=80,
+                label=f"{c['suite']}: encoder tuned (kefu learn tune)",
+            )
         if c.get("reference"):
             axes[0].axhline(c["reference"]["hit1"], color="grey", ls=":", lw=1, label=f"{c['suite']}: as shipped")
     axes[0].set_title("test hit@1 after each round")
