@@ -59,7 +59,7 @@ class TuneResult:
     tuned: Tuned
     kept: bool  # False: it lost more than the tolerance, and its folder was removed
     profile: str  # the prompt profile to serve it with (KEFU_MODEL_PROFILE)
-    refused: tuple[str, ...]  # the losses (empty when none, or when forced past: see ``forced``)
+    refused: tuple[str, ...]  # the losses beyond the tolerance (the model kept anyway when ``forced``)
     forced: bool
     comparisons: tuple[Comparison, ...]
     calibration: tuple[str, str]  # current model, tuned model: one line each
