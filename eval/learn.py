@@ -34,8 +34,8 @@ from typing import Any
 
 from eval.dataset import EvalItem
 from eval.learn_calibration import Recalibration, recalibrate
-from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
-from eval.learn_stage import StagedExamples, kb_folder, stage
+from eval.learn_guard import Checks, Comparison, Figures
+from eval.learn_stage import staging
 from eval.progress import Say, Ticker
 from eval.runner import run
 from indexer.build import build_index, copy_resources, verify
@@ -43,12 +43,11 @@ from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder
 from indexer.index import Index
 from indexer.store import IndexStore
-from kb.errors import ConfigError, IndexStateError
-from kb.learn_journal import append_journal, kb_lock, now_iso, whoami
-from kb.learned import Plan, plan_apply, write_plan
-from kb.loader import load_kb
+from kb.errors import IndexStateError
+from kb.learn_journal import append_journal, now_iso, whoami
+from kb.learned import Plan, write_plan
 from kb.schema import KnowledgeBase
-from kb.settings import BUNDLED_KB, Settings
+from kb.settings import Settings
 from service.answerer import Answerer
 from service.policy import Calibration
 from service.runtime import Runtime
@@ -98,8 +97,7 @@ def candidate(
     kb: KnowledgeBase,
     store: IndexStore,
     dev: Sequence[EvalItem],
-    precision: float,
-    oos_recall: float,
+    checks: Checks,
     log: Say,
 ) -> Candidate:
     """``kb`` built with ``rt``'s encoder (the embedding cache of ``store`` encodes only new texts)
@@ -114,7 +112,7 @@ def candidate(
     finally:
         embcache.close()
     base = rt.answerer(index=index, calibration=Calibration()).variant()  # variant: no tickets
-    got = recalibrate(base, dev, precision, oos_recall, log)
+    got = recalibrate(base, dev, checks.precision, checks.oos_recall, log)
     if isinstance(got, Recalibration):
         cal, how, report = got.calibration, got.how, got.report
     else:
@@ -136,31 +134,19 @@ def served_build(store: IndexStore, model_id: str) -> Index | None:
 def learn(
     settings: Settings,
     encoder: Encoder,
+    checks: Checks = Checks(),
     *,
-    tolerance: float = DEFAULT_TOLERANCE,
-    force: bool = False,
-    precision: float = 0.95,
-    oos_recall: float = 0.95,
-    labelled_dev: Sequence[EvalItem] = (),
-    labelled_test: Sequence[EvalItem] = (),
     who: str | None = None,
     say: Say | None = None,
     cache: Path | None = None,
 ) -> LearnResult:
     """Apply the pending decisions of the KB at ``settings.kb_dir`` and ship the result if it does
-    not lose more than ``tolerance`` on the learned or the labelled test set (see the module).
-    ``cache``: another embedding cache than the index home's (experiments share the user's)."""
-    if not 0.0 <= tolerance <= 1.0:
-        raise ConfigError(f"tolerance={tolerance} must be within [0, 1]")
+    not lose more than ``checks.tolerance`` on the learned or the labelled test set (see the
+    module). ``cache``: another embedding cache than the index home's (experiments share the user's)."""
     t0 = time.perf_counter()
     log = say or (lambda _m: None)
-    kb_path = Path(settings.kb_dir).expanduser()
-    root = kb_folder(kb_path)
-    strict = True if root.resolve() == BUNDLED_KB.resolve() else None
-    with kb_lock(root, wait_s=0):
-        kb = load_kb(kb_path, strict=strict, log_changes=False)
-        plan = plan_apply(kb)
-        staged = stage(kb_path, plan, strict)
+    with staging(settings.kb_dir) as st:
+        root, plan, staged, staged_root = st.root, st.plan, st.kb, st.examples
         store = IndexStore(settings.index_home, settings.keep_builds, cache)
         served = served_build(store, encoder.model_id)
         if not plan.changes and served is not None and served.manifest.kb_hash == staged.content_hash:
@@ -172,12 +158,11 @@ def learn(
         )
         rt = Runtime.create(settings, encoder=encoder)
         with store.build_lock():
-            staged_root = StagedExamples(root, plan)
-            dev = [*staged_root.items("dev"), *labelled_dev]
-            fitted = candidate(rt, staged, store, dev, precision, oos_recall, log)
+            dev = [*staged_root.items("dev"), *checks.labelled_dev]
+            fitted = candidate(rt, staged, store, dev, checks, log)
             index, after, how, report = fitted.index, fitted.answerer, fitted.how, fitted.report
             before = rt.answerer(index=served).variant() if served is not None else None
-            sets = (("learned test", staged_root.items("test")), ("labelled test", list(labelled_test)))
+            sets = (("learned test", staged_root.items("test")), ("labelled test", list(checks.labelled_test)))
             comparisons = []
             for name, items in sets:
                 if not items:
@@ -185,10 +170,10 @@ def learn(
                 log(f"comparing on {len(items)} {name} examples")
                 b = Figures.of(run(before, items)) if before is not None else None
                 comparisons.append(Comparison(name, b, Figures.of(run(after, items))))
-            losses = tuple(loss for c in comparisons for loss in c.losses(tolerance))
+            losses = tuple(loss for c in comparisons for loss in c.losses(checks.tolerance))
             bid = index.manifest.build_id
             at, by = now_iso(), who or whoami()
-            if losses and not force:
+            if losses and not checks.force:
                 append_journal(
                     root,
                     {
@@ -241,4 +226,6 @@ def learn(
                     "comparisons": [c.to_json() for c in comparisons],
                 },
             )
-    return LearnResult(plan, bid, True, losses if force else (), tuple(comparisons), how, time.perf_counter() - t0)
+    return LearnResult(
+        plan, bid, True, losses if checks.force else (), tuple(comparisons), how, time.perf_counter() - t0
+    )

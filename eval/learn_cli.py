@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from eval.learn import LearnResult
-from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
+from eval.learn_guard import DEFAULT_TOLERANCE, Checks, Comparison, Figures
 from eval.learn_stage import kb_folder
 from eval.learn_tune import TuneResult
 from kb.clikit import console, edge, err_console, settings_of
@@ -69,18 +69,8 @@ def learn_cmd(
         if not as_json:
             err_console.print(msg, highlight=False, soft_wrap=True)
 
-    result = learn(
-        s,
-        load_encoder(s),
-        tolerance=tolerance,
-        force=force,
-        precision=precision,
-        oos_recall=oos_recall,
-        labelled_dev=dev,
-        labelled_test=test,
-        who=who,
-        say=say,
-    )
+    checks = Checks(tolerance, force, precision, oos_recall, dev, test)
+    result = learn(s, load_encoder(s), checks, who=who, say=say)
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:
@@ -314,18 +304,9 @@ def tune_cmd(
         if not as_json:
             err_console.print(msg, highlight=False, soft_wrap=True)
 
-    result = tune_kb(
-        s,
-        load_encoder(s),
-        options=TuneOptions(epochs=epochs),
-        out_root=out,
-        tolerance=tolerance,
-        force=force,
-        labelled_dev=load_split("dev", folder) if folder is not None else [],
-        labelled_test=load_split("test", folder) if folder is not None else [],
-        who=who,
-        say=say,
-    )
+    dev, test = (load_split("dev", folder), load_split("test", folder)) if folder is not None else ([], [])
+    checks = Checks(tolerance, force, labelled_dev=dev, labelled_test=test)
+    result = tune_kb(s, load_encoder(s), checks, options=TuneOptions(epochs=epochs), out_root=out, who=who, say=say)
     if as_json:
         print(json.dumps(result.to_json(), ensure_ascii=False))
     else:

@@ -7,9 +7,29 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from eval.dataset import EvalItem
 from eval.runner import ItemResult
+from kb.errors import ConfigError
 
 DEFAULT_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What a candidate build is calibrated for and checked on, and how strictly: ``kefu learn``
+    and ``kefu learn tune`` ship (or keep) only what loses no more than ``tolerance`` on the learned
+    and the labelled test examples, unless ``force``."""
+
+    tolerance: float = DEFAULT_TOLERANCE
+    force: bool = False
+    precision: float = 0.95  # the recalibration's answered-precision target
+    oos_recall: float = 0.95  # and its out-of-scope handoff-recall target
+    labelled_dev: Sequence[EvalItem] = ()  # a user's labelled set, beside the learned examples
+    labelled_test: Sequence[EvalItem] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tolerance <= 1.0:
+            raise ConfigError(f"tolerance={self.tolerance} must be within [0, 1]")
 
 
 @dataclass(frozen=True)

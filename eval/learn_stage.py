@@ -5,13 +5,18 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from eval.dataset import EvalItem
 from kb.learn_files import read_examples
-from kb.learned import Plan
+from kb.learn_journal import kb_lock
+from kb.learned import Plan, plan_apply
 from kb.loader import load_kb, load_resources
 from kb.schema import KnowledgeBase
+from kb.settings import BUNDLED_KB
 from kb.sidecar import LEARNED, SIDECAR
 
 
@@ -68,3 +73,25 @@ class StagedExamples:
             if text is not None:
                 (Path(tmp) / LEARNED).write_text(text, "utf-8")
             return learned_items(Path(tmp), split)
+
+
+@dataclass(frozen=True)
+class Staging:
+    """The KB folder, its pending decisions, and the KB and learned examples as they will be."""
+
+    root: Path
+    plan: Plan
+    kb: KnowledgeBase
+    examples: StagedExamples
+
+
+@contextmanager
+def staging(kb_dir: Path) -> Iterator[Staging]:
+    """Hold the KB's lock (another learn or tune at the same time fails at once) with the pending
+    decisions staged: what ``kefu learn`` and ``kefu learn tune`` work on."""
+    kb_path = Path(kb_dir).expanduser()
+    root = kb_folder(kb_path)
+    strict = True if root.resolve() == BUNDLED_KB.resolve() else None
+    with kb_lock(root, wait_s=0):
+        plan = plan_apply(load_kb(kb_path, strict=strict, log_changes=False))
+        yield Staging(root, plan, stage(kb_path, plan, strict), StagedExamples(root, plan))

@@ -31,8 +31,8 @@ from typing import Any
 
 from eval.dataset import EvalItem
 from eval.learn import candidate, served_build
-from eval.learn_guard import DEFAULT_TOLERANCE, Comparison, Figures
-from eval.learn_stage import StagedExamples, kb_folder, stage
+from eval.learn_guard import Checks, Comparison, Figures
+from eval.learn_stage import StagedExamples, staging
 from eval.progress import Say, Ticker
 from eval.runner import run
 from indexer.build import describe_calibration
@@ -42,11 +42,9 @@ from indexer.model.onnx_query import remove_graphs
 from indexer.store import IndexStore
 from indexer.tune import Tuned, TuneOptions, tune, with_hard_negatives
 from kb.errors import ConfigError
-from kb.learn_journal import append_journal, kb_lock, now_iso, whoami
-from kb.learned import plan_apply
-from kb.loader import load_kb
+from kb.learn_journal import append_journal, now_iso, whoami
 from kb.schema import KnowledgeBase
-from kb.settings import BUNDLED_KB, Settings
+from kb.settings import Settings
 from service.runtime import Runtime
 
 # Fewer examples than this teach the model a handful of entries, not the KB's wording (measured
@@ -85,36 +83,24 @@ class TuneResult:
 def tune_kb(
     settings: Settings,
     encoder: SentenceTransformerEncoder,
+    checks: Checks = Checks(),
     *,
     options: TuneOptions | None = None,
     out_root: Path | None = None,
-    tolerance: float = DEFAULT_TOLERANCE,
-    force: bool = False,
-    precision: float = 0.95,
-    oos_recall: float = 0.95,
-    labelled_dev: Sequence[EvalItem] = (),
-    labelled_test: Sequence[EvalItem] = (),
     who: str | None = None,
     say: Say | None = None,
     cache: Path | None = None,
 ) -> TuneResult:
-    """Tune ``encoder``'s model on the learned examples of the KB at ``settings.kb_dir`` (see the
-    module); the folder goes under ``out_root`` (default: ``<model_cache>/tuned``). ``cache``:
-    another embedding cache than the index home's (experiments share the user's)."""
-    if not 0.0 <= tolerance <= 1.0:
-        raise ConfigError(f"tolerance={tolerance} must be within [0, 1]")
+    """Tune ``encoder``'s model on the learned examples of the KB at ``settings.kb_dir`` and keep it
+    if ``checks`` pass (see the module); the folder goes under ``out_root`` (default: ``<model
+    cache>/tuned``). ``cache``: another embedding cache than the index home's (experiments share the user's)."""
     if not hasattr(encoder, "model_path"):
         raise ConfigError(f"model {encoder.model_id} cannot be tuned: tuning needs a sentence-transformers model")
     t0 = time.perf_counter()
     log = say or (lambda _m: None)
-    kb_path = Path(settings.kb_dir).expanduser()
-    root = kb_folder(kb_path)
-    strict = True if root.resolve() == BUNDLED_KB.resolve() else None
-    with kb_lock(root, wait_s=0):
-        kb = load_kb(kb_path, strict=strict, log_changes=False)
-        plan = plan_apply(kb)
-        staged, learned = stage(kb_path, plan, strict), StagedExamples(root, plan)
-        dev = [*learned.items("dev"), *labelled_dev]
+    with staging(settings.kb_dir) as st:
+        root, staged, learned = st.root, st.kb, st.examples
+        dev = [*learned.items("dev"), *checks.labelled_dev]
         questions = {e.id: e.question for e in staged.entries if e.question}
         examples = with_hard_negatives(encoder, [(it.query, it.relevant) for it in dev if it.in_scope], questions)
         if len(examples) < MIN_EXAMPLES:
@@ -132,16 +118,14 @@ def tune_kb(
             Ticker(log, "tuning"),
         )
         try:
-            comparisons, hows = _compare(
-                settings, encoder, tuned, staged, learned, dev, labelled_test, cache, log, precision, oos_recall
-            )
+            comparisons, hows = _compare(settings, encoder, tuned, staged, learned, dev, checks, cache, log)
         except BaseException:
             _discard(tuned, settings)
             raise
-        losses = tuple(loss for c in comparisons for loss in c.losses(tolerance))
+        losses = tuple(loss for c in comparisons for loss in c.losses(checks.tolerance))
         if not comparisons:
             losses = ("no learned or labelled test examples to compare on",)
-        kept = force or not losses
+        kept = checks.force or not losses
         if not kept:
             _discard(tuned, settings)
         append_journal(
@@ -153,7 +137,7 @@ def tune_kb(
                 "model": str(tuned.folder),
                 "base": encoder.model_id,
                 "examples": tuned.examples,
-                "forced": bool(losses) and force,
+                "forced": bool(losses) and checks.force,
                 "losses": list(losses),
                 "comparisons": [c.to_json() for c in comparisons],
             },
@@ -163,7 +147,7 @@ def tune_kb(
         kept,
         encoder.profile.name,
         losses,
-        bool(losses) and force,
+        bool(losses) and checks.force,
         tuple(comparisons),
         hows,
         time.perf_counter() - t0,
@@ -185,11 +169,9 @@ def _compare(
     staged: KnowledgeBase,
     learned: StagedExamples,
     dev: Sequence[EvalItem],
-    labelled_test: Sequence[EvalItem],
+    checks: Checks,
     cache: Path | None,
     log: Say,
-    precision: float,
-    oos_recall: float,
 ) -> tuple[list[Comparison], tuple[str, str]]:
     """The served build (or the KB built with the current model) against the staged KB built and
     calibrated with the tuned model, on the learned and the labelled test examples."""
@@ -204,15 +186,13 @@ def _compare(
             )
         else:
             log("no build of the current model is served: the KB built with it, to compare with")
-            fitted = candidate(
-                Runtime.create(settings, encoder=encoder), staged, store, dev, precision, oos_recall, log
-            )
+            fitted = candidate(Runtime.create(settings, encoder=encoder), staged, store, dev, checks, log)
             before, before_how = fitted.answerer, fitted.how
         log("the KB with the tuned model")
         rt = Runtime.create(tuned_settings, encoder=load_encoder(tuned_settings))
-        after = candidate(rt, staged, store, dev, precision, oos_recall, log)
+        after = candidate(rt, staged, store, dev, checks, log)
     comparisons = []
-    for name, items in (("learned test", learned.items("test")), ("labelled test", list(labelled_test))):
+    for name, items in (("learned test", learned.items("test")), ("labelled test", list(checks.labelled_test))):
         if items:
             log(f"comparing on {len(items)} {name} examples")
             comparisons.append(Comparison(name, Figures.of(run(before, items)), Figures.of(run(after.answerer, items))))

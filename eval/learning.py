@@ -45,7 +45,7 @@ from typing import Any
 
 from eval.dataset import EvalItem, load_split, resolve_labels, stable_hash
 from eval.learn import learn
-from eval.learn_guard import DEFAULT_TOLERANCE, Figures
+from eval.learn_guard import DEFAULT_TOLERANCE, Checks, Figures
 from eval.progress import Ticker
 from eval.runner import ItemResult, run
 from indexer.build import build_and_swap
@@ -257,7 +257,7 @@ def run_curve(
             f"{name}: operator saw {n_shown}: {attached} attached, {oos} out of scope, {dismissed} dismissed; "
             f"{confirmed} served messages confirmed"
         )
-        got = learn(s, encoder, tolerance=DEFAULT_TOLERANCE, who=OPERATOR, say=say, cache=cache)
+        got = learn(s, encoder, who=OPERATOR, say=say, cache=cache)
         r = Round(
             share,
             done,
@@ -294,7 +294,8 @@ def tune_round(
         raise ConfigError(f"--tune needs a sentence-transformers model, not {encoder.model_id}")
     t0 = time.perf_counter()
     say(f"{name}: tuning the encoder after round {share:.0%}")
-    got = tune_kb(s, encoder, out_root=models, force=True, labelled_test=test, who=OPERATOR, say=say, cache=cache)
+    checks = Checks(force=True, labelled_test=test)
+    got = tune_kb(s, encoder, checks, out_root=models, who=OPERATOR, say=say, cache=cache)
     remove_graphs(Path(s.model_cache), str(got.tuned.folder.resolve()))  # the model goes with the temporary folder
     learned = [c for c in got.comparisons if c.name == "learned test"]
     kept = all(not c.losses(DEFAULT_TOLERANCE) for c in learned) and bool(learned)

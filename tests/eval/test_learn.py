@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from eval.dataset import EvalItem
 from eval.learn import learn
-from eval.learn_guard import Comparison, Figures
+from eval.learn_guard import Checks, Comparison, Figures
 from eval.learn_stage import learned_items
 from indexer.build import build_and_swap
 from indexer.encoder import FakeEncoder
@@ -84,7 +84,7 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
     served, before = store.current_id(), _snapshot(s.kb_dir)
     builds = {b.build_id for b in store.list()}
     monkeypatch.setattr(Comparison, "losses", lambda self, tol: [f"{self.name}: hit@1 1.000 → 0.500"])
-    result = learn(s, enc, labelled_test=labelled)
+    result = learn(s, enc, Checks(labelled_test=labelled))
     assert not result.shipped and result.refused
     assert store.current_id() == served and {b.build_id for b in store.list()} == builds
     after = _snapshot(s.kb_dir)
@@ -93,7 +93,7 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
     }
     assert J.read_journal(s.kb_dir)[-1]["event"] == "refused"
     assert J.states(s.kb_dir)[d.id].status == "pending"
-    forced = learn(s, enc, force=True, labelled_test=labelled)  # --force ships past the loss and says so
+    forced = learn(s, enc, Checks(force=True, labelled_test=labelled))  # --force ships past the loss and says so
     assert forced.shipped and forced.refused and store.current_id() == forced.build_id
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import eval.learn_tune as T
 import indexer.tune
-from eval.learn_guard import Comparison
+from eval.learn_guard import Checks, Comparison
 from eval.learn_tune import tune_kb
 from indexer.build import build_and_swap
 from indexer.encoder import load_encoder
@@ -73,7 +73,7 @@ def test_tune_compares_with_the_served_build_and_keeps_the_model(tiny_st, monkey
     s, enc = tiny_st
     monkeypatch.setattr(T, "MIN_EXAMPLES", 4)
     _attach(s)  # pending: tuning reads the KB as `kefu learn` will leave it
-    got = tune_kb(s, enc, options=OPTIONS, tolerance=1.0)
+    got = tune_kb(s, enc, Checks(tolerance=1.0), options=OPTIONS)
     assert got.kept and not got.refused and got.tuned.folder.is_dir()
     assert got.tuned.folder.parent == Path(s.model_cache) / "tuned" and got.tuned.examples == 8
     assert got.calibration[0].startswith("served build ")
@@ -106,7 +106,7 @@ def test_a_tuned_model_that_loses_is_removed_with_its_graphs(tiny_st, monkeypatc
     assert not got.kept and got.refused and not got.tuned.folder.exists()
     assert set((Path(s.model_cache) / "onnx").glob("*")) == graphs  # the candidate's exported graphs went too
     assert J.read_journal(s.kb_dir)[-1]["event"] == "tuning refused"
-    forced = tune_kb(s, enc, options=OPTIONS, force=True)
+    forced = tune_kb(s, enc, Checks(force=True), options=OPTIONS)
     assert forced.kept and forced.forced and forced.tuned.folder.is_dir()
 
 
