@@ -288,9 +288,9 @@ def tune_cmd(
     who: str | None = WHO,
     as_json: bool = typer.Option(False, "--json", help="print the result as one JSON object"),
 ) -> None:
-    """Tune the model on the learned examples, build and calibrate the KB with it and with the
-    current model, compare both on the learned and labelled test examples, and keep the tuned model
-    only if it loses nothing beyond the tolerance. It serves once KEFU_MODEL names it (then run
+    """Tune the model on the learned examples, build and calibrate the KB with it, compare it with
+    the build served now on the learned and labelled test examples, and keep the tuned model only
+    if it loses nothing beyond the tolerance. It serves once KEFU_MODEL names it (then run
     `kefu learn` and restart the server)."""
     from eval.dataset import load_split
     from eval.learn_tune import tune_kb
