@@ -69,7 +69,10 @@ class Settings(BaseSettings):
         DEFAULT_MODEL,
         description="builtin:multilingual-e5-small, a sentence-transformers hub id, or a local path",
     )
-    model_cache: Path = Field(default_factory=_default_cache, description="where converted models live")
+    model_cache: Path = Field(
+        default_factory=_default_cache,
+        description="where converted models, their exported query graphs and the models `kefu learn tune` keeps live",
+    )
     model_profile: str | None = Field(None, description="force a prompt profile (e5, bge-zh, plain)")
     query_prompt: str | None = Field(None, description="override the query prompt of the profile")
     doc_prompt: str | None = Field(None, description="override the document prompt of the profile")
