@@ -326,9 +326,10 @@ def _print_tuned(r: TuneResult, tolerance: float) -> None:
     console.print(f"tuned model: {r.calibration[1]}", highlight=False, soft_wrap=True)
     _print_comparisons("current model → tuned model", r.comparisons, ("current model", "tuned model"))
     if not r.kept:
+        why = f"lost more than {tolerance} on {'; '.join(r.refused)}" if r.comparisons else "; ".join(r.refused)
         console.print(
-            f"[bold red]not kept:[/] lost more than {tolerance} on {'; '.join(r.refused)}; the tuned model was "
-            "removed, nothing else changed (learn from more messages first, or keep it anyway with --force)",
+            f"[bold red]not kept:[/] {why}; the tuned model was removed, nothing else changed (learn from more "
+            "messages first, give a labelled test set with --data, or keep it anyway with --force)",
             highlight=False,
         )
         return

@@ -124,7 +124,7 @@ def tune_kb(
             raise
         losses = tuple(loss for c in comparisons for loss in c.losses(checks.tolerance))
         if not comparisons:
-            losses = ("no learned or labelled test examples to compare on",)
+            losses = ("nothing to compare on: no learned test examples yet and no labelled test set",)
         kept = checks.force or not losses
         if not kept:
             _discard(tuned, settings)

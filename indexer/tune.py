@@ -1,7 +1,7 @@
 """Fine-tune a sentence-transformers encoder on a knowledge base's own traffic.
 
 Each answered message is pulled toward the question of the entry that answers it, and away from
-the other questions in its batch and from its hardest wrong entry under the untuned model
+the other questions in its batch and from its hardest wrong entry under the model before tuning
 (in-batch contrastive loss, as sentence-transformers' MultipleNegativesRankingLoss; columns of the
 message's own entry are masked, so two messages of one entry are not each other's negatives). The
 word embeddings stay frozen: training them too moved nothing on the KBs measured and took a third
@@ -42,7 +42,7 @@ class TuneExample:
     query: str
     positive: str
     group: str
-    negative: str | None = None  # the nearest wrong entry's question under the untuned model
+    negative: str | None = None  # the nearest wrong entry's question under the model before tuning
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,8 @@ def _batch_loss(st: Any, batch: Sequence[TuneExample], prompt: str, scale: float
     negatives = [e for e in batch if e.negative is not None]
     texts = [prompt + e.query for e in batch] + [prompt + e.positive for e in batch]
     texts += [prompt + str(e.negative) for e in negatives]
-    emb = torch.nn.functional.normalize(st(st.tokenize(texts))["sentence_embedding"], dim=-1)
+    features = (getattr(st, "preprocess", None) or st.tokenize)(texts)  # `tokenize` before sentence-transformers 5
+    emb = torch.nn.functional.normalize(st(features)["sentence_embedding"], dim=-1)
     # each column's entry: the positives' own, and each negative's (the group of its question)
     group_of = {e.positive: e.group for e in batch}
     columns = [e.group for e in batch] + [group_of.get(str(e.negative), f"neg:{e.negative}") for e in negatives]
