@@ -341,7 +341,9 @@ def write_report(
             "resolves what it did not serve by the dev labels alone (attach to the labelled entry, out of scope, "
             "dismiss) and confirms what it served; `kefu learn` applies, rebuilds, recalibrates and ships unless the "
             "learned test examples lose more than 0.02. Gap recovered: the share of the test hit@1 gap between "
-            f"round 0 and the KB as shipped. From `{LEARNING_FILE}`, written by `python -m eval.learning`.",
+            "round 0 and the KB as shipped. The tuned rows (`python -m eval.learning --tune`): after a round, "
+            "`kefu learn tune` tunes the model on what was learned, and the test split is asked of its build next "
+            f"to the served one. From `{LEARNING_FILE}`, written by `python -m eval.learning`.",
             "",
             *learning_markdown(json.loads(learning_path.read_text("utf-8"))),
         ]
