@@ -58,10 +58,14 @@ class TuneResult:
     kept: bool  # False: it lost more than the tolerance, and its folder was removed
     profile: str  # the prompt profile to serve it with (KEFU_MODEL_PROFILE)
     refused: tuple[str, ...]  # the losses beyond the tolerance (the model kept anyway when ``forced``)
-    forced: bool
     comparisons: tuple[Comparison, ...]
     calibration: tuple[str, str]  # current model, tuned model: one line each
     seconds: float
+
+    @property
+    def forced(self) -> bool:
+        """Kept past losses (``--force``)."""
+        return self.kept and bool(self.refused)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -147,7 +151,6 @@ def tune_kb(
         kept,
         encoder.profile.name,
         losses,
-        bool(losses) and checks.force,
         tuple(comparisons),
         hows,
         time.perf_counter() - t0,
