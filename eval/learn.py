@@ -43,7 +43,7 @@ from indexer.embcache import EmbeddingCache
 from indexer.encoder import Encoder
 from indexer.index import Index
 from indexer.store import IndexStore
-from kb.errors import IndexStateError
+from kb.errors import IndexStateError, KefuError
 from kb.learn_journal import append_journal, now_iso, whoami
 from kb.learned import Plan, write_plan
 from kb.schema import KnowledgeBase
@@ -123,12 +123,33 @@ def candidate(
     return Candidate(index, base.variant(calibration=cal), how, report)
 
 
-def served_build(store: IndexStore, model_id: str) -> Index | None:
-    """The build served now, if it is one of ``model_id``."""
+def served_build(store: IndexStore, settings: Settings, encoder: Encoder, log: Say) -> tuple[Index, Runtime] | None:
+    """The build served now and a runtime that answers with it: ``encoder``'s when the build is of
+    its model, else one of the build's own model, opened from its manifest (the model was switched
+    by configuration, e.g. to one `kefu learn tune` kept), so a switch is compared too. None when
+    nothing is served, or the build's model cannot be opened here (then there is nothing to compare with)."""
+    from indexer.encoder import load_encoder
+    from indexer.model.builtin import is_builtin
+
     try:
-        return store.load_current(model_id)
+        index = store.load_current(None)
     except IndexStateError:
         return None
+    m = index.manifest
+    if m.model_id == encoder.model_id:
+        return index, Runtime.create(settings, encoder=encoder)
+    model = m.model_id.split("@", 1)[0] if is_builtin(m.model_id) else m.model_id
+    theirs = settings.with_overrides(model=model, query_prompt=m.query_prompt, doc_prompt=m.doc_prompt)
+    try:
+        other = load_encoder(theirs)
+    except KefuError as exc:
+        log(f"the served build {m.build_id} is of model {m.model_id}, which cannot be opened here ({exc})")
+        return None
+    if other.model_id != m.model_id:
+        log(f"the served build {m.build_id} is of model {m.model_id}; {model} is now {other.model_id}")
+        return None
+    log(f"the served build {m.build_id} is of another model ({m.model_id}): compared as that model answers it")
+    return index, Runtime.create(theirs, encoder=other)
 
 
 def learn(
@@ -148,9 +169,14 @@ def learn(
     with staging(settings.kb_dir) as st:
         root, plan, staged, staged_root = st.root, st.plan, st.kb, st.examples
         store = IndexStore(settings.index_home, settings.keep_builds, cache)
-        served = served_build(store, encoder.model_id)
-        if not plan.changes and served is not None and served.manifest.kb_hash == staged.content_hash:
-            log("nothing to learn: no pending decisions, and the served build is of this KB")
+        served = served_build(store, settings, encoder, log)
+        current = served[0].manifest if served is not None else None
+        if (
+            not plan.changes
+            and current is not None
+            and (current.model_id, current.kb_hash) == (encoder.model_id, staged.content_hash)
+        ):
+            log("nothing to learn: no pending decisions, and the served build is of this KB and this model")
             return LearnResult(plan, None, False, (), (), "", time.perf_counter() - t0)
         log(
             f"applying {len(plan.changes)} decisions: {plan.alternatives} alternative questions, "
@@ -161,7 +187,7 @@ def learn(
             dev = [*staged_root.items("dev"), *checks.labelled_dev]
             fitted = candidate(rt, staged, store, dev, checks, log)
             index, after, how, report = fitted.index, fitted.answerer, fitted.how, fitted.report
-            before = rt.answerer(index=served).variant() if served is not None else None
+            before = served[1].answerer(index=served[0]).variant() if served is not None else None
             sets = (("learned test", staged_root.items("test")), ("labelled test", list(checks.labelled_test)))
             comparisons = []
             for name, items in sets:

@@ -115,7 +115,7 @@ def _print_comparisons(title: str, comparisons: Sequence[Comparison], sides: tup
 
 def _print_result(r: LearnResult, tolerance: float) -> None:
     if r.nothing_to_do:
-        console.print("nothing to learn: no pending decisions, and the served build is of this KB")
+        console.print("nothing to learn: no pending decisions, and the served build is of this KB and this model")
         return
     p = r.plan
     skipped = sum(len(c.skipped) for c in p.changes)

@@ -180,15 +180,16 @@ def _compare(
     calibrated with the tuned model, on the learned and the labelled test examples."""
     tuned_settings = settings.with_overrides(model=str(tuned.folder), model_profile=encoder.profile.name)
     store = IndexStore(settings.index_home, settings.keep_builds, cache)
-    served = served_build(store, encoder.model_id)
+    served = served_build(store, settings, encoder, log)
     with store.build_lock():
         if served is not None:
-            before = Runtime.create(settings, encoder=encoder).answerer(index=served).variant()
+            index, rt = served
+            before = rt.answerer(index=index).variant()
             before_how = (
-                f"served build {served.manifest.build_id}: {describe_calibration(served.manifest.calibration or {})}"
+                f"served build {index.manifest.build_id}: {describe_calibration(index.manifest.calibration or {})}"
             )
         else:
-            log("no build of the current model is served: the KB built with it, to compare with")
+            log("no build is served: the KB built with the current model, to compare with")
             fitted = candidate(Runtime.create(settings, encoder=encoder), staged, store, dev, checks, log)
             before, before_how = fitted.answerer, fitted.how
         log("the KB with the tuned model")

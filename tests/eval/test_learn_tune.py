@@ -4,6 +4,7 @@ build, keep the model only when it loses nothing beyond the tolerance."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 import eval.learn_tune as T
 import indexer.tune
+from eval.learn import learn
 from eval.learn_guard import Checks, Comparison
 from eval.learn_tune import tune_kb
 from indexer.build import build_and_swap
@@ -134,3 +136,33 @@ def test_kefu_learn_tune_cli(tiny_st, monkeypatch: pytest.MonkeyPatch):
     assert [c["set"] for c in got["comparisons"]] == ["learned test"]
     out = runner.invoke(app, ["learn", "tune", "--tolerance", "1"])
     assert out.exit_code == 0 and f"KEFU_MODEL={got['model']}" in out.output.replace("\n", "")
+
+
+def test_learn_with_the_kept_model_is_compared_with_the_build_of_the_model_before(tiny_st, monkeypatch):
+    s, enc = tiny_st
+    monkeypatch.setattr(T, "MIN_EXAMPLES", 4)
+    _attach(s)
+    got = tune_kb(s, enc, Checks(tolerance=1.0), options=OPTIONS)
+    switched = s.with_overrides(model=str(got.tuned.folder))
+    tuned_enc = load_encoder(switched)
+    result = learn(switched, tuned_enc, Checks(tolerance=1.0))
+    learned = next(c for c in result.comparisons if c.name == "learned test")
+    assert result.shipped and learned.before is not None  # the tiny base model answered the "before"
+    assert IndexStore(s.index_home, s.keep_builds).load_current(None).manifest.model_id == tuned_enc.model_id
+    again = learn(switched, tuned_enc)
+    assert again.nothing_to_do  # now the served build is of this KB and this model
+
+
+def test_a_served_build_whose_model_is_gone_is_not_compared_with(tiny_st, tmp_path: Path, monkeypatch):
+    s, enc = tiny_st
+    other = _tiny_st_model(tmp_path / "other", layers=2)
+    switched = s.with_overrides(model=str(other))
+    other_enc = load_encoder(switched)
+    shutil.rmtree(Path(enc.model_path))  # the model the served build was made with
+    L.decide(
+        load_kb(s.kb_dir), "attach", _messages(3, "test", "第{}个包裹怎么查物流"), entry="logistics-track", who="op"
+    )
+    said: list[str] = []
+    result = learn(switched, other_enc, say=said.append)
+    assert result.shipped and all(c.before is None for c in result.comparisons)
+    assert any("cannot be opened here" in line for line in said)
