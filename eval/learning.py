@@ -60,8 +60,6 @@ from kb.settings import BUNDLED_KB, Settings
 
 ROUNDS = (0.25, 0.5, 0.75, 1.0)  # shares of dev replayed after round 0
 TUNE_AT = (0.5, 1.0)  # rounds after which `--tune` also tunes the encoder (`kefu learn tune`)
-LEARNING_FILE = "learning.json"
-PLOT = "learning_curve.png"
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 DEFAULT_SUITES = ("bundled", str(FOREIGN / "unionpay_a"))
 RULE_REASONS = frozenset({"user_requested", "sensitive", "needs_order", "empty_query"})
@@ -337,99 +335,8 @@ def measure(suite: str, settings: Settings, encoder: Encoder, say: Say, tune: bo
     return Curve(name, tuple(rounds), reference, tuple(tuned))
 
 
-def _arrow(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
-    def f(v: float | None) -> str:
-        return "–" if v is None else f"{v:.3f}"
-
-    return f"{f(a[key])} → {f(b[key])}"
-
-
-def learning_markdown(rows: list[dict[str, Any]]) -> list[str]:
-    """The eval report's learning-curve tables, from ``Curve.to_json`` rows."""
-    out: list[str] = []
-    for c in rows:
-        ref = c.get("reference")
-        out += [
-            f"**{c['suite']}**" + (f" (reference, the KB as shipped: test hit@1 {ref['hit1']:.3f})" if ref else ""),
-            "",
-        ]
-        out += [
-            "| dev replayed | shown to the operator | attached / out of scope / dismissed | confirmed | alternatives "
-            "| shipped | test hit@1 | gap recovered | coverage | answered precision | out-of-scope handoff |",
-            "|" + "---|" * 11,
-        ]
-        for r in c["rounds"]:
-            t = r["test"]
-            rec = f"{r['recovery']:.0%}" if r.get("recovery") is not None else "–"
-            prec = f"{t['precision']:.3f}" if t["precision"] is not None else "–"
-            oos = f"{t['oos_recall']:.3f}" if t["oos_recall"] is not None else "–"
-            shipped = "yes" if r["shipped"] else "refused"
-            out.append(
-                f"| {r['share']:.0%} ({r['replayed']}) | {r['shown']} | {r['attached']} / {r['out_of_scope']} / "
-                f"{r['dismissed']} | {r.get('confirmed', 0)} | {r['alternatives']} | {shipped} | {t['hit1']:.3f} "
-                f"| {rec} | {t['coverage']:.3f} "
-                f"| {prec} | {oos} |"
-            )
-        out.append("")
-        if c.get("tuned"):
-            out += [
-                "The encoder tuned on what was learned (`kefu learn tune`), test split, served build → tuned model:",
-                "",
-                "| after | examples | kept by its guard | test hit@1 | coverage | answered precision "
-                "| out-of-scope handoff |",
-                "|" + "---|" * 7,
-            ]
-            for t in c["tuned"]:
-                a, b = t["served"], t["tuned"]
-                out.append(
-                    f"| {t['share']:.0%} | {t['examples']} | {'yes' if t['kept'] else 'no'} | {_arrow(a, b, 'hit1')} "
-                    f"| {_arrow(a, b, 'coverage')} | {_arrow(a, b, 'precision')} | {_arrow(a, b, 'oos_recall')} |"
-                )
-            out.append("")
-    return out
-
-
-def plot(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for c in rows:
-        x = [r["share"] * 100 for r in c["rounds"]]
-        axes[0].plot(x, [r["test"]["hit1"] for r in c["rounds"]], marker="o", label=c["suite"])
-        axes[1].plot(x, [r["test"]["coverage"] for r in c["rounds"]], marker="o", label=f"{c['suite']}: coverage")
-        prec = [r["test"]["precision"] for r in c["rounds"]]
-        axes[1].plot(
-            x,
-            [p if p is not None else float("nan") for p in prec],
-            marker="x",
-            ls="--",
-            label=f"{c['suite']}: precision",
-        )
-        if c.get("tuned"):
-            axes[0].scatter(
-                [t["share"] * 100 for t in c["tuned"]],
-                [t["tuned"]["hit1"] for t in c["tuned"]],
-                marker="*",
-                s=80,
-                label=f"{c['suite']}: encoder tuned (kefu learn tune)",
-            )
-        if c.get("reference"):
-            axes[0].axhline(c["reference"]["hit1"], color="grey", ls=":", lw=1, label=f"{c['suite']}: as shipped")
-    axes[0].set_title("test hit@1 after each round")
-    axes[1].set_title("test coverage and answered precision")
-    for ax in axes:
-        ax.set_xlabel("dev traffic learned from (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
+    from eval.learning_report import LEARNING_FILE, PLOT, learning_markdown, plot
     from eval.report import REPORTS
     from indexer.encoder import load_encoder
 

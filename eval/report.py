@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from eval.learning import LEARNING_FILE, learning_markdown
-from eval.learning import PLOT as LEARNING_PLOT
+from eval.learning_report import LEARNING_FILE, learning_markdown
+from eval.learning_report import PLOT as LEARNING_PLOT
 from eval.suite import SUITES_FILE, suites_markdown
 from eval.traffic import TRAFFIC_FILE, traffic_markdown
 

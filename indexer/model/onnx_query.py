@@ -260,14 +260,11 @@ def _stem(model_id: str, variant: str) -> str:
 
 
 def remove_graphs(cache_root: Path, model_id: str) -> int:
-    """Delete the cached graphs (and sidecars) of ``model_id``, for a model folder that is removed;
-    returns how many files went."""
-    gone = 0
-    for variant in ("int8", "fp32"):
-        for f in (cache_root / "onnx").glob(f"{glob.escape(_stem(model_id, variant))}-*"):
-            f.unlink(missing_ok=True)
-            gone += 1
-    return gone
+    """Delete the cached graphs and sidecars of ``model_id`` (a model folder being removed); how many went."""
+    files = [f for v in ("int8", "fp32") for f in (cache_root / "onnx").glob(f"{glob.escape(_stem(model_id, v))}-*")]
+    for f in files:
+        f.unlink(missing_ok=True)
+    return len(files)
 
 
 def _graph_path(cache_root: Path, model_id: str, variant: str, key: str) -> Path:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from eval.learn_guard import Figures
-from eval.learning import Curve, Round, TunedRound, learning_markdown
+from eval.learning import Curve, Round, TunedRound
+from eval.learning_report import learning_markdown
 
 
 def _figures(hit1: float, precision: float | None) -> Figures:
