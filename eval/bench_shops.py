@@ -2,7 +2,7 @@
 
 Synthetic shops are cut from the FAQ tables of ``../shared/foreign/*/kb/faq.csv`` (their KB files
 only, never their labelled splits): 20-50 entries of one suite each, every entry with two
-alternative questions made the way chat mangles a question (``service.selfcal.perturb``). The
+alternative questions made the way chat mangles a question (``service.selfcal_queries.perturb``). The
 first ``DISTINCT`` shops are built for real (``Shops.add``: chunk, embed through the shared
 embedding cache, self-calibrate, pack, store): their times are the build figures. Larger fleets
 are made of copies of those builds under new shop ids, each with its own build folder and its own

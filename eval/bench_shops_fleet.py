@@ -40,7 +40,7 @@ def foreign_pool(root: Path = FOREIGN) -> dict[str, list[PoolEntry]]:
 def alternatives(question: str, n: int = ALTERNATIVES) -> list[str]:
     """``n`` chat-style variants of a question, the same every time for the same question (so the
     embedding cache serves them to every shop that has the entry)."""
-    from service.selfcal import perturb
+    from service.selfcal_queries import perturb
 
     rng = random.Random(f"{SEED}:{question}")
     out: list[str] = []

@@ -48,7 +48,7 @@ def rss_split_mb() -> tuple[float, float]:
 
 def measure(shops: Any, desk: Any, platform: Any, ids: list[str], n: int, rng: random.Random) -> dict[str, Any]:
     """Answer ``n`` random (shop, query) pairs one at a time; latency, LRU hits, decisions."""
-    from service.selfcal import perturb
+    from service.selfcal_queries import perturb
 
     questions: dict[str, list[str]] = {}
     lat: list[float] = []
@@ -85,7 +85,7 @@ def measure(shops: Any, desk: Any, platform: Any, ids: list[str], n: int, rng: r
 def same_answers_sample(shops: Any, desk: Any, platform: Any, ids: list[str], n: int) -> list[dict[str, Any]]:
     """``n`` fixed (shop, query) pairs and what each answered: decision, top answer, its score, the
     confidence (the same pairs on every backend: the seed does not depend on the backend)."""
-    from service.selfcal import perturb
+    from service.selfcal_queries import perturb
 
     rng = random.Random(SEED + 1)
     out = []
@@ -165,7 +165,7 @@ def http_random_shops(
     wrk = sh.which("wrk")
     if wrk is None:
         return {"skipped": "wrk not installed (apt-get install wrk)"}
-    from service.selfcal import perturb
+    from service.selfcal_queries import perturb
 
     rng = random.Random(SEED + 2)
     pairs = []

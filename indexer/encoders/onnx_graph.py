@@ -19,8 +19,8 @@ from indexer.model.onnx_query import (
     OnnxQueryGraph,
     load_or_export,
     worst_probe_cosine,
-    write_sidecar,
 )
+from indexer.model.onnx_standalone import write_sidecar
 from kb.modes import QueryRuntime
 
 log = logging.getLogger("kefu.encoder")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from indexer.encoders.onnx_graph import OnnxEncoder
-from indexer.model.onnx_query import StandaloneTokenizer, load_standalone
+from indexer.model.onnx_standalone import StandaloneTokenizer, load_standalone
 
 
 class StandaloneOnnxEncoder(OnnxEncoder):

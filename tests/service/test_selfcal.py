@@ -17,7 +17,8 @@ from kb.settings import Settings
 from service.policy import Calibration
 from service.ranker import Ranker
 from service.runtime import Runtime
-from service.selfcal import MIN_QUERIES, build_calibrator, perturb, pseudo_queries, self_calibrate
+from service.selfcal import MIN_QUERIES, build_calibrator, self_calibrate
+from service.selfcal_queries import perturb, pseudo_queries
 
 GOODS = ["茶叶", "茶具", "礼盒", "花茶", "红茶", "绿茶", "乌龙", "普洱", "白茶", "抹茶"]
 ASKS = ["怎么保存", "多久发货", "能退吗", "有发票吗", "怎么冲泡", "保质期多久"]
