@@ -57,7 +57,9 @@ class Decision:
 
     @property
     def readings(self) -> tuple[str, ...]:
-        return self.prepared.readings
+        """The readings with context that were searched (a follow-up's always, another message's
+        only when it alone was not confident enough)."""
+        return self.searched.readings if self.searched is not None else self.prepared.readings
 
     @property
     def fired(self) -> str:
@@ -137,6 +139,10 @@ class Decider:
             raise ValueError("a message no rule decided must be searched before the confidence decides")
         scope = cal.scope(searched.features) if searched.features is not None else None
         outcome = decide(searched.confidence, cal, scope)
+        if outcome == "answer" and searched.guessed_context:
+            # Traffic dev with history: of the messages such a reading made confident, a third were
+            # answerable; as options they are still offered, and the rest are not answered wrong.
+            outcome = "clarify"
         return Decision(
             p, outcome, CONFIDENCE_REASONS[outcome], None, searched, scope, thresholds, cal.source, self.build
         )

@@ -28,6 +28,9 @@ class Prepared:
     session_id: str
     # the conversation before it is about the shopper's own order (service/orders.py)
     order_context: bool = False
+    # any other message read with what came before: searched only when the message alone is not
+    # confident enough to answer (``Retriever.run``), so a standalone question costs no more encodes
+    late_readings: tuple[str, ...] = ()
 
 
 def check_request(
@@ -83,8 +86,15 @@ class Preparer:
         norm = self.normalize(query)
         spelled = self.spell(self.strip(norm))
         readings: list[str] = []
-        if self.use_context and is_followup(spelled.text):
-            readings = self.readings(spelled.text, session_id, history)
+        late: list[str] = []
+        if self.use_context:
+            # Real chat continues a topic in whole sentences too (我还没买，不过价钱很诱人 after a
+            # question about 价保): every message has its context readings, a follow-up's searched
+            # at once, any other's only when the message alone is not confident enough to answer.
+            if is_followup(spelled.text):
+                readings = self.readings(spelled.text, session_id, history)
+            else:
+                late = self.readings(spelled.text, session_id, history)
         return Prepared(
             query,
             norm,
@@ -93,6 +103,7 @@ class Preparer:
             tuple(readings),
             session_id,
             self.order_context(session_id, history),
+            tuple(late),
         )
 
     def order_context(self, session_id: str, history: Sequence[HistoryTurn] | None) -> bool:

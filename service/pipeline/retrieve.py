@@ -73,6 +73,10 @@ class Searched:
     candidates: tuple[Candidate, ...]
     features: Features | None
     confidence: float
+    readings: tuple[str, ...] = ()  # the message's readings with context that were searched
+    # answered from a reading with context although the message is no follow-up: kefu's guess at
+    # what a whole sentence continues, offered as options (``Decider``), never a bare answer
+    guessed_context: bool = False
 
 
 def prefers_context(plain: Retrieval, contextual: Retrieval, answer_at: float) -> bool:
@@ -117,6 +121,11 @@ class Retriever:
     def run(self, p: Prepared) -> Searched:
         """The message and its readings searched; the one answered from, with the other blended in."""
         results = self.retrieve([p.text, *p.readings])
+        readings, late = p.readings, False
+        if p.late_readings and results[0].confidence < self.calibration.answer_at:
+            # the same rule as a follow-up's (``prefers_context``) then picks between them
+            results += self.retrieve(list(p.late_readings))
+            readings, late = p.late_readings, True
         best = results[0]
         # of the readings with context, the most confident one competes with the message alone
         other: Retrieval | None = max(results[1:], key=lambda r: r.confidence) if len(results) > 1 else None
@@ -126,7 +135,10 @@ class Retriever:
             best = dataclasses.replace(best, units=blend(best.units, other.units))
         chunks = self.index.chunks
         candidates = tuple(Candidate(u.unit_id, chunks[u.best_chunk].doc_id, u.score, u.best_chunk) for u in best.units)
-        return Searched(best.text, best.used_context, best.synonyms, candidates, best.features, best.confidence)
+        guessed = late and best.used_context
+        return Searched(
+            best.text, best.used_context, best.synonyms, candidates, best.features, best.confidence, readings, guessed
+        )
 
     def retrieve(self, texts: list[str]) -> list[Retrieval]:
         """Encode ``texts`` one by one and score each; used for the plain and contextual readings.

@@ -47,6 +47,14 @@ def test_the_confidence_decides_when_no_rule_fired(confidence: float, outcome: s
     assert d.remembered == "发票怎么开" and d.scope is None
 
 
+def test_an_answer_from_a_guessed_context_is_offered_as_options():
+    guessed = dataclasses.replace(_searched(0.9, text="上一句 发票怎么开"), used_context=True, guessed_context=True)
+    d = _decide(None, guessed)
+    assert (d.outcome, d.reason, d.fired) == ("clarify", "ambiguous", "confidence→clarify")
+    assert _decide(None, dataclasses.replace(guessed, confidence=0.1)).outcome == "handoff"  # never raised
+    assert _decide(None, dataclasses.replace(guessed, guessed_context=False)).outcome == "answer"
+
+
 def test_a_rule_decides_whatever_the_confidence():
     d = _decide(PERSON, None)
     assert (d.outcome, d.reason, d.fired) == ("handoff", "user_requested", "user_requested")

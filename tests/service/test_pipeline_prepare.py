@@ -49,8 +49,12 @@ def test_a_follow_up_is_read_with_the_sessions_previous_question_and_the_session
     prep = _preparer(sessions=sessions)
     assert prep.run("那运费呢", "S1").readings == (f"{FIRST} 那运费呢",)
     assert prep.run("那运费呢", "S2").readings == ()  # another session
-    assert prep.run("退货的运费应该由谁来承担呢，七天之内可以退吗", "S1").readings == ()  # not a follow-up
+    whole = prep.run("退货的运费应该由谁来承担呢，七天之内可以退吗", "S1")
+    assert whole.readings == ()  # not a follow-up: its reading with context waits (``late_readings``)
+    assert whole.late_readings == (f"{FIRST} 退货的运费应该由谁来承担呢,七天之内可以退吗",)
+    assert prep.run("那运费呢", "S1").late_readings == ()  # a follow-up's are searched at once
     assert _preparer(sessions=sessions, use_context=False).run("那运费呢", "S1").readings == ()
+    assert _preparer(sessions=sessions, use_context=False).run(whole.query, "S1").late_readings == ()
     assert sessions.last("S1") == Turn(FIRST) and len(sessions) == 1  # reading never writes
 
 

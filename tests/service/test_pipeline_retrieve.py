@@ -3,6 +3,8 @@ the context rule, synonyms and the learned ranker's evidence."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from indexer.units import UnitHit
@@ -48,6 +50,27 @@ def test_a_follow_up_is_answered_from_its_reading_with_context_and_blends_the_ot
     assert [c.id for c in retriever.run(_prepared("那运费呢", reading)).candidates] == [
         u.unit_id for u in contextual.units
     ]
+
+
+def test_a_whole_sentence_is_read_with_its_context_only_when_it_alone_is_not_confident(tiny_index, fake_encoder):
+    seen: list[str] = []
+
+    def spy(texts):
+        seen.extend(texts)
+        return fake_encoder.encode_queries(texts)
+
+    r = Retriever(index=tiny_index, encode=spy, calibration=FAKE_CAL)
+    sure = dataclasses.replace(_prepared("退货运费谁出"), late_readings=(f"{FIRST} 退货运费谁出",))
+    got = r.run(sure)
+    assert seen == ["退货运费谁出"]  # confident alone: the reading with context is never encoded
+    assert (got.used_context, got.readings, got.guessed_context) == (False, (), False)
+    seen.clear()
+    reading = f"{FIRST} 那运费呢"
+    got = r.run(dataclasses.replace(_prepared("那运费呢"), late_readings=(reading,)))
+    assert seen == ["那运费呢", reading]
+    # picked by the follow-up's rule, and marked as a guess (the decision offers it, never answers it)
+    assert (got.text, got.used_context, got.readings, got.guessed_context) == (reading, True, (reading,), True)
+    assert not r.run(_prepared("那运费呢", reading)).guessed_context  # a follow-up's context is no guess
 
 
 def test_synonyms_widen_the_search_but_not_the_evidence(tiny_index, fake_encoder):
