@@ -269,12 +269,7 @@ class Answerer:
         prepared = s.prepare.run(query, session_id, history)
         rule = s.route.run(prepared)
         searched = s.retrieve.run(prepared) if rule is None or rule.search else None
-        decision = s.decide.run(prepared, rule, searched)
-        if rule is None and decision.outcome == "answer":
-            late = s.route.over_answer(prepared)
-            if late is not None:
-                return s.decide.run(prepared, late, searched)
-        return decision
+        return s.decide.run(prepared, rule, searched)
 
     # --- the stages' parts, for eval, calibration and the API's warm-up ----------------------------
     def prepare(self, query: str) -> str:

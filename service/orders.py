@@ -278,29 +278,12 @@ def match_order_statement(norm: str) -> OrderMatch | None:
     return None
 
 
-# A question about the rules themselves (七天无理由退货需要满足什么条件, 哪些商品不能退), how
-# something is done (那发票怎么开; not 怎么还没到, a complaint) or who pays (那运费谁出) is the help
-# center's in any conversation.
-_ASKS_GENERAL = re.compile(
-    r"条件|规则|规定|政策|标准|流程|范围|要求|哪些|什么情况|(?:怎么|怎样|如何|咋)(?!还|没|不|回事|了)|谁"
-)
-
-
-def match_order_question(norm: str) -> OrderMatch | None:
-    """In a conversation about the shopper's order: a question kefu would answer confidently is
-    about that order as well (能改下收货地址吗, 要多久才能有货), unless it asks how something is
-    done, who pays, about a general case or about the rules (那发票怎么开, 一般什么时间退款)."""
-    if _ASKS_ABOUT.search(norm) or _ASKS_GENERAL.search(norm):
-        return None
-    return OrderMatch("order_question", norm)
-
-
 @dataclass(frozen=True)
 class OrderMatch:
     """Why a message needs the shopper's order: the rule and the text it matched."""
 
     # order_id | invoice_details | own_order_status | own_order_edit | own_account | act_on_order | invoice
-    # | order_details | imperative | reply | order_conversation | order_followup | order_question
+    # | order_details | imperative | reply | order_conversation | order_followup
     rule: str
     text: str
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from service.detect import SUGGESTING_GROUPS, SensitiveDetector, is_greeting, is_user_request
-from service.orders import OrderMatch, OrderRules, match_order_question, match_order_statement, match_reply
+from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
 from service.schemas import Reason
@@ -68,20 +68,5 @@ class Router:
             if order is None and p.order_context:  # the chat is about the order: a statement describes it
                 order = match_order_statement(norm)
         if order is not None:
-            return _needs_order(order)
+            return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order, suggest=True)
         return None
-
-    def over_answer(self, p: Prepared) -> Rule | None:
-        """The rule that overrides a confident answer, read only once the confidence would answer:
-        in a chat about the shopper's order, a question an article answers is about that order too,
-        so the article goes along as a suggestion while a person who can open the order takes over.
-        A clarify or a low-confidence handoff stays as it is (its options already say "which one")."""
-        if not (self.order_detection and p.order_context):
-            return None
-        order = match_order_question(p.norm)
-        return _needs_order(order) if order is not None else None
-
-
-def _needs_order(order: OrderMatch) -> Rule:
-    """A handoff to a person who can open the order, searched so the article rides along."""
-    return Rule("needs_order", "handoff", "needs_order", search=True, remember=True, order=order, suggest=True)

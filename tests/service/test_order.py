@@ -9,14 +9,7 @@ import pytest
 
 from indexer.normalize import normalize
 from kb.settings import Settings
-from service.orders import (
-    OrderRules,
-    agent_on_order,
-    match_order_question,
-    match_order_request,
-    match_order_statement,
-    match_reply,
-)
+from service.orders import OrderRules, agent_on_order, match_order_request, match_order_statement, match_reply
 
 # --- the detector ------------------------------------------------------------------------------
 NEEDS_ORDER = [
@@ -293,26 +286,6 @@ def test_in_an_order_conversation(query: str, fires: bool) -> None:
     m = match_order_statement(normalize(query))
     assert (m is not None) == fires
     assert m is None or m.rule in ("order_conversation", "order_followup")
-
-
-@pytest.mark.parametrize(
-    ("query", "fires"),
-    [
-        ("能改下收货地址吗", True),  # a request about the order on the table
-        ("要多久才能有货", True),
-        ("重新买会有影响么", True),
-        ("那发票怎么开", False),  # how something is done
-        ("运费谁出呢", False),  # who pays
-        ("七天无理由退货需要满足什么条件", False),  # the rules
-        ("哪些商品不支持七天无理由", False),
-        ("一般什么时间退款", False),  # a general case
-        ("电子发票在哪里查看", False),
-    ],
-)
-def test_a_question_in_an_order_conversation(query: str, fires: bool) -> None:
-    m = match_order_question(normalize(query))
-    assert (m is not None) == fires
-    assert m is None or m.rule == "order_question"
 
 
 @pytest.mark.parametrize(

@@ -73,27 +73,6 @@ def test_a_statement_in_a_conversation_about_the_order_is_handed_off(answerer: A
     assert answerer.answer("查到了吗").reason != "needs_order"
 
 
-def test_a_confident_answer_in_a_conversation_about_the_order_goes_along_with_a_handoff(answerer: Answerer) -> None:
-    card = HistoryTurn(role="customer", text="[订单编号:[订单x]，订单金额:[金额x]]")
-    alone = answerer.answer("买了不想要了能退吗")
-    assert (alone.decision, alone.answers[0].id) == ("answer", "refund-seven-day")
-    a = answerer.answer("买了不想要了能退吗", history=[card])
-    assert_shape(a)
-    assert (a.decision, a.reason, a.trace["order_rule"]) == ("handoff", "needs_order", "order_question")
-    assert a.answers == [] and a.suggestions[0].id == "refund-seven-day"  # the article while a person takes over
-    # questions about the rules, how something is done or who pays stay the help center's
-    for query, entry in (
-        ("七天无理由退货需要满足什么条件？", "refund-seven-day"),
-        ("运费谁出呢", "refund-shipping-fee"),
-    ):
-        got = answerer.answer(query, history=[card])
-        assert (got.decision, got.answers[0].id) == ("answer", entry)
-    # kefu's own session remembers the order too; order detection off answers as before
-    assert answerer.answer("我的快递到哪了", session_id="S-question").reason == "needs_order"
-    assert answerer.answer("买了不想要了能退吗", session_id="S-question").trace["order_rule"] == "order_question"
-    assert answerer.variant(order_detection=False).answer("买了不想要了能退吗", history=[card]).decision == "answer"
-
-
 def test_the_session_remembers_a_conversation_about_the_order(answerer: Answerer) -> None:
     assert answerer.answer("我的快递到哪了", session_id="S-conv").reason == "needs_order"
     a = answerer.answer("买的时候显示明天送的", session_id="S-conv")
