@@ -62,6 +62,7 @@ class TrafficTable:
     clarify_rate: float
     clarify_has_right: float  # in-scope clarifies whose options hold a right entry
     elliptical_right: float  # elliptical in-scope messages: right entry answered or offered
+    greeting_right: float  # greetings, thanks and closings given the greeting (or closing) reply, no handoff
 
     def to_json(self) -> dict[str, Any]:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in vars(self).items()}
@@ -163,6 +164,7 @@ def summarize(outcomes: list[TrafficOutcome]) -> TrafficTable:
     orders = [o for o in outcomes if o.label.scope == "order"]
     outs = [o for o in outcomes if o.label.scope == "out" and o.label.reason != "greeting"]
     ellip = [o for o in ins if o.label.elliptical]
+    greetings = [o for o in outcomes if o.label.reason == "greeting"]
     return TrafficTable(
         messages=len(outcomes),
         answer_rate=_share(len(answered), len(outcomes)),
@@ -175,6 +177,7 @@ def summarize(outcomes: list[TrafficOutcome]) -> TrafficTable:
         clarify_rate=_share(sum(o.decision == "clarify" and o.reason != "greeting" for o in outcomes), len(outcomes)),
         clarify_has_right=_share(sum(hit(o) for o in clarified_in), len(clarified_in)),
         elliptical_right=_share(sum(hit(o) for o in ellip), len(ellip)),
+        greeting_right=_share(sum(o.reason == "greeting" for o in greetings), len(greetings)),
     )
 
 
@@ -190,6 +193,7 @@ TRAFFIC_COLUMNS = (
     ("clarify_rate", "clarify rate"),
     ("clarify_has_right", "clarify options hold a right entry"),
     ("elliptical_right", "elliptical answerable: right entry"),
+    ("greeting_right", "greetings and closings: a polite reply"),
 )
 
 
@@ -199,6 +203,7 @@ def traffic_markdown(tables: dict[str, dict[str, Any]]) -> list[str]:
         return []
     lines = ["| run | " + " | ".join(h for _, h in TRAFFIC_COLUMNS) + " |", "|" + "---|" * (len(TRAFFIC_COLUMNS) + 1)]
     for name, t in tables.items():
-        cells = [f"{t[k]:.3f}" if isinstance(t[k], float) else str(t[k]) for k, _ in TRAFFIC_COLUMNS]
+        # a column a table written by an older kefu lacks is shown as "–"
+        cells = [f"{t[k]:.3f}" if isinstance(t.get(k), float) else str(t.get(k, "–")) for k, _ in TRAFFIC_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines

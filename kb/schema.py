@@ -160,7 +160,7 @@ class Document:
         return next((qs for u, qs in self.questions if u == unit), ())
 
 
-REPLY_KINDS = ("greeting", "empty", "clarify", "handoff")
+REPLY_KINDS = ("greeting", "closing", "empty", "clarify", "handoff")
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,7 @@ class Replies:
     greeting and the empty-message reply may hold ``{examples}``, where the suggested questions go."""
 
     greeting: str | None = None
+    closing: str | None = None  # to thanks, an acknowledgement or the chat's end (没有了，谢谢)
     empty: str | None = None
     clarify: str | None = None  # before the options of a 您是不是想问…
     handoff: str | None = None  # KEFU_HANDOFF_MESSAGE is the text of a KB that sets none

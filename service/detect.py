@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,10 +76,26 @@ _REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 # Particles and filler that carry no request: stripped before matching greetings.
 _PARTICLES = re.compile(r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]+")
-_GREETING_CORE = re.compile(
-    r"^(?:你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在|有人吗|有人在吗|有人么|有人在么|有人没有?|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|goodmorning|goodafternoon|goodevening|"
-    r"谢谢|多谢|感谢|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|ok|okay|收到|懂了|辛苦了|辛苦|拜拜|再见|bye)+$"
+_HELLO = (
+    r"你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在?|有人吗|有人在吗|有人么|有人在么|有人没有?"
+    r"|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|goodmorning|goodafternoon|goodevening"
 )
+_THANKS = (
+    r"(?:谢谢|多谢|感谢|辛苦|麻烦)(?:你们?|您)?|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|了解了|ok|okay|收到"
+    r"|懂了|辛苦了|拜拜|再见|bye|不客气|客气|没关系"
+)
+# How a chat ends or a shopper only acknowledges (没有了 to 还有什么可以帮您, 好吧, 你忙吧, 我看下, 嗯嗯):
+# nothing to answer and nothing for a person to pick up. Bare 没有 ("no") answers a question and is
+# left to the other rules; 没有 before thanks (没有，谢谢) ends the chat.
+_CLOSING = (
+    r"没有了|没了|没有啦|没啦|木有了|没有别的了|没别的了|没有别的问题了|没其他事了|没别的事了|没事了|没问题了|暂时没有了"
+    r"|暂时没了|不用了|不需要了|先这样|就这样|那就这样|打扰了|打扰啦|麻烦了|麻烦你了|麻烦您了|你忙吧|您忙吧|好吧|那好吧|行吧|行"
+    r"|可以了|我看下|我看看|我试试|稍等|等下|嗯+|恩+|哦+|噢+|没有(?=谢|多谢|感谢)"
+)
+# Each word may trail particles (没有了呢, 好的呀, 谢谢啊).
+_TRAIL = r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]*"
+_GREETING_CORE = re.compile(rf"^(?:(?:{_HELLO}|{_THANKS}|{_CLOSING}){_TRAIL})+$")
+_CLOSING_CORE = re.compile(rf"^(?:(?:{_THANKS}|{_CLOSING}){_TRAIL})+$")
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
 _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
 # Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a
@@ -145,6 +162,24 @@ def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     if _GREETING_CORE.match(bare) or (core and _GREETING_CORE.match(core)):
         return True
     return bool(core) and core in _greeting_keys(tuple(extra))
+
+
+def is_closing(norm: str) -> bool:
+    """A greeting (``is_greeting``) that only thanks, acknowledges or ends the chat: it gets a
+    closing reply, not the greeting's invitation to ask."""
+    bare = _PUNCT.sub("", norm)
+    core = _PARTICLES.sub("", bare)
+    return bool(bare) and bool(_CLOSING_CORE.match(bare) or (core and _CLOSING_CORE.match(core)))
+
+
+# The pictographs that say OK (👌, 👍, 🆗, with any skin tone); a row of 😂 or 🙏 says something else.
+_OK_EMOJI = frozenset("👌👍🆗")
+
+
+def is_ok_emoji(text: str) -> bool:
+    """A message of OK pictographs alone (👌, 👍🏻): an acknowledgement, not an empty message."""
+    marks = [ch for ch in text if not ch.isspace() and unicodedata.category(ch) not in ("Sk", "Mn", "Cf")]
+    return bool(marks) and all(ch in _OK_EMOJI for ch in marks)
 
 
 def strip_greeting(norm: str) -> str:

@@ -23,6 +23,8 @@ from service.tickets import Prior, TicketStore
 from service.webhook import OrderEvent, OrderWebhook
 
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
+# To thanks, an acknowledgement or the chat's end (好的谢谢, 嗯嗯, 没有了): greetings.yaml replies.closing
+CLOSING_REPLY = "好的，如果还有其他问题，随时问我。"
 # The greeting and empty-message replies give examples of what to ask, taken from the KB served
 # (``welcome_examples``): a tea shop's shoppers must not be told to ask about refunds of a
 # marketplace. At most this many, each at most WELCOME_MAX_CHARS wide (a Chinese character is one, a
@@ -98,6 +100,8 @@ class Responder:
         handoff = None
         if d.outcome == "answer":
             items = [self.item(c, d.search_text) for c in cands[:top_k]]
+        elif d.outcome == "clarify" and d.reason == "greeting" and d.fired == "closing":
+            message = self.replies.closing or CLOSING_REPLY
         elif d.outcome == "clarify" and d.reason == "greeting":
             message = greeting_reply(self.examples, self.replies.greeting)
         elif d.outcome == "clarify":

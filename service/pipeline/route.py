@@ -7,7 +7,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.detect import SUGGESTING_GROUPS, SensitiveDetector, is_greeting, is_user_request
+from service.detect import (
+    SUGGESTING_GROUPS,
+    SensitiveDetector,
+    is_closing,
+    is_greeting,
+    is_ok_emoji,
+    is_user_request,
+)
 from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
@@ -50,9 +57,12 @@ class Router:
     def run(self, p: Prepared) -> Rule | None:
         norm = p.norm
         if not any(ch.isalnum() for ch in norm):
+            if is_ok_emoji(p.query):  # 👌, 👍: an acknowledgement
+                return Rule("greeting", "clarify", "closing", search=False, remember=False)
             return Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
         if is_greeting(norm, self.greetings):
-            return Rule("greeting", "clarify", "greeting", search=False, remember=False)
+            fired = "closing" if is_closing(norm) else "greeting"
+            return Rule("greeting", "clarify", fired, search=False, remember=False)
         if is_user_request(norm, p.query):
             return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)
         hit = self.sensitive.match(norm)

@@ -8,6 +8,7 @@ import pytest
 
 from kb.errors import InputError
 from service.answerer import CLARIFY_PROMPT, Answerer, empty_reply, greeting_reply
+from service.pipeline.respond import CLOSING_REPLY
 from service.policy import Calibration
 from tests.fakes import FAKE_CAL
 from tests.service.conftest import assert_shape
@@ -108,7 +109,7 @@ def test_a_dispute_escalated_to_court_still_shows_what_to_read(answerer: Answere
     assert answerer.tickets is not None and answerer.tickets.list(reason="sensitive")[0].candidates
 
 
-@pytest.mark.parametrize("query", ["你好", "谢谢", "好的谢谢", "在吗？"])
+@pytest.mark.parametrize("query", ["你好", "在吗？", "您好呀"])
 def test_greeting_is_a_clarify_without_answers(answerer: Answerer, query: str):
     a = answerer.answer(query)
     assert_shape(a)
@@ -120,6 +121,15 @@ def test_greeting_is_a_clarify_without_answers(answerer: Answerer, query: str):
         a.message
         == "您好！我是智能客服，请直接描述您遇到的问题，例如“退货的运费应该由谁来承担”“怎么查看订单的物流信息”。"
     )
+
+
+@pytest.mark.parametrize("query", ["谢谢", "好的谢谢", "没有了，谢谢", "嗯嗯", "好吧", "👌🏻", "谢谢您了"])
+def test_thanks_and_the_end_of_a_chat_get_a_closing_reply_and_no_ticket(answerer: Answerer, query: str):
+    a = answerer.answer(query)
+    assert_shape(a)
+    assert (a.decision, a.reason, a.trace["fired"]) == ("clarify", "greeting", "closing")
+    assert a.answers == [] and a.handoff is None and a.message == CLOSING_REPLY
+    assert answerer.tickets is not None and answerer.tickets.list() == []
 
 
 def test_the_greeting_suggests_the_kbs_chosen_examples(answerer: Answerer):

@@ -9,8 +9,10 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB
 from service.detect import (
     FOLLOWUP_MAX_CHARS,
+    is_closing,
     is_followup,
     is_greeting,
+    is_ok_emoji,
     is_user_request,
     strip_greeting,
 )
@@ -212,6 +214,39 @@ def test_haha_greetings(text: str, greeting_extras):
 )
 def test_not_greetings(text: str, greeting_extras):
     assert not is_greeting(normalize(text), greeting_extras)
+
+
+@pytest.mark.parametrize(
+    ("text", "closing"),
+    [
+        ("没有了，谢谢", True),
+        ("没了", True),
+        ("没有了呢", True),
+        ("好的 谢谢 没有别的问题了", True),
+        ("嗯嗯", True),
+        ("好吧", True),
+        ("你忙吧，打扰了", True),
+        ("谢谢您了", True),
+        ("稍等 我看下", True),
+        ("你好", False),  # a greeting, not a closing
+        ("在不", False),
+        ("没有", None),  # "no": an answer to a question, left to the other rules
+        ("可以了吗", None),
+        ("没有了，那运费谁出", None),
+        ("我看下订单在哪", None),
+    ],
+)
+def test_closings(text: str, closing: bool | None, greeting_extras):
+    norm = normalize(text)
+    assert is_greeting(norm, greeting_extras) == (closing is not None)
+    assert is_closing(norm) == bool(closing)
+
+
+@pytest.mark.parametrize(
+    ("text", "ok"), [("👌", True), ("👍🏻👍🏻", True), ("🆗", True), ("😂😂", False), ("🙏🌹", False), ("?", False)]
+)
+def test_ok_emoji(text: str, ok: bool):
+    assert is_ok_emoji(text) == ok
 
 
 def test_configured_extra_greeting():

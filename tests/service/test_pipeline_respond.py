@@ -18,6 +18,7 @@ from service.pipeline.decide import Decision, Thresholds
 from service.pipeline.prepare import Prepared
 from service.pipeline.respond import (
     CLARIFY_PROMPT,
+    CLOSING_REPLY,
     WELCOME_MAX_CHARS,
     Responder,
     empty_reply,
@@ -138,6 +139,11 @@ def test_a_kb_words_its_greeting_empty_and_clarify_replies(responder: Responder)
     assert r.run(_decision(r.index, "clarify", "ambiguous"), 10, time.perf_counter()).message == "Did you mean"
     plain = "您好，请问有什么可以帮您？"
     assert greeting_reply(EXAMPLES, plain) == plain  # no {examples}: none said
+    closing = Rule("greeting", "clarify", "closing", search=False, remember=False)
+    closed = _decision(r.index, "clarify", "greeting", closing, searched=False)
+    assert r.run(closed, 3, time.perf_counter()).message == CLOSING_REPLY  # the KB words none
+    r.replies = Replies(closing="不客气，祝您购物愉快！")
+    assert r.run(closed, 3, time.perf_counter()).message == "不客气，祝您购物愉快！"
 
 
 def _entry(question: str, category: str) -> EntryInfo:
