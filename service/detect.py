@@ -91,6 +91,7 @@ _CLOSING = (
     r"没有了|没了|没有啦|没啦|木有了|没有别的了|没别的了|没有别的问题了|没其他事了|没别的事了|没事了|没问题了|暂时没有了"
     r"|暂时没了|不用了|不需要了|先这样|就这样|那就这样|打扰了|打扰啦|麻烦了|麻烦你了|麻烦您了|你忙吧|您忙吧|好吧|那好吧|行吧|行"
     r"|可以了|我看下|我看看|我试试|稍等|等下|嗯+|恩+|哦+|噢+|没有(?=谢|多谢|感谢)"
+    r"|祝(?:你|您)?[^,.!?;]{0,6}?(?:愉快|快乐|顺利)"  # 祝您工作愉快, 祝你生活愉快, 提前祝您节日快乐
 )
 # Each word may trail particles (没有了呢, 好的呀, 谢谢啊).
 _TRAIL = r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]*"
@@ -153,8 +154,9 @@ def _greeting_keys(extra: tuple[str, ...]) -> frozenset[str]:
 
 
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
-    """A message that is only a greeting or thanks (no question in it)."""
-    bare = _PUNCT.sub("", norm)
+    """A message that is only a greeting or thanks (no question in it); a link or a number the
+    chat pasted ahead of it ([链接x] 你好 在吗) does not make it a question."""
+    bare = _PUNCT.sub("", _LEADING_MASKED.sub("", norm))
     core = _PARTICLES.sub("", bare)
     if not bare:
         return False
@@ -167,7 +169,7 @@ def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
 def is_closing(norm: str) -> bool:
     """A greeting (``is_greeting``) that only thanks, acknowledges or ends the chat: it gets a
     closing reply, not the greeting's invitation to ask."""
-    bare = _PUNCT.sub("", norm)
+    bare = _PUNCT.sub("", _LEADING_MASKED.sub("", norm))
     core = _PARTICLES.sub("", bare)
     return bool(bare) and bool(_CLOSING_CORE.match(bare) or (core and _CLOSING_CORE.match(core)))
 

@@ -228,6 +228,8 @@ def test_not_greetings(text: str, greeting_extras):
         ("你忙吧，打扰了", True),
         ("谢谢您了", True),
         ("稍等 我看下", True),
+        ("没了再见，祝你生活愉快", True),
+        ("[链接x] 你好 在吗", False),  # a pasted link ahead of a greeting
         ("你好", False),  # a greeting, not a closing
         ("在不", False),
         ("没有", None),  # "no": an answer to a question, left to the other rules
