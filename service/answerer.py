@@ -115,6 +115,7 @@ class Answerer:
         orders: OrderRules | None = None,
         examples: Sequence[str] = (),
         replies: Replies | None = None,
+        small_talk: bool = False,
     ) -> None:
         self.index = index
         self.encode = encode
@@ -126,6 +127,7 @@ class Answerer:
         self.sessions = sessions if sessions is not None else SessionStore()
         self.tickets = tickets
         self.greetings = tuple(greetings)
+        self.small_talk = small_talk  # the KB answers greetings itself (``runtime.kb_small_talk``)
         self.examples = tuple(examples)  # what the greeting suggests asking; none: the KB's own are picked
         self.replies = replies or Replies()  # what kefu says in the KB's own words (greetings.yaml)
         self.calibration = calibration or Calibration.from_json(index.manifest.calibration)
@@ -168,6 +170,7 @@ class Answerer:
                 route=Router(
                     sensitive=self.sensitive,
                     greetings=self.greetings,
+                    greeting_detection=not self.small_talk,
                     order_detection=o.order_detection,
                     handoff_candidates=o.handoff_candidates,
                     orders=self.orders,
@@ -220,6 +223,7 @@ class Answerer:
             orders=self.orders,
             examples=self.examples,
             replies=self.replies,
+            small_talk=self.small_talk,
         )
 
     # --- the two verbs ---------------------------------------------------------------------------

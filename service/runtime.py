@@ -22,7 +22,7 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
-from service.detect import SensitiveDetector
+from service.detect import SensitiveDetector, is_greeting
 from service.orders import OrderRules
 from service.policy import Calibration
 from service.sessions import SessionStore
@@ -67,6 +67,22 @@ def kb_orders(index: Index) -> OrderRules:
             ", ".join(f"{rule} ({n})" for rule, n in rules.kb_topics),
         )
     return rules
+
+
+def kb_small_talk(index: Index) -> bool:
+    """Whether ``index``'s KB answers greetings and thanks itself: some of its own FAQ questions are
+    greetings or closings (a phone assistant's 你好你好, 谢谢你了). Then they are that KB's topic and
+    go to it rather than to the greeting rule, as order wordings do (``kb_orders``); the log says so."""
+    own = [e.question for e in index.entries.values() if is_greeting(normalize(e.question))]
+    if own:
+        log.info(
+            "build %s: %d of its own FAQ questions are greetings or thanks (%s): they are this KB's topic, "
+            "so greetings are answered from it",
+            index.manifest.build_id,
+            len(own),
+            "、".join(own[:3]),
+        )
+    return bool(own)
 
 
 def resources_root(index: Index) -> Path:
@@ -167,6 +183,7 @@ class Runtime:
             encode=encode or self.encoder.encode_queries,
             sensitive=kb_sensitive(self.settings, index, root),
             orders=kb_orders(index),
+            small_talk=kb_small_talk(index),
             options=options_from(self.settings),
             sessions=self.sessions,
             tickets=self.tickets,

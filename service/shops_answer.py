@@ -177,6 +177,7 @@ class ShopDesk:
             speller=platform.speller,
             sessions=self.platform_sessions,
             orders=platform.orders,
+            small_talk=platform.small_talk,
         )
         self._platform = (platform, variant)
         return variant

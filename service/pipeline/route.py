@@ -42,12 +42,14 @@ class Router:
         *,
         sensitive: SensitiveDetector,
         greetings: Sequence[str] = (),
+        greeting_detection: bool = True,
         order_detection: bool = True,
         handoff_candidates: bool = False,
         orders: OrderRules | None = None,
     ) -> None:
         self.sensitive = sensitive
         self.greetings = tuple(greetings)
+        self.greeting_detection = greeting_detection  # off for a KB whose own questions are greetings
         self.order_detection = order_detection
         self.orders = orders or OrderRules()  # the KB's own wording rules off (OrderRules.for_kb)
         # A request for a person or a sensitive message is handed off whatever the KB holds; its
@@ -57,10 +59,10 @@ class Router:
     def run(self, p: Prepared) -> Rule | None:
         norm = p.norm
         if not any(ch.isalnum() for ch in norm):
-            if is_ok_emoji(p.query):  # 👌, 👍: an acknowledgement
+            if self.greeting_detection and is_ok_emoji(p.query):  # 👌, 👍: an acknowledgement
                 return Rule("greeting", "clarify", "closing", search=False, remember=False)
             return Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
-        if is_greeting(norm, self.greetings):
+        if self.greeting_detection and is_greeting(norm, self.greetings):
             fired = "closing" if is_closing(norm) else "greeting"
             return Rule("greeting", "clarify", fired, search=False, remember=False)
         if is_user_request(norm, p.query):

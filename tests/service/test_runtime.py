@@ -180,6 +180,42 @@ def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, capl
     assert answerer.variant().orders is answerer.orders  # variants (eval, cross-fitting) keep them
 
 
+def test_a_kb_whose_own_questions_are_greetings_answers_them_itself(tmp_path, fake_encoder, caplog):
+    """A phone assistant's FAQ holds 你好你好 and 谢谢你了: greetings are its topic, not the rule's."""
+    from indexer.build import build_and_swap
+    from indexer.store import IndexStore
+    from kb.loader import load_kb
+    from kb.settings import Settings
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    rows = [
+        "id,question,answer,category",
+        "g1,你好你好,你好呀，今天想做点什么？,闲聊",
+        "g2,谢谢你了,不客气，随时叫我。,闲聊",
+        "a1,明天早上七点叫我起床,好的，已设好明早七点的闹钟。,闹钟",
+    ]
+    (kb / "faq.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128")
+    build_and_swap(load_kb(kb, strict=False), fake_encoder, IndexStore(settings.index_home), settings.chunk_chars)
+    with caplog.at_level(logging.INFO, logger="kefu.runtime"):
+        answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+    assert answerer.small_talk and any("greetings or thanks" in r.getMessage() for r in caplog.records)
+    d = answerer.explain("谢谢你了")
+    assert d.rule is None and d.searched is not None and d.searched.candidates[0].id == "g2"
+    assert answerer.explain("👌").reason == "empty_query"  # no closing rule either
+    assert answerer.variant().small_talk  # variants keep it
+
+
+def test_the_bundled_help_center_leaves_greetings_to_the_rule():
+    from indexer.normalize import normalize
+    from kb.loader import load_kb
+    from kb.settings import BUNDLED_KB
+    from service.detect import is_greeting
+
+    assert not any(is_greeting(normalize(e.question)) for e in load_kb(BUNDLED_KB).entries)
+
+
 def test_the_bundled_help_center_asks_no_order_wording():
     from indexer.normalize import normalize
     from kb.loader import load_kb
