@@ -212,6 +212,7 @@ def _summary(c: Counts) -> str:
     return (
         f"{c.answers} answers: answer {_pct(r['answer'])} · clarify {_pct(r['clarify'])} · handoff {_pct(r['handoff'])}"
         + (f" ({reasons})" if reasons else "")
+        + f" · greeting or closing {_pct(r['greeting'])}"
         + f" · 👍 {c.up} 👎 {c.down} (👎 {_pct(r['down'])} of votes; {_pct(r['vote'])} of answers voted)"
     )
 
@@ -226,7 +227,7 @@ def stats(
     ),
     as_json: bool = typer.Option(False, "--json", help="the report as one JSON object"),
 ) -> None:
-    """Per day: answer, clarify and handoff rates (handoffs by reason), 👍/👎; the unserved messages,
+    """Per day: answer, clarify, handoff (by reason) and greeting rates, 👍/👎; the unserved messages,
     the largest gaps, and where the served calibration comes from with the precision it promises."""
     s = settings_of(ctx)
     now = time.time()
@@ -257,7 +258,7 @@ def print_stats(r: StatsReport, since: str) -> None:
     table = Table(title="per day")
     reasons = [x for x in HANDOFF_REASONS if r.total.handoff_reasons.get(x)]
     reasons += sorted(set(r.total.handoff_reasons) - set(reasons))
-    for col in ("day", "answers", "answer", "clarify", "handoff", *reasons, "👍", "👎"):
+    for col in ("day", "answers", "answer", "clarify", "handoff", *reasons, "greeting", "👍", "👎"):
         table.add_column(col, justify="left" if col == "day" else "right")
     cell: Callable[[Counts, str], str] = lambda c, k: _pct(c.rates()[k])  # noqa: E731
     for d in r.days:
@@ -270,6 +271,7 @@ def print_stats(r: StatsReport, since: str) -> None:
             cell(c, "clarify"),
             cell(c, "handoff"),
             *(_pct(hr.get(x)) if c.answers else "–" for x in reasons),
+            cell(c, "greeting"),
             str(c.up),
             str(c.down),
         )

@@ -3,8 +3,9 @@
 Every figure comes from the answer log and the votes in the tickets database (service/tickets.py):
 
 - the decision rates are shares of all answers served that day (``answer`` + ``clarify`` +
-  ``handoff`` = 1), and each handoff reason's rate is its share of all answers too, so the reasons
-  add up to the handoff rate;
+  ``handoff`` + ``greeting`` = 1: a greeting, thanks or the end of a chat gets a reply of its own,
+  not a clarification), and each handoff reason's rate is its share of all answers too, so the
+  reasons add up to the handoff rate;
 - a vote counts on the day of the answer it is about (each answer's current vote, once);
   ``up_rate``/``down_rate`` are shares of the votes cast (they add up to 1), ``vote_rate`` the
   share of answers that got a vote;
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kefu.stats")
 
-DECISIONS = ("answer", "clarify", "handoff")
+DECISIONS = ("answer", "clarify", "handoff", "greeting")  # greeting: a greeting or closing reply
 HANDOFF_REASONS = ("low_confidence", "user_requested", "sensitive", "needs_order", "empty_query")
 UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DAYS = 400  # per-day rows in one report (the most recent)
@@ -82,8 +83,9 @@ class Counts:
 
     answers: int = 0  # everything served, whatever the decision
     answer: int = 0
-    clarify: int = 0
+    clarify: int = 0  # 您是不是想问: greetings and closings are counted apart
     handoff: int = 0
+    greeting: int = 0  # a greeting, thanks or the end of a chat, given its reply
     handoff_reasons: dict[str, int] = field(default_factory=dict)
     up: int = 0
     down: int = 0
@@ -97,6 +99,7 @@ class Counts:
             "answer": _rate(self.answer, self.answers),
             "clarify": _rate(self.clarify, self.answers),
             "handoff": _rate(self.handoff, self.answers),
+            "greeting": _rate(self.greeting, self.answers),
             "vote": _rate(self.votes, self.answers),
             "up": _rate(self.up, self.votes),
             "down": _rate(self.down, self.votes),
@@ -111,6 +114,7 @@ class Counts:
             "answer": self.answer,
             "clarify": self.clarify,
             "handoff": self.handoff,
+            "greeting": self.greeting,
             "handoff_reasons": dict(sorted(self.handoff_reasons.items())),
             "up": self.up,
             "down": self.down,
@@ -205,7 +209,7 @@ def _counts(decisions: list[tuple[str, str | None, int]], votes: list[tuple[str,
     by: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     for decision, reason, n in decisions:
-        by[decision] += n
+        by["greeting" if decision == "clarify" and reason == "greeting" else decision] += n
         if decision == "handoff":
             reasons[reason or "unknown"] += n
     v = Counter({vote: 0 for vote in ("up", "down")})
@@ -216,6 +220,7 @@ def _counts(decisions: list[tuple[str, str | None, int]], votes: list[tuple[str,
         answer=by["answer"],
         clarify=by["clarify"],
         handoff=by["handoff"],
+        greeting=by["greeting"],
         handoff_reasons=dict(reasons),
         up=v["up"],
         down=v["down"],

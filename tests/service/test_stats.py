@@ -55,9 +55,11 @@ def db(tmp_path: Path) -> Path:
         row("H11", noon(D1, 12), "handoff", "low_confidence"),
         row("H12", noon(D1, 13), "handoff", "needs_order"),
         row("H13", noon(D1, 14), "handoff", "user_requested"),
-        # D2: 4 answers — 3 answer, 1 sensitive handoff
+        # D2: 6 answers — 3 answer, 1 sensitive handoff, 2 greetings or closings (没有了，谢谢)
         *(row(f"A2{i}", noon(D2, i), "answer") for i in range(3)),
         row("H20", noon(D2, 5), "handoff", "sensitive"),
+        row("G20", noon(D2, 6), "clarify", "greeting"),
+        row("G21", noon(D2, 7), "clarify", "greeting"),
     ]
     # D1: 3 up and 1 down (on an answer); D2: 1 down
     votes = {"A10": "up", "A11": "up", "A12": "up", "A13": "down", "A20": "down"}
@@ -71,18 +73,38 @@ def test_per_day_rates_and_votes_match_the_hand_computed_figures(db: Path):
     d1, d2, d3, _ = (d.counts for d in days)
     assert (d1.answers, d1.answer, d1.clarify, d1.handoff) == (10, 5, 1, 4)
     assert d1.handoff_reasons == {"low_confidence": 2, "needs_order": 1, "user_requested": 1}
-    assert d1.rates() == {"answer": 0.5, "clarify": 0.1, "handoff": 0.4, "vote": 0.4, "up": 0.75, "down": 0.25}
+    assert d1.rates() == {
+        "answer": 0.5,
+        "clarify": 0.1,
+        "handoff": 0.4,
+        "greeting": 0.0,
+        "vote": 0.4,
+        "up": 0.75,
+        "down": 0.25,
+    }
     assert d1.handoff_rates() == {"low_confidence": 0.2, "needs_order": 0.1, "user_requested": 0.1}
     assert sum(v for v in d1.handoff_rates().values() if v) == pytest.approx(d1.rates()["handoff"])
-    assert d2.rates() == {"answer": 0.75, "clarify": 0.0, "handoff": 0.25, "vote": 0.25, "up": 0.0, "down": 1.0}
+    # a greeting's or closing's reply is no clarification: counted apart, the rates still add up to 1
+    assert (d2.answers, d2.clarify, d2.greeting) == (6, 0, 2)
+    assert d2.rates() == {
+        "answer": 0.5,
+        "clarify": 0.0,
+        "handoff": round(1 / 6, 4),
+        "greeting": round(2 / 6, 4),
+        "vote": round(1 / 6, 4),
+        "up": 0.0,
+        "down": 1.0,
+    }
     assert (d3.answers, d3.up, d3.down) == (0, 0, 0)
     assert all(v is None for v in d3.rates().values())  # no traffic: no rate, not 0 %
-    assert (total.answers, total.answer, total.clarify, total.handoff, total.up, total.down) == (14, 8, 1, 5, 3, 2)
+    assert (total.answers, total.answer, total.clarify, total.handoff, total.greeting) == (16, 8, 1, 5, 2)
+    assert (total.up, total.down) == (3, 2)
     assert total.rates() == {
-        "answer": round(8 / 14, 4),
-        "clarify": round(1 / 14, 4),
-        "handoff": round(5 / 14, 4),
-        "vote": round(5 / 14, 4),
+        "answer": 0.5,
+        "clarify": 0.0625,
+        "handoff": 0.3125,
+        "greeting": 0.125,
+        "vote": 0.3125,
         "up": 0.6,
         "down": 0.4,
     }
@@ -91,7 +113,7 @@ def test_per_day_rates_and_votes_match_the_hand_computed_figures(db: Path):
 def test_the_window_is_half_open_and_counts_votes_on_the_answers_day(db: Path):
     total, days = traffic(AnswerLog(db), FeedbackStore(db), noon(D2), noon(D3))
     assert [d.day for d in days] == ["2026-12-02", "2026-12-03"]  # noon to noon touches two days
-    assert (total.answers, total.down) == (4, 1) and days[1].counts.answers == 0
+    assert (total.answers, total.down) == (6, 1) and days[1].counts.answers == 0
     total, _ = traffic(AnswerLog(db), FeedbackStore(db), noon(D1, 11), noon(D1, 13))  # H10, H11 only
     assert (total.answers, total.handoff_reasons) == (2, {"low_confidence": 2})
 
@@ -101,7 +123,7 @@ def test_report_counts_unserved_messages_by_kind(db: Path):
     # H10, H11 low confidence; C10 never answered in its session after (A1x came before it); A13, A20 voted down
     assert r.unserved == {"low_confidence": 2, "abandoned_clarify": 1, "voted_down": 2}
     blob = json.dumps(r.to_json(), ensure_ascii=False)
-    assert json.loads(blob)["total"]["answers"] == 14
+    assert json.loads(blob)["total"]["answers"] == 16  # the greetings are not unserved (abandoned clarifies)
 
 
 def test_a_shops_report_counts_its_own_answers_and_votes(tmp_path: Path):

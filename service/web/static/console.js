@@ -509,6 +509,7 @@
       tile("直接回答", pct(t.rates.answer), t.answer + " 次"),
       tile("澄清", pct(t.rates.clarify), t.clarify + " 次"),
       tile("转人工", pct(t.rates.handoff), t.handoff + " 次"),
+      tile("问候与结束语", pct(t.rates.greeting), t.greeting + " 次"),
       tile("👍 占评价", pct(t.rates.up), "👍 " + t.up + " · 👎 " + t.down),
       tile("未解决消息", unserved, kinds(r.unserved))
     );
@@ -517,6 +518,7 @@
       { key: "answer", label: "回答", cls: "s-answer" },
       { key: "clarify", label: "澄清", cls: "s-clarify" },
       { key: "handoff", label: "转人工", cls: "s-handoff" },
+      { key: "greeting", label: "问候与结束语", cls: "s-greeting" },
     ]);
     stackedBars($("chart-votes"), days, [
       { key: "up", label: "👍", cls: "s-up" },
