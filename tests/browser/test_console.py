@@ -63,6 +63,8 @@ def _history(db: Path) -> None:
                 decision, reason = ("answer", None) if i % 5 else ("handoff", "needs_order")
                 if i % 7 == 3:
                     decision, reason = "clarify", "ambiguous"
+                if i % 11 == 10:  # 没有了，谢谢: a closing, counted apart from clarifications
+                    decision, reason = "clarify", "greeting"
                 aid = f"A{day:02d}{i:014d}"
                 t, session = now - day * 86400 - i * 60, f"H{day}{i}"
                 c.execute(
@@ -197,7 +199,8 @@ def test_dashboard_draws_the_days(open_tab, console_server: Console):
     page = open_tab(width=1280, height=740).page
     login(page, console_server)
     page.get_by_role("button", name="数据").click()
-    expect(page.locator("#tiles .tile")).to_have_count(6)
+    expect(page.locator("#tiles .tile")).to_have_count(7)
+    expect(page.locator("#tiles .tile").filter(has_text="问候与结束语")).not_to_contain_text("–")
     expect(page.locator("#calibration")).to_contain_text("calibration")
     bars = page.locator("#chart-decisions svg rect")
     expect(bars.first).to_be_visible()
