@@ -153,9 +153,8 @@ def test_sensitive_terms_a_kb_asks_about_are_its_topics(tmp_path, fake_encoder, 
     assert answerer.explain("我要报警").reason == "sensitive"  # the KB never asks about it
 
 
-def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, caplog):
-    """A wallet's FAQ asks 我的积分还剩多少 itself: for that KB the question is answered, not handed
-    off as needs_order; an order number still is."""
+def _answerer_of_csv(tmp_path, fake_encoder, caplog, *rows: str):
+    """The served answerer of a KB of one CSV (header id,question,answer,category), start-up log caught."""
     from indexer.build import build_and_swap
     from indexer.store import IndexStore
     from kb.loader import load_kb
@@ -163,16 +162,23 @@ def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, capl
 
     kb = tmp_path / "kb"
     kb.mkdir()
-    rows = [
-        "id,question,answer,category",
-        "w1,我的积分还剩多少,打开钱包首页，积分一栏显示余额。,积分",
-        "w2,积分可以换什么,可以兑换优惠券和话费。,积分",
-    ]
-    (kb / "faq.csv").write_text("\n".join(rows) + "\n", "utf-8")
+    (kb / "faq.csv").write_text("\n".join(["id,question,answer,category", *rows]) + "\n", "utf-8")
     settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128")
     build_and_swap(load_kb(kb, strict=False), fake_encoder, IndexStore(settings.index_home), settings.chunk_chars)
     with caplog.at_level(logging.INFO, logger="kefu.runtime"):
-        answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+        return Runtime.create(settings, encoder=fake_encoder).answerer()
+
+
+def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, caplog):
+    """A wallet's FAQ asks 我的积分还剩多少 itself: for that KB the question is answered, not handed
+    off as needs_order; an order number still is."""
+    answerer = _answerer_of_csv(
+        tmp_path,
+        fake_encoder,
+        caplog,
+        "w1,我的积分还剩多少,打开钱包首页，积分一栏显示余额。,积分",
+        "w2,积分可以换什么,可以兑换优惠券和话费。,积分",
+    )
     assert answerer.orders.kb_topics == (("own_account", 1),)
     assert any("own_account (1)" in r.getMessage() for r in caplog.records)
     assert answerer.explain("我的京豆还剩多少").rule is None
@@ -182,24 +188,14 @@ def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, capl
 
 def test_a_kb_whose_own_questions_are_greetings_answers_them_itself(tmp_path, fake_encoder, caplog):
     """A phone assistant's FAQ holds 你好你好 and 谢谢你了: greetings are its topic, not the rule's."""
-    from indexer.build import build_and_swap
-    from indexer.store import IndexStore
-    from kb.loader import load_kb
-    from kb.settings import Settings
-
-    kb = tmp_path / "kb"
-    kb.mkdir()
-    rows = [
-        "id,question,answer,category",
+    answerer = _answerer_of_csv(
+        tmp_path,
+        fake_encoder,
+        caplog,
         "g1,你好你好,你好呀，今天想做点什么？,闲聊",
         "g2,谢谢你了,不客气，随时叫我。,闲聊",
         "a1,明天早上七点叫我起床,好的，已设好明早七点的闹钟。,闹钟",
-    ]
-    (kb / "faq.csv").write_text("\n".join(rows) + "\n", "utf-8")
-    settings = Settings(kb_dir=kb, data_dir=tmp_path / "data", model="fake:hash-128")
-    build_and_swap(load_kb(kb, strict=False), fake_encoder, IndexStore(settings.index_home), settings.chunk_chars)
-    with caplog.at_level(logging.INFO, logger="kefu.runtime"):
-        answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
+    )
     assert answerer.small_talk and any("greetings or thanks" in r.getMessage() for r in caplog.records)
     d = answerer.explain("谢谢你了")
     assert d.rule is None and d.searched is not None and d.searched.candidates[0].id == "g2"
