@@ -51,6 +51,20 @@ def test_history_without_a_follow_up_changes_nothing(answerer: Answerer):
     assert a.trace["used_context"] is False and a.trace["retrieval_text"] == normalize(FIRST)
 
 
+def test_a_whole_sentence_understood_only_with_its_context_is_offered_not_answered(answerer: Answerer):
+    """邮费要我自己付吗 is no follow-up; alone kefu hands it off, read after a question about returns
+    it finds the shipping-fee entry, as a 您是不是想问 option: the context is kefu's guess."""
+    history = [HistoryTurn(role="customer", text=FIRST)]
+    alone = answerer.explain("邮费要我自己付吗")
+    assert alone.outcome == "handoff" and not alone.used_context
+    d = answerer.explain("邮费要我自己付吗", history=history)
+    assert d.used_context and d.searched is not None and d.searched.guessed_context
+    assert d.readings == (f"{normalize(FIRST)} 邮费要我自己付吗",)
+    a = answerer.answer("邮费要我自己付吗", history=history)
+    assert (a.decision, a.reason, a.trace["used_context"]) == ("clarify", "ambiguous", True)
+    assert "refund-seven-day" in [i.id for i in a.answers]
+
+
 def test_library_callers_get_the_same_limits(answerer: Answerer):
     with pytest.raises(InputError, match=f"at most the last {MAX_HISTORY_TURNS}"):
         answerer.answer("那运费呢", history=[HistoryTurn(role="customer", text="退货")] * (MAX_HISTORY_TURNS + 1))
