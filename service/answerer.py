@@ -20,7 +20,6 @@ from indexer.pool import CandidatePool, LexicalEvidence
 from indexer.units import UnitHit
 from kb.errors import ConfigError
 from kb.schema import Replies
-from service.detect import SensitiveDetector
 from service.orders import OrderRules
 from service.pipeline.decide import Decider, Decision
 from service.pipeline.prepare import Preparer, check_history, check_request
@@ -38,6 +37,7 @@ from service.pipeline.route import Router
 from service.policy import Calibration, Features
 from service.ranker import Ranker
 from service.schemas import Answer, HistoryTurn, Welcome
+from service.sensitive import SensitiveDetector
 from service.sessions import SessionStore
 from service.speller import Speller
 from service.synonyms import SynonymExpander

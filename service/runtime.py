@@ -22,9 +22,10 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
-from service.detect import SensitiveDetector, is_greeting
+from service.detect import is_greeting
 from service.orders import OrderRules
 from service.policy import Calibration
+from service.sensitive import SensitiveDetector
 from service.sessions import SessionStore
 from service.speller import speller_for
 from service.synonyms import SynonymExpander

@@ -7,18 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.detect import (
-    SUGGESTING_GROUPS,
-    SensitiveDetector,
-    is_closing,
-    is_greeting,
-    is_ok_emoji,
-    is_user_request,
-)
+from service.detect import is_closing, is_greeting, is_ok_emoji, is_user_request
 from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
 from service.schemas import Reason
+from service.sensitive import SUGGESTING_GROUPS, SensitiveDetector
 
 
 @dataclass(frozen=True)

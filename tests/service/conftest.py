@@ -18,9 +18,9 @@ from indexer.store import IndexStore, write_calibration
 from kb.settings import Settings
 from service.answerer import Answerer
 from service.api import create_app
-from service.detect import SUGGESTING_GROUPS
 from service.pipeline.respond import SUGGEST_MIN_ANCHOR_GAP
 from service.schemas import Answer
+from service.sensitive import SUGGESTING_GROUPS
 from tests.fakes import FAKE_CAL
 
 

@@ -8,7 +8,7 @@ import pytest
 from indexer.normalize import normalize
 from kb.errors import ConfigError
 from kb.settings import BUNDLED_KB
-from service.detect import (
+from service.sensitive import (
     SensitiveDetector,
     SensitiveMatch,
     TermSpec,

@@ -12,9 +12,9 @@ import pytest
 
 from indexer.normalize import normalize
 from service.answerer import Answerer
-from service.detect import SensitiveDetector
 from service.pipeline.prepare import Prepared
 from service.pipeline.route import Router
+from service.sensitive import SensitiveDetector
 from tests.fakes import FAKE_CAL
 
 SENSITIVE = SensitiveDetector({"legal": ["起诉"], "police": ["报警"], "self_harm": ["不想活"]})

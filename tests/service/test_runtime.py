@@ -229,7 +229,7 @@ def test_the_bundled_help_center_asks_about_no_sensitive_term():
     from indexer.normalize import normalize
     from kb.loader import load_kb
     from kb.settings import BUNDLED_KB
-    from service.detect import SensitiveDetector
+    from service.sensitive import SensitiveDetector
 
     detector = SensitiveDetector.from_file(Path(BUNDLED_KB) / "resources" / "sensitive.yaml")
     assert detector.for_kb(normalize(e.question) for e in load_kb(BUNDLED_KB).entries) is detector
