@@ -43,7 +43,8 @@ def card_heading(item: AnswerItem) -> tuple[str, str]:
 def render(a: Answer) -> None:
     """A readable card: decision, reason, answers with scores and sources."""
     style = DECISION_STYLE[a.decision]
-    head = Text.assemble((f"{a.decision} {DECISION_ZH[a.decision]}", f"bold {style}"))
+    said = "问候" if a.reason == "greeting" else DECISION_ZH[a.decision]  # a greeting's or closing's reply
+    head = Text.assemble((f"{a.decision} {said}", f"bold {style}"))
     if a.reason:
         head.append(f"  reason: {a.reason}", style=style)
     conf = a.trace.get("confidence")

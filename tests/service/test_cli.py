@@ -62,6 +62,8 @@ def test_ask_card_shows_the_decision(runner: CliRunner, env):
     assert tried.exit_code == 0 and "no ticket opened" in tried.stdout
     blank = runner.invoke(app, ["ask", "？？？"])  # asked for its question: no person, no ticket line
     assert blank.exit_code == 0 and "ticket" not in blank.stdout and "请直接输入" in blank.stdout
+    bye = runner.invoke(app, ["ask", "没有了，谢谢"])  # a closing: its reply, headed as one
+    assert bye.exit_code == 0 and "clarify 问候" in bye.stdout and "随时问我" in bye.stdout
 
 
 def test_handoffs_list_shows_a_ticket_after_a_handoff(runner: CliRunner, env):
