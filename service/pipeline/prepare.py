@@ -91,10 +91,8 @@ class Preparer:
             # Real chat continues a topic in whole sentences too (我还没买，不过价钱很诱人 after a
             # question about 价保): every message has its context readings, a follow-up's searched
             # at once, any other's only when the message alone is not confident enough to answer.
-            if is_followup(spelled.text):
-                readings = self.readings(spelled.text, session_id, history)
-            else:
-                late = self.readings(spelled.text, session_id, history)
+            context = self.readings(spelled.text, session_id, history)
+            readings, late = (context, []) if is_followup(spelled.text) else ([], context)
         return Prepared(
             query,
             norm,

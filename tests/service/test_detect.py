@@ -229,6 +229,8 @@ def test_not_greetings(text: str, greeting_extras):
         ("谢谢您了", True),
         ("稍等 我看下", True),
         ("没了再见，祝你生活愉快", True),
+        ("好，麻烦你了", True),
+        ("好麻烦啊", None),  # "what a bother": a complaint, not thanks
         ("[链接x] 你好 在吗", False),  # a pasted link ahead of a greeting
         ("你好", False),  # a greeting, not a closing
         ("在不", False),
