@@ -48,7 +48,7 @@ def run_ablations(base: Answerer, items: list[EvalItem]) -> list[dict[str, Any]]
         ),
         ("fusion: dense + 0.1·lexical", _copy(base, retrieval="weighted"), raw.lstrip("; ")),
         ("no query normalisation", _copy(base, normalize_queries=False), "queries embedded as typed"),
-        ("no session context", _copy(base, use_context=False), "follow-ups answered alone"),
+        ("no session context", _copy(base, use_context=False), "every message answered alone"),
         (
             "no context blending",
             _copy(base, blend_context=False),

@@ -264,7 +264,8 @@ def write_report(
         lines += [
             "## Session context: follow-ups and topic switches",
             "",
-            'The ablation row "no session context" shows what reading a follow-up with the previous message buys. '
+            'The ablation row "no session context" shows what reading a message with the previous one buys (a '
+            "follow-up always; any other message once alone it is not confident enough, and then only as options). "
             "This shows what it costs when the shopper changes topic: every in-scope question without a context of "
             "its own, asked right after a question of another category (fixed pairing), against the same question "
             "asked alone.",
