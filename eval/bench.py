@@ -65,6 +65,14 @@ def write_markdown(data: dict[str, Any]) -> Path:
         f"| kefu `Answerer.answer` | {s(ip['answer']['p50'])} | {s(ip['answer']['p95'])} | {s(ip['answer']['p99'])} |",
         f"| encoder only (the floor) | {s(ip['encoder']['p50'])} | {s(ip['encoder']['p95'])} | "
         f"{s(ip['encoder']['p99'])} |",
+        *(
+            [
+                f"| kefu, with an earlier customer turn as `history` | {s(hist['p50'])} | {s(hist['p95'])} | "
+                f"{s(hist['p99'])} |"
+            ]
+            if (hist := ip.get("answer_with_history"))
+            else []
+        ),
         f"| encoder, library `encode()` in float32 | {s(ip['encoder_library_fp32']['p50'])} | "
         f"{s(ip['encoder_library_fp32']['p95'])} | {s(ip['encoder_library_fp32']['p99'])} |",
         f"| naive: library `encode()` + `semantic_search` | {s(ip['naive']['p50'])} | {s(ip['naive']['p95'])} | "

@@ -30,6 +30,7 @@ from eval.bench_server import (
 from eval.dataset import load_split
 from eval.metrics import percentile
 from kb.settings import Settings
+from service.schemas import HistoryTurn
 
 REPEATS = 3  # repeated runs per measurement; the report gives the median and the spread
 BUILD_REPEATS = 2  # cold builds take a minute each
@@ -65,7 +66,19 @@ def in_process(settings: Settings) -> dict[str, Any]:
     queries = [it.query for it in load_split("test")]
     for q in queries[:20]:  # warm-up: first calls allocate
         answerer.answer(q)
-    runs: dict[str, list[list[float]]] = {"answer": [], "encoder": [], "encoder_library_fp32": [], "naive": []}
+    runs: dict[str, list[list[float]]] = {
+        "answer": [],
+        "encoder": [],
+        "answer_with_history": [],
+        "encoder_library_fp32": [],
+        "naive": [],
+    }
+    # With a platform's history: each query after another test query, half the split away (mostly
+    # of another topic). A message not confident alone is read with it too (one more encoding).
+    history = {
+        q: [HistoryTurn(role="customer", text=queries[(i + len(queries) // 2) % len(queries)])]
+        for i, q in enumerate(queries)
+    }
     reference = getattr(rt.encoder, "encode_queries_reference", rt.encoder.encode_queries)
     corpus = rt.encoder.encode_docs([c.embed_text for c in answerer.index.chunks])
     import torch
@@ -83,6 +96,9 @@ def in_process(settings: Settings) -> dict[str, Any]:
             encoder += [_timed(lambda q=q: rt.encoder.encode_queries([q])) for q in block]  # type: ignore[misc]
         runs["answer"].append(answer)
         runs["encoder"].append(encoder)
+        runs["answer_with_history"].append(
+            [_timed(lambda q=q: answerer.answer(q, history=history[q])) for q in queries]  # type: ignore[misc]
+        )
         runs["encoder_library_fp32"].append([_timed(lambda q=q: reference([q])) for q in queries])  # type: ignore[misc]
         naive = []
         for q in queries:  # the naive service: the library's encode() per request, brute-force search
