@@ -230,6 +230,9 @@ def test_not_greetings(text: str, greeting_extras):
         ("稍等 我看下", True),
         ("没了再见，祝你生活愉快", True),
         ("好，麻烦你了", True),
+        ("好吧 我先试一下", True),
+        ("再看看再说吧", True),
+        ("试一下这个能不能退", None),  # a question follows
         ("好麻烦啊", None),  # "what a bother": a complaint, not thanks
         ("[链接x] 你好 在吗", False),  # a pasted link ahead of a greeting
         ("你好", False),  # a greeting, not a closing
