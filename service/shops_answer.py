@@ -103,9 +103,14 @@ def shop_capacity(settings: Settings) -> int | None:
     return settings.shop_cache if given else None
 
 
+# A message and its readings with context (at most two) are searched by the shop's answerer and then
+# by the platform's: remembering this many texts per thread encodes each once.
+SHARED_ENCODE_MEMORY = 4
+
+
 class _SharedEncode:
-    """The query encoder with a one-text memory per thread: the shop's and the platform's
-    answerer search the same text one after the other, and it is encoded once."""
+    """The query encoder with a small memory per thread: the shop's and the platform's answerer
+    search the same texts one after the other, and each is encoded once."""
 
     def __init__(self, encode: EncodeFn) -> None:
         self.encode = encode
@@ -113,11 +118,16 @@ class _SharedEncode:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         key = tuple(texts)
-        last: tuple[tuple[str, ...], np.ndarray] | None = getattr(self._local, "last", None)
-        if last is not None and last[0] == key:
-            return last[1]
+        memory: OrderedDict[tuple[str, ...], np.ndarray] | None = getattr(self._local, "memory", None)
+        if memory is None:
+            memory = self._local.memory = OrderedDict()
+        if key in memory:
+            memory.move_to_end(key)
+            return memory[key]
         vecs = self.encode(list(texts))
-        self._local.last = (key, vecs)
+        memory[key] = vecs
+        if len(memory) > SHARED_ENCODE_MEMORY:
+            memory.popitem(last=False)
         return vecs
 
 

@@ -349,3 +349,24 @@ def test_a_shop_loaded_for_a_question_answers_as_a_loaded_one(shops: Shops, desk
     d._loaded.clear()
     d.answer(platform, "七天无理由退货需要满足什么条件？", "acme", session_id="s-cold")
     assert d.platform_variant(platform).sessions.last("s-cold") is not None  # the platform's answer, made
+
+
+def test_the_shop_and_the_platform_side_encode_a_message_and_its_readings_once():
+    """Both answerers search the message and up to two readings with context, one after the other."""
+    from service.shops_answer import SHARED_ENCODE_MEMORY, _SharedEncode
+
+    seen: list[str] = []
+
+    def encode(texts):
+        seen.extend(texts)
+        return np.array([[float(len(t))] for t in texts])
+
+    shared = _SharedEncode(encode)
+    texts = ["邮费要我自己付吗", "七天无理由 邮费要我自己付吗", "可以的 邮费要我自己付吗"]
+    for _side in ("shop", "platform"):
+        vecs = [shared([t]) for t in texts]
+    assert seen == texts and [v[0, 0] for v in vecs] == [float(len(t)) for t in texts]
+    for i in range(SHARED_ENCODE_MEMORY):  # the oldest are forgotten
+        shared([f"其他问题{i}"])
+    shared([texts[0]])
+    assert seen[-1] == texts[0] and len(seen) == len(texts) + SHARED_ENCODE_MEMORY + 1
