@@ -76,8 +76,7 @@ _HELLO = (
 )
 _THANKS = (
     r"(?:谢谢|多谢|感谢|辛苦)(?:你们?|您)?|麻烦(?:你们?|您)|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|了解了|ok|okay"
-    r"|收到"
-    r"|懂了|辛苦了|拜拜|再见|bye|不客气|客气|没关系"
+    r"|收到|懂了|辛苦了|拜拜|再见|bye|不客气|客气|没关系"
 )
 # How a chat ends or a shopper only acknowledges (没有了 to 还有什么可以帮您, 好吧, 你忙吧, 我看下, 嗯嗯):
 # nothing to answer and nothing for a person to pick up. Bare 没有 ("no") answers a question and is
@@ -148,25 +147,33 @@ def _greeting_keys(extra: tuple[str, ...]) -> frozenset[str]:
     return frozenset(_PARTICLES.sub("", _PUNCT.sub("", normalize(x))) for x in extra)
 
 
+def _reduced(norm: str) -> tuple[str, str]:
+    """(bare, core) of a message as the greeting words are matched: a pasted link or number ahead
+    and punctuation gone (bare), then particles too (core)."""
+    bare = _PUNCT.sub("", _LEADING_MASKED.sub("", norm))
+    return bare, _PARTICLES.sub("", bare)
+
+
+def _all_words(pattern: re.Pattern[str], norm: str) -> bool:
+    """The message is nothing but ``pattern``'s words. Matched before and after dropping particles:
+    哈 is a particle in 好哈 but part of 哈喽."""
+    bare, core = _reduced(norm)
+    return bool(bare) and bool(pattern.match(bare) or (core and pattern.match(core)))
+
+
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     """A message that is only a greeting or thanks (no question in it); a link or a number the
     chat pasted ahead of it ([链接x] 你好 在吗) does not make it a question."""
-    bare = _PUNCT.sub("", _LEADING_MASKED.sub("", norm))
-    core = _PARTICLES.sub("", bare)
-    if not bare:
-        return False
-    # Match before and after dropping particles: 哈 is a particle in 好哈 but part of 哈喽.
-    if _GREETING_CORE.match(bare) or (core and _GREETING_CORE.match(core)):
+    if _all_words(_GREETING_CORE, norm):
         return True
+    core = _reduced(norm)[1]
     return bool(core) and core in _greeting_keys(tuple(extra))
 
 
 def is_closing(norm: str) -> bool:
     """A greeting (``is_greeting``) that only thanks, acknowledges or ends the chat: it gets a
     closing reply, not the greeting's invitation to ask."""
-    bare = _PUNCT.sub("", _LEADING_MASKED.sub("", norm))
-    core = _PARTICLES.sub("", bare)
-    return bool(bare) and bool(_CLOSING_CORE.match(bare) or (core and _CLOSING_CORE.match(core)))
+    return _all_words(_CLOSING_CORE, norm)
 
 
 # The pictographs that say OK (👌, 👍, 🆗, with any skin tone); a row of 😂 or 🙏 says something else.
