@@ -46,6 +46,10 @@ class Decision:
     thresholds: Thresholds
     calibration: str  # the calibration's source
     build: str  # the index build that answered
+    # why a confident answer was offered as options instead: "guessed_context" (understood only
+    # with the earlier turns, and no follow-up) or "order_context" (asked in a chat about the
+    # shopper's own order); None otherwise
+    held: str | None = None
 
     @property
     def query(self) -> str:
@@ -117,6 +121,8 @@ class Decision:
             t["scope"] = round(self.scope, TRACE_DECIMALS)
             t["scope_at"] = self.thresholds.scope_at
         t["fired"] = self.fired
+        if self.held is not None:
+            t["held"] = self.held
         if self.rule is not None and self.rule.order is not None:
             t["order_rule"] = self.rule.order.rule
             t["order_match"] = self.rule.order.text
@@ -139,11 +145,15 @@ class Decider:
             raise ValueError("a message no rule decided must be searched before the confidence decides")
         scope = cal.scope(searched.features) if searched.features is not None else None
         outcome = decide(searched.confidence, cal, scope)
-        if outcome == "answer" and searched.guessed_context:
-            # Traffic dev with history: answered from such readings, order-specific and out-of-scope
-            # messages were answered 40% more often; as options the answerable ones still get their
-            # entry offered (docs/experiments.md, session 25).
-            outcome = "clarify"
+        held = None
+        if outcome == "answer":
+            # A bare answer only for a question kefu understood on its own terms. Understood only with
+            # the earlier turns, or asked in a chat about the shopper's own order (能改下收货地址吗 after
+            # the order number), an article may or may not settle it: the shopper is offered it among
+            # 您是不是想问 options, and the answerable ones still get their entry (docs/experiments.md,
+            # sessions 25 and 26).
+            held = "guessed_context" if searched.guessed_context else "order_context" if p.order_context else None
+            outcome = "clarify" if held else outcome
         return Decision(
-            p, outcome, CONFIDENCE_REASONS[outcome], None, searched, scope, thresholds, cal.source, self.build
+            p, outcome, CONFIDENCE_REASONS[outcome], None, searched, scope, thresholds, cal.source, self.build, held
         )

@@ -73,6 +73,20 @@ def test_a_statement_in_a_conversation_about_the_order_is_handed_off(answerer: A
     assert answerer.answer("查到了吗").reason != "needs_order"
 
 
+def test_a_confident_answer_in_a_conversation_about_the_order_is_offered_as_options(answerer: Answerer) -> None:
+    """能改下收货地址吗 after the order number: the article may or may not settle it, so the shopper
+    gets it among 您是不是想问 options, not as the answer to their order."""
+    card = HistoryTurn(role="customer", text="[订单编号:[订单x]，订单金额:[金额x]]")
+    alone = answerer.answer("怎么查看订单的物流信息")
+    assert (alone.decision, alone.answers[0].id) == ("answer", "logistics-track")
+    a = answerer.answer("怎么查看订单的物流信息", history=[card])
+    assert (a.decision, a.reason, a.trace["held"]) == ("clarify", "ambiguous", "order_context")
+    assert a.answers[0].id == "logistics-track"
+    # with a conversation about something else it is answered as before
+    other = answerer.answer("怎么查看订单的物流信息", history=[HistoryTurn(role="customer", text="怎么开发票")])
+    assert (other.decision, "held" in other.trace) == ("answer", False)
+
+
 def test_the_session_remembers_a_conversation_about_the_order(answerer: Answerer) -> None:
     assert answerer.answer("我的快递到哪了", session_id="S-conv").reason == "needs_order"
     a = answerer.answer("买的时候显示明天送的", session_id="S-conv")

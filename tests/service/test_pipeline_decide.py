@@ -50,9 +50,22 @@ def test_the_confidence_decides_when_no_rule_fired(confidence: float, outcome: s
 def test_an_answer_from_a_guessed_context_is_offered_as_options():
     guessed = dataclasses.replace(_searched(0.9, text="上一句 发票怎么开"), used_context=True, guessed_context=True)
     d = _decide(None, guessed)
-    assert (d.outcome, d.reason, d.fired) == ("clarify", "ambiguous", "confidence→clarify")
+    assert (d.outcome, d.reason, d.fired, d.held) == ("clarify", "ambiguous", "confidence→clarify", "guessed_context")
+    assert d.trace()["held"] == "guessed_context"
     assert _decide(None, dataclasses.replace(guessed, confidence=0.1)).outcome == "handoff"  # never raised
-    assert _decide(None, dataclasses.replace(guessed, guessed_context=False)).outcome == "answer"
+    plain = _decide(None, dataclasses.replace(guessed, guessed_context=False))
+    assert (plain.outcome, plain.held) == ("answer", None) and "held" not in plain.trace()
+
+
+def test_a_question_asked_in_a_chat_about_the_order_is_offered_as_options():
+    in_order_chat = dataclasses.replace(PREPARED, order_context=True)
+    decider = Decider(calibration=FAKE_CAL, build="B1")
+    d = decider.run(in_order_chat, None, _searched(0.9))
+    assert (d.outcome, d.reason, d.held, d.candidates) == ("clarify", "ambiguous", "order_context", CANDS)
+    # only a confident answer is held back; a rule or a low confidence decides as before
+    assert decider.run(in_order_chat, None, _searched(0.3)).held is None
+    assert decider.run(in_order_chat, None, _searched(0.1)).outcome == "handoff"
+    assert decider.run(in_order_chat, ORDER, _searched(0.99)).outcome == "handoff"
 
 
 def test_a_rule_decides_whatever_the_confidence():
