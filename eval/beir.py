@@ -10,7 +10,7 @@ from typing import Any
 from eval.dataset import EvalItem
 from eval.runner import RunResult, evaluate
 from indexer.build import build_index
-from kb.errors import KBError
+from kb.errors import ConfigError, KBError
 from kb.loader import load_resources
 from kb.schema import Document, ImportedEntry, KnowledgeBase, Source, entry_slug
 from kb.settings import BUNDLED_KB, Settings
@@ -36,7 +36,7 @@ FAQ_MAX_MEDIAN_CHARS = 64  # auto: a corpus whose median text is this short is a
 def corpus_kind(corpus: list[dict[str, Any]], kind: str = "auto") -> str:
     """``faq`` (each corpus text is a question: an FAQ entry) or ``doc`` (passages to chunk)."""
     if kind not in CORPUS_KINDS:
-        raise KBError(f"--corpus {kind!r} is unknown; allowed: {', '.join(CORPUS_KINDS)}")
+        raise ConfigError(f"--corpus {kind!r} is unknown; allowed: {', '.join(CORPUS_KINDS)}")
     if kind != "auto":
         return kind
     lengths = sorted(len(str(d.get("text", ""))) for d in corpus)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from kb.errors import KBError
+from kb.errors import ConfigError, KBError
 from kb.schema import KnowledgeBase, entry_slug
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -90,7 +90,7 @@ def parse_items(lines: Iterable[str], source: str, strict: bool = True) -> list[
 
 def load_split(name: str, data_dir: Path = DATA_DIR) -> list[EvalItem]:
     if name not in (*SPLITS, *RULES_SPLITS, "all"):
-        raise KBError(f"split {name!r} is unknown; allowed: {', '.join((*SPLITS, *RULES_SPLITS, 'all'))}")
+        raise ConfigError(f"split {name!r} is unknown; allowed: {', '.join((*SPLITS, *RULES_SPLITS, 'all'))}")
     names = SPLITS if name == "all" else (name,)
     out: list[EvalItem] = []
     for n in names:

@@ -13,7 +13,7 @@ from eval.calibrate_cli import calibrate_dev
 from eval.cli_common import eval_runtime, print_headline
 from eval.dataset import EvalItem
 from kb.clikit import console, edge, err_console, settings_of
-from kb.errors import KBError
+from kb.errors import ConfigError, KBError
 
 
 @edge
@@ -165,7 +165,7 @@ def traffic_cmd(
     from eval.traffic import TRAFFIC_FILE, load_labels, load_sessions, run_traffic, summarize, traffic_markdown
 
     if split not in ("dev", "test", "all"):
-        raise KBError(f"split {split!r} is unknown; allowed: dev, test, all")
+        raise ConfigError(f"split {split!r} is unknown; allowed: dev, test, all")
     labels = [lab for lab in load_labels() if split == "all" or lab.split == split]
     sessions = load_sessions()
     answerer = eval_runtime(ctx).answerer()

@@ -26,7 +26,7 @@ from indexer.build import build_and_swap, calibration_origin
 from indexer.encoder import Encoder
 from indexer.index import Index
 from indexer.store import IndexStore
-from kb.errors import KBError
+from kb.errors import ConfigError, KBError
 from kb.loader import load_kb
 from kb.settings import Settings
 
@@ -157,7 +157,7 @@ def run_suite(
     log = say or (lambda _m: None)
     kb = load_kb(suite_kb_path(folder))
     if calibrate is not None and split == "dev":
-        raise KBError("--calibrate fits on the dev split, so it evaluates the test split; drop --split dev")
+        raise ConfigError("--calibrate fits on the dev split, so it evaluates the test split; drop --split dev")
     test = load_split(split, folder)
     with tempfile.TemporaryDirectory(prefix=f"kefu-suite-{name}-") as home:
         s = settings.with_overrides(index_dir=Path(home) / "index", data_dir=Path(home))

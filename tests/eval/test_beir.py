@@ -9,7 +9,7 @@ import pytest
 
 from eval.beir import corpus_kind, load_beir, run_beir
 from indexer.encoder import FakeEncoder
-from kb.errors import KBError
+from kb.errors import ConfigError
 from kb.schema import entry_slug
 from kb.settings import Settings
 from service.runtime import Runtime
@@ -46,7 +46,7 @@ def test_passages_stay_documents_and_the_kind_can_be_forced(tmp_path: Path):
     kb2, _ = load_beir(tmp_path / "docs", "faq")
     assert len(kb2.entries) == 5
     assert corpus_kind([{"text": "短问题"}], "auto") == "faq"
-    with pytest.raises(KBError, match="allowed: auto, faq, doc"):
+    with pytest.raises(ConfigError, match="allowed: auto, faq, doc"):
         corpus_kind([], "passages")
 
 

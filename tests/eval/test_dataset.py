@@ -18,7 +18,7 @@ from eval.dataset import (
     stratified_split,
     write_split,
 )
-from kb.errors import KBError
+from kb.errors import ConfigError, KBError
 from kb.loader import load_kb
 from kb.schema import entry_slug
 from kb.settings import BUNDLED_KB
@@ -124,8 +124,9 @@ def test_resolve_labels_reads_an_exports_original_ids():
 
 
 def test_load_split_errors(tmp_path: Path):
-    with pytest.raises(KBError, match=r"unknown.*rules_test"):
+    with pytest.raises(ConfigError, match=r"unknown.*rules_test") as bad:  # a bad argument: exit code 2
         load_split("train")
+    assert bad.value.exit_code == 2
     with pytest.raises(KBError, match="no eval split"):
         load_split("dev", data_dir=tmp_path)
     with pytest.raises(KBError, match=r"rules_dev\.jsonl"):
