@@ -108,6 +108,7 @@ class Answerer:
         tickets: TicketStore | None = None,
         greetings: Sequence[str] = (),
         calibration: Calibration | None = None,
+        thanks: Sequence[str] = (),
         synonyms: SynonymExpander | None = None,
         speller: Speller | None = None,
         webhook: OrderWebhook | None = None,
@@ -127,6 +128,7 @@ class Answerer:
         self.sessions = sessions if sessions is not None else SessionStore()
         self.tickets = tickets
         self.greetings = tuple(greetings)
+        self.thanks = tuple(thanks)  # greetings.yaml's thanks: they get the closing reply
         self.small_talk = small_talk  # the KB answers greetings itself (``runtime.kb_small_talk``)
         self.examples = tuple(examples)  # what the greeting suggests asking; none: the KB's own are picked
         self.replies = replies or Replies()  # what kefu says in the KB's own words (greetings.yaml)
@@ -170,6 +172,7 @@ class Answerer:
                 route=Router(
                     sensitive=self.sensitive,
                     greetings=self.greetings,
+                    thanks=self.thanks,
                     greeting_detection=not self.small_talk,
                     order_detection=o.order_detection,
                     handoff_candidates=o.handoff_candidates,
@@ -216,6 +219,7 @@ class Answerer:
             self.sensitive,
             dataclasses.replace(self.options, **options),
             greetings=self.greetings,
+            thanks=self.thanks,
             calibration=calibration or self.calibration,
             synonyms=self.synonyms,
             speller=self.speller,

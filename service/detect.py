@@ -72,11 +72,13 @@ _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 _PARTICLES = re.compile(r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]+")
 _HELLO = (
     r"你好|您好|hi|hello|hey|there|哈喽|哈啰|哈罗|嗨|午安|晚安|在吗|在么|在不在?|有人吗|有人在吗|有人么|有人在么|有人没有?"
-    r"|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|goodmorning|goodafternoon|goodevening"
+    r"|有没有人在?|早|早上好|上午好|中午好|下午好|晚上好|goodmorning|goodafternoon|goodevening|在"
 )
 _THANKS = (
-    r"(?:谢谢|多谢|感谢|辛苦)(?:你们?|您)?|麻烦(?:你们?|您)|谢了|thx|thanks|thankyou|好的|好|明白了|明白|知道了|了解了|ok|okay"
-    r"|收到|懂了|辛苦了|拜拜|再见|bye|不客气|客气|没关系"
+    r"(?:谢谢|多谢|感谢|感恩|辛苦)(?:你们?|您)?(?:的?(?:耐心)?(?:解答|帮助|帮忙|回复|服务))?|麻烦(?:你们?|您)"
+    r"|谢了|谢啦|谢喽|谢咯|3q|3ks|thx|thanks|thankyou|thank|ty|好的|好嘞|好滴|好哒|好叻|好"
+    r"|(?:我|那我)?(?:明白了|明白|知道了|知道啦|了解了|晓得了|懂了)|晓得|ok+|okay"
+    r"|收到|辛苦了|拜拜|再见|bye|不客气|客气|没关系|么么哒"
 )
 # How a chat ends or a shopper only acknowledges (没有了 to 还有什么可以帮您, 好吧, 你忙吧, 我看下, 嗯嗯):
 # nothing to answer and nothing for a person to pick up. Bare 没有 ("no") answers a question and is
@@ -85,12 +87,18 @@ _CLOSING = (
     r"没有了|没了|没有啦|没啦|木有了|没有别的了|没别的了|没有别的问题了|没其他事了|没别的事了|没事了|没问题了|暂时没有了"
     r"|暂时没了|不用了|不需要了|先这样|就这样|那就这样|打扰了|打扰啦|麻烦了|麻烦你了|麻烦您了|你忙吧|您忙吧|好吧|那好吧|行吧|行"
     r"|可以了|我看下|我看看|我试试|我先试一?下|试一?下|试试看?|再看看|再说|稍等|等下|嗯+|恩+|哦+|噢+|没有(?=谢|多谢|感谢)"
+    r"|那行|那好|行的|解决了|搞定了|(?:那)?(?:我)?再等等|等等吧"
     r"|祝(?:你|您)?[^,.!?;]{0,6}?(?:愉快|快乐|顺利)"  # 祝您工作愉快, 祝你生活愉快, 祝您节日快乐
 )
 # Each word may trail particles (没有了呢, 好的呀, 谢谢啊).
 _TRAIL = r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]*"
 _GREETING_CORE = re.compile(rf"^(?:(?:{_HELLO}|{_THANKS}|{_CLOSING}){_TRAIL})+$")
 _CLOSING_CORE = re.compile(rf"^(?:(?:{_THANKS}|{_CLOSING}){_TRAIL})+$")
+# How a shopper addresses the chat (客服你好, 掌柜的在吗, 谢谢老板): part of a greeting or a thanks, left
+# out before its words are matched. Alone, only a call that can mean nothing else is a greeting (亲,
+# 小二, 掌柜的, 老板, 店家): 客服 or 卖家 alone may name a topic, and 客服客服 asks for a person.
+_ADDRESS = re.compile(r"客服|小二|小蜜|掌柜的?|老板|店家|卖家|商家")
+_CALL = re.compile(rf"^(?:亲+|小二|掌柜的?|老板|店家){_TRAIL}$")
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
 _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
 # Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a
@@ -155,25 +163,33 @@ def _reduced(norm: str) -> tuple[str, str]:
 
 
 def _all_words(pattern: re.Pattern[str], norm: str) -> bool:
-    """The message is nothing but ``pattern``'s words. Matched before and after dropping particles:
-    哈 is a particle in 好哈 but part of 哈喽."""
+    """The message is nothing but ``pattern``'s words, and perhaps a form of address (客服你好).
+    Matched before and after dropping particles: 哈 is a particle in 好哈 but part of 哈喽."""
     bare, core = _reduced(norm)
-    return bool(bare) and bool(pattern.match(bare) or (core and pattern.match(core)))
+    if not bare:
+        return False
+    if pattern.match(bare) or (core and pattern.match(core)):
+        return True
+    unaddressed = _ADDRESS.sub("", core)
+    return unaddressed != core and bool(unaddressed) and bool(pattern.match(unaddressed))
 
 
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
     """A message that is only a greeting or thanks (no question in it); a link or a number the
     chat pasted ahead of it ([链接x] 你好 在吗) does not make it a question."""
-    if _all_words(_GREETING_CORE, norm):
+    if _all_words(_GREETING_CORE, norm) or _CALL.match(_reduced(norm)[0]):
         return True
     core = _reduced(norm)[1]
     return bool(core) and core in _greeting_keys(tuple(extra))
 
 
-def is_closing(norm: str) -> bool:
+def is_closing(norm: str, thanks: Iterable[str] = ()) -> bool:
     """A greeting (``is_greeting``) that only thanks, acknowledges or ends the chat: it gets a
-    closing reply, not the greeting's invitation to ask."""
-    return _all_words(_CLOSING_CORE, norm)
+    closing reply, not the greeting's invitation to ask. ``thanks``: the KB's own (greetings.yaml)."""
+    if _all_words(_CLOSING_CORE, norm):
+        return True
+    core = _reduced(norm)[1]
+    return bool(core) and core in _greeting_keys(tuple(thanks))
 
 
 # The pictographs that say OK (👌, 👍, 🆗, with any skin tone); a row of 😂 or 🙏 says something else.

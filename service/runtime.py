@@ -189,6 +189,7 @@ class Runtime:
             sessions=self.sessions,
             tickets=self.tickets,
             greetings=resources.greetings + resources.thanks,
+            thanks=resources.thanks,
             examples=resources.examples,
             replies=resources.replies,
             synonyms=SynonymExpander(resources.synonyms),

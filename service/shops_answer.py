@@ -182,6 +182,7 @@ class ShopDesk:
             platform.sensitive,
             platform.options,
             greetings=platform.greetings,
+            thanks=platform.thanks,
             calibration=platform.calibration,
             synonyms=platform.synonyms,
             speller=platform.speller,

@@ -141,6 +141,7 @@ def load_shop(
         platform.options,
         sessions=sessions,
         greetings=platform.greetings,
+        thanks=platform.thanks,
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
         speller=speller,
         orders=platform.orders,

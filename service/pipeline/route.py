@@ -36,6 +36,7 @@ class Router:
         *,
         sensitive: SensitiveDetector,
         greetings: Sequence[str] = (),
+        thanks: Sequence[str] = (),
         greeting_detection: bool = True,
         order_detection: bool = True,
         handoff_candidates: bool = False,
@@ -43,6 +44,7 @@ class Router:
     ) -> None:
         self.sensitive = sensitive
         self.greetings = tuple(greetings)
+        self.thanks = tuple(thanks)  # the configured thanks (greetings.yaml): closings too
         self.greeting_detection = greeting_detection  # off for a KB whose own questions are greetings
         self.order_detection = order_detection
         self.orders = orders or OrderRules()  # the KB's own wording rules off (OrderRules.for_kb)
@@ -57,7 +59,7 @@ class Router:
                 return Rule("greeting", "clarify", "closing", search=False, remember=False)
             return Rule("empty_query", "handoff", "empty_query", search=False, remember=False)
         if self.greeting_detection and is_greeting(norm, self.greetings):
-            fired = "closing" if is_closing(norm) else "greeting"
+            fired = "closing" if is_closing(norm, self.thanks) else "greeting"
             return Rule("greeting", "clarify", fired, search=False, remember=False)
         if is_user_request(norm, p.query):
             return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)

@@ -232,6 +232,33 @@ def test_not_greetings(text: str, greeting_extras):
         ("好，麻烦你了", True),
         ("好吧 我先试一下", True),
         ("再看看再说吧", True),
+        # the everyday forms around the chat's own vocabulary: thanks with an ending or in digits,
+        # an acknowledgement said another way, a problem solved, a wait accepted
+        ("谢啦", True),
+        ("3q", True),
+        ("好嘞", True),
+        ("okk", True),
+        ("我知道了", True),
+        ("晓得了", True),
+        ("那行", True),
+        ("解决了", True),
+        ("搞定了", True),
+        ("好的，那我再等等", True),
+        ("感谢您的耐心解答", True),
+        ("谢谢客服", True),  # a form of address beside the thanks
+        ("谢谢老板", True),
+        ("客服你好", False),  # ... or beside a greeting
+        ("掌柜的在吗", False),
+        ("老板在吗", False),
+        ("亲", False),  # a call alone
+        ("小二", False),
+        ("在？", False),
+        ("客服", None),  # may name a topic (客服 → the service hotline): left to retrieval
+        ("卖家", None),
+        ("客服客服", None),  # asks for a person (is_user_request)
+        ("老板你好这个多少钱", None),
+        ("好在哪", None),
+        ("在哪", None),
         ("试一下这个能不能退", None),  # a question follows
         ("好麻烦啊", None),  # "what a bother": a complaint, not thanks
         ("[链接x] 你好 在吗", False),  # a pasted link ahead of a greeting
@@ -256,9 +283,15 @@ def test_ok_emoji(text: str, ok: bool):
     assert is_ok_emoji(text) == ok
 
 
+def test_configured_thanks_are_closings():
+    # greetings.yaml's thanks get the closing reply, not the greeting's invitation to ask
+    assert is_greeting("感激不尽", ["感激不尽"]) and not is_closing("感激不尽")
+    assert is_closing("感激不尽", ["感激不尽"])
+
+
 def test_configured_extra_greeting():
-    assert not is_greeting("么么哒")
-    assert is_greeting("么么哒", ["么么哒"])
+    assert not is_greeting("吃了没")
+    assert is_greeting("吃了没", ["吃了没"])
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,15 @@ def test_needs_order_names_its_wording_and_can_be_switched_off() -> None:
     assert Router(sensitive=SENSITIVE, order_detection=False).run(_prepared("我的快递到哪了")) is None
 
 
+def test_configured_thanks_get_the_closing() -> None:
+    """A thanks of the KB's greetings.yaml ends the chat like the built-in ones (its closing reply)."""
+    router = Router(sensitive=SENSITIVE, greetings=["感激不尽"], thanks=["感激不尽"])
+    rule = router.run(_prepared("感激不尽！"))
+    assert rule is not None and (rule.reason, rule.fired) == ("greeting", "closing")
+    only_greeting = Router(sensitive=SENSITIVE, greetings=["感激不尽"]).run(_prepared("感激不尽！"))
+    assert only_greeting is not None and only_greeting.fired == "greeting"
+
+
 def test_configured_greetings_count() -> None:
     assert Router(sensitive=SENSITIVE).run(_prepared("亲亲早安")) is None
     rule = Router(sensitive=SENSITIVE, greetings=["亲亲早安"]).run(_prepared("亲亲早安！"))
