@@ -51,9 +51,17 @@ _REQUEST_PATTERNS = [
     r"(?:机器人|智能客服|自动回复)\s*(?:你)?\s*(?:别|不要|不用)\s*(?:再)?\s*(?:回|说|答|发)",
     # a person to talk to, said as a want (我要跟人说话, 想找个真人聊): not 跟人聊天被骗了, a story
     r"(?:要|想|让我)\s*(?:跟|和|找)\s*(?:个)?\s*(?:真|活)?人\s*(?:说话|聊|谈|沟通|对话|讲)",
+    # the same with the person named (我要跟真人说, 想和人工客服沟通)
+    rf"(?:要|想|让我)\s*(?:跟|和|同)\s*{_HUMAN}(?:客服)?\s*(?:说话?|聊|谈|沟通|对话|讲)",
+    # reaching a person as an act (联系人工, 接通人工, 召唤人工, 可以人工吗, 人工快点)
+    rf"(?:联系|接通|召唤|呼叫)\s*(?:一下|个)?\s*{_HUMAN}",
+    rf"^可以(?:转)?{_HUMAN}(?:客服|服务)?(?:吗|么|不|没)?{_TO_END}",
+    rf"^{_HUMAN}(?:客服)?\s*快点?{_TO_END}",
+    # the bot told it has failed (说人话, 答非所问, 机器人听不懂): what a shopper says before giving up on it
+    r"说人话|答非所问|牛头不对马嘴|听不懂人话|(?:你|机器人|智能客服)\s*(?:根本|都|是不是)?\s*(?:听不懂|看不懂)",
     # the whole message a call for the service (客服客服, 在线客服): one 客服 alone stays a greeting
     rf"^(?:(?:客服){{2,}}|在线(?:客服|人工))(?:客服|人工)?{_TO_END}",
-    r"(?:换|找|叫)\s*(?:个|一个)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
+    r"(?:换|找|叫)\s*(?:个|一个|你们的?)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
     r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
     r"\b(?:human|real (?:person|human)|live agent|agent please)\b",
     r"\b(?:talk|speak) to (?:an? )?(?:person|agent|human|representative)\b",

@@ -109,6 +109,20 @@ REAL_CHAT_REQUESTS = [
     "人工吗",
     "人工介入",
     "你好人工",  # a greeting in front
+    # the person named, or reached as an act
+    "我要跟真人说",
+    "我想和人工客服沟通",
+    "联系人工",
+    "怎么联系人工客服",  # whoever asks how to reach a person wants one
+    "接通人工",
+    "可以人工吗",
+    "人工快点",
+    "叫你们客服出来",
+    # the bot told it has failed
+    "机器人听不懂",
+    "你听不懂吗",
+    "说人话",
+    "答非所问",
     "在吗 人工",
     "客服，人工",
     "[链接x] 人工",  # a pasted link or a masked value in front
@@ -175,6 +189,11 @@ def test_real_chat_requests_are_not_greetings(query: str, greeting_extras):
         "我跟人聊天的时候被骗了怎么办",  # a story, not a want
         "在线客服几点下班",
         "机器人回复说可以退，这算数吗",
+        "我听不懂",  # the shopper does not follow the answer: not a failure of the bot
+        "人工客服电话多少",
+        "可以人工审核吗",
+        "联系卖家",
+        "人工回复太慢了",
     ],
 )
 def test_real_chat_non_requests(query: str):
