@@ -107,6 +107,12 @@ def test_everyday_english_is_not_sensitive(bundled_detector: SensitiveDetector, 
     assert bundled_detector.match(normalize(query)) is None
 
 
+@pytest.mark.parametrize("query", ["孩子吃了玩具的小零件", "孩子吞了纽扣电池", "不小心吃下去了磁珠"])
+def test_a_child_swallowing_a_part_is_a_safety_incident(bundled_detector: SensitiveDetector, query: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.group == "safety"
+
+
 def test_sensitive_terms_are_normalised_too():
     det = SensitiveDetector.from_terms(["消費者協會"])  # Traditional term matches simplified text
     assert det.match(normalize("我去消费者协会投诉")) is not None
@@ -189,10 +195,20 @@ def test_uppercase_regex_escapes_keep_their_meaning():
         "这次活动搞砸了",
         "我真想把这个电脑砸了",
         "箱子砸了个坑",
+        # shop talk: a price that is a steal, a rock-bottom sale
+        "这价格太杀了",
+        "跳楼价是真的吗",
+        "跳楼大甩卖还有货吗",
+        "自杀式降价能保价吗",
+        "我要打他电话问问",  # a call, not a blow
+        "打死都不买了",
     ],
 )
 def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
     assert bundled_detector.match(normalize(query)) is None
+
+
+HIT_SOMEONE = r"(?:我要|我去|我会|我就|非得?)(?:打|揍)(?:他|她|你)(?:们)?(?!.{0,2}电话)"
 
 
 @pytest.mark.parametrize(
@@ -224,6 +240,12 @@ def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, 
         ("我要曝光你们", "media", "曝光"),
         ("我要找媒体", "media", "媒体"),
         ("我要打110", "police", r"(?<!\d)110(?!\d)"),
+        ("我要跳楼", "self_harm", "跳楼"),
+        ("我想自杀", "self_harm", "自杀"),
+        ("真想杀了他", "threat", "杀了"),
+        ("快递员态度太差，我要打他", "threat", HIT_SOMEONE),
+        ("打死你", "threat", "(?:打|揍)死(?:你|他|她)"),
+        ("宝宝误食了干燥剂", "safety", "误食"),
     ],
 )
 def test_genuine_sensitive_messages_still_match(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
