@@ -42,7 +42,8 @@ _OWN = (
 )
 # Where it is, or that it is late: a question only the order's tracking answers.
 _STATUS = (
-    r"(?:到哪(?:了|里|儿|啦)|在哪(?:儿|里)?(?:了|啦)"  # 到哪了; 在哪里 alone may ask for the page
+    # 到哪了, 去哪了; 在哪里 alone may ask for the page
+    r"(?:到哪(?:了|里|儿|啦)|在哪(?:儿|里)?(?:了|啦)|去哪(?:了|啦|里了|儿了)"
     r"|(?:还|一直|迟迟|都|怎么还?|咋还?|为什么还?|为啥还?)(?:没有?|不|未)"
     r"(?:到|送到|收到|发货|发出|发|寄出|出库|揽收|揽件|派送|送|动|更新|物流|退款|退钱)"
     r"|(?:没有?|未)(?:发货|收到|到货)|不发货"
@@ -52,7 +53,8 @@ _STATUS = (
     r"(?:动|更新|到|发|送|变)"
     r"|(?:没|不)动(?:了|静)|(?:没|不)更新|卡(?:住|在)|停在|丢了|丢件|没拿到|(?<!会)被(?:退回|拒收)|显示(?:已)?签收)"
 )
-_OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}")
+# ... or the parcel asked after with nothing else: 我的货呢, 我的快递呢? (我买的东西呢 may look for the order list)
+_OWN_STATUS = re.compile(rf"{_OWN}.{{0,12}}?{_STATUS}|^我(?:的|买的|家的)(?:快递|包裹|货)呢(?=[\s!?~]*$)")
 # When the courier or the installer comes (上门取件什么时候来, 师傅几点上门): an appointment of the
 # shopper's own, which only the order shows; 一般几点来 asks about the service (_ASKS_ABOUT).
 _VISIT_WHEN = re.compile(
@@ -135,6 +137,8 @@ _IMPERATIVE = re.compile(
     r"|拦截(?:一下|下)?(?:快递|包裹|物流|订单)|(?:快递|包裹)拦(?:截|下来|住|回来)"  # not 邮件拦截
     # 你帮我看看 / 麻烦查一下 with nothing after it: look at my case (让她帮我看看 is someone else)
     r"|(?<![她他让])(?:帮我|麻烦(?:你们?|您)?(?:帮我)?)(?:看|查)(?:看|一下|下)(?=$|[\s,.!?;~]|我)"
+    # look my order up, said bare (查一下我的订单, 看下这个快递)
+    r"|^(?:查|看)(?:一下|下|看|查)?(?:我的|这个|那个)(?:订单|单子|物流|快递|包裹)(?=$|[\s,.!?;~吧呗])"
 )
 _QUESTION = re.compile(
     r"多久|多长时间|几天|多少钱|要钱|收费|费用|有用|管用|有效|怎么|怎样|如何|能不能|可不可以|可以|能否|是不是|什么|哪|规则|条件"

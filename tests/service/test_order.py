@@ -203,6 +203,12 @@ def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> 
         ("那个包裹明天能到吗", "own_order_status"),
         ("这个几点能送到", "own_order_status"),
         ("这款啥时候发货", "own_order_status"),
+        # the parcel asked after bare, or looked up on command
+        ("我的货呢", "own_order_status"),
+        ("我的快递呢？", "own_order_status"),
+        ("我的快递去哪了", "own_order_status"),
+        ("查一下我的订单", "imperative"),
+        ("看下这个快递吧", "imperative"),
     ],
 )
 def test_requests_in_chat_wording(query: str, rule: str) -> None:
@@ -220,6 +226,9 @@ def test_requests_in_chat_wording(query: str, rule: str) -> None:
         "这个运费险的钱多久能到账",  # money, not a parcel: the help center's
         "这个发票什么时候开",  # 发票, not 发货
         "这种情况一般多久能退款",
+        "我买的东西呢",  # may look for the order list (the bundled KB's own alternative)
+        "查一下订单怎么查",
+        "查看我的订单在哪里",
     ],
 )
 def test_questions_around_a_look_or_an_invoice_are_not(query: str) -> None:
