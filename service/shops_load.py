@@ -17,7 +17,7 @@ from service.answerer import Answerer, EncodeFn
 from service.sessions import SessionStore
 from service.shops import Shops, write_shop_pack
 from service.shops_registry import ShopRecord
-from service.speller import KNOWN_AT, MIN_COUNT, RATIO, Speller, jieba_words, read_userdict, readings
+from service.speller import KNOWN_AT, MIN_COUNT, RATIO, Speller, jieba_words, read_userdict
 from service.synonyms import SynonymExpander
 
 SHOP_OVERHEAD = 48 << 10  # a loaded shop's answerer, calibration and speller tables besides its index
@@ -76,15 +76,8 @@ class PackedSpeller(Speller):
         self.dictionary = jieba_words()
         self.extra = words
         self._known_pairs = PairsAtLeast(self.pairs, known_at)  # type: ignore[assignment,arg-type]  # read as a set
-        self._after: dict[tuple[str, str], list[str]] = {}
-        self._before: dict[tuple[str, str], list[str]] = {}
-        for pair in pairs[counts >= min_count].tolist():  # sorted, as the parent's loop
-            if not self.is_word(pair):
-                continue
-            for r in readings(pair[1]):
-                self._after.setdefault((pair[0], r), []).append(pair[1])
-            for r in readings(pair[0]):
-                self._before.setdefault((r, pair[1]), []).append(pair[0])
+        keep = counts >= min_count  # the pairs are sorted, as the parent's loop reads them
+        self._tables(zip(pairs[keep].tolist(), counts[keep].tolist(), strict=True), min_count)
 
 
 @lru_cache(maxsize=64)

@@ -11,6 +11,11 @@ when the evidence is one-sided:
 - a character sharing its main reading makes, with that neighbour, a dictionary word that the
   KB's texts use often, and far more often than the typed pair.
 
+A word typed in pinyin with the input method off (huabei fenqi 咋弄, pailitao 打不开) is put back
+the same way: a run of Latin letters that spells, syllable by syllable, one or more of the KB's
+frequent words (its user dictionary's, or dictionary words its texts use often) becomes them.
+English words spell none, so they stay.
+
 Words the KB never uses are never produced, so a correct query about something the help center
 does not cover stays as it was. The query the shopper typed is kept (``Answer.query``) and the
 trace lists what was changed.
@@ -40,6 +45,10 @@ RATIO = 10  # … and at least this many times as often as the typed pair + 1 (3
 # 3: 21 and 6; 5: 22 and 6 (3 was chosen first and kept: the more conservative).
 KNOWN_AT = 3
 MAX_WORD = 4  # longest dictionary word checked for covering a character
+# Shortest Latin run read as pinyin: shorter ones are abbreviations (kd, tb, app, vip) or English.
+MIN_PINYIN_LETTERS = 4
+MAX_PINYIN_WORDS = 3  # words one Latin run may spell (huabeifenqi: two)
+MAX_PINYIN_LETTERS = 30  # longer runs are no words typed in pinyin (a pasted link, a code)
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,8 @@ class Spelled:
 
 
 _HAN_RUN = re.compile("[\u4e00-\u9fff]{2,}")  # the CJK Unified Ideographs block, as in correct()
+# A run of letters on its own (normalised text is lower case): not part of a link, an address or a code
+_LATIN_RUN = re.compile(r"(?<![a-z0-9./:@_\-])[a-z]+(?![a-z0-9./:@_\-])")
 
 
 def _toneless(syllable: str) -> str:
@@ -150,18 +161,34 @@ class Speller:
         self.extra = frozenset(words)  # the KB's own words (userdict.txt)
         # a set, not Counter look-ups: a missing key costs Counter a Python-level __missing__ call
         self._known_pairs = frozenset(p for p, n in self.pairs.items() if n >= known_at)
+        self._tables(((p, n) for p, n in sorted(self.pairs.items()) if n >= min_count), min_count)
+
+    def _tables(self, frequent: Iterable[tuple[str, int]], min_count: int) -> None:
+        """The look-ups ``correct`` reads, from the KB's frequent pairs (sorted, with their counts)
+        and its own words."""
         # What a typed character could have meant, by its neighbour and the syllable typed: the
         # KB's frequent dictionary-word pairs, under every reading of the character that would
         # replace it. Two dict look-ups a character instead of a scan of its homophones.
         self._after: dict[tuple[str, str], list[str]] = {}  # (first char, syllable) -> second chars
         self._before: dict[tuple[str, str], list[str]] = {}  # (syllable, second char) -> first chars
-        for pair, n in sorted(self.pairs.items()):
-            if n < min_count or not self.is_word(pair):
+        # The KB's words by how they are spelt in pinyin (main readings, no tones): its frequent
+        # dictionary pairs, and the words of its user dictionary that its texts use, the most used
+        # one per spelling.
+        spelt: dict[str, tuple[int, str]] = {}
+        for pair, n in frequent:
+            if not self.is_word(pair):
                 continue
             for r in readings(pair[1]):
                 self._after.setdefault((pair[0], r), []).append(pair[1])
             for r in readings(pair[0]):
                 self._before.setdefault((r, pair[1]), []).append(pair[0])
+            _keep_spelling(spelt, pair, n)
+        for w in sorted(self.extra):
+            # used by the KB (each of its pairs is in its texts): a bundled word a tea shop never
+            # says is never produced
+            if all(self.pairs.get(w[i : i + 2], 0) for i in range(len(w) - 1)):
+                _keep_spelling(spelt, w, min_count)  # the KB named it a word: as good as a frequent pair
+        self._spelt = {key: w for key, (_, w) in spelt.items()}
 
     def is_word(self, text: str) -> bool:
         return text in self.extra or text in self.dictionary
@@ -176,6 +203,48 @@ class Speller:
         return False
 
     def correct(self, text: str) -> Spelled:
+        spelt, latin = self.transliterate(text)
+        chars = self.homophones(spelt)
+        return Spelled(chars.text, tuple(sorted((*latin, *chars.corrections), key=lambda c: c.position)))
+
+    def transliterate(self, text: str) -> tuple[str, tuple[Correction, ...]]:
+        """Latin runs that spell the KB's words in pinyin, replaced by them (huabei → 花呗)."""
+        if not self._spelt or not _LATIN_RUN.search(text):
+            return text, ()
+        out: list[str] = []
+        found: list[Correction] = []
+        at = 0
+        for m in _LATIN_RUN.finditer(text):
+            run = m.group()
+            words = self._spelling_of(run) if MIN_PINYIN_LETTERS <= len(run) <= MAX_PINYIN_LETTERS else None
+            if words is None:
+                continue
+            word = "".join(words)
+            out.append(text[at : m.start()])
+            found.append(Correction(m.start(), run, word, word))
+            out.append(word)
+            at = m.end()
+        if not found:
+            return text, ()
+        out.append(text[at:])
+        # a word beside Han text or another word needs no space: 花呗 分期 咋弄 reads as 花呗分期咋弄
+        return re.sub(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])", "", "".join(out)), tuple(found)
+
+    def _spelling_of(self, run: str) -> list[str] | None:
+        """The fewest KB words (at most MAX_PINYIN_WORDS) whose spellings make up ``run``, or None."""
+        best: list[list[str] | None] = [[]] + [None] * len(run)
+        for end in range(1, len(run) + 1):
+            for start in range(end):
+                prev, word = best[start], self._spelt.get(run[start:end])
+                # a word twice in a row is a name or noise (bilibili), not what a shopper means
+                if prev is None or word is None or len(prev) >= MAX_PINYIN_WORDS or prev[-1:] == [word]:
+                    continue
+                if best[end] is None or len(prev) + 1 < len(best[end] or ()):
+                    best[end] = [*prev, word]
+        return best[-1] or None
+
+    def homophones(self, text: str) -> Spelled:
+        """Homophone typos of Han characters put back (快第 → 快递)."""
         found: list[tuple[int, int, Correction]] = []
         known, last = self._known_pairs, len(text) - 1
         for i, ch in enumerate(text):
@@ -219,6 +288,18 @@ class Speller:
             chars[i] = c.corrected
             done.append(c)
         return Spelled("".join(chars), tuple(sorted(done, key=lambda c: c.position)))
+
+
+def _keep_spelling(spelt: dict[str, tuple[int, str]], word: str, n: int) -> None:
+    """Keep ``word`` (used ``n`` times) as the word spelt by its main readings, unless a more used
+    word (or, at a tie, an earlier one) is spelt the same."""
+    parts = [readings(ch)[:1] for ch in word]
+    if len(word) < 2 or not all(parts):
+        return
+    key = "".join(p[0] for p in parts)
+    held = spelt.get(key)
+    if held is None or n > held[0] or (n == held[0] and word < held[1]):
+        spelt[key] = (n, word)
 
 
 def speller_for(texts: Sequence[str], userdict: Path | None) -> Speller:

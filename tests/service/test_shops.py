@@ -251,6 +251,7 @@ def test_pack_loads_the_same_index_as_the_json_files(shops: Shops, desk, tmp_pat
     packed = PackedSpeller(pack.extras["speller_pairs"], pack.extras["speller_counts"], frozenset({"保养"}))
     plain = Speller(texts, ["保养"])
     assert packed._after == plain._after and packed._before == plain._before
+    assert packed._spelt == plain._spelt and plain._spelt  # words typed in pinyin, read the same way
     for text in ["跑鞋5号怎么保养", "跑鞋5号怎么保痒", "多久发活", "能不能开发漂", *texts[:20]]:
         assert packed.correct(text) == plain.correct(text), text
     # the desk answers the same from the pack as from the JSON files

@@ -140,3 +140,41 @@ def test_readings_come_without_importing_pypinyin():
     code = "import sys; from service.speller import readings; readings('第'); print('pypinyin' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"  # the package's phrase dictionary costs 49 MB of RSS
+
+
+# --- words typed in pinyin ---------------------------------------------------------------------------
+PINYIN_TEXTS = ["花呗分期怎么开通"] * 6 + ["拍立淘怎么用", "快递多久到"] * 6
+
+
+@pytest.mark.parametrize(
+    ("typed", "expected"),
+    [
+        ("huabei fenqi 咋弄", "花呗分期咋弄"),  # each run spells a word; the space between them goes
+        ("huabeifenqi", "花呗分期"),  # one run, two words
+        ("pailitao 打不开", "拍立淘打不开"),  # a word of the user dictionary
+        ("kuaidi duojiu dao", "快递多久 dao"),  # dao spells no word of two characters: kept
+    ],
+)
+def test_a_word_typed_in_pinyin_becomes_the_kb_word(typed: str, expected: str):
+    got = Speller(PINYIN_TEXTS, words=["拍立淘", "花呗"]).correct(typed)
+    assert got.text == expected
+    assert all(c.typed.isascii() and c.corrected == c.word for c in got.corrections)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "price protection 在哪里点",  # English spells no pinyin word
+        "check order status pls",
+        "kd单号在哪",  # too short: an abbreviation
+        "https://www.huabei.com/fenqi",  # part of a link
+        "huabeihuabei",  # a word twice in a row is a name, not a request
+    ],
+)
+def test_english_links_and_abbreviations_stay(text: str):
+    assert Speller(PINYIN_TEXTS, words=["拍立淘", "花呗"]).correct(text).text == text
+
+
+def test_only_words_the_kb_uses_are_spelt():
+    # 拍立淘 is a user word, but this KB never writes it: pailitao stays
+    assert Speller(["快递多久到"] * 6, words=["拍立淘"]).correct("pailitao").text == "pailitao"
