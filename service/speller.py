@@ -53,10 +53,10 @@ MAX_PINYIN_LETTERS = 30  # longer runs are no words typed in pinyin (a pasted li
 
 @dataclass(frozen=True)
 class Correction:
-    position: int  # index of the character in the text
-    typed: str
+    position: int  # index of the character in the text (of a pinyin run: in the text as typed)
+    typed: str  # a character, or a run of pinyin letters (huabei)
     corrected: str
-    word: str  # the KB word the corrected character makes with its neighbour
+    word: str  # the KB word the corrected character makes with its neighbour (or the run spells)
 
 
 @dataclass(frozen=True)
