@@ -208,22 +208,27 @@ class Speller:
         return Spelled(chars.text, tuple(sorted((*latin, *chars.corrections), key=lambda c: c.position)))
 
     def transliterate(self, text: str) -> tuple[str, tuple[Correction, ...]]:
-        """Latin runs that spell the KB's words in pinyin, replaced by them (huabei → 花呗)."""
+        """Latin runs that spell the KB's words in pinyin, replaced by them (huabei → 花呗). Runs
+        next to each other (only spaces between) go together or not at all: in a phrase of English
+        or a name (quake lake, huawei pay) one of them spells nothing, and like or lake must stay."""
         if not self._spelt or not _LATIN_RUN.search(text):
             return text, ()
         out: list[str] = []
         found: list[Correction] = []
         at = 0
-        for m in _LATIN_RUN.finditer(text):
-            run = m.group()
-            words = self._spelling_of(run) if MIN_PINYIN_LETTERS <= len(run) <= MAX_PINYIN_LETTERS else None
-            if words is None:
+        for group in _groups(list(_LATIN_RUN.finditer(text)), text):
+            spelt = [
+                self._spelling_of(m.group()) if MIN_PINYIN_LETTERS <= len(m.group()) <= MAX_PINYIN_LETTERS else None
+                for m in group
+            ]
+            if any(words is None for words in spelt):
                 continue
-            word = "".join(words)
-            out.append(text[at : m.start()])
-            found.append(Correction(m.start(), run, word, word))
-            out.append(word)
-            at = m.end()
+            for m, words in zip(group, spelt, strict=True):
+                word = "".join(words or ())
+                out.append(text[at : m.start()])
+                found.append(Correction(m.start(), m.group(), word, word))
+                out.append(word)
+                at = m.end()
         if not found:
             return text, ()
         out.append(text[at:])
@@ -288,6 +293,17 @@ class Speller:
             chars[i] = c.corrected
             done.append(c)
         return Spelled("".join(chars), tuple(sorted(done, key=lambda c: c.position)))
+
+
+def _groups(runs: list[re.Match[str]], text: str) -> list[list[re.Match[str]]]:
+    """Latin runs grouped where only spaces stand between them (huabei fenqi: one group)."""
+    groups: list[list[re.Match[str]]] = []
+    for m in runs:
+        if groups and not text[groups[-1][-1].end() : m.start()].strip():
+            groups[-1].append(m)
+        else:
+            groups.append([m])
+    return groups
 
 
 def _keep_spelling(spelt: dict[str, tuple[int, str]], word: str, n: int) -> None:

@@ -152,7 +152,7 @@ PINYIN_TEXTS = ["花呗分期怎么开通"] * 6 + ["拍立淘怎么用", "快递
         ("huabei fenqi 咋弄", "花呗分期咋弄"),  # each run spells a word; the space between them goes
         ("huabeifenqi", "花呗分期"),  # one run, two words
         ("pailitao 打不开", "拍立淘打不开"),  # a word of the user dictionary
-        ("kuaidi duojiu dao", "快递多久 dao"),  # dao spells no word of two characters: kept
+        ("kuaidi duojiu 到吗", "快递多久到吗"),
     ],
 )
 def test_a_word_typed_in_pinyin_becomes_the_kb_word(typed: str, expected: str):
@@ -169,6 +169,10 @@ def test_a_word_typed_in_pinyin_becomes_the_kb_word(typed: str, expected: str):
         "kd单号在哪",  # too short: an abbreviation
         "https://www.huabei.com/fenqi",  # part of a link
         "huabeihuabei",  # a word twice in a row is a name, not a request
+        # next to a run that spells nothing, none is read as pinyin: English or a name
+        "kuaidi duojiu dao",  # dao spells no word of two characters
+        "huabei pay 怎么开通",
+        "a woman like her",
     ],
 )
 def test_english_links_and_abbreviations_stay(text: str):
