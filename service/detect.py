@@ -57,8 +57,6 @@ _REQUEST_PATTERNS = [
     rf"(?:联系|接通|召唤|呼叫)\s*(?:一下|个)?\s*{_HUMAN}",
     rf"^可以(?:转)?{_HUMAN}(?:客服|服务)?(?:吗|么|不|没)?{_TO_END}",
     rf"^{_HUMAN}(?:客服)?\s*快点?{_TO_END}",
-    # the bot told it has failed (说人话, 答非所问, 机器人听不懂): what a shopper says before giving up on it
-    r"说人话|答非所问|牛头不对马嘴|听不懂人话|(?:你|机器人|智能客服)\s*(?:根本|都|是不是)?\s*(?:听不懂|看不懂)",
     # the whole message a call for the service (客服客服, 在线客服): one 客服 alone stays a greeting
     rf"^(?:(?:客服){{2,}}|在线(?:客服|人工))(?:客服|人工)?{_TO_END}",
     r"(?:换|找|叫)\s*(?:个|一个|你们的?)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
@@ -74,6 +72,12 @@ _REQUEST_PATTERNS = [
     rf"^(?:(?:你们的?)?(?:人|客服|小二)都?(?:呢|去哪(?:了|儿了)?|哪去了|跑哪去了)){{1,3}}{_TO_END}",
 ]
 _REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
+# The bot told it has failed (说人话, 答非所问, 机器人听不懂): what a shopper says before giving up on
+# it, so a person. Unless the KB itself answers such talk (a voice assistant's 我说话你都听不懂 entry:
+# ``runtime.kb_small_talk``).
+_BOT_FAILED = re.compile(
+    r"说人话|答非所问|牛头不对马嘴|听不懂人话|(?:你|机器人|智能客服)\s*(?:根本|都|是不是)?\s*(?:听不懂|看不懂)"
+)
 
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
 # Particles and filler that carry no request: stripped before matching greetings.
@@ -124,6 +128,11 @@ FOLLOWUP_MAX_CHARS = 20
 
 
 _LEADING_MASKED = re.compile(rf"^(?:{MASKED}\s*)+")  # masked or pasted ahead: [链接x] 人工, [数字x] 转人工
+
+
+def is_bot_failure(norm: str) -> bool:
+    """The shopper tells the bot it has failed them (说人话, 你听不懂吗): a request for a person."""
+    return bool(_BOT_FAILED.search(norm))
 
 
 def is_user_request(norm: str, typed: str | None = None) -> bool:

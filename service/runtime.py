@@ -22,7 +22,7 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
-from service.detect import is_greeting
+from service.detect import is_bot_failure, is_greeting
 from service.orders import OrderRules
 from service.policy import Calibration
 from service.sensitive import SensitiveDetector
@@ -70,15 +70,20 @@ def kb_orders(index: Index) -> OrderRules:
     return rules
 
 
+def _small_talk(norm: str) -> bool:
+    return is_greeting(norm) or is_bot_failure(norm)
+
+
 def kb_small_talk(index: Index) -> bool:
-    """Whether ``index``'s KB answers greetings and thanks itself: some of its own FAQ questions are
-    greetings or closings (a phone assistant's 你好你好, 谢谢你了). Then they are that KB's topic and
-    go to it rather than to the greeting rule, as order wordings do (``kb_orders``); the log says so."""
-    own = [e.question for e in index.entries.values() if is_greeting(normalize(e.question))]
+    """Whether ``index``'s KB answers small talk itself: some of its own FAQ questions are greetings,
+    closings or complaints to the bot (a phone assistant's 你好你好, 谢谢你了, 我说话你都听不懂). Then
+    they are that KB's topic and go to it rather than to the greeting rule or a person, as order
+    wordings do (``kb_orders``); the log says so."""
+    own = [e.question for e in index.entries.values() if _small_talk(normalize(e.question))]
     if own:
         log.info(
-            "build %s: %d of its own FAQ questions are greetings or thanks (%s): they are this KB's topic, "
-            "so greetings are answered from it",
+            "build %s: %d of its own FAQ questions are small talk (%s): they are this KB's topic, "
+            "so greetings and complaints to the bot are answered from it",
             index.manifest.build_id,
             len(own),
             "、".join(own[:3]),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.detect import is_closing, is_greeting, is_ok_emoji, is_user_request
+from service.detect import is_bot_failure, is_closing, is_greeting, is_ok_emoji, is_user_request
 from service.orders import OrderMatch, OrderRules, match_order_statement, match_reply
 from service.pipeline.prepare import Prepared
 from service.schemas import Decision as Outcome
@@ -61,7 +61,8 @@ class Router:
         if self.greeting_detection and is_greeting(norm, self.greetings):
             fired = "closing" if is_closing(norm, self.thanks) else "greeting"
             return Rule("greeting", "clarify", fired, search=False, remember=False)
-        if is_user_request(norm, p.query):
+        # a KB that answers small talk answers being told it failed too (greeting_detection off)
+        if is_user_request(norm, p.query) or (self.greeting_detection and is_bot_failure(norm)):
             return Rule("user_requested", "handoff", "user_requested", self.handoff_candidates, remember=True)
         hit = self.sensitive.match(norm)
         if hit is not None:

@@ -9,6 +9,7 @@ from kb.loader import load_resources
 from kb.settings import BUNDLED_KB
 from service.detect import (
     FOLLOWUP_MAX_CHARS,
+    is_bot_failure,
     is_closing,
     is_followup,
     is_greeting,
@@ -118,11 +119,6 @@ REAL_CHAT_REQUESTS = [
     "可以人工吗",
     "人工快点",
     "叫你们客服出来",
-    # the bot told it has failed
-    "机器人听不懂",
-    "你听不懂吗",
-    "说人话",
-    "答非所问",
     "在吗 人工",
     "客服，人工",
     "[链接x] 人工",  # a pasted link or a masked value in front
@@ -300,6 +296,17 @@ def test_closings(text: str, closing: bool | None, greeting_extras):
 )
 def test_ok_emoji(text: str, ok: bool):
     assert is_ok_emoji(text) == ok
+
+
+@pytest.mark.parametrize("query", ["机器人听不懂", "你听不懂吗", "说人话", "答非所问", "你根本看不懂"])
+def test_the_bot_told_it_failed(query: str):
+    # a request for a person unless the KB answers such small talk itself (the route stage decides)
+    assert is_bot_failure(normalize(query)) and not is_user_request(normalize(query))
+
+
+@pytest.mark.parametrize("query", ["我听不懂", "听不懂", "这个说明书看不懂"])
+def test_the_shopper_not_following_is_no_failure_of_the_bot(query: str):
+    assert not is_bot_failure(normalize(query))
 
 
 def test_configured_thanks_are_closings():

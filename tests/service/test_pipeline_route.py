@@ -66,6 +66,13 @@ def test_needs_order_names_its_wording_and_can_be_switched_off() -> None:
     assert Router(sensitive=SENSITIVE, order_detection=False).run(_prepared("我的快递到哪了")) is None
 
 
+def test_the_bot_told_it_failed_asks_for_a_person_unless_the_kb_answers_small_talk() -> None:
+    rule = Router(sensitive=SENSITIVE).run(_prepared("你都听不懂吗"))
+    assert rule is not None and rule.reason == "user_requested"
+    # a voice assistant whose FAQ holds 我说话你都听不懂 answers it from its entry
+    assert Router(sensitive=SENSITIVE, greeting_detection=False).run(_prepared("你都听不懂吗")) is None
+
+
 def test_configured_thanks_get_the_closing() -> None:
     """A thanks of the KB's greetings.yaml ends the chat like the built-in ones (its closing reply)."""
     router = Router(sensitive=SENSITIVE, greetings=["感激不尽"], thanks=["感激不尽"])

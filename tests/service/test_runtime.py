@@ -196,7 +196,7 @@ def test_a_kb_whose_own_questions_are_greetings_answers_them_itself(tmp_path, fa
         "g2,谢谢你了,不客气，随时叫我。,闲聊",
         "a1,明天早上七点叫我起床,好的，已设好明早七点的闹钟。,闹钟",
     )
-    assert answerer.small_talk and any("greetings or thanks" in r.getMessage() for r in caplog.records)
+    assert answerer.small_talk and any("are small talk" in r.getMessage() for r in caplog.records)
     d = answerer.explain("谢谢你了")
     assert d.rule is None and d.searched is not None and d.searched.candidates[0].id == "g2"
     assert answerer.explain("👌").reason == "empty_query"  # no closing rule either
@@ -245,3 +245,17 @@ def test_an_index_built_in_memory_reads_its_kb_without_a_warning(tiny_settings, 
         answerer = Runtime.create(tiny_settings, encoder=fake_encoder).answerer(index=index)
     assert not [r for r in caplog.records if "resources" in r.getMessage()]
     assert answerer.answer("七天无理由退货需要满足什么条件？").decision
+
+
+def test_a_kb_that_answers_complaints_to_the_bot_keeps_them(tmp_path, fake_encoder, caplog):
+    """我说话你都听不懂 is a voice assistant's own entry: 你都听不懂吗 goes to it, not to a person."""
+    answerer = _answerer_of_csv(
+        tmp_path,
+        fake_encoder,
+        caplog,
+        "c1,我说话你都听不懂,抱歉，我还在学习，可以换个说法再试试。,闲聊",
+        "a1,明天早上七点叫我起床,好的，已设好明早七点的闹钟。,闹钟",
+    )
+    assert answerer.small_talk
+    assert answerer.explain("你都听不懂吗").reason != "user_requested"
+    assert answerer.explain("转人工").reason == "user_requested"  # a plain request still goes to a person
