@@ -202,12 +202,17 @@ def test_uppercase_regex_escapes_keep_their_meaning():
         "自杀式降价能保价吗",
         "我要打他电话问问",  # a call, not a blow
         "打死都不买了",
+        "误食胶水怎么办",  # a medical question-and-answer KB's topic; a product part or a battery is an incident
     ],
 )
 def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
     assert bundled_detector.match(normalize(query)) is None
 
 
+SWALLOWED = (
+    r"(?:误食|误吞|吃|吞)(?:了|下|进)?去?(?:了)?(?:一颗|一个|一粒|一包|个|颗|粒|包)?(?:玩具的?)?"
+    r"(?:小?零件|纽扣电池|电池|磁铁|磁珠|珠子|干燥剂)"
+)
 HIT_SOMEONE = r"(?:我要|我去|我会|我就|非得?)(?:打|揍)(?:他|她|你)(?:们)?(?!.{0,2}电话)"
 
 
@@ -245,7 +250,7 @@ HIT_SOMEONE = r"(?:我要|我去|我会|我就|非得?)(?:打|揍)(?:他|她|你
         ("真想杀了他", "threat", "杀了"),
         ("快递员态度太差，我要打他", "threat", HIT_SOMEONE),
         ("打死你", "threat", "(?:打|揍)死(?:你|他|她)"),
-        ("宝宝误食了干燥剂", "safety", "误食"),
+        ("宝宝误食了干燥剂", "safety", SWALLOWED),
     ],
 )
 def test_genuine_sensitive_messages_still_match(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
