@@ -107,10 +107,12 @@ _TRAIL = r"[呀啊哈呢吧嘛哦喔噢哇啦滴的亲了嗯~～]*"
 _GREETING_CORE = re.compile(rf"^(?:(?:{_HELLO}|{_THANKS}|{_CLOSING}){_TRAIL})+$")
 _CLOSING_CORE = re.compile(rf"^(?:(?:{_THANKS}|{_CLOSING}){_TRAIL})+$")
 # How a shopper addresses the chat (客服你好, 掌柜的在吗, 谢谢老板): part of a greeting or a thanks, left
-# out before its words are matched. Alone, only a call that can mean nothing else is a greeting (亲,
-# 小二, 掌柜的, 老板, 店家): 客服 or 卖家 alone may name a topic, and 客服客服 asks for a person.
+# out before its words are matched. Alone, a call is a greeting too (亲, 客服, 小二, 掌柜的, 老板, 店家:
+# 客服 alone was answered from the KB's English-support entry); 卖家 or 商家 alone may name a topic,
+# and 客服客服 asks for a person.
 _ADDRESS = re.compile(r"客服|小二|小蜜|掌柜的?|老板|店家|卖家|商家")
-_CALL = re.compile(rf"^(?:亲+|小二|掌柜的?|老板|店家){_TRAIL}$")
+# (no 呢 after it: 客服呢, 小二呢 ask where the people are)
+_CALL = re.compile(r"^(?:亲+|客服|小二|掌柜的?|老板|店家)[呀啊哈吧嘛哦喔噢哇啦滴的亲了嗯~～]*$")
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
 _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
 # Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a

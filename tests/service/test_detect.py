@@ -268,7 +268,8 @@ def test_not_greetings(text: str, greeting_extras):
         ("亲", False),  # a call alone
         ("小二", False),
         ("在？", False),
-        ("客服", None),  # may name a topic (客服 → the service hotline): left to retrieval
+        ("客服", False),  # a call: the greeting reply (it was answered from the English-support entry)
+        ("客服呢", None),  # where are the agents: a request (is_user_request)
         ("卖家", None),
         ("客服客服", None),  # asks for a person (is_user_request)
         ("老板你好这个多少钱", None),
