@@ -112,7 +112,7 @@ _CLOSING_CORE = re.compile(rf"^(?:(?:{_THANKS}|{_CLOSING}){_TRAIL})+$")
 # and 客服客服 asks for a person.
 _ADDRESS = re.compile(r"客服|小二|小蜜|掌柜的?|老板|店家|卖家|商家")
 # (no 呢 after it: 客服呢, 小二呢 ask where the people are)
-_CALL = re.compile(r"^(?:亲+|客服|小二|掌柜的?|老板|店家)[呀啊哈吧嘛哦喔噢哇啦滴的亲了嗯~～]*$")
+_CALL = re.compile(rf"^(?:亲+|客服|小二|掌柜的?|老板|店家){_TRAIL.replace('呢', '')}$")
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
 _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
 # Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a
@@ -181,34 +181,31 @@ def _reduced(norm: str) -> tuple[str, str]:
     return bare, _PARTICLES.sub("", bare)
 
 
-def _all_words(pattern: re.Pattern[str], norm: str) -> bool:
-    """The message is nothing but ``pattern``'s words, and perhaps a form of address (客服你好).
-    Matched before and after dropping particles: 哈 is a particle in 好哈 but part of 哈喽."""
+def _all_words(pattern: re.Pattern[str], norm: str, configured: Iterable[str] = ()) -> bool:
+    """The message is nothing but ``pattern``'s words, and perhaps a form of address (客服你好), or
+    one of the ``configured`` phrases. Matched before and after dropping particles: 哈 is a particle
+    in 好哈 but part of 哈喽."""
     bare, core = _reduced(norm)
     if not bare:
         return False
     if pattern.match(bare) or (core and pattern.match(core)):
         return True
     unaddressed = _ADDRESS.sub("", core)
-    return unaddressed != core and bool(unaddressed) and bool(pattern.match(unaddressed))
+    if unaddressed != core and unaddressed and pattern.match(unaddressed):
+        return True
+    return bool(core) and core in _greeting_keys(tuple(configured))
 
 
 def is_greeting(norm: str, extra: Iterable[str] = ()) -> bool:
-    """A message that is only a greeting or thanks (no question in it); a link or a number the
-    chat pasted ahead of it ([链接x] 你好 在吗) does not make it a question."""
-    if _all_words(_GREETING_CORE, norm) or _CALL.match(_reduced(norm)[0]):
-        return True
-    core = _reduced(norm)[1]
-    return bool(core) and core in _greeting_keys(tuple(extra))
+    """A message that is only a greeting or thanks (no question in it), or a call alone (亲, 客服);
+    a link or a number the chat pasted ahead of it ([链接x] 你好 在吗) does not make it a question."""
+    return _all_words(_GREETING_CORE, norm, extra) or bool(_CALL.match(_reduced(norm)[0]))
 
 
 def is_closing(norm: str, thanks: Iterable[str] = ()) -> bool:
     """A greeting (``is_greeting``) that only thanks, acknowledges or ends the chat: it gets a
     closing reply, not the greeting's invitation to ask. ``thanks``: the KB's own (greetings.yaml)."""
-    if _all_words(_CLOSING_CORE, norm):
-        return True
-    core = _reduced(norm)[1]
-    return bool(core) and core in _greeting_keys(tuple(thanks))
+    return _all_words(_CLOSING_CORE, norm, thanks)
 
 
 # The pictographs that say OK (👌, 👍, 🆗, with any skin tone); a row of 😂 or 🙏 says something else.
