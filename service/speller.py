@@ -68,6 +68,7 @@ class Spelled:
 _HAN_RUN = re.compile("[\u4e00-\u9fff]{2,}")  # the CJK Unified Ideographs block, as in correct()
 # A run of letters on its own (normalised text is lower case): not part of a link, an address or a code
 _LATIN_RUN = re.compile(r"(?<![a-z0-9./:@_\-])[a-z]+(?![a-z0-9./:@_\-])")
+_SPACE_AMID_HAN = re.compile(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])")
 
 
 def _toneless(syllable: str) -> str:
@@ -205,6 +206,8 @@ class Speller:
     def correct(self, text: str) -> Spelled:
         spelt, latin = self.transliterate(text)
         chars = self.homophones(spelt)
+        if not latin:  # nearly every message
+            return chars
         return Spelled(chars.text, tuple(sorted((*latin, *chars.corrections), key=lambda c: c.position)))
 
     def transliterate(self, text: str) -> tuple[str, tuple[Correction, ...]]:
@@ -233,7 +236,7 @@ class Speller:
             return text, ()
         out.append(text[at:])
         # a word beside Han text or another word needs no space: 花呗 分期 咋弄 reads as 花呗分期咋弄
-        return re.sub(r"(?<=[\u4e00-\u9fff])\s+(?=[\u4e00-\u9fff])", "", "".join(out)), tuple(found)
+        return _SPACE_AMID_HAN.sub("", "".join(out)), tuple(found)
 
     def _spelling_of(self, run: str) -> list[str] | None:
         """The fewest KB words (at most MAX_PINYIN_WORDS) whose spellings make up ``run``, or None."""
