@@ -160,7 +160,7 @@ class Document:
         return next((qs for u, qs in self.questions if u == unit), ())
 
 
-REPLY_KINDS = ("greeting", "closing", "empty", "clarify", "handoff")
+REPLY_KINDS = ("greeting", "closing", "empty", "clarify", "clarify_order", "handoff")
 
 
 @dataclass(frozen=True)
@@ -172,6 +172,8 @@ class Replies:
     closing: str | None = None  # to thanks, an acknowledgement or the chat's end (没有了，谢谢)
     empty: str | None = None
     clarify: str | None = None  # before the options of a 您是不是想问…
+    # before the options offered to a question asked in a chat about the shopper's own order
+    clarify_order: str | None = None
     handoff: str | None = None  # KEFU_HANDOFF_MESSAGE is the text of a KB that sets none
 
 

@@ -23,6 +23,9 @@ from service.tickets import Prior, TicketStore
 from service.webhook import OrderEvent, OrderWebhook
 
 CLARIFY_PROMPT = "您是不是想问以下问题？请回复序号或换个说法描述："
+# A question asked in a chat about the shopper's own order, offered instead of answered (``held``
+# order_context): the article may not settle their order, so say how to reach a person too.
+ORDER_CLARIFY_PROMPT = "如需处理您的这笔订单，请回复“转人工”；如果想了解的是以下问题，请回复序号："
 # To thanks, an acknowledgement or the chat's end (好的谢谢, 嗯嗯, 没有了): greetings.yaml replies.closing
 CLOSING_REPLY = "好的，如果还有其他问题，随时问我。"
 # The greeting and empty-message replies give examples of what to ask, taken from the KB served
@@ -106,7 +109,10 @@ class Responder:
             message = greeting_reply(self.examples, self.replies.greeting)
         elif d.outcome == "clarify":
             items = [self.item(c, d.search_text) for c in cands[:CLARIFY_CHOICES]]
-            message = self.replies.clarify or CLARIFY_PROMPT
+            if d.held == "order_context":
+                message = self.replies.clarify_order or ORDER_CLARIFY_PROMPT
+            else:
+                message = self.replies.clarify or CLARIFY_PROMPT
         else:
             ticket_id = "-"
             if ticketed and self.tickets is not None:

@@ -93,11 +93,14 @@ def test_a_kbs_own_greetings_may_word_its_replies(tmp_path: Path):
     assert own.examples == ("Do you ship abroad",) and own.greetings == ()
 
 
+KINDS = "greeting, closing, empty, clarify, clarify_order, handoff"
+
+
 @pytest.mark.parametrize(
     ("replies", "message"),
     [
-        ("replies: [您好]", "replies must be a mapping of greeting, closing, empty, clarify, handoff"),
-        ("replies:\n  goodbye: 再见", "replies has no 'goodbye'; it takes greeting, closing, empty, clarify, handoff"),
+        ("replies: [您好]", f"replies must be a mapping of {KINDS}"),
+        ("replies:\n  goodbye: 再见", f"replies has no 'goodbye'; it takes {KINDS}"),
         ("replies:\n  handoff: ''", "replies.handoff must be a non-empty text"),
         ("replies:\n  clarify: [一, 二]", "replies.clarify must be a non-empty text"),
         ("replies:\n  handoff: '请稍候，例如{examples}'", "replies.handoff has {examples}, which only the greeting"),

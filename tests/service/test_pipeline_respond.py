@@ -19,6 +19,7 @@ from service.pipeline.prepare import Prepared
 from service.pipeline.respond import (
     CLARIFY_PROMPT,
     CLOSING_REPLY,
+    ORDER_CLARIFY_PROMPT,
     WELCOME_MAX_CHARS,
     Responder,
     empty_reply,
@@ -101,6 +102,18 @@ def test_a_document_chunk_is_shown_with_its_document(responder: Responder):
 def test_a_clarify_offers_three_choices(responder: Responder):
     a = responder.run(_decision(responder.index, "clarify", "ambiguous"), 10, time.perf_counter())
     assert (len(a.answers), a.message) == (3, CLARIFY_PROMPT)
+
+
+def test_options_offered_in_a_chat_about_the_order_say_how_to_reach_a_person(responder: Responder):
+    held = dataclasses.replace(_decision(responder.index, "clarify", "ambiguous"), held="order_context")
+    a = responder.run(held, 10, time.perf_counter())
+    assert (len(a.answers), a.message) == (3, ORDER_CLARIFY_PROMPT) and "转人工" in ORDER_CLARIFY_PROMPT
+    # a guessed context is asked the plain way; a KB words either in greetings.yaml
+    guessed = dataclasses.replace(held, held="guessed_context")
+    assert responder.run(guessed, 10, time.perf_counter()).message == CLARIFY_PROMPT
+    responder.replies = Replies(clarify="Did you mean", clarify_order="For this order say 人工; or did you mean")
+    assert responder.run(held, 10, time.perf_counter()).message == "For this order say 人工; or did you mean"
+    assert responder.run(guessed, 10, time.perf_counter()).message == "Did you mean"
 
 
 def test_a_greeting_is_answered_and_not_remembered(responder: Responder):
