@@ -119,7 +119,7 @@ _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
 # pause or another greeting follows it. Otherwise it is the subject of the question: 客服电话多少,
 # 小蜜是啥, 客服说价格挂错了 must keep it.
 _GREETING_PREFIX = re.compile(
-    rf"^(?:(?:{_GREETING_WORDS}){_GREETING_TAIL}*|(?:亲|客服|小蜜|小二)(?:{_GREETING_TAIL}+|(?={_GREETING_WORDS})))"
+    rf"^(?:(?:{_GREETING_WORDS}){_GREETING_TAIL}*|(?:亲|客服|小蜜|小二|掌柜的?|老板|店家)(?:{_GREETING_TAIL}+|(?={_GREETING_WORDS})))"
 )
 _FOLLOWUP = re.compile(r"^(?:那|那么|那要是|要是|如果|还有|另外|然后|其他的?|可是|但是|那如果)")
 # Pronouns and demonstratives that point back at the previous message ('这样改的话要另外掏钱吗').

@@ -332,11 +332,16 @@ def test_configured_extra_greeting():
         ("小蜜你好,退款多久到账", "退款多久到账"),
         ("客服在吗 运费谁出", "运费谁出"),
         ("小二在吗我要人工", "我要人工"),
+        ("老板在吗？退款多久到账", "退款多久到账"),  # the shop's forms of address too
+        ("掌柜的，发票怎么开", "发票怎么开"),
+        ("店家你好,可以货到付款吗", "可以货到付款吗"),
         # a form of address without a pause is the subject of the question, not a greeting
         ("客服电话多少", "客服电话多少"),
         ("小蜜是啥", "小蜜是啥"),
         ("客服说价格挂错了", "客服说价格挂错了"),
         ("亲测好用吗", "亲测好用吗"),
+        ("老板说不给退", "老板说不给退"),
+        ("店家发错货了", "店家发错货了"),
     ],
 )
 def test_strip_greeting(text: str, expected: str):
