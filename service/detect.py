@@ -110,16 +110,17 @@ _CLOSING_CORE = re.compile(rf"^(?:(?:{_THANKS}|{_CLOSING}){_TRAIL})+$")
 # out before its words are matched. Alone, a call is a greeting too (亲, 客服, 小二, 掌柜的, 老板, 店家:
 # 客服 alone was answered from the KB's English-support entry); 卖家 or 商家 alone may name a topic,
 # and 客服客服 asks for a person.
-_ADDRESS = re.compile(r"客服|小二|小蜜|掌柜的?|老板|店家|卖家|商家")
+_FORMS_OF_ADDRESS = r"客服|小二|小蜜|掌柜的?|老板|店家"
+_ADDRESS = re.compile(rf"{_FORMS_OF_ADDRESS}|卖家|商家")
 # (no 呢 after it: 客服呢, 小二呢 ask where the people are)
-_CALL = re.compile(rf"^(?:亲+|客服|小二|掌柜的?|老板|店家){_TRAIL.replace('呢', '')}$")
+_CALL = re.compile(rf"^(?:亲+|{_FORMS_OF_ADDRESS}){_TRAIL.replace('呢', '')}$")
 _GREETING_WORDS = r"你好|您好|hi|hello|哈喽|嗨|在吗|在么|在不在|请问一下|请问|问一下|问下|打扰一下|麻烦问下"
 _GREETING_TAIL = r"[呀啊哈呢~～,，。!！?？\s]"
-# Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二) only when a
+# Greetings go with whatever follows them; a form of address (亲, 客服, 小蜜, 小二, 老板 …) only when a
 # pause or another greeting follows it. Otherwise it is the subject of the question: 客服电话多少,
 # 小蜜是啥, 客服说价格挂错了 must keep it.
 _GREETING_PREFIX = re.compile(
-    rf"^(?:(?:{_GREETING_WORDS}){_GREETING_TAIL}*|(?:亲|客服|小蜜|小二|掌柜的?|老板|店家)(?:{_GREETING_TAIL}+|(?={_GREETING_WORDS})))"
+    rf"^(?:(?:{_GREETING_WORDS}){_GREETING_TAIL}*|(?:亲|{_FORMS_OF_ADDRESS})(?:{_GREETING_TAIL}+|(?={_GREETING_WORDS})))"
 )
 _FOLLOWUP = re.compile(r"^(?:那|那么|那要是|要是|如果|还有|另外|然后|其他的?|可是|但是|那如果)")
 # Pronouns and demonstratives that point back at the previous message ('这样改的话要另外掏钱吗').
