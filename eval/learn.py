@@ -9,8 +9,10 @@ One run, under the KB's lock (kb/learned.py) and the index home's build lock:
 3. recalibrate on the learned dev examples and any labelled dev set (``recalibrate``), or, with
    too few of them, self-calibrate as ``kefu build`` does;
 4. compare the served build and the candidate on the learned test examples and on the labelled
-   test set: a loss above the tolerance on either refuses the run (``--force`` ships anyway) and
-   leaves the KB files and the served index as they were;
+   test set, and the candidate with and without the run's new alternative rows on the learned and
+   labelled dev examples, each asked without its own row (``rows_check``): a loss above the
+   tolerance on any refuses the run (``--force`` ships anyway) and leaves the KB files and the
+   served index as they were;
 5. ship: announce the changes in the journal, write the KB files (each atomically; re-running
    completes an interrupted write), then save, verify and swap in the build (the last good one
    stays until the swap, an atomic rename).
@@ -33,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from eval.dataset import EvalItem
-from eval.learn_calibration import Recalibration, recalibrate
+from eval.learn_calibration import Recalibration, new_alternative_rows, recalibrate, rows_check
 from eval.learn_guard import Checks, Comparison, Figures
 from eval.learn_stage import staging
 from eval.progress import Say, Ticker
@@ -190,6 +192,10 @@ def learn(
             before = served[1].answerer(index=served[0]).variant() if served is not None else None
             sets = (("learned test", staged_root.items("test")), ("labelled test", list(checks.labelled_test)))
             comparisons = []
+            added = [(entry, text) for c in plan.changes for entry, text, _ in c.alternatives]
+            held_out = rows_check(after, dev, new_alternative_rows(index, added), log)
+            if held_out is not None:
+                comparisons.append(held_out)
             for name, items in sets:
                 if not items:
                     continue

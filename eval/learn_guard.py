@@ -40,7 +40,7 @@ class Figures:
     n_out: int
     hit1: float
     precision: float | None  # answered precision; None when nothing was answered
-    coverage: float
+    coverage: float | None  # None: a check asked without the build's thresholds
     oos_recall: float | None  # out-of-scope handoff recall; None without out-of-scope items
 
     @classmethod
@@ -57,6 +57,14 @@ class Figures:
             coverage=round(sum(r.decision == "answer" for r in ins) / len(ins), 4) if ins else 0.0,
             oos_recall=round(sum(r.decision == "handoff" for r in oos) / len(oos), 4) if oos else None,
         )
+
+    @classmethod
+    def hit_only(cls, results: Sequence[ItemResult]) -> Figures:
+        """hit@1 of the in-scope ``results`` alone: for a check whose decisions are not the build's
+        (asked without its calibration's thresholds)."""
+        ins = [r for r in results if r.item.in_scope]
+        hit1 = round(sum(r.top1_correct for r in ins) / len(ins), 4) if ins else 0.0
+        return cls(n_in=len(ins), n_out=0, hit1=hit1, precision=None, coverage=None, oos_recall=None)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

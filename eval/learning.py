@@ -15,7 +15,8 @@ home (the user's KB and index are never touched; the user's embedding cache is s
   (no 👎; every wrong answer is assumed voted down) are confirmed: labelled examples, never
   alternatives, so the recalibration and the before/after check see served traffic too;
 - ``kefu learn`` (eval/learn.py) then applies the decisions, rebuilds, recalibrates on the learned
-  dev examples and ships unless the learned test examples lose more than 0.02;
+  dev examples and ships unless its checks lose more than 0.02 (the learned test examples; the
+  learned dev examples asked without their own rows, with and without the round's new rows);
 - the **test** split is evaluated on the served build after every round: hit@1, coverage at the
   calibrated precision, answered precision, out-of-scope handoff recall.
 

@@ -340,9 +340,10 @@ def write_report(
             "",
             "Each round replays the next share of the dev queries through the served build; the operator "
             "resolves what it did not serve by the dev labels alone (attach to the labelled entry, out of scope, "
-            "dismiss) and confirms what it served; `kefu learn` applies, rebuilds, recalibrates and ships unless the "
-            "learned test examples lose more than 0.02. Gap recovered: the share of the test hit@1 gap between "
-            "round 0 and the KB as shipped. The tuned rows (`python -m eval.learning --tune`): after a round, "
+            "dismiss) and confirms what it served; `kefu learn` applies, rebuilds, recalibrates and ships unless its "
+            "checks lose more than 0.02 (the learned test examples; the learned dev examples, each asked without "
+            "its own row, with and without the round's new rows). Gap recovered: the share of the test hit@1 gap "
+            "between round 0 and the KB as shipped. The tuned rows (`python -m eval.learning --tune`): after a round, "
             "`kefu learn tune` tunes the model on what was learned, and the test split is asked of its build next "
             f"to the served one. From `{LEARNING_FILE}`, written by `python -m eval.learning`.",
             "",

@@ -97,6 +97,33 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
     assert forced.shipped and forced.refused and store.current_id() == forced.build_id
 
 
+# Near copies of one question, all dev: the first in another fold of the held-out check than the others
+SHIPPING_FEE = ("退货运费到底谁出呀", "退货运费到底谁出呢", "那退货运费到底谁出呢")
+
+
+@pytest.mark.parametrize("second_to", ["refund-shipping-fee", "logistics-track"])
+def test_attached_messages_that_pull_the_others_are_refused(setup, second_to: str):
+    """The held-out check: each learned dev message asked without its own row, with and without the
+    round's new rows. Messages attached to the wrong entry pull their near copy there (1/3 → 0/3);
+    attached to the right one, they lose nothing and the round ships."""
+    s, enc, store = setup
+    assert {F.split_of(m) for m in SHIPPING_FEE} == {"dev"}
+    kb = load_kb(s.kb_dir)
+    L.decide(kb, "attach", [SHIPPING_FEE[0]], entry="refund-shipping-fee")
+    L.decide(kb, "attach", list(SHIPPING_FEE[1:]), entry=second_to)
+    served = store.current_id()
+    result = learn(s, enc)
+    check = next(c for c in result.comparisons if c.name == "learned dev, held out from the new rows")
+    assert check.before is not None and check.before.n_in == 3
+    if second_to == "logistics-track":
+        assert (check.before.hit1, check.after.hit1) == (0.3333, 0.0)
+        assert not result.shipped and store.current_id() == served
+        assert any(r.startswith("learned dev, held out from the new rows: hit@1") for r in result.refused)
+    else:
+        assert check.after.hit1 >= check.before.hit1
+        assert result.shipped and not result.refused
+
+
 def test_guard_compares_hit1_precision_and_oos_recall():
     before = Figures(10, 5, 0.9, 0.95, 0.8, 0.8)
     same = Comparison("learned test", before, Figures(10, 5, 0.89, 0.94, 0.5, 0.79))
