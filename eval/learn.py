@@ -10,9 +10,9 @@ One run, under the KB's lock (kb/learned.py) and the index home's build lock:
    too few of them, self-calibrate as ``kefu build`` does;
 4. compare the served build and the candidate on the learned test examples and on the labelled
    test set, and the candidate with and without the run's new alternative rows on the learned and
-   labelled dev examples, each asked without its own row (``rows_check``): a loss above the
-   tolerance on any refuses the run (``--force`` ships anyway) and leaves the KB files and the
-   served index as they were;
+   labelled dev examples, each asked without its own row (eval/learn_rows.py, which also names the
+   decisions whose rows took other entries' messages): a loss above the tolerance on any check
+   refuses the run (``--force`` ships anyway) and leaves the KB files and the served index as they were;
 5. ship: announce the changes in the journal, write the KB files (each atomically; re-running
    completes an interrupted write), then save, verify and swap in the build (the last good one
    stays until the swap, an atomic rename).
@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from eval.dataset import EvalItem
-from eval.learn_calibration import Recalibration, new_alternative_rows, recalibrate, rows_check
+from eval.learn_calibration import Recalibration, recalibrate
 from eval.learn_guard import Checks, Comparison, Figures
+from eval.learn_rows import added_rows, new_alternative_rows, pulled_by, rows_check
 from eval.learn_stage import staging
 from eval.progress import Say, Ticker
 from eval.runner import run
@@ -64,6 +65,9 @@ class LearnResult:
     comparisons: tuple[Comparison, ...]
     calibration: str
     seconds: float
+    # decisions whose new rows took more learned dev messages of other entries first than they won
+    # for their own, with how many they took: where to look when the rows check loses
+    pulling: tuple[tuple[str, int], ...] = ()
 
     @property
     def nothing_to_do(self) -> bool:
@@ -80,6 +84,7 @@ class LearnResult:
             "refused": list(self.refused),
             "comparisons": [c.to_json() for c in self.comparisons],
             "calibration": self.calibration,
+            "pulling": [{"decision": d, "took": n} for d, n in self.pulling],
             "seconds": round(self.seconds, 1),
         }
 
@@ -189,13 +194,12 @@ def learn(
             dev = [*staged_root.items("dev"), *checks.labelled_dev]
             fitted = candidate(rt, staged, store, dev, checks, log)
             index, after, how, report = fitted.index, fitted.answerer, fitted.how, fitted.report
+            check = rows_check(after, dev, new_alternative_rows(index, added_rows(plan)), log)
+            # the decisions to look at first when the new rows lose: theirs took other entries' messages
+            pulling = tuple(sorted(pulled_by(check, plan, index).items())) if check is not None else ()
             before = served[1].answerer(index=served[0]).variant() if served is not None else None
             sets = (("learned test", staged_root.items("test")), ("labelled test", list(checks.labelled_test)))
-            comparisons = []
-            added = [(entry, text) for c in plan.changes for entry, text, _ in c.alternatives]
-            held_out = rows_check(after, dev, new_alternative_rows(index, added), log)
-            if held_out is not None:
-                comparisons.append(held_out)
+            comparisons = [check.comparison] if check is not None else []
             for name, items in sets:
                 if not items:
                     continue
@@ -213,11 +217,12 @@ def learn(
                         "who": by,
                         "at": at,
                         "decisions": [c.decision for c in plan.changes],
+                        "pulling": [d for d, _ in pulling],
                         "losses": list(losses),
                         "comparisons": [c.to_json() for c in comparisons],
                     },
                 )
-                return LearnResult(plan, bid, False, losses, tuple(comparisons), how, time.perf_counter() - t0)
+                return LearnResult(plan, bid, False, losses, tuple(comparisons), how, time.perf_counter() - t0, pulling)
             # Announce, write the KB, then swap the index: a crash in between leaves valid KB files
             # (each replaced whole) and the last good build serving; the next run completes it.
             append_journal(
@@ -259,5 +264,5 @@ def learn(
                 },
             )
     return LearnResult(
-        plan, bid, True, losses if checks.force else (), tuple(comparisons), how, time.perf_counter() - t0
+        plan, bid, True, losses if checks.force else (), tuple(comparisons), how, time.perf_counter() - t0, pulling
     )

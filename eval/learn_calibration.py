@@ -9,7 +9,6 @@ from typing import Any
 
 from eval.calibrate import calibrate
 from eval.dataset import EvalItem, stable_hash
-from eval.learn_guard import Comparison, Figures
 from eval.progress import Say, Ticker
 from eval.ranker_training import faq_alt_rows, kb_groups, unit_groups
 from eval.runner import ItemResult, run, summarize
@@ -147,46 +146,3 @@ def recalibrate(
         f"out-of-scope handoff {op['oos_handoff_recall']:.3f}"
     )
     return Recalibration(cal, how, report)
-
-
-def new_alternative_rows(index: Index, added: Sequence[tuple[str, str]]) -> set[int]:
-    """The alternative rows of ``index`` that ``added`` ((entry id, text) pairs) put there."""
-    keys = {(index.resolve(e), question_key(t)) for e, t in added}
-    return {r for r, c in enumerate(index.chunks) if c.kind == "alt" and (c.unit_id, question_key(c.text)) in keys}
-
-
-def rows_check(
-    base: Answerer, items: Sequence[EvalItem], new_rows: set[int], say: Say | None = None
-) -> Comparison | None:
-    """Whether the rows ``new_rows`` help the in-scope ``items`` they were not made from: each item
-    is asked in its fold's index (without the rows of its fold's messages, as ``recalibrate`` asks
-    it), once with ``new_rows`` and once without them, under ``base``'s ranker. A learned message
-    added as a row answers itself exactly; what it does to the other messages is what serves the
-    next shopper, and that can be a loss (on the stripped bundled KB half the dev traffic learned
-    as rows took the other half's hit@1 from 0.63 to 0.54: docs/experiments.md). None without
-    new rows or in-scope items."""
-    ins = [it for it in stable_ids(items) if it.in_scope]
-    if not new_rows or not ins:
-        return None
-    index = base.index
-    rows_of: dict[str, list[int]] = {}
-    for r, c in enumerate(index.chunks):
-        if c.kind == "alt":
-            rows_of.setdefault(question_key(c.text), []).append(r)
-    by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
-    for it in ins:
-        by_fold[_fold(it)].append(it)
-    tick = Ticker(say or (lambda _m: None), "learned rows, held-out check")
-    sides: dict[bool, list[ItemResult]] = {True: [], False: []}
-    done = 0
-    for fold in by_fold:
-        if not fold:
-            continue
-        held = {r for it in fold for r in rows_of.get(question_key(it.query), ())}
-        for with_new in (True, False):
-            sides[with_new] += run(base.variant(index=without_rows(index, held if with_new else held | new_rows)), fold)
-            done += len(fold)
-            tick(done, 2 * len(ins))
-    return Comparison(
-        "learned dev, held out from the new rows", Figures.hit_only(sides[False]), Figures.hit_only(sides[True])
-    )

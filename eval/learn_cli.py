@@ -12,6 +12,7 @@ from rich.table import Table
 
 from eval.learn import LearnResult
 from eval.learn_guard import DEFAULT_TOLERANCE, Checks, Comparison, Figures
+from eval.learn_rows import CHECK
 from eval.learn_stage import kb_folder
 from eval.learn_tune import TuneResult
 from kb.clikit import console, edge, err_console, settings_of
@@ -126,6 +127,13 @@ def _print_result(r: LearnResult, tolerance: float) -> None:
     )
     console.print(r.calibration, highlight=False, soft_wrap=True)
     _print_comparisons(f"before → after (build {r.build_id})", r.comparisons, ("before", "after"))
+    if r.pulling and any(x.startswith(CHECK) for x in r.refused):
+        console.print(
+            "the new alternatives of these decisions took messages of other entries first, more than they won "
+            "for their own: " + ", ".join(f"{d} ({n} taken)" for d, n in r.pulling),
+            highlight=False,
+            soft_wrap=True,
+        )
     if r.refused and not r.shipped:
         console.print(
             f"[bold red]refused:[/] lost more than {tolerance} on {'; '.join(r.refused)}. The KB files and the served "

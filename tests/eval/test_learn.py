@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from eval.dataset import EvalItem
 from eval.learn import learn
 from eval.learn_guard import Checks, Comparison, Figures
+from eval.learn_rows import CHECK
 from eval.learn_stage import learned_items
 from indexer.build import build_and_swap
 from indexer.encoder import FakeEncoder
@@ -101,27 +102,64 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
 SHIPPING_FEE = ("退货运费到底谁出呀", "退货运费到底谁出呢", "那退货运费到底谁出呢")
 
 
-@pytest.mark.parametrize("second_to", ["refund-shipping-fee", "logistics-track"])
-def test_attached_messages_that_pull_the_others_are_refused(setup, second_to: str):
-    """The held-out check: each learned dev message asked without its own row, with and without the
-    round's new rows. Messages attached to the wrong entry pull their near copy there (1/3 → 0/3);
-    attached to the right one, they lose nothing and the round ships."""
+def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup):
+    """The held-out check asks each learned dev message without its own row, with and without the
+    round's new rows. Two near copies attached to the wrong entry take the third's message there
+    (1/3 → 0/3): the round is refused and the decision that took it is named."""
     s, enc, store = setup
     assert {F.split_of(m) for m in SHIPPING_FEE} == {"dev"}
     kb = load_kb(s.kb_dir)
-    L.decide(kb, "attach", [SHIPPING_FEE[0]], entry="refund-shipping-fee")
-    L.decide(kb, "attach", list(SHIPPING_FEE[1:]), entry=second_to)
+    right = L.decide(kb, "attach", [SHIPPING_FEE[0]], entry="refund-shipping-fee")
+    wrong = L.decide(kb, "attach", list(SHIPPING_FEE[1:]), entry="logistics-track")
     served = store.current_id()
     result = learn(s, enc)
-    check = next(c for c in result.comparisons if c.name == "learned dev, held out from the new rows")
+    check = next(c for c in result.comparisons if c.name == CHECK)
     assert check.before is not None and check.before.n_in == 3
-    if second_to == "logistics-track":
-        assert (check.before.hit1, check.after.hit1) == (0.3333, 0.0)
-        assert not result.shipped and store.current_id() == served
-        assert any(r.startswith("learned dev, held out from the new rows: hit@1") for r in result.refused)
-    else:
-        assert check.after.hit1 >= check.before.hit1
-        assert result.shipped and not result.refused
+    assert (check.before.hit1, check.after.hit1) == (0.3333, 0.0)
+    assert not result.shipped and store.current_id() == served
+    assert any(r.startswith(f"{CHECK}: hit@1") for r in result.refused)
+    assert result.pulling == ((wrong.id, 1),)
+    assert json.loads(json.dumps(result.to_json()))["pulling"] == [{"decision": wrong.id, "took": 1}]
+    states = J.states(s.kb_dir)
+    assert (states[right.id].status, states[wrong.id].status) == ("pending", "pending")
+    assert J.read_journal(s.kb_dir)[-1]["pulling"] == [wrong.id]
+    L.undo(load_kb(s.kb_dir), wrong.id)  # the operator withdraws the named decision: the rest ships
+    again = learn(s, enc)
+    assert again.shipped and not again.refused and not again.pulling
+
+
+def test_attached_messages_that_help_ship_whole(setup):
+    s, enc, _store = setup
+    kb = load_kb(s.kb_dir)
+    L.decide(kb, "attach", [SHIPPING_FEE[0]], entry="refund-shipping-fee")
+    L.decide(kb, "attach", list(SHIPPING_FEE[1:]), entry="refund-shipping-fee")
+    result = learn(s, enc)
+    check = next(c for c in result.comparisons if c.name == CHECK)
+    assert check.before is not None and check.before.n_in == 3 and check.after.hit1 >= check.before.hit1
+    assert result.shipped and not result.refused and not result.pulling
+
+
+def test_only_decisions_that_take_more_than_they_win_are_named():
+    from eval.learn_rows import RowsCheck, pulled_by
+    from kb.learn_journal import Change
+
+    same = Figures(3, 0, 0.5, None, None, None)
+    check = RowsCheck(Comparison(CHECK, same, same), pulled={"a": 2, "b": 1, "c": 1}, won={"b": 1, "c": 0})
+    plan = L.Plan(
+        {},
+        (
+            Change("d1", alternatives=(("a", "x", "f"),)),
+            Change("d2", alternatives=(("b", "y", "f"),)),  # took one, won one: kept
+            Change("d3", alternatives=(("c", "z", "f"), ("a", "w", "f"))),
+            Change("d4"),  # no rows
+        ),
+    )
+
+    class _Aliases:
+        def resolve(self, entry: str) -> str:
+            return entry
+
+    assert pulled_by(check, plan, _Aliases()) == {"d1": 2, "d3": 3}  # type: ignore[arg-type]
 
 
 def test_guard_compares_hit1_precision_and_oos_recall():
