@@ -17,7 +17,7 @@ from eval.learn_stage import kb_folder
 from eval.learn_tune import TuneResult
 from kb.clikit import console, edge, err_console, settings_of
 from kb.errors import ConfigError
-from kb.learn_journal import Action, Decision, states
+from kb.learn_journal import Action, Decision, last_run, states
 from kb.learned import decide, ticket_messages, undo
 from kb.settings import BUNDLED_KB, Settings
 
@@ -368,6 +368,8 @@ def status_cmd(
         ]
         print(json.dumps(out, ensure_ascii=False))
         return
+    last = last_run(kb_folder(Path(s.kb_dir)))
+    pulling = set(last.get("pulling", ())) if last and last["event"] == "refused" else set()
     table = Table(title=f"decisions ({len(rows)} most recent)")
     for col in ("id", "status", "action", "entry", "messages", "who", "at", "not added as alternatives"):
         table.add_column(col)
@@ -376,7 +378,7 @@ def status_cmd(
         skipped = "; ".join(f"{m[:20]}: {why}" for m, why in (x.change.skipped if x.change else ())[:3])
         table.add_row(
             d.id,
-            x.status,
+            x.status + (" (its rows took others')" if x.status == "pending" and d.id in pulling else ""),
             d.action,
             d.entry or "",
             d.messages[0][:30] + (f" (+{len(d.messages) - 1})" if len(d.messages) > 1 else ""),
@@ -385,3 +387,10 @@ def status_cmd(
             skipped,
         )
     console.print(table)
+    if last and last["event"] == "refused":
+        console.print(
+            f"the last `kefu learn` ({last.get('at', '?')}, {last.get('who', '?')}) was refused: "
+            f"{'; '.join(last.get('losses', ()))}. Undo a decision that hurts, or ship with `kefu learn --force`.",
+            highlight=False,
+            soft_wrap=True,
+        )

@@ -165,6 +165,12 @@ def append_journal(root: Path, *records: dict[str, Any]) -> None:
     atomic_write(path, old + new)
 
 
+def last_run(root: Path) -> dict[str, Any] | None:
+    """The journal's last ``kefu learn`` outcome (a ``refused`` or ``learned`` record), if any."""
+    runs = [r for r in read_journal(root) if r.get("event") in ("refused", "learned")]
+    return runs[-1] if runs else None
+
+
 def states(root: Path) -> dict[str, DecisionState]:
     """Each decision's status from the journal: pending until applied, then applied until undone."""
     out: dict[str, DecisionState] = {}

@@ -102,7 +102,22 @@ def test_a_refused_build_leaves_the_kb_and_the_served_index_untouched(setup, mon
 SHIPPING_FEE = ("退货运费到底谁出呀", "退货运费到底谁出呢", "那退货运费到底谁出呢")
 
 
-def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup):
+def _cli(s: Settings, enc: FakeEncoder, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    import indexer.encoder
+    from kefu_cli import app
+
+    monkeypatch.setattr(indexer.encoder, "load_encoder", lambda settings: enc)
+    for key, value in (
+        ("KEFU_DATA_DIR", str(s.data_dir)),
+        ("KEFU_KB_DIR", str(s.kb_dir)),
+        ("KEFU_MODEL", "fake:hash-128"),
+        ("KEFU_CHUNK_CHARS", str(s.chunk_chars)),
+    ):
+        monkeypatch.setenv(key, value)
+    return CliRunner().invoke(app, list(args))
+
+
+def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup, monkeypatch: pytest.MonkeyPatch):
     """The held-out check asks each learned dev message without its own row, with and without the
     round's new rows. Two near copies attached to the wrong entry take the third's message there
     (1/3 → 0/3): the round is refused and the decision that took it is named."""
@@ -123,6 +138,9 @@ def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup):
     states = J.states(s.kb_dir)
     assert (states[right.id].status, states[wrong.id].status) == ("pending", "pending")
     assert J.read_journal(s.kb_dir)[-1]["pulling"] == [wrong.id]
+    status = _cli(s, enc, monkeypatch, "learn", "status")
+    assert status.exit_code == 0 and "was refused: learned dev, held out from the new rows: hit@1" in status.output
+    assert sum("(its rows took others')" in line for line in status.output.splitlines()) == 1
     L.undo(load_kb(s.kb_dir), wrong.id)  # the operator withdraws the named decision: the rest ships
     again = learn(s, enc)
     assert again.shipped and not again.refused and not again.pulling
