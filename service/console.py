@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from indexer.index import Index
 from indexer.vectorstore import SHOP_ID
 from kb.errors import ConfigError, ForbiddenError, IndexMissingError, InputError, ModelError
-from kb.learn_journal import Decision, states
+from kb.learn_journal import Decision, last_run, states
 from kb.learned import undo
 from kb.schema import KnowledgeBase
 from service.api_state import ServiceState, get_state, require_admin
@@ -199,8 +199,14 @@ def resolve_handoff(ticket_id: str, req: ResolveRequest, ops: Ops = Depends(get_
     dependencies=[Depends(platform_admin)],
 )
 def decisions(limit: int = Query(100, ge=1, le=MAX_DECISIONS), ops: Ops = Depends(get_ops)) -> dict[str, Any]:
-    rows = sorted(states(ops.kb().root).values(), key=lambda s: s.decision.at, reverse=True)[:limit]
-    return {"decisions": [_decision_json(s.decision, s.status) for s in rows]}
+    root = ops.kb().root
+    rows = sorted(states(root).values(), key=lambda s: s.decision.at, reverse=True)[:limit]
+    last = last_run(root)
+    learned = None
+    if last is not None:  # what the last `kefu learn` did, so a refusal reaches the operators who decided
+        learned = {k: last.get(k) for k in ("event", "at", "who", "build")}
+        learned |= {"losses": list(last.get("losses", ())), "pulling": list(last.get("pulling", ()))}
+    return {"decisions": [_decision_json(s.decision, s.status) for s in rows], "last_learn": learned}
 
 
 @router.post(

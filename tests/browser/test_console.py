@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Request, expect
 
-from kb.learn_journal import states
+from kb.learn_journal import append_journal, states
 from service.shops_registry import ShopRecord, ShopRegistry
 from service.tickets import AnswerLog, FeedbackStore
 from tests.browser.conftest import REPO, _build_index, fake_serve, free_port, screenshot
@@ -268,6 +268,32 @@ def test_a_pending_decision_is_undone_from_the_decisions_list(open_tab, console_
     row = page.locator(f'#decisions tr.decision[data-decision="{decision}"]')
     expect(row.locator(".state")).to_have_text("已撤销")  # from the server again
     expect(row.get_by_role("button", name="撤销")).to_have_count(0)
+
+
+def test_a_refused_learn_run_is_shown_with_the_decisions_that_pull(open_tab, console_server: Console):
+    url = console_server.url
+    a = _post(f"{url}/v1/answer", {"query": "转人工 这条会抢别人的问题", "session_id": "P1"})
+    ticket = a["handoff"]["ticket_id"]  # type: ignore[index]
+    r = _post(f"{url}/admin/handoffs/{ticket}/resolve", {"action": "attach", "entry": "refund-shipping-fee"}, TOKEN)
+    decision = r["decision"]["id"]  # type: ignore[index]
+    loss = "learned dev, held out from the new rows: hit@1 0.636 → 0.576"
+    refusal = {"event": "refused", "who": "ops", "at": "2026-12-07T10:00:00Z", "losses": [loss], "pulling": [decision]}
+    append_journal(console_server.kb, refusal)
+    page = open_tab().page
+    login(page, console_server)
+    page.get_by_role("button", name="处理记录").click()
+    notice = page.locator("#learn-refused")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("上次 kefu learn")
+    expect(notice).to_contain_text(loss)
+    row = page.locator(f'#decisions tr.decision[data-decision="{decision}"]')
+    expect(row.locator(".badge.pulls")).to_have_text("相似问会抢走其他条目的问题")
+    expect(page.locator("#decisions .badge.pulls")).to_have_count(1)  # only the decision named
+    append_journal(console_server.kb, {"event": "learned", "who": "ops", "at": "2026-12-07T11:00:00Z", "build": "B1"})
+    page.get_by_role("button", name="工单").click()
+    page.get_by_role("button", name="处理记录").click()
+    expect(page.locator("#decisions .badge.pulls")).to_have_count(0)
+    expect(notice).to_be_hidden()  # a later run shipped
 
 
 def test_a_shops_token_cannot_log_in(open_tab, console_server: Console):

@@ -160,8 +160,13 @@ def test_resolving_a_gap_records_a_decision_and_the_gap_leaves_the_list(client: 
     assert gap["id"] not in {g["id"] for g in after["gaps"]} and after["decided"] == 2
     again = client.post(f"/admin/gaps/{gap['id']}/resolve", json={"action": "dismiss"}, headers=AUTH)
     assert again.status_code == 404 and "no open gap" in again.json()["message"]
-    decisions = client.get("/admin/decisions", headers=AUTH).json()["decisions"]
-    assert [x["id"] for x in decisions] == [d["id"]]
+    listed = client.get("/admin/decisions", headers=AUTH).json()
+    assert [x["id"] for x in listed["decisions"]] == [d["id"]] and listed["last_learn"] is None
+    loss = "learned test: hit@1 0.6 → 0.5"
+    refusal = {"event": "refused", "who": "ops", "at": "2026-12-07T10:00:00Z", "losses": [loss]}
+    append_journal(settings.kb_dir, {**refusal, "pulling": [d["id"]], "comparisons": []})
+    last = client.get("/admin/decisions", headers=AUTH).json()["last_learn"]
+    assert last == {**refusal, "build": None, "pulling": [d["id"]]}
 
 
 def test_concurrent_operators_resolve_a_gap_once(client: TestClient, settings: Settings):

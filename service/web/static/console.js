@@ -336,11 +336,21 @@
     const r = await api("admin/decisions?limit=200");
     const body = $("decisions").querySelector("tbody");
     clear(body);
-    for (const d of r.decisions) body.appendChild(decisionRow(d));
+    // The last `kefu learn` was refused: say why, and mark the decisions whose new similar questions
+    // took other entries' messages (where to look first).
+    const refused = r.last_learn && r.last_learn.event === "refused" ? r.last_learn : null;
+    const notice = $("learn-refused");
+    notice.hidden = !refused;
+    notice.textContent = refused
+      ? "上次 kefu learn（" + whenUtc(refused.at) + "，" + refused.who + "）没有上线，待生效的决定仍未生效：" +
+        refused.losses.join("；") + "。撤销有问题的决定后再运行，或用 kefu learn --force 强制上线。"
+      : "";
+    const pulling = new Set(refused ? refused.pulling : []);
+    for (const d of r.decisions) body.appendChild(decisionRow(d, pulling.has(d.id)));
     $("decisions-empty").hidden = r.decisions.length > 0;
   }
 
-  function decisionRow(d) {
+  function decisionRow(d, pulls) {
     const tr = el("tr", "decision");
     tr.dataset.decision = d.id;
     tr.appendChild(el("td", "when", whenUtc(d.at)));
@@ -354,6 +364,9 @@
     const state = el("td", "");
     const badge = el("span", "badge state " + d.status, STATUS[d.status] || d.status);
     state.appendChild(badge);
+    if (pulls && d.status === "pending") {
+      state.appendChild(el("span", "badge pulls", "相似问会抢走其他条目的问题"));
+    }
     tr.appendChild(state);
     const act = el("td", "act-cell");
     if (d.status === "pending") act.appendChild(undoButton(d, badge));
