@@ -243,12 +243,18 @@ def test_a_tickets_conversation_opens_on_demand(open_tab, console_server: Consol
     expect(others.locator("details.history")).to_have_count(0)  # a ticket with nothing before it
 
 
+def _ticket_decided(url: str, query: str, session: str, decision: dict[str, object]) -> tuple[str, str]:
+    """A handoff ticket for ``query`` and the id of ``decision`` made on it."""
+    a = _post(f"{url}/v1/answer", {"query": query, "session_id": session})
+    ticket = str(a["handoff"]["ticket_id"])  # type: ignore[index]
+    r = _post(f"{url}/admin/handoffs/{ticket}/resolve", decision, TOKEN)
+    return ticket, str(r["decision"]["id"])  # type: ignore[index]
+
+
 def test_a_pending_decision_is_undone_from_the_decisions_list(open_tab, console_server: Console):
-    url = console_server.url
-    a = _post(f"{url}/v1/answer", {"query": "转人工 我要撤销这个", "session_id": "U1"})
-    ticket = a["handoff"]["ticket_id"]  # type: ignore[index]
-    r = _post(f"{url}/admin/handoffs/{ticket}/resolve", {"action": "dismiss", "who": "小张"}, TOKEN)
-    decision = r["decision"]["id"]  # type: ignore[index]
+    ticket, decision = _ticket_decided(
+        console_server.url, "转人工 我要撤销这个", "U1", {"action": "dismiss", "who": "小张"}
+    )
     page = open_tab().page
     login(page, console_server)
     page.get_by_role("button", name="处理记录").click()
@@ -271,11 +277,9 @@ def test_a_pending_decision_is_undone_from_the_decisions_list(open_tab, console_
 
 
 def test_a_refused_learn_run_is_shown_with_the_decisions_that_pull(open_tab, console_server: Console):
-    url = console_server.url
-    a = _post(f"{url}/v1/answer", {"query": "转人工 这条会抢别人的问题", "session_id": "P1"})
-    ticket = a["handoff"]["ticket_id"]  # type: ignore[index]
-    r = _post(f"{url}/admin/handoffs/{ticket}/resolve", {"action": "attach", "entry": "refund-shipping-fee"}, TOKEN)
-    decision = r["decision"]["id"]  # type: ignore[index]
+    _, decision = _ticket_decided(
+        console_server.url, "转人工 这条会抢别人的问题", "P1", {"action": "attach", "entry": "refund-shipping-fee"}
+    )
     loss = "learned dev, held out from the new rows: hit@1 0.636 → 0.576"
     refusal = {"event": "refused", "who": "ops", "at": "2026-12-07T10:00:00Z", "losses": [loss], "pulling": [decision]}
     append_journal(console_server.kb, refusal)
