@@ -95,3 +95,10 @@ def staging(kb_dir: Path) -> Iterator[Staging]:
     with kb_lock(root, wait_s=0):
         plan = plan_apply(load_kb(kb_path, strict=strict, log_changes=False))
         yield Staging(root, plan, stage(kb_path, plan, strict), StagedExamples(root, plan))
+
+
+def as_it_is(kb_dir: Path) -> KnowledgeBase:
+    """The KB with none of its pending decisions applied, loaded as ``stage`` loads one."""
+    kb_path = Path(kb_dir).expanduser()
+    strict = True if kb_folder(kb_path).resolve() == BUNDLED_KB.resolve() else None
+    return stage(kb_path, Plan({}, ()), strict)

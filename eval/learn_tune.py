@@ -3,13 +3,15 @@ pipeline before anyone serves it.
 
 Learned messages added as alternative questions teach little beyond themselves; tuning the encoder
 on them (indexer/tune.py) moves the space, and the rest of the KB's traffic with it. One run, under
-the KB's lock, on the KB as ``kefu learn`` will leave it (pending decisions staged, as it stages them):
+the KB's lock, measuring the model change alone: the examples are the learned ones with the pending
+decisions' staged, the KB it builds is the KB as it is (the pending decisions' alternatives are
+``kefu learn``'s to apply or refuse, by its own checks):
 
 1. the learned ``answer`` examples of the dev split (``kefu learn attach`` and ``confirm``), with
    any labelled dev set, each paired with its entry's question and its hardest wrong entry under
    the current model;
 2. the model tuned on them, saved as a new sentence-transformers folder (named by its weights);
-3. the KB built with the tuned model and calibrated as ``kefu learn`` ships it
+3. the KB built with the tuned model and calibrated as ``kefu learn`` calibrates a build
    (``eval.learn.candidate``), and asked the learned test examples and the labelled test set next
    to the build served now (or, with none of this model served, the KB built the same way with
    the current model): the tuned model is kept only if it loses no more than the tolerance on
@@ -32,7 +34,7 @@ from typing import Any
 from eval.dataset import EvalItem
 from eval.learn import candidate, served_build
 from eval.learn_guard import Checks, Comparison, Figures
-from eval.learn_stage import StagedExamples, staging
+from eval.learn_stage import StagedExamples, as_it_is, staging
 from eval.progress import Say, Ticker
 from eval.runner import run
 from indexer.build import describe_calibration
@@ -104,6 +106,7 @@ def tune_kb(
     log = say or (lambda _m: None)
     with staging(settings.kb_dir) as st:
         root, staged, learned = st.root, st.kb, st.examples
+        current = as_it_is(settings.kb_dir)
         dev = [*learned.items("dev"), *checks.labelled_dev]
         questions = {e.id: e.question for e in staged.entries if e.question}
         examples = with_hard_negatives(encoder, [(it.query, it.relevant) for it in dev if it.in_scope], questions)
@@ -122,7 +125,7 @@ def tune_kb(
             Ticker(log, "tuning"),
         )
         try:
-            comparisons, hows = _compare(settings, encoder, tuned, staged, learned, dev, checks, cache, log)
+            comparisons, hows = _compare(settings, encoder, tuned, current, learned, dev, checks, cache, log)
         except BaseException:
             _discard(tuned, settings)
             raise
@@ -169,14 +172,14 @@ def _compare(
     settings: Settings,
     encoder: SentenceTransformerEncoder,
     tuned: Tuned,
-    staged: KnowledgeBase,
+    kb: KnowledgeBase,
     learned: StagedExamples,
     dev: Sequence[EvalItem],
     checks: Checks,
     cache: Path | None,
     log: Say,
 ) -> tuple[list[Comparison], tuple[str, str]]:
-    """The served build (or the KB built with the current model) against the staged KB built and
+    """The served build (or ``kb`` built with the current model) against ``kb`` built and
     calibrated with the tuned model, on the learned and the labelled test examples."""
     tuned_settings = settings.with_overrides(model=str(tuned.folder), model_profile=encoder.profile.name)
     store = IndexStore(settings.index_home, settings.keep_builds, cache)
@@ -190,11 +193,11 @@ def _compare(
             )
         else:
             log("no build is served: the KB built with the current model, to compare with")
-            fitted = candidate(Runtime.create(settings, encoder=encoder), staged, store, dev, checks, log)
+            fitted = candidate(Runtime.create(settings, encoder=encoder), kb, store, dev, checks, log)
             before, before_how = fitted.answerer, fitted.how
         log("the KB with the tuned model")
         rt = Runtime.create(tuned_settings, encoder=load_encoder(tuned_settings))
-        after = candidate(rt, staged, store, dev, checks, log)
+        after = candidate(rt, kb, store, dev, checks, log)
     comparisons = []
     for name, items in (("learned test", learned.items("test")), ("labelled test", list(checks.labelled_test))):
         if items:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from kb import learn_journal as J
 from kb import learned as L
 from kb.errors import ConfigError
 from kb.loader import load_kb
+from kb.schema import KnowledgeBase
 from kb.settings import Settings
 from tests.indexer.test_encoder import _tiny_st_model
 
@@ -74,8 +76,19 @@ def test_a_model_that_is_not_sentence_transformers_cannot_be_tuned(tiny_settings
 def test_tune_compares_with_the_served_build_and_keeps_the_model(tiny_st, monkeypatch: pytest.MonkeyPatch):
     s, enc = tiny_st
     monkeypatch.setattr(T, "MIN_EXAMPLES", 4)
-    _attach(s)  # pending: tuning reads the KB as `kefu learn` will leave it
+    _attach(s)  # pending: tuning learns from their examples, and builds the KB as it is
+    built: list[set[str]] = []
+    real_candidate = T.candidate
+
+    def spy(rt: Any, kb: KnowledgeBase, *a: Any, **k: Any) -> Any:
+        built.append({alt for e in kb.entries for alt in e.alt_questions})
+        return real_candidate(rt, kb, *a, **k)
+
+    monkeypatch.setattr(T, "candidate", spy)
     got = tune_kb(s, enc, Checks(tolerance=1.0), options=OPTIONS)
+    pending = {m for st in J.states(s.kb_dir).values() for m in st.decision.messages}
+    # the tuned model measured alone: the pending alternatives are `kefu learn`'s to apply or refuse
+    assert len(built) == 1 and built[0] and not built[0] & pending
     assert got.kept and not got.refused and got.tuned.folder.is_dir()
     assert got.tuned.folder.parent == Path(s.model_cache) / "tuned" and got.tuned.examples == 8
     assert got.calibration[0].startswith("served build ")
