@@ -167,13 +167,15 @@ def learn(
     who: str | None = None,
     say: Say | None = None,
     cache: Path | None = None,
+    alternatives: bool = True,
 ) -> LearnResult:
     """Apply the pending decisions of the KB at ``settings.kb_dir`` and ship the result if it does
     not lose more than ``checks.tolerance`` on the learned or the labelled test set (see the
-    module). ``cache``: another embedding cache than the index home's (experiments share the user's)."""
+    module). ``cache``: another embedding cache than the index home's (experiments share the user's).
+    ``alternatives`` False: attached messages become labelled examples only (``plan_apply``)."""
     t0 = time.perf_counter()
     log = say or (lambda _m: None)
-    with staging(settings.kb_dir) as st:
+    with staging(settings.kb_dir, alternatives) as st:
         root, plan, staged, staged_root = st.root, st.plan, st.kb, st.examples
         store = IndexStore(settings.index_home, settings.keep_builds, cache)
         served = served_build(store, settings, encoder, log)

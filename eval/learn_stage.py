@@ -86,14 +86,15 @@ class Staging:
 
 
 @contextmanager
-def staging(kb_dir: Path) -> Iterator[Staging]:
+def staging(kb_dir: Path, alternatives: bool = True) -> Iterator[Staging]:
     """Hold the KB's lock (another learn or tune at the same time fails at once) with the pending
-    decisions staged: what ``kefu learn`` and ``kefu learn tune`` work on."""
+    decisions staged: what ``kefu learn`` and ``kefu learn tune`` work on (``alternatives`` as
+    ``plan_apply`` takes it)."""
     kb_path = Path(kb_dir).expanduser()
     root = kb_folder(kb_path)
     strict = True if root.resolve() == BUNDLED_KB.resolve() else None
     with kb_lock(root, wait_s=0):
-        plan = plan_apply(load_kb(kb_path, strict=strict, log_changes=False))
+        plan = plan_apply(load_kb(kb_path, strict=strict, log_changes=False), alternatives=alternatives)
         yield Staging(root, plan, stage(kb_path, plan, strict), StagedExamples(root, plan))
 
 

@@ -68,6 +68,7 @@ from kb.schema import MIN_ALT, KnowledgeBase
 from kb.sidecar import DRAFTS, JOURNAL, LEARNED, SIDECAR
 
 MAX_MESSAGES = 200  # one decision; a gap cluster is a few dozen messages at most
+EXAMPLES_ONLY = "a labelled example only (kefu learn --examples-only)"
 
 
 class AlreadyUndoneError(ConfigError):
@@ -198,10 +199,13 @@ class _Files:
         return out
 
 
-def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None) -> Plan:
+def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None, alternatives: bool = True) -> Plan:
     """What applying ``decisions`` (default: every pending one) writes, computed against ``kb``
     (loaded from its folder) without writing anything. A message becomes an alternative only when
-    it is long enough, not held out as a test example, and not already a question of an entry."""
+    it is long enough, not held out as a test example, and not already a question of an entry;
+    with ``alternatives`` False none does (``kefu learn --examples-only``): attached messages are
+    labelled examples alone, which calibrate, check and tune, for a KB whose learned rows pull
+    other entries' traffic (eval/learn_rows.py)."""
     root = kb.root
     pending = (
         decisions if decisions is not None else [s.decision for s in states(root).values() if s.status == "pending"]
@@ -259,6 +263,8 @@ def plan_apply(kb: KnowledgeBase, decisions: Sequence[Decision] | None = None) -
                 why = "already a question of this entry"
             elif key in owner and owner[key] != entry.id:
                 why = f"already a question of {owner[key]!r}"
+            elif not alternatives and (entry.id, key) not in ours:  # an interrupted run's row stays
+                why = EXAMPLES_ONLY
             if why:
                 skipped.append((m, why))
                 continue

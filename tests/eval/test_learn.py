@@ -141,9 +141,32 @@ def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup, 
     status = _cli(s, enc, monkeypatch, "learn", "status")
     assert status.exit_code == 0 and "was refused: learned dev, held out from the new rows: hit@1" in status.output
     assert sum("(its rows took others')" in line for line in status.output.splitlines()) == 1
+    refused = _cli(s, enc, monkeypatch, "learn")
+    assert refused.exit_code == 1 and f"{wrong.id} (1 taken)" in refused.output and "--examples-only" in refused.output
     L.undo(load_kb(s.kb_dir), wrong.id)  # the operator withdraws the named decision: the rest ships
     again = learn(s, enc)
     assert again.shipped and not again.refused and not again.pulling
+
+
+def test_examples_only_applies_attached_messages_without_alternatives(setup, monkeypatch: pytest.MonkeyPatch):
+    """The way on for a round its rows check refuses: the same decisions as labelled examples alone."""
+    s, enc, store = setup
+    kb = load_kb(s.kb_dir)
+    L.decide(kb, "attach", [SHIPPING_FEE[0]], entry="refund-shipping-fee")
+    wrong = L.decide(kb, "attach", list(SHIPPING_FEE[1:]), entry="logistics-track")
+    assert not learn(s, enc).shipped
+    before = {(c.unit_id, c.text) for c in store.load_current(enc.model_id).chunks}
+    out = _cli(s, enc, monkeypatch, "learn", "--examples-only", "--json")
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.stdout)
+    assert got["shipped"] and got["alternatives_added"] == 0 and got["examples_added"] == 3
+    assert not [c for c in got["comparisons"] if c["set"] == CHECK]  # no new rows, nothing to check
+    assert {(c.unit_id, c.text) for c in store.load_current(enc.model_id).chunks} == before
+    assert {e.query for e in F.read_examples(s.kb_dir)} == set(SHIPPING_FEE)
+    states = J.states(s.kb_dir)
+    change = states[wrong.id].change
+    assert states[wrong.id].status == "applied" and change is not None
+    assert {why for _, why in change.skipped} == {L.EXAMPLES_ONLY}
 
 
 def test_attached_messages_that_help_ship_whole(setup):
