@@ -31,6 +31,9 @@ _ORDER_ID = re.compile(
 # are not orders: an 11-digit mobile number and a 400/800 hotline ("4008123123是你们的电话吗").
 _LONG_NUMBER = re.compile(r"(?<![\d.])(?!(?:86)?1[3-9]\d{9}(?![\d.]))(?![48]00\d{7}(?![\d.]))\d{10,}(?![\d.])")
 
+# A pasted link: a scheme or www., or a domain with a path (item.taobao.com/item.htm?id=6234567890)
+_LINK = re.compile(r"(?:https?://|www\.)[!-~]+|(?<![!-~])[a-z0-9-]+(?:\.[a-z0-9-]+)+/[!-~]*")
+
 # The shopper's own placed order, parcel or goods: 我的快递, 我买的东西, 这个订单, 这单.
 # Bare 快递 is not enough: 快递一般几天到 asks about delivery in general.
 _OWN = (
@@ -324,7 +327,9 @@ def match_order_request(norm: str, off: frozenset[str] = frozenset()) -> OrderMa
     """The first rule by which ``norm`` (normalised) needs the shopper's own order or account,
     or None; rules named in ``off`` are skipped. An order number, a pasted order card or invoice
     details always count; the wording rules are skipped for questions about how to do something
-    or whether a message is genuine."""
+    or whether a message is genuine. A pasted link's digits are a product's, not an order's,
+    unless the link is to an order."""
+    norm = _LINK.sub(lambda m: m.group() if "order" in m.group() else " ", norm)
     for rule, pattern in (("order_id", _ORDER_ID), ("order_id", _LONG_NUMBER), ("invoice_details", _INVOICE_DETAILS)):
         m = pattern.search(norm)
         if m is not None:

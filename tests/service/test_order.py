@@ -161,6 +161,21 @@ HOW_TO = [
 ]
 
 
+@pytest.mark.parametrize(
+    ("query", "rule"),
+    [
+        ("https://item.taobao.com/item.htm?id=6234567890", None),  # a product's id, not an order's
+        ("这个 item.jd.com/1000120439780 还有货吗", None),
+        ("www.example.com/p/1234567890 这个能用券吗", None),
+        ("https://details.jd.com/normal/item.action?orderid=123456789012", "order_id"),  # a link to an order
+        ("链接 https://item.jd.com/100012043978.html 我的订单 1234567890123 没发货", "order_id"),
+    ],
+)
+def test_a_links_digits_are_no_order_number_unless_it_links_an_order(query: str, rule: str | None) -> None:
+    m = match_order_request(normalize(query))
+    assert (m.rule if m else None) == rule
+
+
 @pytest.mark.parametrize("query", NEEDS_ORDER)
 def test_order_requests_are_detected(query: str) -> None:
     assert match_order_request(normalize(query)) is not None
