@@ -51,7 +51,7 @@ def stable_ids(items: Sequence[EvalItem]) -> list[EvalItem]:
     return out
 
 
-def _fold(item: EvalItem) -> int:
+def message_fold(item: EvalItem) -> int:
     """The item's fold, by its message: the same text always in one fold (its alternative row is
     left out there). A learned example's id carries its decision's random id: folds drawn from it
     made each run's thresholds differ (the same learning round twice: dev coverage 0.151 and 0.303)."""
@@ -87,7 +87,7 @@ def recalibrate(
         rows_of.setdefault(question_key(index.chunks[r].text), []).append(r)
     by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
     for it in items:
-        by_fold[_fold(it)].append(it)
+        by_fold[message_fold(it)].append(it)
     held = [{r for it in fold for r in rows_of.get(question_key(it.query), ())} for fold in by_fold]
     subs = [without_rows(index, h) for h in held]
     candidates: list[tuple[str, Ranker | None, list[Ranker | None]]] = []

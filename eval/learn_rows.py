@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eval.dataset import EvalItem
-from eval.learn_calibration import FOLDS, _fold, stable_ids, without_rows
+from eval.learn_calibration import FOLDS, message_fold, stable_ids, without_rows
 from eval.learn_guard import Comparison, Figures
 from eval.progress import Say, Ticker
 from eval.runner import ItemResult, run
@@ -68,7 +68,7 @@ def rows_check(
             rows_of.setdefault(question_key(c.text), []).append(r)
     by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
     for it in ins:
-        by_fold[_fold(it)].append(it)
+        by_fold[message_fold(it)].append(it)
     tick = Ticker(say or (lambda _m: None), "learned rows, held-out check")
     sides: dict[bool, list[ItemResult]] = {True: [], False: []}
     done = 0
