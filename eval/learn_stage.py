@@ -91,8 +91,7 @@ def staging(kb_dir: Path, alternatives: bool = True) -> Iterator[Staging]:
     decisions staged: what ``kefu learn`` and ``kefu learn tune`` work on (``alternatives`` as
     ``plan_apply`` takes it)."""
     kb_path = Path(kb_dir).expanduser()
-    root = kb_folder(kb_path)
-    strict = True if root.resolve() == BUNDLED_KB.resolve() else None
+    root, strict = kb_folder(kb_path), _strict(kb_path)
     with kb_lock(root, wait_s=0):
         plan = plan_apply(load_kb(kb_path, strict=strict, log_changes=False), alternatives=alternatives)
         yield Staging(root, plan, stage(kb_path, plan, strict), StagedExamples(root, plan))
@@ -101,5 +100,9 @@ def staging(kb_dir: Path, alternatives: bool = True) -> Iterator[Staging]:
 def as_it_is(kb_dir: Path) -> KnowledgeBase:
     """The KB with none of its pending decisions applied, loaded as ``stage`` loads one."""
     kb_path = Path(kb_dir).expanduser()
-    strict = True if kb_folder(kb_path).resolve() == BUNDLED_KB.resolve() else None
-    return stage(kb_path, Plan({}, ()), strict)
+    return stage(kb_path, Plan({}, ()), _strict(kb_path))
+
+
+def _strict(kb_path: Path) -> bool | None:
+    """The bundled KB loads strictly (its files are ours); any other as ``kefu build`` loads it."""
+    return True if kb_folder(kb_path).resolve() == BUNDLED_KB.resolve() else None
