@@ -67,17 +67,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
-    for c in rows:
+    fig, axes = plt.subplots(1, 2, figsize=(10, 5.2), dpi=110)
+    for i, c in enumerate(rows):
+        color = f"C{i}"  # one colour per KB in both panels
         x = [r["share"] * 100 for r in c["rounds"]]
-        axes[0].plot(x, [r["test"]["hit1"] for r in c["rounds"]], marker="o", label=c["suite"])
-        axes[1].plot(x, [r["test"]["coverage"] for r in c["rounds"]], marker="o", label=f"{c['suite']}: coverage")
+        axes[0].plot(x, [r["test"]["hit1"] for r in c["rounds"]], marker="o", color=color, label=c["suite"])
+        axes[1].plot(
+            x, [r["test"]["coverage"] for r in c["rounds"]], marker="o", color=color, label=f"{c['suite']}: coverage"
+        )
         prec = [r["test"]["precision"] for r in c["rounds"]]
         axes[1].plot(
             x,
             [p if p is not None else float("nan") for p in prec],
             marker="x",
             ls="--",
+            color=color,
             label=f"{c['suite']}: precision",
         )
         if c.get("tuned"):
@@ -85,17 +89,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                 [t["share"] * 100 for t in c["tuned"]],
                 [t["tuned"]["hit1"] for t in c["tuned"]],
                 marker="*",
-                s=80,
+                s=160,
+                color=color,
+                edgecolors="black",
+                linewidths=0.6,
+                zorder=3,  # above the lines, which may pass through the same point
                 label=f"{c['suite']}: encoder tuned (kefu learn tune)",
             )
         if c.get("reference"):
-            axes[0].axhline(c["reference"]["hit1"], color="grey", ls=":", lw=1, label=f"{c['suite']}: as shipped")
+            axes[0].axhline(c["reference"]["hit1"], color=color, ls=":", lw=1, label=f"{c['suite']}: as shipped")
     axes[0].set_title("test hit@1 after each round")
     axes[1].set_title("test coverage and answered precision")
     for ax in axes:
         ax.set_xlabel("dev traffic learned from (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        # below the plot: inside it the legend hid the points
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
