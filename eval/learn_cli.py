@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from eval.learn_guard import DEFAULT_TOLERANCE, Checks
+from eval.learn_rows import CHECK
 from eval.learn_show import print_result, print_tuned
 from eval.learn_stage import kb_folder
 from kb.clikit import console, edge, err_console, settings_of
@@ -306,9 +307,11 @@ def status_cmd(
         )
     console.print(table)
     if last and last["event"] == "refused":
+        losses = list(last.get("losses", ()))
+        way = " or as labelled examples only (`--examples-only`)" if any(x.startswith(CHECK) for x in losses) else ""
         console.print(
-            f"the last `kefu learn` ({last.get('at', '?')}, {last.get('who', '?')}) was refused: "
-            f"{'; '.join(last.get('losses', ()))}. Undo a decision that hurts, or ship with `kefu learn --force`.",
+            f"the last `kefu learn` ({last.get('at', '?')}, {last.get('who', '?')}) was refused: {'; '.join(losses)}. "
+            f"Undo a decision that hurts, or ship with `kefu learn --force`{way}.",
             highlight=False,
             soft_wrap=True,
         )

@@ -62,9 +62,7 @@ class Figures:
     def hit_only(cls, results: Sequence[ItemResult]) -> Figures:
         """hit@1 of the in-scope ``results`` alone: for a check whose decisions are not the build's
         (asked without its calibration's thresholds)."""
-        ins = [r for r in results if r.item.in_scope]
-        hit1 = round(sum(r.top1_correct for r in ins) / len(ins), 4) if ins else 0.0
-        return cls(n_in=len(ins), n_out=0, hit1=hit1, precision=None, coverage=None, oos_recall=None)
+        return dataclasses.replace(cls.of(results), n_out=0, precision=None, coverage=None, oos_recall=None)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

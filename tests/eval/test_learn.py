@@ -140,6 +140,7 @@ def test_a_round_whose_rows_pull_other_entries_is_refused_and_says_which(setup, 
     assert J.read_journal(s.kb_dir)[-1]["pulling"] == [wrong.id]
     status = _cli(s, enc, monkeypatch, "learn", "status")
     assert status.exit_code == 0 and "was refused: learned dev, held out from the new rows: hit@1" in status.output
+    assert "--examples-only" in status.output
     assert sum("(its rows took others')" in line for line in status.output.splitlines()) == 1
     refused = _cli(s, enc, monkeypatch, "learn")
     assert refused.exit_code == 1 and f"{wrong.id} (1 taken)" in refused.output and "--examples-only" in refused.output
