@@ -343,7 +343,8 @@
     notice.hidden = !refused;
     notice.textContent = refused
       ? "上次 kefu learn（" + whenUtc(refused.at) + "，" + refused.who + "）没有上线，待生效的决定仍未生效：" +
-        refused.losses.join("；") + "。撤销有问题的决定后再运行，或用 kefu learn --force 强制上线。"
+        refused.losses.join("；") + "。撤销有问题的决定后再运行；或用 kefu learn --examples-only 只把消息记作标注样例" +
+        "（不加相似问）；或用 kefu learn --force 强制上线。"
       : "";
     const pulling = new Set(refused ? refused.pulling : []);
     for (const d of r.decisions) body.appendChild(decisionRow(d, pulling.has(d.id)));
