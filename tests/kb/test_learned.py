@@ -101,6 +101,29 @@ def test_held_out_short_and_taken_messages_are_examples_but_not_alternatives(yam
     assert len(change.examples) == 3
 
 
+def test_examples_only_keeps_every_message_out_of_the_kb_files_but_an_interrupted_runs(csv_kb: Path):
+    before = (csv_kb / "faq.csv").read_bytes()
+    kb = load_kb(csv_kb)
+    first, second = _dev(2, "发票")
+    d = L.decide(kb, "attach", [first, second], entry="q1")
+    plan = L.plan_apply(kb, alternatives=False)
+    (change,) = plan.changes
+    assert change.alternatives == () and dict(change.skipped) == {first: L.EXAMPLES_ONLY, second: L.EXAMPLES_ONLY}
+    assert len(change.examples) == 2 and set(plan.files) == {"learned.jsonl"}  # no sidecar, the table untouched
+    # a run that announced `first` as an alternative and died: finishing it keeps that row
+    J.append_journal(
+        csv_kb,
+        {
+            "event": "applying",
+            "decision": d.id,
+            "change": {**change.to_json(), "alternatives": [["q1", first, "alternatives.yaml"]]},
+        },
+    )
+    (resumed,) = L.plan_apply(load_kb(csv_kb), alternatives=False).changes
+    assert [a[1] for a in resumed.alternatives] == [first] and dict(resumed.skipped) == {second: L.EXAMPLES_ONLY}
+    assert (csv_kb / "faq.csv").read_bytes() == before
+
+
 def test_a_table_kb_gets_a_sidecar_and_its_file_is_never_rewritten(csv_kb: Path):
     before = (csv_kb / "faq.csv").read_bytes()
     kb = load_kb(csv_kb)
