@@ -43,6 +43,9 @@ def learning_markdown(rows: list[dict[str, Any]]) -> list[str]:
                 f"| {prec} | {oos} |"
             )
         out.append("")
+        refused = [r for r in c["rounds"] if r.get("refused")]
+        if refused:  # what each refusal lost, so the table says why a round did not ship
+            out += ["Refused: " + "; ".join(f"{r['share']:.0%}: {', '.join(r['refused'])}" for r in refused) + ".", ""]
         if c.get("tuned"):
             out += [
                 "The encoder tuned on what was learned (`kefu learn tune`), test split, served build → tuned model:",

@@ -26,3 +26,12 @@ def test_a_curve_without_tuned_rounds_has_no_tuned_table():
     r0 = Round(0.0, 0, 0, 0, 0, 0, 0, 0, True, (), "self", _figures(0.6, 0.9), 1.0)
     lines = learning_markdown([Curve("kb", (r0,), None).to_json()])
     assert not any("tuned" in line for line in lines)
+
+
+def test_a_refused_round_says_what_it_lost():
+    r0 = Round(0.0, 0, 0, 0, 0, 0, 0, 0, True, (), "self", _figures(0.6, 0.9), 1.0)
+    loss = "learned dev, held out from the new rows: hit@1 0.636 → 0.576"
+    r1 = Round(0.25, 10, 5, 4, 1, 0, 2, 0, False, (loss,), "self", _figures(0.6, 0.9), 1.0)
+    lines = learning_markdown([Curve("kb", (r0, r1), None).to_json()])
+    assert f"Refused: 25%: {loss}." in lines
+    assert not any(line.startswith("Refused") for line in learning_markdown([Curve("kb", (r0,), None).to_json()]))
