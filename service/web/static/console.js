@@ -19,6 +19,17 @@
   const ACTION = { attach: "归入条目", out_of_scope: "超出范围", new_entry: "需要新条目", dismiss: "忽略" };
   const ACTION_LABEL = Object.assign({ confirm: "确认答对" }, ACTION); // `confirm` is recorded by kefu learn only
   const STATUS = { pending: "待生效", applied: "已生效", undone: "已撤销" };
+  // A refused `kefu learn` run's losses, as the CLI words them, in the operators' words.
+  const LOSS_WORDS = [
+    ["learned dev, held out from the new rows", "学习样例（开发集，每条不含自身相似问）"],
+    ["learned test", "学习样例（测试集）"],
+    ["labelled test", "标注测试集"],
+    ["answered precision", "回答准确率"],
+    ["out-of-scope handoff recall", "范围外转人工召回率"],
+  ];
+  function lossText(loss) {
+    return LOSS_WORDS.reduce((text, [en, zh]) => text.split(en).join(zh), loss);
+  }
   const ROLE = { customer: "顾客", agent: "客服" };
 
   const $ = (id) => document.getElementById(id);
@@ -343,7 +354,7 @@
     notice.hidden = !refused;
     notice.textContent = refused
       ? "上次 kefu learn（" + whenUtc(refused.at) + "，" + refused.who + "）没有上线，待生效的决定仍未生效：" +
-        refused.losses.join("；") + "。撤销有问题的决定后再运行；或用 kefu learn --examples-only 只把消息记作标注样例" +
+        refused.losses.map(lossText).join("；") + "。撤销有问题的决定后再运行；或用 kefu learn --examples-only 只把消息记作标注样例" +
         "（不加相似问）；或用 kefu learn --force 强制上线。"
       : "";
     const pulling = new Set(refused ? refused.pulling : []);
