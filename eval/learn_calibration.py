@@ -58,6 +58,19 @@ def message_fold(item: EvalItem) -> int:
     return int(stable_hash(question_key(item.query)), 16) % FOLDS
 
 
+def message_folds(index: Index, items: Sequence[EvalItem]) -> list[tuple[list[EvalItem], set[int]]]:
+    """``items`` in their ``message_fold``s, each fold with the alternative rows of ``index`` that
+    are its messages' own text (left out when the fold is asked)."""
+    rows_of: dict[str, list[int]] = {}
+    for r, c in enumerate(index.chunks):
+        if c.kind == "alt":
+            rows_of.setdefault(question_key(c.text), []).append(r)
+    by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
+    for it in items:
+        by_fold[message_fold(it)].append(it)
+    return [(fold, {r for it in fold for r in rows_of.get(question_key(it.query), ())}) for fold in by_fold]
+
+
 def recalibrate(
     base: Answerer,
     items: Sequence[EvalItem],
@@ -81,14 +94,8 @@ def recalibrate(
         )
     items = stable_ids(items)
     index = base.index
-    alt_rows = [r for r, c in enumerate(index.chunks) if c.kind == "alt"]
-    rows_of: dict[str, list[int]] = {}
-    for r in alt_rows:
-        rows_of.setdefault(question_key(index.chunks[r].text), []).append(r)
-    by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
-    for it in items:
-        by_fold[message_fold(it)].append(it)
-    held = [{r for it in fold for r in rows_of.get(question_key(it.query), ())} for fold in by_fold]
+    folds = message_folds(index, items)
+    by_fold, held = [f for f, _ in folds], [h for _, h in folds]
     subs = [without_rows(index, h) for h in held]
     candidates: list[tuple[str, Ranker | None, list[Ranker | None]]] = []
     general = general_ranker()

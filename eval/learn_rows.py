@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eval.dataset import EvalItem
-from eval.learn_calibration import FOLDS, message_fold, stable_ids, without_rows
+from eval.learn_calibration import message_folds, stable_ids, without_rows
 from eval.learn_guard import Comparison, Figures
 from eval.progress import Say, Ticker
 from eval.runner import ItemResult, run
@@ -62,20 +62,12 @@ def rows_check(
     if not new_rows or not ins:
         return None
     index = base.index
-    rows_of: dict[str, list[int]] = {}
-    for r, c in enumerate(index.chunks):
-        if c.kind == "alt":
-            rows_of.setdefault(question_key(c.text), []).append(r)
-    by_fold: list[list[EvalItem]] = [[] for _ in range(FOLDS)]
-    for it in ins:
-        by_fold[message_fold(it)].append(it)
     tick = Ticker(say or (lambda _m: None), "learned rows, held-out check")
     sides: dict[bool, list[ItemResult]] = {True: [], False: []}
     done = 0
-    for fold in by_fold:
+    for fold, held in message_folds(index, ins):
         if not fold:
             continue
-        held = {r for it in fold for r in rows_of.get(question_key(it.query), ())}
         for with_new in (True, False):
             sides[with_new] += run(base.variant(index=without_rows(index, held if with_new else held | new_rows)), fold)
             done += len(fold)
