@@ -8,7 +8,7 @@ home (the user's KB and index are never touched; the user's embedding cache is s
 - each round replays the next share of the **dev** queries (in a fixed order by hash) as traffic
   through the served build. The operator is shown what kefu did not serve: low-confidence
   handoffs, clarifications, and wrong answers (as a 👎 would show them); rule handoffs
-  (转人工 requests, sensitive, needs_order) are not gaps. The operator judges a shown message by
+  (转人工 requests, sensitive, merchant, needs_order) are not gaps. The operator judges a shown message by
   its dev label only: answerable → attach to its labelled entry; out of scope → out of scope; a
   follow-up (it needs its context) or a question answered by a rules document → dismiss. One
   decision per entry per round, as a gap cluster would be resolved. Messages answered rightly
@@ -63,7 +63,7 @@ ROUNDS = (0.25, 0.5, 0.75, 1.0)  # shares of dev replayed after round 0
 TUNE_AT = (0.5, 1.0)  # rounds after which `--tune` also tunes the encoder (`kefu learn tune`)
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 DEFAULT_SUITES = ("bundled", str(FOREIGN / "unionpay_a"))
-RULE_REASONS = frozenset({"user_requested", "sensitive", "needs_order", "empty_query"})
+RULE_REASONS = frozenset({"user_requested", "sensitive", "merchant", "needs_order", "empty_query"})
 OPERATOR = "benchmark-operator"
 Say = Callable[[str], None]
 

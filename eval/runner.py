@@ -14,7 +14,7 @@ from service.answerer import Answerer
 from service.policy import Features
 from service.sessions import SessionStore
 
-HANDOFF_REASONS = ("user_requested", "sensitive", "needs_order", "low_confidence", "empty_query")
+HANDOFF_REASONS = ("user_requested", "sensitive", "merchant", "needs_order", "low_confidence", "empty_query")
 
 
 @dataclass

@@ -160,7 +160,7 @@ class Document:
         return next((qs for u, qs in self.questions if u == unit), ())
 
 
-REPLY_KINDS = ("greeting", "closing", "empty", "clarify", "clarify_order", "handoff")
+REPLY_KINDS = ("greeting", "closing", "empty", "clarify", "clarify_order", "handoff", "merchant")
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,7 @@ class Replies:
     # before the options offered to a question asked in a chat about the shopper's own order
     clarify_order: str | None = None
     handoff: str | None = None  # KEFU_HANDOFF_MESSAGE is the text of a KB that sets none
+    merchant: str | None = None  # a seller's message handed off (reason merchant)
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
         description="hand off messages that need the shopper's own order (an order number, 我的快递到哪了, "
         "帮我退款) with reason needs_order; how-to questions are still answered",
     )
+    merchant_detection: bool = Field(
+        True,
+        description="hand off a seller's messages (申请入驻, 我们店铺, 商家后台, 这单顾客没收到) with reason merchant; "
+        "the rules a KB's own FAQ questions match are off for it",
+    )
     order_webhook: str | None = Field(
         None, description="http(s) URL that each needs_order handoff is POSTed to as JSON (off when unset)"
     )

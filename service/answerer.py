@@ -20,6 +20,7 @@ from indexer.pool import CandidatePool, LexicalEvidence
 from indexer.units import UnitHit
 from kb.errors import ConfigError
 from kb.schema import Replies
+from service.merchant import MerchantRules
 from service.orders import OrderRules
 from service.pipeline.decide import Decider, Decision
 from service.pipeline.prepare import Preparer, check_history, check_request
@@ -79,6 +80,7 @@ class AnswererOptions:
     blend_context: bool = True  # a follow-up's list interleaves its other reading's candidates (blend)
     correct_typos: bool = True  # KEFU_CORRECT_TYPOS: pinyin homophone typos fixed before retrieval (service/speller)
     order_detection: bool = True  # KEFU_ORDER_DETECTION: messages that need the shopper's order → needs_order
+    merchant_detection: bool = True  # KEFU_MERCHANT_DETECTION: a seller's messages → merchant
     # A request for a person or a sensitive message is also searched, so its handoff shows the
     # agent the best candidates (as answers and in the ticket). Off: it is decided without
     # encoding (about 0.1 ms instead of an encoder call and a candidate pool).
@@ -114,6 +116,7 @@ class Answerer:
         webhook: OrderWebhook | None = None,
         ranker: Ranker | None = None,
         orders: OrderRules | None = None,
+        merchant: MerchantRules | None = None,
         examples: Sequence[str] = (),
         replies: Replies | None = None,
         small_talk: bool = False,
@@ -122,6 +125,7 @@ class Answerer:
         self.encode = encode
         self.sensitive = sensitive
         self.orders = orders or OrderRules()  # needs_order's rules for this KB (OrderRules.for_kb)
+        self.merchant = merchant or MerchantRules()  # the merchant rules for this KB (MerchantRules.for_kb)
         self.options = options
         # ``is None``, not ``or``: an empty store is falsy (``__len__``), and the caller's must be the one
         # used (a shop desk reads the sessions its shops' answerers write)
@@ -175,8 +179,10 @@ class Answerer:
                     thanks=self.thanks,
                     greeting_detection=not self.small_talk,
                     order_detection=o.order_detection,
+                    merchant_detection=o.merchant_detection,
                     handoff_candidates=o.handoff_candidates,
                     orders=self.orders,
+                    merchant=self.merchant,
                 ),
                 retrieve=Retriever(
                     index=self.index,
@@ -225,6 +231,7 @@ class Answerer:
             speller=self.speller,
             ranker=ranker,
             orders=self.orders,
+            merchant=self.merchant,
             examples=self.examples,
             replies=self.replies,
             small_talk=self.small_talk,

@@ -7,7 +7,7 @@ Which messages count (``select_unserved``), from the answer log:
   ``ABANDON_S`` after it (a clarify younger than that is not judged yet);
 - an answer or clarify whose current vote is 👎.
 
-Handoffs a rule decided (``user_requested``, ``sensitive``, ``needs_order``, ``empty_query``) and
+Handoffs a rule decided (``user_requested``, ``sensitive``, ``merchant``, ``needs_order``, ``empty_query``) and
 greetings are not gaps: no KB entry would have changed them. Messages an operator already decided
 (any decision of ``kb/learned.py`` that is not undone) are left out, so a resolved cluster leaves
 the list.

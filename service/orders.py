@@ -5,10 +5,10 @@ sensitive checks."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.detect import MASKED, is_followup, strip_greeting
+from service.kb_rules import KBRules
 
 # An article can say how to track a parcel or change an address; only someone who can open the
 # order can say where *this* parcel is or change *its* address. Precision comes first: a false
@@ -365,27 +365,13 @@ def match_order_request(norm: str, off: frozenset[str] = frozenset()) -> OrderMa
 
 
 @dataclass(frozen=True)
-class OrderRules:
-    """``match_order_request`` for one KB: the wording rules its own FAQ questions match are off
-    (``kb_topics`` says which, and how many questions each matched)."""
-
-    off: frozenset[str] = frozenset()
-    kb_topics: tuple[tuple[str, int], ...] = ()
+class OrderRules(KBRules):
+    """``match_order_request`` for one KB: the wording rules its own FAQ questions match are off."""
 
     def match(self, norm: str) -> OrderMatch | None:
         return match_order_request(norm, self.off)
 
-    @classmethod
-    def for_kb(cls, questions: Iterable[str]) -> OrderRules:
-        """Rules off for a KB whose FAQ questions (normalised) they match. The first rule that
-        fires may hide a later one, so the questions are read again until none fires."""
-        counts: dict[str, int] = {}
-        pending = list(questions)
-        while pending:
-            off = frozenset(counts)
-            matched = ((q, match_order_request(q, off)) for q in pending)
-            fired = [(q, m) for q, m in matched if m is not None and m.rule in WORDING_RULES]
-            for _, m in fired:
-                counts[m.rule] = counts.get(m.rule, 0) + 1
-            pending = [q for q, _ in fired]  # only these could match another rule once theirs is off
-        return cls(frozenset(counts), tuple(sorted(counts.items())))
+    @staticmethod
+    def first_rule(norm: str, off: frozenset[str]) -> str | None:
+        m = match_order_request(norm, off)
+        return m.rule if m is not None and m.rule in WORDING_RULES else None

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from indexer.build import describe_calibration, question_path, questions_match
 from indexer.encoder import Encoder, load_encoder
@@ -23,6 +24,8 @@ from kb.settings import BUNDLED_KB, Settings
 from service.answerer import Answerer, AnswererOptions
 from service.batcher import MicroBatcher
 from service.detect import is_bot_failure, is_greeting
+from service.kb_rules import KBRules
+from service.merchant import MerchantRules
 from service.orders import OrderRules
 from service.policy import Calibration
 from service.sensitive import SensitiveDetector
@@ -33,6 +36,7 @@ from service.tickets import TicketStore
 from service.webhook import OrderWebhook
 
 log = logging.getLogger("kefu.runtime")
+R = TypeVar("R", bound=KBRules)
 
 
 def sensitive_detector(settings: Settings, kb_root: Path | None = None) -> SensitiveDetector:
@@ -57,17 +61,26 @@ def kb_sensitive(settings: Settings, index: Index, kb_root: Path | None = None) 
     return detector
 
 
-def kb_orders(index: Index) -> OrderRules:
-    """needs_order's rules for ``index``'s KB: the wording rules its own FAQ questions match are off
-    (``OrderRules.for_kb``), which the log names."""
-    rules = OrderRules.for_kb(normalize(e.question) for e in index.entries.values())
-    if rules.kb_topics:
+def kb_rules(index: Index, rules: type[R], reason: str) -> R:
+    """``reason``'s wording rules for ``index``'s KB: those its own FAQ questions match are off
+    (``KBRules.for_kb``), which the log names."""
+    kb = rules.for_kb(normalize(e.question) for e in index.entries.values())
+    if kb.kb_topics:
         log.info(
-            "build %s: needs_order rules its own FAQ questions match are this KB's topics, not handoffs: %s",
+            "build %s: %s rules its own FAQ questions match are this KB's topics, not handoffs: %s",
             index.manifest.build_id,
-            ", ".join(f"{rule} ({n})" for rule, n in rules.kb_topics),
+            reason,
+            ", ".join(f"{rule} ({n})" for rule, n in kb.kb_topics),
         )
-    return rules
+    return kb
+
+
+def kb_orders(index: Index) -> OrderRules:
+    return kb_rules(index, OrderRules, "needs_order")
+
+
+def kb_merchant(index: Index) -> MerchantRules:
+    return kb_rules(index, MerchantRules, "merchant")
 
 
 def _small_talk(norm: str) -> bool:
@@ -117,6 +130,7 @@ def options_from(settings: Settings) -> AnswererOptions:
         see_also=settings.see_also,
         correct_typos=settings.correct_typos,
         order_detection=settings.order_detection,
+        merchant_detection=settings.merchant_detection,
         handoff_candidates=settings.handoff_candidates,
     )
 
@@ -189,6 +203,7 @@ class Runtime:
             encode=encode or self.encoder.encode_queries,
             sensitive=kb_sensitive(self.settings, index, root),
             orders=kb_orders(index),
+            merchant=kb_merchant(index),
             small_talk=kb_small_talk(index),
             options=options_from(self.settings),
             sessions=self.sessions,

@@ -12,7 +12,9 @@ from indexer.vectorstore import SHOP_ID
 from kb.settings import MAX_TOP_K
 
 Decision = Literal["answer", "clarify", "handoff"]
-Reason = Literal["user_requested", "sensitive", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"]
+Reason = Literal[
+    "user_requested", "sensitive", "merchant", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"
+]
 Vote = Literal["up", "down"]
 ANSWER_ID_PATTERN = r"^A[0-9a-f]{16}$"
 MAX_COMMENT_CHARS = 500

@@ -43,7 +43,7 @@ from service.answerer import Answerer
 from service.pipeline.retrieve import Retrieval
 from service.policy import RANKER_FEATURES, Calibration, fit_logistic
 from service.ranker import Group, Ranker, fit_ranker
-from service.runtime import kb_orders, kb_sensitive, kb_small_talk, options_from
+from service.runtime import kb_merchant, kb_orders, kb_sensitive, kb_small_talk, options_from
 from service.selfcal_queries import MAX_QUERIES, pseudo_queries
 
 MODELS = Path(__file__).resolve().parent / "models"
@@ -324,6 +324,7 @@ def build_calibrator(
             options_from(settings),
             calibration=Calibration(),
             orders=kb_orders(index),
+            merchant=kb_merchant(index),
             small_talk=kb_small_talk(index),
         )
         try:

@@ -188,6 +188,7 @@ class ShopDesk:
             speller=platform.speller,
             sessions=self.platform_sessions,
             orders=platform.orders,
+            merchant=platform.merchant,
             small_talk=platform.small_talk,
         )
         self._platform = (platform, variant)

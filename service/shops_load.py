@@ -138,6 +138,7 @@ def load_shop(
         synonyms=SynonymExpander(own.synonyms) if own is not None else platform.synonyms,
         speller=speller,
         orders=platform.orders,
+        merchant=platform.merchant,
         small_talk=platform.small_talk,  # the rules are the platform's
         examples=own.examples if own is not None else (),
         replies=own.replies if own is not None else None,

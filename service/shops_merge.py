@@ -17,7 +17,7 @@ from service.tickets import Prior
 from service.webhook import OrderEvent, OrderWebhook
 
 # Decided by a rule before any confidence: the same on both sides, taken once.
-RULE_REASONS = frozenset({"user_requested", "sensitive", "needs_order", "empty_query", "greeting"})
+RULE_REASONS = frozenset({"user_requested", "sensitive", "merchant", "needs_order", "empty_query", "greeting"})
 # Words that take a handoff to 官方客服 even from a shop's chat: the platform itself, its
 # intervention in a dispute, complaints about the seller, fraud and counterfeits.
 PLATFORM_TERMS = re.compile(
@@ -47,7 +47,7 @@ class Side:
 
 def route_for(reason: str | None, query: str, shop: Side, platform: Side | None) -> Route:
     """Whom a handoff goes to (see ``service/shops_answer.py``)."""
-    if reason == "sensitive" or PLATFORM_TERMS.search(query):
+    if reason in ("sensitive", "merchant") or PLATFORM_TERMS.search(query):
         return Route.PLATFORM
     if reason == "low_confidence" and platform is not None and platform.confidence > shop.confidence:
         return Route.PLATFORM

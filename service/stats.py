@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("kefu.stats")
 
 DECISIONS = ("answer", "clarify", "handoff", "greeting")  # greeting: a greeting or closing reply
-HANDOFF_REASONS = ("low_confidence", "user_requested", "sensitive", "needs_order", "empty_query")
+HANDOFF_REASONS = ("low_confidence", "user_requested", "sensitive", "merchant", "needs_order", "empty_query")
 UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DAYS = 400  # per-day rows in one report (the most recent)
 METRICS_WINDOW_S = 86400.0  # /metrics: the last day

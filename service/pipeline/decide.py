@@ -126,6 +126,8 @@ class Decision:
         if self.rule is not None and self.rule.order is not None:
             t["order_rule"] = self.rule.order.rule
             t["order_match"] = self.rule.order.text
+        if self.rule is not None and self.rule.merchant is not None:
+            t["merchant_match"] = self.rule.merchant.text
         return t
 
 

@@ -37,6 +37,8 @@ WELCOME_MAX_CHARS = 16
 # Of a category's questions, the one nearest this width: a whole short question (退款多久能到账), not
 # a keyword fragment an imported table may hold as a question (社保 借呗, 运费).
 WELCOME_WIDTH = 8
+# A seller's message (reason merchant): say who will take it, not "your question" as to a shopper.
+MERCHANT_MESSAGE = "您好，商家（卖家）的问题将由人工客服为您处理，正在为您转接，请稍候。"
 DEFAULT_HANDOFF_MESSAGE = HANDOFF_MESSAGE  # declared once, with the settings (KEFU_HANDOFF_MESSAGE)
 CLARIFY_CHOICES = 3
 SUGGESTIONS = 3  # best candidates a low-confidence or needs_order handoff carries as suggestions
@@ -120,7 +122,12 @@ class Responder:
                 reason = d.reason or "low_confidence"
                 prior = Prior(earlier, tuple(history or ()))
                 ticket_id = self.tickets.create(d.query, reason, d.session_id, ranked, prior).id
-            said = empty_reply(self.examples, self.replies.empty) if d.reason == "empty_query" else self.handoff_message
+            if d.reason == "empty_query":
+                said = empty_reply(self.examples, self.replies.empty)
+            elif d.reason == "merchant":
+                said = self.replies.merchant or MERCHANT_MESSAGE
+            else:
+                said = self.handoff_message
             handoff = HandoffInfo(ticket_id=ticket_id, message=said)
             if d.rule.suggest if d.rule is not None else d.reason == "low_confidence" and _on_topic(d):
                 suggestions = [self.item(c, d.search_text) for c in cands[:SUGGESTIONS]]

@@ -93,7 +93,7 @@ def test_a_kbs_own_greetings_may_word_its_replies(tmp_path: Path):
     assert own.examples == ("Do you ship abroad",) and own.greetings == ()
 
 
-KINDS = "greeting, closing, empty, clarify, clarify_order, handoff"
+KINDS = "greeting, closing, empty, clarify, clarify_order, handoff, merchant"
 
 
 @pytest.mark.parametrize(

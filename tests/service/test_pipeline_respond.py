@@ -13,12 +13,14 @@ from indexer.chunking import DocUnit
 from indexer.folder import EntryInfo
 from kb.clauses import PATH_SEP
 from kb.schema import Replies
+from service.merchant import MerchantMatch
 from service.orders import OrderMatch
 from service.pipeline.decide import Decision, Thresholds
 from service.pipeline.prepare import Prepared
 from service.pipeline.respond import (
     CLARIFY_PROMPT,
     CLOSING_REPLY,
+    MERCHANT_MESSAGE,
     ORDER_CLARIFY_PROMPT,
     WELCOME_MAX_CHARS,
     Responder,
@@ -200,6 +202,24 @@ def test_a_low_confidence_handoff_suggests_and_records_the_candidates(responder:
     [ticket] = responder.tickets.list()
     assert ticket.id == a.handoff.ticket_id and ticket.reason == "low_confidence" and ticket.session_id == "S1"
     assert ticket.candidates[0] == {"id": ENTRIES[0], "score": 0.9} and len(ticket.candidates) == 4
+
+
+def test_a_sellers_handoff_says_who_takes_it_and_suggests_no_shoppers_article(responder: Responder):
+    rule = Rule(
+        "merchant", "handoff", "merchant:onboarding", False, True, merchant=MerchantMatch("onboarding", "申请入驻")
+    )
+    d = _decision(responder.index, "handoff", "merchant", rule, searched=False, norm="怎么申请入驻")
+    a = responder.run(d, 3, time.perf_counter())
+    assert a.handoff is not None and a.handoff.message == MERCHANT_MESSAGE and "商家" in MERCHANT_MESSAGE
+    assert (a.answers, a.suggestions, a.trace["fired"], a.trace["merchant_match"]) == (
+        [],
+        [],
+        "merchant:onboarding",
+        "申请入驻",
+    )
+    assert responder.tickets is not None and responder.tickets.list()[0].reason == "merchant"
+    responder.replies = Replies(merchant="商家请联系商家客服")  # greetings.yaml words it for a KB
+    assert responder.run(d, 3, time.perf_counter()).handoff.message == "商家请联系商家客服"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(("anchor_gap", "suggested"), [(-0.08, False), (-0.03, True), (-0.01, True), (0.05, True)])

@@ -34,7 +34,9 @@ def _prepared(query: str) -> Prepared:
         ("转人工", "user_requested", "handoff", "user_requested", False, True),
         ("我要起诉你们，转人工", "user_requested", "handoff", "user_requested", False, True),  # person first
         ("看中商品 人工", "user_requested", "handoff", "user_requested", False, True),  # read as typed, in goes
-        # sensitive comes before needs_order
+        # sensitive comes before merchant, merchant before needs_order (a seller's 这单顾客没收到 is no shopper's order)
+        ("入驻的店铺被人骗了要报警", "sensitive", "handoff", "sensitive:police", True, True),
+        ("这单顾客说没收到货", "merchant", "handoff", "merchant:their_customer", False, True),
         # searched: what to read while a person comes (the police, a court: a dispute escalated)
         ("我的快递到哪了？再不到我就报警", "sensitive", "handoff", "sensitive:police", True, True),
         ("我的快递到哪了", "needs_order", "handoff", "needs_order", True, True),  # searched for suggestions
@@ -53,6 +55,7 @@ def test_rules_in_order_of_precedence(
         remember,
     )
     assert (rule.order is not None) == (reason == "needs_order")
+    assert (rule.merchant is not None) == (reason == "merchant")
     assert rule.suggest == (reason == "needs_order" or fired == "sensitive:police")  # its candidates ride along
 
 
@@ -64,6 +67,12 @@ def test_needs_order_names_its_wording_and_can_be_switched_off() -> None:
     rule = Router(sensitive=SENSITIVE).run(_prepared("订单123456789012帮我退款"))
     assert rule is not None and rule.order is not None and rule.order.rule == "order_id"
     assert Router(sensitive=SENSITIVE, order_detection=False).run(_prepared("我的快递到哪了")) is None
+
+
+def test_merchant_names_its_wording_and_can_be_switched_off() -> None:
+    rule = Router(sensitive=SENSITIVE).run(_prepared("客户要开发票，是平台开吗"))
+    assert rule is not None and rule.merchant is not None and rule.merchant.text == "客户要"
+    assert Router(sensitive=SENSITIVE, merchant_detection=False).run(_prepared("客户要开发票，是平台开吗")) is None
 
 
 def test_the_bot_told_it_failed_asks_for_a_person_unless_the_kb_answers_small_talk() -> None:
@@ -99,7 +108,7 @@ def test_handoff_candidates_has_a_person_or_sensitive_handoff_searched() -> None
 
 # --- what routing first buys the answerer -----------------------------------------------------------
 PERSON = ["转人工", "人工", "你好，转人工", "七天无理由退货怎么弄？转人工"]
-RULE_QUERIES = [*PERSON, "退货运费谁出？充电宝都炸了", "？", "你好"]
+RULE_QUERIES = [*PERSON, "退货运费谁出？充电宝都炸了", "？", "你好", "怎么申请入驻"]
 
 
 @pytest.fixture
@@ -129,7 +138,7 @@ def test_a_rule_handoff_makes_no_encoder_call_and_no_candidate_pool(
         monkeypatch.setattr(answerer.index, name, searched)
     for query in RULE_QUERIES:
         a = answerer.answer(query)
-        assert a.reason in ("user_requested", "sensitive", "empty_query", "greeting"), query
+        assert a.reason in ("user_requested", "sensitive", "merchant", "empty_query", "greeting"), query
         assert answerer.explain(query).searched is None
     assert calls == []
 

@@ -186,6 +186,23 @@ def test_order_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, capl
     assert answerer.variant().orders is answerer.orders  # variants (eval, cross-fitting) keep them
 
 
+def test_seller_wording_a_kb_asks_about_is_its_topic(tmp_path, fake_encoder, caplog):
+    """A KB for shops (花呗 collections) asks about "our shop" itself: for it that is a question, not a
+    seller to hand off; joining the platform still is, and other KBs keep every rule."""
+    answerer = _answerer_of_csv(
+        tmp_path,
+        fake_encoder,
+        caplog,
+        "m1,我们店铺怎样开通花呗收款,在商家服务里申请开通。,收款",
+        "m2,花呗收款多久到账,实时到账。,收款",
+    )
+    assert answerer.merchant.kb_topics == (("own_shop", 1),)
+    assert any("merchant rules" in r.getMessage() and "own_shop (1)" in r.getMessage() for r in caplog.records)
+    assert answerer.explain("我们店铺能用花呗吗").rule is None
+    assert answerer.explain("怎么申请入驻").reason == "merchant"
+    assert answerer.variant().merchant is answerer.merchant
+
+
 def test_a_kb_whose_own_questions_are_greetings_answers_them_itself(tmp_path, fake_encoder, caplog):
     """A phone assistant's FAQ holds 你好你好 and 谢谢你了: greetings are its topic, not the rule's."""
     answerer = _answerer_of_csv(

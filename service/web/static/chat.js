@@ -16,6 +16,7 @@
   const HANDOFF_REASON = {
     user_requested: "已按您的要求转接人工客服",
     sensitive: "这个问题需要人工客服为您处理",
+    merchant: "商家（卖家）的问题由人工客服为您处理，已为您转接",
     needs_order: "这个问题需要查看您的订单，已为您转接人工客服",
     low_confidence: "这个问题我还不能确定答案，已为您转接人工客服",
   };

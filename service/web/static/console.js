@@ -12,6 +12,7 @@
     low_confidence: "置信度低",
     user_requested: "顾客要求",
     sensitive: "敏感",
+    merchant: "商家问题",
     needs_order: "需查订单",
     empty_query: "空问题",
   };
