@@ -16,6 +16,10 @@ from service.merchant import MERCHANT_RULES, MerchantRules, match_merchant
         ("刚申请入驻，店铺名填错了能退回修改吗", "onboarding"),
         ("我们店铺的退货地址已经改了，怎么还退到旧地址", "own_shop"),
         ("这笔优惠算我的店铺出吗", "own_shop"),
+        ("我们的商品被下架了，怎么申诉", "own_shop"),
+        ("货款结算要几天", "own_shop"),
+        ("想开个网店，要交保证金吗", "onboarding"),
+        ("千牛上看不到这个订单", "seller_tools"),
         ("商家后台看不到这个订单", "seller_tools"),
         ("能把SKU打在电子面单上吗", "seller_tools"),
         ("VC[数字x] 这单能继续派送吗", "seller_tools"),
@@ -42,6 +46,10 @@ def test_a_sellers_message_is_detected(query: str, rule: str) -> None:
         "消费撤销没打单，能收到钱吗",  # a card payment's slip, not a parcel's label
         "联系客服怎么联系",
         "这家店是入驻商家还是自营",
+        "这家店开店多久了",
+        "我买的商品还没发货",
+        "退货款什么时候到账",
+        "我是卖家，买家发来的链接能点吗",  # a second-hand seller: the bundled KB answers it
         "降价了怎么补差价给顾客",
         # JD's chat widget writes this line into a shopper's pasted order card
         "顾客通过点击web咚咚[站点x]信息发送:[订单编号:[订单x]] 这个快递几点送?",
