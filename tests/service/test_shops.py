@@ -152,6 +152,9 @@ def test_handoff_routes_and_tickets(shops: Shops, desk, tmp_path: Path) -> None:
     tickets = d.tickets.list(10, shop="acme")
     assert {t.ticket.id for t in tickets} >= {person.handoff.ticket_id, dispute.handoff.ticket_id}
     assert {t.route for t in tickets if t.ticket.id == dispute.handoff.ticket_id} == {"platform"}
+    # a seller writing into a shop's chat is the platform's to serve, as a dispute is
+    seller = d.answer(platform, "我们店铺想入驻，找谁", "acme")
+    assert (seller.decision, seller.reason, seller.handoff.route) == ("handoff", "merchant", "platform")
     assert all(t.shop == "acme" for t in tickets)
     assert d.tickets.list(10, shop="other") == []
 
