@@ -224,6 +224,7 @@ def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> 
         ("我的快递去哪了", "own_order_status"),
         ("查一下我的订单", "imperative"),
         ("看下这个快递吧", "imperative"),
+        ("看下这两个订单", "imperative"),
     ],
 )
 def test_requests_in_chat_wording(query: str, rule: str) -> None:
