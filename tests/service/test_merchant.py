@@ -20,6 +20,15 @@ from service.merchant import MERCHANT_RULES, MerchantRules, match_merchant
         ("货款结算要几天", "own_shop"),
         ("想开个网店，要交保证金吗", "onboarding"),
         ("千牛上看不到这个订单", "seller_tools"),
+        ("资质审核被驳回了，要补什么材料", "onboarding"),
+        ("我打算在你们平台开个旗舰店", "onboarding"),
+        ("我上架的裙子审核一直不过", "own_shop"),
+        ("链接被限流了，什么时候恢复", "own_shop"),
+        ("运费模板改了不生效", "own_shop"),
+        ("技术服务费怎么收", "own_shop"),
+        ("后台库存对不上", "seller_tools"),
+        ("麻烦联系一下买家，电话打不通", "their_customer"),
+        ("买家恶意退款，东西用过了", "their_customer"),
         ("商家后台看不到这个订单", "seller_tools"),
         ("能把SKU打在电子面单上吗", "seller_tools"),
         ("VC[数字x] 这单能继续派送吗", "seller_tools"),
@@ -50,6 +59,16 @@ def test_a_sellers_message_is_detected(query: str, rule: str) -> None:
         "我买的商品还没发货",
         "退货款什么时候到账",
         "我是卖家，买家发来的链接能点吗",  # a second-hand seller: the bundled KB answers it
+        "客服说商家后台可以改地址，你们帮我改下",  # the shopper reports what they were told
+        "卖家后台能看到我的手机号吗",
+        "商家关店了，保证金能赔给我吗",  # 关店, 保证金, 延迟发货: shoppers' words too
+        "卖家延迟发货有赔偿吗",
+        "哪些类目不支持七天无理由退货",
+        "花呗账期是多久",
+        "我发布的评价怎么删除",
+        "卖家会联系买家确认地址吗",
+        "买家申请退款后卖家多久处理",
+        "看评价好多买家说是假货",
         "降价了怎么补差价给顾客",
         # JD's chat widget writes this line into a shopper's pasted order card
         "顾客通过点击web咚咚[站点x]信息发送:[订单编号:[订单x]] 这个快递几点送?",
