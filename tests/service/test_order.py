@@ -225,6 +225,13 @@ def test_the_match_names_its_rule_and_text(query: str, rule: str, text: str) -> 
         ("查一下我的订单", "imperative"),
         ("看下这个快递吧", "imperative"),
         ("看下这两个订单", "imperative"),
+        # words nobody here had read (a helper's messages): possessives, statuses, acts on the order
+        ("你好 我那件羽绒服怎么还在揽收", "own_order_status"),
+        ("驿站说没有我的件 可你们显示派送成功", "own_order_status"),
+        ("帮我备注一下 周末再送", "act_on_order"),
+        ("麻烦帮我撤销那个退款申请", "act_on_order"),
+        ("帮我联系下快递员让他放门卫", "act_on_order"),
+        ("能不能帮我把收件人改成我妈的名字", "act_on_order"),
     ],
 )
 def test_requests_in_chat_wording(query: str, rule: str) -> None:
