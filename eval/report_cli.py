@@ -18,7 +18,7 @@ from kb.clikit import console, edge, progress_display, settings_of
 @edge
 def run_cmd(
     ctx: typer.Context,
-    split: str = typer.Option("test", "--split", help="dev, test, all, or the rules slice: rules_dev, rules_test"),
+    split: str = typer.Option("test", "--split", help="dev, test, all, rules_dev, rules_test or unseen"),
     data: Path | None = DATA_OPTION,
     as_json: bool = typer.Option(False, "--json", help="print one JSON object of metrics"),
 ) -> None:

@@ -156,6 +156,16 @@ def test_bundled_rules_slice_names_clauses_of_the_bundled_kb(bundled_kb):
     assert all(it.expect == "answer" and it.relevant for it in dev + test)
 
 
+def test_the_unseen_split_names_entries_of_the_bundled_kb_and_stays_out_of_all(bundled_kb):
+    """Counts and ids only: a test set, its queries never shown."""
+    unseen = load_split("unseen")
+    ids = {e.id for e in bundled_kb.entries}
+    assert len(unseen) == 160 and len({i.id for i in unseen}) == 160
+    assert all(it.expect == "answer" and len(it.relevant) == 1 and it.relevant[0] in ids for it in unseen)
+    assert len({it.relevant[0] for it in unseen}) == 80  # two questions for each of 80 entries
+    assert not {i.id for i in unseen} & {i.id for i in load_split("all")}
+
+
 def test_write_split_round_trips(tmp_path: Path):
     items = parse_items([_line(id="b", tags=["typo"]), _line(id="a", expect="handoff", reason="sensitive")], "x")
     path = tmp_path / "dev.jsonl"
