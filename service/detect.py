@@ -16,7 +16,7 @@ from indexer.normalize import normalize
 MASKED = r"[\[【][^\[\]【】\s]{1,12}[\]】]"
 
 # Words for "a person" (with the typos and homophones shoppers type: 仁工, 人共, 人宫).
-_HUMAN_WORD = r"(?:人工|仁工|人共|人宫|真人|活人|人工坐席|坐席|人类)"
+_HUMAN_WORD = r"(?:人工|仁工|人共|人宫|人弓|人公|ren ?工|人 ?gong|真人|活人|人工坐席|坐席|人类)"
 # What follows such a word when it names a thing or a process, not a person: 人工费, 人工智能,
 # 人工草坪, 人工审核, 真人秀, 真人图, 真人发 (wigs of human hair). Every pattern uses it.
 _NOT_A_PERSON = (
@@ -33,7 +33,7 @@ _TO_END = r"[\s!！?？。，,.~～…呢吗嘛么啊呀吧哦啦]*$"
 _AFTER_OPENING = r"(?:[!！?？。，,.:：;；~～…\s\[【(（]|$|\d|订单(?:编?号)?[:：是]?\s*[\[【\d]|单号)"
 _REQUEST_PATTERNS = [
     # not after 自动: 小蜜回答不了会自动转人工吗 asks how the service works, an article answers it
-    rf"(?<!自动)(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
+    rf"(?<!自动)(?:转|專|专|传|接|找|要|叫|换|给我|帮我|请|麻烦|让|安排|求|上|来个?)\s*(?:个|一下|到|一个|给)?\s*{_HUMAN}{_NOT_A_REQUEST_AFTER}",
     rf"^{_HUMAN}(?:客服|服务)?{_AFTER_OPENING}",
     rf"^(?:{_HUMAN})+{_TO_END}",
     rf"(?:有没有|有无|还有没有|喂喂?有没有|在不在)\s*(?:个)?\s*{_HUMAN}",
@@ -46,7 +46,7 @@ _REQUEST_PATTERNS = [
     # greeting; it asks for a person only with a verb that hands the chat over: 转客服, 我要找客服.
     r"转接?\s*(?:一下|个|到|给)?\s*(?:你们的?)?客服(?!电话|热线|号码|邮箱|时间|几点|上班|下班|排)",
     rf"^我?(?:(?:要|想要|需要)找?|想?找)(?:个|一下)?客服{_TO_END}",
-    r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让)?\s*(?:你|这个)?\s*(?:再)?\s*(?:和|跟|同)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai)",
+    r"(?:别|不要|不想|不跟|不和|不用)\s*(?:让|用|拿)?\s*(?:你|这个)?\s*(?:再)?\s*(?:和|跟|同)?\s*(?:机器人?|智能客服|自动回复|小蜜|ai|程序)",
     # the bot told to stop (机器人别回了, 自动回复不要再发了)
     r"(?:机器人|智能客服|自动回复)\s*(?:你)?\s*(?:别|不要|不用)\s*(?:再)?\s*(?:回|说|答|发)",
     # a person to talk to, said as a want (我要跟人说话, 想找个真人聊): not 跟人聊天被骗了, a story
@@ -55,21 +55,41 @@ _REQUEST_PATTERNS = [
     rf"(?:要|想|让我)\s*(?:跟|和|同)\s*{_HUMAN}(?:客服)?\s*(?:说话?|聊|谈|沟通|对话|讲)",
     # reaching a person as an act (联系人工, 接通人工, 召唤人工, 可以人工吗, 人工快点)
     rf"(?:联系|接通|召唤|呼叫)\s*(?:一下|个)?\s*{_HUMAN}",
-    rf"^可以(?:转)?{_HUMAN}(?:客服|服务)?(?:吗|么|不|没)?{_TO_END}",
+    rf"^(?:可以|能|能不能|可不可以)(?:转)?{_HUMAN}(?:客服|服务)?(?:吗|么|不|没)?{_TO_END}",
     rf"^{_HUMAN}(?:客服)?\s*快点?{_TO_END}",
     # the whole message a call for the service (客服客服, 在线客服): one 客服 alone stays a greeting
     rf"^(?:(?:客服){{2,}}|在线(?:客服|人工))(?:客服|人工)?{_TO_END}",
     r"(?:换|找|叫)\s*(?:个|一个|你们的?)?\s*(?:人|客服)\s*(?:来|跟我|和我|出来)",
-    r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|值班的?客服)",
+    r"(?:找|叫|让)\s*(?:你们|你们的)?\s*(?:客服)?\s*(?:主管|经理|领导|负责人|店长|值班的?(?:客服|经理))",
+    r"转(?:给|到)\s*(?:你们的?)?(?:值班)?(?:经理|主管|领导|负责人)",
+    # someone to call back or to take the case (打电话给我吧, 能安排人回电吗, 安排专人跟我对接)
+    rf"(?<!帮)(?<!帮我)打电话给我(?:吧|好吗|行吗|可以吗|{_TO_END})|回(?:个|一个)?电话(?:给我)?吧|安排(?:个|一个|一位)?(?:人|专人|专员|客服)\s*"
+    r"(?:给我)?(?:回电|回个?电话|跟我|和我|联系我|对接)|(?:让|叫)(?:你们的?)?客服(?:给我)?回(?:个|一个)?电话",
+    # a person asked for bare (来个人!, 给我个人, 找个懂的人来, 我要找人说, 到底有没有人管)
+    rf"来(?:个|一个)(?:活|真)?人(?:看看?|处理|回答)?(?:一?下)?{_TO_END}|给我(?:个|一个)(?:活|真)?人{_TO_END}"
+    r"|找(?:个|一个)(?:懂的|懂行的|能做主的|管事的|明白的?|靠谱的)人来|我(?:要|想)找(?:个)?人(?:说|聊|谈)?"
+    + _TO_END
+    + r"|有没有人(?:管|理我?|处理|回我?)|真人(?:的)?那种",
+    rf"(?:到底)?有没有人(?:在)?{_TO_END}|找(?:个|一个)(?:真|活)?人(?:来)?(?:处理|看看?|回答|解决)?(?:一?下)?{_TO_END}"
+    r"|(?:叫|找|来)(?:个|一个)?(?:管事|能做主|负责)的|有没有(?:活的|值班的(?:人|客服))",
+    rf"我要(?:真|活)?人{_TO_END}",
+    rf"^(?:快点?)?(?:给我)?换(?:个)?人{_TO_END}|叫不(?:出|到)人|来(?:个|一个|一位)?(?:负责人|领导|主管|经理)|(?:你们的?)?(?:领导|主管|经理|负责人)呢",
+    r"转(?:个|一个)?(?:工作人员|客服人员|专员)|转给[^,.!?;]{0,4}(?:同事|工作人员|客服人员|专员)|叫(?:个|一个)?小二",
+    r"请(?:一位|个|一个)?(?:客服人员|工作人员)|(?:和|跟)(?:你们的?)?(?:员工|工作人员)(?:沟通|说|聊|谈)",
+    rf"^(?:(?:客服|小二)\s*)+(?:你)?(?:快)?出来(?:一下)?{_TO_END}",
+    r"让(?:个|一个)?(?:真|活)?人来|(?:让|叫)[^,.!?;]{0,6}的人(?:直接)?(?:联系我|给我打电话|打给我|回电)",
+    r"^(?:请|麻烦)?(?:你们?)?给我打(?:个|一个)电话",
+    r"(?:要|想)(?:和|跟)(?:你们的?)?(?:主管|经理|领导|负责人|店长)(?:通电话|通话|说|谈|沟通|讲)",
+    rf"{_HUMAN}(?:客服)?\s*(?:处理|看|帮我看|帮我处理)(?:一下|下){_TO_END}",
     r"\b(?:human|real (?:person|human)|live agent|agent please)\b",
     r"\b(?:talk|speak) to (?:an? )?(?:person|agent|human|representative)\b",
-    r"^(?:rg|zrg|转rg)$",
+    r"^(?:rg|zrg|转rg)$|\b(?:zhuan ?)?ren ?gong\b",
     # a numbered agent (帮我转[数字x]号客服, 转3号客服): the chat widget's masking keeps the 号
     rf"转接?\s*(?:到|给)?\s*(?:\d+|{MASKED})\s*号\s*(?:客服|人工)",
     # asking whether a person has taken over (是人工吗, 是到人工客服了么?): the whole message
     rf"^是(?:不是)?(?:转?到)?了?{_HUMAN}(?:客服|服务)?了?{_TO_END}",
     # the whole message asks where the people are (人呢, 客服呢?, 人都去哪了): to a bot, a call for a person
-    rf"^(?:(?:你们的?)?(?:人|客服|小二)都?(?:呢|去哪(?:了|儿了)?|哪去了|跑哪去了)){{1,3}}{_TO_END}",
+    r"^(?:(?:你们的?)?(?:客服的?人|人|客服|小二)都?(?:呢|去哪(?:了|儿了)?|哪去了|跑哪去了)[\s!！?？。，,.~～…]*){1,3}$",
 ]
 _REQUEST = re.compile("|".join(f"(?:{p})" for p in _REQUEST_PATTERNS))
 # The bot told it has failed (说人话, 答非所问, 机器人听不懂): what a shopper says before giving up on
@@ -166,7 +186,9 @@ def _asks_person(norm: str) -> bool:
 
 # Where a typed message breaks into its goes, and a cheap check that one could name a person at all.
 _TYPED_BREAK = re.compile(r"[\s,，.。!！?？;；~～…]+")
-_HUMAN_TYPED = re.compile(r"人工|仁工|人共|人宫|真人|活人|坐席|客服|人都?(?:呢|去哪|哪去|跑哪)")
+_HUMAN_TYPED = re.compile(
+    r"人工|仁工|人共|人宫|真人|活人|坐席|客服|人都?(?:呢|去哪|哪去|跑哪)|换个?人|(?:来|找)(?:个|一个)人"
+)
 
 
 @functools.lru_cache(maxsize=8)

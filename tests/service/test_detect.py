@@ -190,10 +190,50 @@ def test_real_chat_requests_are_not_greetings(query: str, greeting_extras):
         "可以人工审核吗",
         "联系卖家",
         "人工回复太慢了",
+        # a call, a person or someone to find, asked of someone else or for something else
+        "帮我打电话给我妈",
+        "快递员一直给我打电话",
+        "找个人帮我代收快递",
+        "有没有人用过这个牌子",
+        "店铺经理推荐的款有货吗",
+        "真人客服什么时候上班",
     ],
 )
 def test_real_chat_non_requests(query: str):
     assert not is_user_request(normalize(query))
+
+
+# Wordings nobody here had read (a helper's messages, docs/experiments.md session 28)
+@pytest.mark.parametrize(
+    "query",
+    [
+        "能人工吗",
+        "rengong",
+        "转人弓",
+        "转ren工",
+        "来个人！",
+        "啥都问不明白 算了 给我个人",
+        "你回答的都不对 找个懂的人来",
+        "一直在自动回复 烦死了 给我找个人",
+        "到底有没有人管啊！！！",
+        "你们到底有没有人啊",
+        "人呢？客服人呢",
+        "我要找店长说话",
+        "把我转给值班经理",
+        "叫个管事的来",
+        "请安排专人跟我对接",
+        "你们客服电话打不通 能安排人回电吗",
+        "打电话给我吧 打字说不清",
+        "给我打个电话 下午一点以后都行",
+        "让售后的人直接联系我",
+        "让人来跟我说 别发模板了",
+        "别用机器人糊弄我",
+        "我要和主管通电话",
+        "发票开错了 人工客服处理下",
+    ],
+)
+def test_unseen_wordings_of_a_request_for_a_person(query: str):
+    assert is_user_request(normalize(query), query)
 
 
 def test_bare_customer_service_greeting_is_a_greeting(greeting_extras):

@@ -210,8 +210,8 @@ def test_everyday_senses_are_not_sensitive(bundled_detector: SensitiveDetector, 
 
 
 SWALLOWED = (
-    r"(?:误食|误吞|吃|吞)(?:了|下|进)?去?(?:了)?(?:一颗|一个|一粒|一包|个|颗|粒|包)?(?:玩具的?)?"
-    r"(?:小?零件|纽扣电池|电池|磁铁|磁珠|珠子|干燥剂)"
+    r"(?:误食|误吞|吃|吞)(?:了|下|进)?去?(?:了)?(?:一颗|一个|一粒|一包|个|颗|粒|包)?(?:玩具(?:上)?的?)?"
+    r"(?:小?零件|纽扣电池|电池|磁铁|磁力?珠|珠子|干燥剂)"
 )
 HIT_SOMEONE = r"(?:我要|我去|我会|我就|非得?)(?:打|揍)(?:他|她|你)(?:们)?(?!.{0,2}电话)"
 
@@ -256,6 +256,51 @@ HIT_SOMEONE = r"(?:我要|我去|我会|我就|非得?)(?:打|揍)(?:他|她|你
 def test_genuine_sensitive_messages_still_match(bundled_detector: SensitiveDetector, query: str, group: str, term: str):
     hit = bundled_detector.match(normalize(query))
     assert hit == SensitiveMatch(group, term)
+
+
+# Wordings nobody here had read (a helper's messages, docs/experiments.md session 28): the group only
+@pytest.mark.parametrize(
+    ("query", "group"),
+    [
+        ("我真的撑不下去了 想一了百了", "self_harm"),
+        ("活够了 钱也没了 不如死了算了", "self_harm"),
+        ("我今晚就从楼上跳下去", "self_harm"),
+        ("再这样我去你们公司门口堵人", "threat"),
+        ("我跟你们拼了", "threat"),
+        ("我要去食药监举报你们", "regulator"),
+        ("等着被工商查吧", "regulator"),
+        ("我要让大家都别买这家", "media"),
+        ("宝宝用了奶瓶嘴里起泡 送医院了", "safety"),
+        ("吃了你们的保健品 我妈进ICU了", "safety"),
+        ("电热毯半夜冒火星 差点烧起来", "safety"),
+        ("锅在灶上炸裂了 碎片划伤了我老婆", "safety"),
+        ("小孩把磁力珠吞下去了 怎么办", "safety"),
+    ],
+)
+def test_unseen_wordings_of_sensitive_messages(bundled_detector: SensitiveDetector, query: str, group: str):
+    hit = bundled_detector.match(normalize(query))
+    assert hit is not None and hit.group == group, (query, hit)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "烟雾报警器怎么安装",
+        "起诉书模板打印纸有A4的吗",
+        "律师事务所的文件袋能定制logo吗",
+        "冒烟的那种干冰适合拍照吗",
+        "防漏电插座怎么装",
+        "315促销活动还有吗",
+        "记者证卡套有透明的吗",
+        "有没有讲打官司的推理小说推荐",
+        "工商银行卡能付款吗",
+        "个体工商户可以开发票吗",
+        "手机屏幕炸裂了还能保修吗",
+        "离医院近的自提点有吗",
+    ],
+)
+def test_product_names_and_banks_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
+    assert bundled_detector.match(normalize(query)) is None, query
 
 
 @pytest.mark.parametrize(

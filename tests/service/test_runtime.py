@@ -36,7 +36,7 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     (kb / "faq").mkdir(parents=True)
     (kb / "faq" / "tiny.yaml").write_text(TINY_FAQ, "utf-8")
     (kb / "resources").mkdir()
-    (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 店长亲自来\n", "utf-8")
+    (kb / "resources" / "sensitive.yaml").write_text("shop:\n  - 拉维权群\n", "utf-8")
     greetings = "greetings: [掌柜在吗]\nthanks: []\nexamples: [运费谁出]\n"
     greetings += "replies:\n  greeting: 掌柜在的，您问{examples}\n  handoff: 掌柜马上来\n"
     (kb / "resources" / "greetings.yaml").write_text(greetings, "utf-8")
@@ -46,7 +46,7 @@ def test_a_build_serves_its_own_resources_after_the_kb_is_gone(tmp_path, fake_en
     shutil.rmtree(kb)
 
     answerer = Runtime.create(settings, encoder=fake_encoder).answerer()
-    assert answerer.answer("让店长亲自来跟我说").reason == "sensitive"
+    assert answerer.answer("我要拉维权群了").reason == "sensitive"
     assert answerer.answer("掌柜在吗").reason == "greeting"
     assert answerer.welcome().examples == ["运费谁出"]  # the examples the KB chose, from the build's copy
     assert answerer.answer("掌柜在吗").message == answerer.welcome().message == "掌柜在的，您问“运费谁出”"
