@@ -64,15 +64,15 @@ def kb_sensitive(settings: Settings, index: Index, kb_root: Path | None = None) 
 def kb_rules(index: Index, rules: type[R], reason: str) -> R:
     """``reason``'s wording rules for ``index``'s KB: those its own FAQ questions match are off
     (``KBRules.for_kb``), which the log names."""
-    kb = rules.for_kb(normalize(e.question) for e in index.entries.values())
-    if kb.kb_topics:
+    found = rules.for_kb(normalize(e.question) for e in index.entries.values())
+    if found.kb_topics:
         log.info(
             "build %s: %s rules its own FAQ questions match are this KB's topics, not handoffs: %s",
             index.manifest.build_id,
             reason,
-            ", ".join(f"{rule} ({n})" for rule, n in kb.kb_topics),
+            ", ".join(f"{rule} ({n})" for rule, n in found.kb_topics),
         )
-    return kb
+    return found
 
 
 def kb_orders(index: Index) -> OrderRules:

@@ -1,6 +1,6 @@
 """Route: the rules that decide before any encoding. An empty message, a greeting, a request for
-a person, a sensitive message, a seller's message and one that needs the shopper's own order never reach the
-confidence model, and only a rule whose handoff shows candidates has the message searched."""
+a person, a sensitive message, a seller's message and one that needs the shopper's own order never
+reach the confidence model, and only a rule whose handoff shows candidates has the message searched."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ class Rule:
 
     reason: Reason  # empty_query | greeting | user_requested | sensitive | merchant | needs_order
     decision: Outcome  # handoff | clarify
-    fired: str  # as the trace names it: the reason, or "sensitive:<group>"
+    fired: str  # as the trace names it: the reason, "sensitive:<group>" or "merchant:<rule>"
     search: bool  # the message is still searched: its candidates go with the handoff
     remember: bool  # the message is the session's last question (not for an empty one or a greeting)
     order: OrderMatch | None = None  # needs_order: the wording that matched
