@@ -159,6 +159,17 @@ def calibration_line(served: dict[str, Any], report: dict[str, Any]) -> str:
     return f"{line}; {what}: {json.dumps(report.get('operating_point_cv', {}))}."
 
 
+UNSEEN_COLUMNS = (
+    ("hit@1", "hit@1"),
+    ("recall@5", "recall@5"),
+    ("mrr@10", "MRR@10"),
+    ("answered_precision", "answered precision"),
+    ("coverage", "coverage"),
+    ("clarify_rate", "clarify rate"),
+    ("in_scope_handoff_rate", "handed off"),
+)
+
+
 def write_report(
     test: dict[str, Any],
     dev: dict[str, Any],
@@ -169,6 +180,7 @@ def write_report(
     folder: Path = REPORTS,
     switches: dict[str, dict[str, float]] | None = None,
     rules: dict[str, dict[str, Any]] | None = None,
+    unseen: dict[str, Any] | None = None,
 ) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     pngs = plots(calibration, folder)
@@ -185,6 +197,7 @@ def write_report(
         "independence": independence,
         "topic_switches": switches or {},
         "rules": rules or {},
+        "unseen": unseen or {},
     }
     (folder / "latest.json").write_text(json.dumps(data, ensure_ascii=False, indent=1), "utf-8")
     th, dh = test["headline"], dev["headline"]
@@ -238,6 +251,17 @@ def write_report(
         ]
     else:
         lines += ["Not measured: no `rules_dev.jsonl` / `rules_test.jsonl` in the eval data folder.", ""]
+    if unseen:
+        lines += [
+            "## Wording nobody here wrote (unseen split)",
+            "",
+            f"{unseen.get('n')} shoppers' questions written by someone who saw only 80 entries' own questions "
+            "and answers, never the alternatives or the other splits (`eval/data/unseen.jsonl`): a test set, "
+            "never tuned on.",
+            "",
+            _table([[_fmt(unseen.get(k)) for k, _ in UNSEEN_COLUMNS]], [label for _, label in UNSEEN_COLUMNS]),
+            "",
+        ]
     lines += ["## Handoff by reason (test)", ""]
     pr = test["decisions"]["per_reason"]
     lines += [

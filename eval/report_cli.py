@@ -104,7 +104,7 @@ def report_cmd(
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
     from eval.ablations import run_ablations
-    from eval.dataset import independence, phrasing_overlap
+    from eval.dataset import DATA_DIR, UNSEEN_SPLIT, independence, phrasing_overlap
     from eval.report import REPORTS, write_report
     from eval.runner import topic_switches
     from kb.loader import load_kb
@@ -140,8 +140,14 @@ def report_cmd(
     rules: dict[str, dict[str, Any]] = {}  # the rules slice's metrics by split ("dev", "test")
     for name, its in by_split.items():
         rules[name.removeprefix("rules_")] = evaluate_items(answerer, its, name, as_json).metrics
+    unseen = None
+    if (data or s.eval_dir or DATA_DIR).joinpath(f"{UNSEEN_SPLIT}.jsonl").is_file():
+        unseen = evaluate_items(answerer, labelled_split(ctx, UNSEEN_SPLIT, data), UNSEEN_SPLIT, as_json).metrics
+        unseen = unseen["headline"]
     manifest = answerer.index.manifest.model_dump()
-    path = write_report(test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches, rules)
+    path = write_report(
+        test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches, rules, unseen
+    )
     if as_json:
         print(json.dumps(test.metrics["headline"] | {"split": "test", "report": str(path)}, ensure_ascii=False))
         return

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from eval.dataset import EvalItem
 from eval.report import rules_markdown, write_report
 from eval.runner import evaluate
@@ -34,6 +36,18 @@ def test_report_shows_the_rules_slice_measured_by_the_runner(tiny_answerer, tmp_
     assert len(rows) == 2
     text = write_report(run, run, {}, [], ind, manifest, tmp_path).read_text("utf-8")
     assert "Not measured: no `rules_dev.jsonl`" in text
+    assert "unseen split" not in text  # measured only where the eval data has it
+
+
+def test_report_shows_the_unseen_split(tiny_answerer, tmp_path):
+    faq = [EvalItem("q1", "七天无理由退货", ("refund-seven-day",), "answer", None, (), "退货退款")]
+    run = evaluate(tiny_answerer, faq).metrics
+    unseen = evaluate(tiny_answerer, [*faq, replace(faq[0], id="q2", query="运费谁出")]).metrics["headline"]
+    ind = {"in_scope": 1, "above_0.5": 0, "share_above_0.5": 0.0, "mean_max_jaccard": 0.1}
+    path = write_report(run, run, {}, [], ind, tiny_answerer.index.manifest.model_dump(), tmp_path, unseen=unseen)
+    text = path.read_text("utf-8")
+    assert "## Wording nobody here wrote (unseen split)" in text and "2 shoppers' questions" in text
+    assert f"| {unseen['hit@1']:.3f} | {unseen['recall@5']:.3f} |" in text
 
 
 def test_report_compares_the_clauses_questions_with_each_rules_split(tiny_answerer, tmp_path):
