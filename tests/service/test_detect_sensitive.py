@@ -297,6 +297,8 @@ def test_unseen_wordings_of_sensitive_messages(bundled_detector: SensitiveDetect
         "个体工商户可以开发票吗",
         "手机屏幕炸裂了还能保修吗",
         "离医院近的自提点有吗",
+        "硬盘数据抢救服务多少钱",
+        "我要挂你们电话了",
     ],
 )
 def test_product_names_and_banks_are_not_sensitive(bundled_detector: SensitiveDetector, query: str):
