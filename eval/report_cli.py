@@ -85,13 +85,20 @@ def confusions_cmd(
     )
 
 
+def has_split(ctx: typer.Context, data: Path | None, name: str) -> bool:
+    """Whether the eval data folder (``--data``, KEFU_EVAL_DIR, else the bundled one) holds split
+    ``name``: a folder of your own may have no rules slice or unseen split."""
+    from eval.dataset import DATA_DIR
+
+    return ((data or settings_of(ctx).eval_dir or DATA_DIR) / f"{name}.jsonl").is_file()
+
+
 def rules_items(ctx: typer.Context, data: Path | None) -> dict[str, list[EvalItem]]:
     """The rules slice's items by split (``rules_dev``, ``rules_test``), for the splits the eval
-    data folder has (a folder of your own may have none)."""
-    from eval.dataset import DATA_DIR, RULES_SPLITS
+    data folder has."""
+    from eval.dataset import RULES_SPLITS
 
-    folder = data or settings_of(ctx).eval_dir or DATA_DIR
-    return {name: labelled_split(ctx, name, data) for name in RULES_SPLITS if (folder / f"{name}.jsonl").is_file()}
+    return {name: labelled_split(ctx, name, data) for name in RULES_SPLITS if has_split(ctx, data, name)}
 
 
 @edge
@@ -104,7 +111,7 @@ def report_cmd(
 ) -> None:
     """Evaluate dev and test, run ablations, write latest.md / latest.json with plots."""
     from eval.ablations import run_ablations
-    from eval.dataset import DATA_DIR, UNSEEN_SPLIT, independence, phrasing_overlap
+    from eval.dataset import UNSEEN_SPLIT, independence, phrasing_overlap
     from eval.report import REPORTS, write_report
     from eval.runner import topic_switches
     from kb.loader import load_kb
@@ -141,7 +148,7 @@ def report_cmd(
     for name, its in by_split.items():
         rules[name.removeprefix("rules_")] = evaluate_items(answerer, its, name, as_json).metrics
     unseen = None
-    if (data or s.eval_dir or DATA_DIR).joinpath(f"{UNSEEN_SPLIT}.jsonl").is_file():
+    if has_split(ctx, data, UNSEEN_SPLIT):
         unseen = evaluate_items(answerer, labelled_split(ctx, UNSEEN_SPLIT, data), UNSEEN_SPLIT, as_json).metrics
         unseen = unseen["headline"]
     manifest = answerer.index.manifest.model_dump()
