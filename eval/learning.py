@@ -58,12 +58,13 @@ from kb.learned import decide
 from kb.loader import load_kb
 from kb.schema import KnowledgeBase
 from kb.settings import BUNDLED_KB, Settings
+from service.schemas import RULE_HANDOFF_REASONS
 
 ROUNDS = (0.25, 0.5, 0.75, 1.0)  # shares of dev replayed after round 0
 TUNE_AT = (0.5, 1.0)  # rounds after which `--tune` also tunes the encoder (`kefu learn tune`)
 FOREIGN = Path(__file__).resolve().parents[2] / "shared" / "foreign"
 DEFAULT_SUITES = ("bundled", str(FOREIGN / "unionpay_a"))
-RULE_REASONS = frozenset({"user_requested", "sensitive", "merchant", "needs_order", "empty_query"})
+RULE_REASONS = frozenset(RULE_HANDOFF_REASONS)
 OPERATOR = "benchmark-operator"
 Say = Callable[[str], None]
 

@@ -147,10 +147,10 @@ def report_cmd(
     rules: dict[str, dict[str, Any]] = {}  # the rules slice's metrics by split ("dev", "test")
     for name, its in by_split.items():
         rules[name.removeprefix("rules_")] = evaluate_items(answerer, its, name, as_json).metrics
-    unseen = None
+    unseen = None  # the unseen split's headline, where the eval data has it
     if has_split(ctx, data, UNSEEN_SPLIT):
-        unseen = evaluate_items(answerer, labelled_split(ctx, UNSEEN_SPLIT, data), UNSEEN_SPLIT, as_json).metrics
-        unseen = unseen["headline"]
+        its = labelled_split(ctx, UNSEEN_SPLIT, data)
+        unseen = evaluate_items(answerer, its, UNSEEN_SPLIT, as_json).metrics["headline"]
     manifest = answerer.index.manifest.model_dump()
     path = write_report(
         test.metrics, dev.metrics, cal_report, abl, ind, manifest, out or REPORTS, switches, rules, unseen

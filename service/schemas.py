@@ -15,6 +15,10 @@ Decision = Literal["answer", "clarify", "handoff"]
 Reason = Literal[
     "user_requested", "sensitive", "merchant", "needs_order", "low_confidence", "empty_query", "ambiguous", "greeting"
 ]
+# Handoffs a rule decides before any confidence (the route stage), and with low confidence every handoff
+# reason: one list for the stats, the shops' merge and the learning loop.
+RULE_HANDOFF_REASONS = ("user_requested", "sensitive", "merchant", "needs_order", "empty_query")
+HANDOFF_REASONS = ("low_confidence", *RULE_HANDOFF_REASONS)
 Vote = Literal["up", "down"]
 ANSWER_ID_PATTERN = r"^A[0-9a-f]{16}$"
 MAX_COMMENT_CHARS = 500

@@ -10,14 +10,14 @@ from enum import StrEnum
 from typing import Any
 
 from service.answerer import CLARIFY_CHOICES, SUGGESTIONS
-from service.schemas import Answer, AnswerItem, HandoffInfo
+from service.schemas import RULE_HANDOFF_REASONS, Answer, AnswerItem, HandoffInfo
 from service.shops_registry import ShopRecord
 from service.shops_tickets import ShopTickets
 from service.tickets import Prior
 from service.webhook import OrderEvent, OrderWebhook
 
 # Decided by a rule before any confidence: the same on both sides, taken once.
-RULE_REASONS = frozenset({"user_requested", "sensitive", "merchant", "needs_order", "empty_query", "greeting"})
+RULE_REASONS = frozenset({*RULE_HANDOFF_REASONS, "greeting"})
 # Words that take a handoff to 官方客服 even from a shop's chat: the platform itself, its
 # intervention in a dispute, complaints about the seller, fraud and counterfeits.
 PLATFORM_TERMS = re.compile(

@@ -39,6 +39,7 @@ from indexer.folder import Manifest, read_manifest
 from kb.errors import ConfigError, IndexStateError
 from service.gaps import GapReport, iso
 from service.gaps_unserved import KINDS, read_unserved
+from service.schemas import HANDOFF_REASONS
 from service.tickets import AnswerLog, FeedbackStore
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("kefu.stats")
 
 DECISIONS = ("answer", "clarify", "handoff", "greeting")  # greeting: a greeting or closing reply
-HANDOFF_REASONS = ("low_confidence", "user_requested", "sensitive", "merchant", "needs_order", "empty_query")
 UNITS_S = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 MAX_DAYS = 400  # per-day rows in one report (the most recent)
 METRICS_WINDOW_S = 86400.0  # /metrics: the last day

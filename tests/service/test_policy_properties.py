@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from kb.errors import ConfigError, InputError
 from kb.settings import MAX_TOP_K
+from service import schemas
 from service.answerer import Answerer
 from service.policy import FEATURES, Calibration, Features, decide
 from service.schemas import Answer
@@ -26,7 +27,7 @@ from tests.fakes import FAKE_CAL
 
 DECISIONS = ("handoff", "clarify", "answer")  # in order of confidence
 RANK = {d: i for i, d in enumerate(DECISIONS)}
-HANDOFF_REASONS = {"user_requested", "sensitive", "needs_order", "low_confidence", "empty_query"}
+HANDOFF_REASONS = set(schemas.HANDOFF_REASONS)
 CLARIFY_REASONS = {"ambiguous", "greeting"}
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
